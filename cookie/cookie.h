@@ -1,0 +1,98 @@
+/* The migration cookie: what the source offers, what the destination answers, the result. */
+#pragma once
+
+#include <glib.h>
+#include <json-glib/json-glib.h>
+
+#define COOKIE_VERSION 1
+/* Sizes above this are rejected as absurd (1 EiB). */
+#define COOKIE_MAX_SIZE (G_GINT64_CONSTANT (1) << 60)
+
+/* A cookie grows as it travels: source → destination (adds the NBD endpoint and
+ * per-disk exports) → result (adds the outcome).  Each kind validates the fields
+ * it adds plus all earlier ones. */
+typedef enum {
+  COOKIE_KIND_SOURCE,
+  COOKIE_KIND_DESTINATION,
+  COOKIE_KIND_RESULT,
+} CookieKind;
+
+typedef enum {
+  COOKIE_MODE_LIVE,
+  COOKIE_MODE_COPY,
+  COOKIE_MODE_MOVE,
+} CookieMode;
+
+typedef struct {
+  char *name;            /* the user's name: qdev id, BlockBackend or node name */
+  char *node;            /* source root node name (what the mirror starts from) */
+  char *format;          /* "qcow2", "raw", ... */
+  gint64 virtual_size;   /* bytes, > 0 */
+  gint64 allocated;      /* bytes on the host, >= 0 */
+  GStrv backing;         /* backing file names, top first; NULL when none */
+  /* destination */
+  char *export_name;     /* NBD export name on the destination */
+  char *target_node;     /* destination node that is exported */
+  char *target_path;     /* destination file, when known */
+  gboolean created;      /* blkmig created target_path (remove it on failure) */
+} CookieDisk;
+
+typedef struct {
+  char *name;
+  gboolean mandatory;    /* a peer that does not know it must refuse */
+} CookieFeature;
+
+typedef struct {
+  CookieKind kind;
+  char *id;              /* 32 lowercase hex digits */
+  CookieMode mode;
+  char *source_host;
+  GPtrArray *features;   /* CookieFeature: offered (source) */
+  GPtrArray *disks;      /* CookieDisk */
+  /* destination */
+  char *dest_host;
+  GStrv accepted;        /* feature names the destination accepted */
+  char *nbd_unix;        /* NBD endpoint: a UNIX socket path ... */
+  char *nbd_host;        /* ... or host and port */
+  int nbd_port;
+  char *migrate_uri;     /* where the destination listens for the memory stream */
+  /* result */
+  char *status;          /* "completed", "copied", "moved" */
+  gint64 downtime_ms;    /* -1 when not measured */
+  gint64 bytes;          /* bytes the mirrors reported as copied */
+} Cookie;
+
+void cookie_disk_free (CookieDisk *disk);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (CookieDisk, cookie_disk_free)
+void cookie_feature_free (CookieFeature *feature);
+void cookie_free (Cookie *cookie);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (Cookie, cookie_free)
+
+/* A new source cookie with a fresh random id and this host's name. */
+Cookie *cookie_new (CookieMode mode);
+CookieDisk *cookie_disk_new (const char *name, const char *node, const char *format,
+                             gint64 virtual_size, gint64 allocated);
+/* Adds a feature this build offers. */
+void cookie_add_feature (Cookie *cookie, const char *name, gboolean mandatory);
+gboolean cookie_has_accepted (const Cookie *cookie, const char *feature);
+CookieDisk *cookie_find_disk (const Cookie *cookie, const char *name);
+
+const char *cookie_mode_to_string (CookieMode mode);
+gboolean cookie_mode_from_string (const char *str, CookieMode *mode);
+const char *cookie_kind_to_string (CookieKind kind);
+
+/* Parses and validates.  The cookie must be at least of kind @min_kind.
+ * Errors are BLKMIG_ERROR_COOKIE with one clear message each. */
+Cookie *cookie_parse (const char *data, gssize len, CookieKind min_kind,
+                      GError **error) G_GNUC_WARN_UNUSED_RESULT;
+Cookie *cookie_load (const char *path, CookieKind min_kind,
+                     GError **error) G_GNUC_WARN_UNUSED_RESULT;
+/* Serialises (pretty-printed, stable key order, trailing newline). */
+char *cookie_to_string (const Cookie *cookie);
+gboolean cookie_save (const Cookie *cookie, const char *path, GError **error);
+
+/* Unknown mandatory features in @offer are an error; unknown optional ones are
+ * dropped.  Sets offer->accepted to the known features offered. */
+gboolean cookie_accept_features (Cookie *offer, GError **error);
+/* Checks a destination's answer against our offer: same id, same disks, same sizes. */
+gboolean cookie_check_reply (const Cookie *offer, const Cookie *reply, GError **error);

@@ -1,0 +1,469 @@
+/* A group of block jobs: event routing, READY barrier, fail-fast, complete/cancel all. */
+#include "jobs/job-group.h"
+
+#include "common/async.h"
+#include "common/debug.h"
+#include "common/error.h"
+
+typedef struct {
+  GTask *task;
+  gboolean want_ended;       /* FALSE: wait for READY */
+  GSource *cancel_source;
+} JobWaiter;
+
+struct _JobGroup {
+  QmpClient *qmp;
+  gulong event_handler;
+  gulong closed_handler;
+  GPtrArray *jobs;           /* BlkJob */
+  GPtrArray *waiters;        /* JobWaiter */
+  JobGroupChangedFunc changed_func;
+  gpointer changed_data;
+};
+
+static void job_group_check_waiters (JobGroup *group);
+
+static void
+job_waiter_free (JobWaiter *waiter)
+{
+  if (waiter->cancel_source != NULL)
+    {
+      g_source_destroy (waiter->cancel_source);
+      g_source_unref (waiter->cancel_source);
+    }
+  g_clear_object (&waiter->task);
+  g_free (waiter);
+}
+
+static BlkJob *
+job_group_lookup (JobGroup *group, const char *id)
+{
+  for (guint i = 0; id != NULL && i < group->jobs->len; i++)
+    {
+      BlkJob *job = group->jobs->pdata[i];
+      if (g_str_equal (job->id, id))
+        return job;
+    }
+  return NULL;
+}
+
+static void
+job_group_dismiss_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(JsonNode) ret = qmp_client_execute_finish (QMP_CLIENT (source), result, &error);
+
+  if (ret == NULL)
+    blkmig_debug (BLKMIG_DEBUG_JOBS, "job-dismiss failed: %s", error->message);
+}
+
+static void
+job_group_notify (JobGroup *group, BlkJob *job)
+{
+  if (group->changed_func != NULL)
+    group->changed_func (group, job, group->changed_data);
+  job_group_check_waiters (group);
+}
+
+static void
+job_group_event_cb (QmpClient *qmp, const char *name, JsonObject *data, gpointer user_data)
+{
+  JobGroup *group = user_data;
+  const char *id = json_object_get_string_member_with_default (
+      data, g_str_equal (name, "JOB_STATUS_CHANGE") ? "id" : "device", NULL);
+  BlkJob *job = job_group_lookup (group, id);
+
+  if (job == NULL || !blk_job_apply_event (job, name, data))
+    return;
+  if (g_str_equal (name, "JOB_STATUS_CHANGE")
+      && g_strcmp0 (json_object_get_string_member_with_default (data, "status", NULL),
+                    "concluded") == 0)
+    qmp_client_execute_async (qmp, "job-dismiss", qmp_args_new ("id", qmp_str (job->id), NULL),
+                              -1, 0, NULL, job_group_dismiss_cb, NULL);
+  job_group_notify (group, job);
+}
+
+static void
+job_group_closed_cb (QmpClient *qmp, const GError *why, gpointer user_data)
+{
+  JobGroup *group = user_data;
+
+  for (guint i = 0; i < group->jobs->len; i++)
+    {
+      BlkJob *job = group->jobs->pdata[i];
+      blk_job_fail (job, why->message);
+      job->dismissed = TRUE;
+    }
+  job_group_notify (group, NULL);
+}
+
+JobGroup *
+job_group_new (QmpClient *qmp)
+{
+  JobGroup *group = g_new0 (JobGroup, 1);
+
+  group->qmp = g_object_ref (qmp);
+  group->jobs = g_ptr_array_new_with_free_func ((GDestroyNotify) blk_job_free);
+  group->waiters = g_ptr_array_new ();
+  group->event_handler = g_signal_connect (qmp, "event", G_CALLBACK (job_group_event_cb), group);
+  group->closed_handler = g_signal_connect (qmp, "closed", G_CALLBACK (job_group_closed_cb),
+                                            group);
+  return group;
+}
+
+void
+job_group_free (JobGroup *group)
+{
+  if (group == NULL)
+    return;
+  g_signal_handler_disconnect (group->qmp, group->event_handler);
+  g_signal_handler_disconnect (group->qmp, group->closed_handler);
+  for (guint i = 0; i < group->waiters->len; i++)
+    {
+      JobWaiter *waiter = group->waiters->pdata[i];
+      g_task_return_new_error (waiter->task, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
+                               "job group freed while waiting");
+      job_waiter_free (waiter);
+    }
+  g_ptr_array_unref (group->waiters);
+  g_ptr_array_unref (group->jobs);
+  g_object_unref (group->qmp);
+  g_free (group);
+}
+
+BlkJob *
+job_group_add (JobGroup *group, const char *job_id, const char *label)
+{
+  BlkJob *job = blk_job_new (job_id, label);
+
+  g_ptr_array_add (group->jobs, job);
+  return job;
+}
+
+void
+job_group_forget (JobGroup *group, BlkJob *job)
+{
+  g_ptr_array_remove (group->jobs, job);
+  job_group_check_waiters (group);
+}
+
+GPtrArray *
+job_group_get_jobs (JobGroup *group)
+{
+  return group->jobs;
+}
+
+void
+job_group_set_changed_func (JobGroup *group, JobGroupChangedFunc func, gpointer user_data)
+{
+  group->changed_func = func;
+  group->changed_data = user_data;
+}
+
+/* ---- waiting ------------------------------------------------------------ */
+
+static BlkJob *
+job_group_first_failed (JobGroup *group)
+{
+  for (guint i = 0; i < group->jobs->len; i++)
+    {
+      BlkJob *job = group->jobs->pdata[i];
+      if (job->state == BLK_JOB_FAILED)
+        return job;
+    }
+  return NULL;
+}
+
+static gboolean
+job_group_all (JobGroup *group, gboolean want_ended)
+{
+  for (guint i = 0; i < group->jobs->len; i++)
+    {
+      BlkJob *job = group->jobs->pdata[i];
+      gboolean done = want_ended ? blk_job_is_ended (job) && job->dismissed
+                                 : job->state >= BLK_JOB_READY;
+      if (!done)
+        return FALSE;
+    }
+  return TRUE;
+}
+
+/* Returns TRUE when the waiter has its answer (and has returned it). */
+static gboolean
+job_waiter_evaluate (JobGroup *group, JobWaiter *waiter)
+{
+  BlkJob *failed = job_group_first_failed (group);
+
+  if (failed != NULL && (!waiter->want_ended || job_group_all (group, TRUE)))
+    {
+      g_task_return_new_error (waiter->task, BLKMIG_ERROR, BLKMIG_ERROR_JOB,
+                               "%s: block job %s failed: %s", failed->label, failed->id,
+                               failed->error);
+      return TRUE;
+    }
+  if (!job_group_all (group, waiter->want_ended))
+    return FALSE;
+  g_task_return_boolean (waiter->task, TRUE);
+  return TRUE;
+}
+
+static void
+job_group_check_waiters (JobGroup *group)
+{
+  for (guint i = 0; i < group->waiters->len;)
+    {
+      JobWaiter *waiter = group->waiters->pdata[i];
+
+      if (job_waiter_evaluate (group, waiter))
+        {
+          g_ptr_array_remove_index (group->waiters, i);
+          job_waiter_free (waiter);
+        }
+      else
+        i++;
+    }
+}
+
+static gboolean
+job_waiter_cancelled_cb (GCancellable *cancellable, gpointer user_data)
+{
+  JobGroup *group = user_data;
+
+  for (guint i = 0; i < group->waiters->len; i++)
+    {
+      JobWaiter *waiter = group->waiters->pdata[i];
+      if (g_task_get_cancellable (waiter->task) == cancellable
+          && g_task_return_error_if_cancelled (waiter->task))
+        {
+          g_ptr_array_remove_index (group->waiters, i);
+          job_waiter_free (waiter);
+          return G_SOURCE_REMOVE;
+        }
+    }
+  return G_SOURCE_REMOVE;
+}
+
+static void
+job_group_wait_async (JobGroup *group, gboolean want_ended, GCancellable *cancellable,
+                      GAsyncReadyCallback callback, gpointer user_data, gpointer tag)
+{
+  JobWaiter *waiter = g_new0 (JobWaiter, 1);
+
+  waiter->task = g_task_new (NULL, cancellable, callback, user_data);
+  g_task_set_source_tag (waiter->task, tag);
+  waiter->want_ended = want_ended;
+  if (job_waiter_evaluate (group, waiter))
+    {
+      job_waiter_free (waiter);
+      return;
+    }
+  if (cancellable != NULL)
+    {
+      waiter->cancel_source = g_cancellable_source_new (cancellable);
+      g_source_set_callback (waiter->cancel_source, G_SOURCE_FUNC (job_waiter_cancelled_cb),
+                             group, NULL);
+      g_source_attach (waiter->cancel_source, g_main_context_get_thread_default ());
+    }
+  g_ptr_array_add (group->waiters, waiter);
+}
+
+void
+job_group_wait_ready_async (JobGroup *group, GCancellable *cancellable,
+                            GAsyncReadyCallback callback, gpointer user_data)
+{
+  job_group_wait_async (group, FALSE, cancellable, callback, user_data,
+                        job_group_wait_ready_async);
+}
+
+gboolean
+job_group_wait_ready_finish (JobGroup *group, GAsyncResult *result, GError **error)
+{
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+void
+job_group_wait_ended_async (JobGroup *group, GCancellable *cancellable,
+                            GAsyncReadyCallback callback, gpointer user_data)
+{
+  job_group_wait_async (group, TRUE, cancellable, callback, user_data,
+                        job_group_wait_ended_async);
+}
+
+gboolean
+job_group_wait_ended_finish (JobGroup *group, GAsyncResult *result, GError **error)
+{
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+gboolean
+job_group_wait_ready_sync (JobGroup *group, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(GAsyncResult) result = NULL;
+
+  job_group_wait_ready_async (group, cancellable, blkmig_store_result_cb, &result);
+  return job_group_wait_ready_finish (group, blkmig_await (&result), error);
+}
+
+gboolean
+job_group_wait_ended_sync (JobGroup *group, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(GAsyncResult) result = NULL;
+
+  job_group_wait_ended_async (group, cancellable, blkmig_store_result_cb, &result);
+  return job_group_wait_ended_finish (group, blkmig_await (&result), error);
+}
+
+/* ---- acting on every job ------------------------------------------------ */
+
+gboolean
+job_group_complete_all (JobGroup *group, GCancellable *cancellable, GError **error)
+{
+  for (guint i = 0; i < group->jobs->len; i++)
+    {
+      BlkJob *job = group->jobs->pdata[i];
+      g_autoptr(JsonNode) ret = NULL;
+
+      if (blk_job_is_ended (job))
+        continue;
+      ret = qmp_client_execute_sync (group->qmp, "block-job-complete",
+                                     qmp_args_new ("device", qmp_str (job->id), NULL),
+                                     cancellable, error);
+      if (ret == NULL)
+        return FALSE;
+      if (!blk_job_is_ended (job))
+        job->state = BLK_JOB_COMPLETING;
+    }
+  return TRUE;
+}
+
+static gboolean
+job_group_cancel_one (JobGroup *group, BlkJob *job, gboolean force,
+                      GCancellable *cancellable, GError **error)
+{
+  g_autoptr(JsonNode) ret = NULL;
+  g_autoptr(GError) local_error = NULL;
+  BlkJobState before = job->state;
+
+  job->state = BLK_JOB_CANCELLING;
+  job->forced = force;
+  ret = qmp_client_execute_sync (group->qmp, "block-job-cancel",
+                                 qmp_args_new ("device", qmp_str (job->id),
+                                               "force", qmp_bool (force), NULL),
+                                 cancellable, &local_error);
+  if (ret != NULL || blk_job_is_ended (job))
+    return TRUE;
+  if (job->state == BLK_JOB_CANCELLING)
+    job->state = before;
+  g_propagate_error (error, g_steal_pointer (&local_error));
+  return FALSE;
+}
+
+gboolean
+job_group_cancel_all (JobGroup *group, gboolean force, GCancellable *cancellable,
+                      GError **error)
+{
+  for (guint i = 0; i < group->jobs->len; i++)
+    {
+      BlkJob *job = group->jobs->pdata[i];
+
+      if (!blk_job_is_ended (job) && !job_group_cancel_one (group, job, force, cancellable, error))
+        return FALSE;
+    }
+  return TRUE;
+}
+
+static gboolean
+job_group_timeout_cb (gpointer user_data)
+{
+  g_cancellable_cancel (user_data);
+  return G_SOURCE_REMOVE;
+}
+
+void
+job_group_abort (JobGroup *group, guint timeout_ms)
+{
+  g_autoptr(GCancellable) deadline = g_cancellable_new ();
+  guint timer = g_timeout_add (timeout_ms, job_group_timeout_cb, deadline);
+  g_autoptr(GError) error = NULL;
+
+  for (guint i = 0; i < group->jobs->len; i++)
+    {
+      BlkJob *job = group->jobs->pdata[i];
+      g_autoptr(GError) cancel_error = NULL;
+
+      if (!blk_job_is_ended (job)
+          && !job_group_cancel_one (group, job, TRUE, deadline, &cancel_error))
+        blkmig_debug (BLKMIG_DEBUG_JOBS, "abort: %s", cancel_error->message);
+    }
+  if (!job_group_wait_ended_sync (group, deadline, &error))
+    blkmig_debug (BLKMIG_DEBUG_JOBS, "abort: %s", error->message);
+  if (!g_cancellable_is_cancelled (deadline))
+    g_source_remove (timer);
+}
+
+/* ---- progress ----------------------------------------------------------- */
+
+static void
+job_group_refresh_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  g_autoptr(GTask) task = user_data;
+  JobGroup *group = g_task_get_task_data (task);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(JsonNode) ret = qmp_client_execute_finish (QMP_CLIENT (source), result, &error);
+  JsonArray *list;
+
+  /* Checked first: a cancelled refresh may outlive its group. */
+  if (g_task_return_error_if_cancelled (task))
+    return;
+  if (ret == NULL || !JSON_NODE_HOLDS_ARRAY (ret))
+    {
+      if (error != NULL)
+        g_task_return_error (task, g_steal_pointer (&error));
+      else
+        g_task_return_boolean (task, FALSE);
+      return;
+    }
+  list = json_node_get_array (ret);
+  for (guint i = 0; i < json_array_get_length (list); i++)
+    {
+      JsonObject *info = json_array_get_object_element (list, i);
+      BlkJob *job = job_group_lookup (
+          group, json_object_get_string_member_with_default (info, "device", NULL));
+
+      if (job == NULL)
+        continue;
+      job->offset = json_object_get_int_member_with_default (info, "offset", job->offset);
+      job->len = json_object_get_int_member_with_default (info, "len", job->len);
+    }
+  g_task_return_boolean (task, TRUE);
+}
+
+void
+job_group_refresh_async (JobGroup *group, GCancellable *cancellable,
+                         GAsyncReadyCallback callback, gpointer user_data)
+{
+  GTask *task = g_task_new (NULL, cancellable, callback, user_data);
+
+  g_task_set_task_data (task, group, NULL);
+  qmp_client_execute_async (group->qmp, "query-block-jobs", NULL, -1, 0, cancellable,
+                            job_group_refresh_cb, task);
+}
+
+gboolean
+job_group_refresh_finish (JobGroup *group, GAsyncResult *result, GError **error)
+{
+  return g_task_propagate_boolean (G_TASK (result), error);
+}
+
+void
+job_group_totals (JobGroup *group, gint64 *done, gint64 *total)
+{
+  *done = 0;
+  *total = 0;
+  for (guint i = 0; i < group->jobs->len; i++)
+    {
+      BlkJob *job = group->jobs->pdata[i];
+      *done += job->offset;
+      *total += job->len;
+    }
+}

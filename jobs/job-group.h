@@ -1,0 +1,51 @@
+/* A group of block jobs on one QEMU: barrier at READY, fail fast, complete/cancel all. */
+#pragma once
+
+#include "jobs/job.h"
+#include "qmp/qmp-client.h"
+
+typedef struct _JobGroup JobGroup;
+
+JobGroup *job_group_new (QmpClient *qmp);
+void job_group_free (JobGroup *group);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (JobGroup, job_group_free)
+
+/* Registers a job before the command that starts it, so no event is missed. */
+BlkJob *job_group_add (JobGroup *group, const char *job_id, const char *label);
+/* Drops a job whose start command failed. */
+void job_group_forget (JobGroup *group, BlkJob *job);
+GPtrArray *job_group_get_jobs (JobGroup *group);
+
+/* Completes when every job is READY; fails as soon as any job fails
+ * (BLKMIG_ERROR_JOB with QEMU's text).  Never polls. */
+void job_group_wait_ready_async (JobGroup *group, GCancellable *cancellable,
+                                 GAsyncReadyCallback callback, gpointer user_data);
+gboolean job_group_wait_ready_finish (JobGroup *group, GAsyncResult *result, GError **error);
+/* Completes when every job has ended and been dismissed; fails if any job failed. */
+void job_group_wait_ended_async (JobGroup *group, GCancellable *cancellable,
+                                 GAsyncReadyCallback callback, gpointer user_data);
+gboolean job_group_wait_ended_finish (JobGroup *group, GAsyncResult *result, GError **error);
+
+/* block-job-complete on every job (pivot). */
+gboolean job_group_complete_all (JobGroup *group, GCancellable *cancellable, GError **error);
+/* block-job-cancel on every job not yet ended.  force=FALSE on READY jobs gives a
+ * point-in-time copy without pivot. */
+gboolean job_group_cancel_all (JobGroup *group, gboolean force, GCancellable *cancellable,
+                               GError **error);
+/* Best effort on failure paths: force-cancel, wait (bounded) and dismiss everything. */
+void job_group_abort (JobGroup *group, guint timeout_ms);
+
+/* Refreshes offset/len from query-block-jobs. */
+void job_group_refresh_async (JobGroup *group, GCancellable *cancellable,
+                              GAsyncReadyCallback callback, gpointer user_data);
+gboolean job_group_refresh_finish (JobGroup *group, GAsyncResult *result, GError **error);
+void job_group_totals (JobGroup *group, gint64 *done, gint64 *total);
+
+/* Called after every state change of any job. */
+typedef void (*JobGroupChangedFunc) (JobGroup *group, BlkJob *job, gpointer user_data);
+void job_group_set_changed_func (JobGroup *group, JobGroupChangedFunc func,
+                                 gpointer user_data);
+
+/* Sync wrappers over the waits: for commands and tests. */
+gboolean job_group_wait_ready_sync (JobGroup *group, GCancellable *cancellable, GError **error);
+gboolean job_group_wait_ended_sync (JobGroup *group, GCancellable *cancellable, GError **error);

@@ -1,0 +1,207 @@
+/* Destination side: QEMU's NBD server, writable exports, and their teardown. */
+#include "nbd/nbd-server.h"
+
+#include <gio/gunixsocketaddress.h>
+
+#include "common/error.h"
+#include "qmp/qmp-wait.h"
+
+#define NBD_EXPORT_DEL_TIMEOUT_MS (30 * 1000)
+
+void
+nbd_endpoint_clear (NbdEndpoint *ep)
+{
+  g_clear_pointer (&ep->unix_path, g_free);
+  g_clear_pointer (&ep->host, g_free);
+  ep->port = 0;
+}
+
+static gboolean
+nbd_endpoint_parse_tcp (const char *spec, NbdEndpoint *ep, GError **error)
+{
+  const char *colon = strrchr (spec, ':');
+  g_autofree char *host = colon != NULL ? g_strndup (spec, colon - spec) : NULL;
+  guint64 port = 0;
+
+  if (host == NULL || *host == '\0'
+      || !g_ascii_string_to_unsigned (colon + 1, 10, 0, 65535, &port, NULL))
+    {
+      g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                   "listen address tcp:%s: expected tcp:HOST:PORT with PORT 0-65535", spec);
+      return FALSE;
+    }
+  if (host[0] == '[' && host[strlen (host) - 1] == ']')
+    {
+      char *inner = g_strndup (host + 1, strlen (host) - 2);
+      g_free (host);
+      host = inner;
+    }
+  ep->host = g_steal_pointer (&host);
+  ep->port = port;
+  return TRUE;
+}
+
+gboolean
+nbd_endpoint_parse (const char *spec, NbdEndpoint *ep, GError **error)
+{
+  nbd_endpoint_clear (ep);
+  if (g_str_has_prefix (spec, "unix:") && spec[5] != '\0')
+    {
+      ep->unix_path = g_strdup (spec + 5);
+      return TRUE;
+    }
+  if (g_str_has_prefix (spec, "tcp:"))
+    return nbd_endpoint_parse_tcp (spec + 4, ep, error);
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+               "listen address %s: expected unix:PATH or tcp:HOST:PORT", spec);
+  return FALSE;
+}
+
+char *
+nbd_endpoint_uri (const NbdEndpoint *ep, const char *export_name)
+{
+  if (ep->unix_path != NULL)
+    return g_strdup_printf ("nbd+unix:///%s?socket=%s", export_name, ep->unix_path);
+  if (strchr (ep->host, ':') != NULL)
+    return g_strdup_printf ("nbd://[%s]:%d/%s", ep->host, ep->port, export_name);
+  return g_strdup_printf ("nbd://%s:%d/%s", ep->host, ep->port, export_name);
+}
+
+/* Binds host:0 here so the real port is known, and hands the socket to QEMU. */
+static JsonNode *
+nbd_listen_fd_addr (QmpClient *qmp, NbdEndpoint *ep, GCancellable *cancellable,
+                    GError **error)
+{
+  g_autoptr(GInetAddress) inet = g_inet_address_new_from_string (ep->host);
+  g_autoptr(GSocketAddress) addr = NULL;
+  g_autoptr(GSocketAddress) bound = NULL;
+  g_autoptr(GSocket) sock = NULL;
+  g_autoptr(JsonNode) ret = NULL;
+
+  if (!qmp_client_has_command (qmp, "getfd"))
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "%s has no getfd: give an explicit TCP port",
+                        qmp_client_get_label (qmp)), NULL;
+  if (inet == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "listen address %s: port 0 needs a numeric IP address", ep->host), NULL;
+  addr = g_inet_socket_address_new (inet, 0);
+  sock = g_socket_new (g_socket_address_get_family (addr), G_SOCKET_TYPE_STREAM,
+                       G_SOCKET_PROTOCOL_TCP, error);
+  if (sock == NULL || !g_socket_bind (sock, addr, TRUE, error) || !g_socket_listen (sock, error)
+      || (bound = g_socket_get_local_address (sock, error)) == NULL)
+    return NULL;
+  ep->port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound));
+  ret = qmp_client_execute_full_sync (qmp, "getfd",
+                                      qmp_args_new ("fdname", qmp_str ("blkmig-nbd-listen"), NULL),
+                                      g_socket_get_fd (sock), 0, cancellable, error);
+  if (ret == NULL)
+    return NULL;
+  return qmp_json ("{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}}");
+}
+
+static JsonNode *
+nbd_server_addr (QmpClient *qmp, NbdEndpoint *ep, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(JsonNode) data = NULL;
+
+  if (ep->unix_path != NULL)
+    data = qmp_args_new ("path", qmp_str (ep->unix_path), NULL);
+  else if (ep->port == 0)
+    return nbd_listen_fd_addr (qmp, ep, cancellable, error);
+  else
+    {
+      g_autofree char *port = g_strdup_printf ("%d", ep->port);
+      data = qmp_args_new ("host", qmp_str (ep->host), "port", qmp_str (port), NULL);
+    }
+  return qmp_args_new ("type", qmp_str (ep->unix_path != NULL ? "unix" : "inet"),
+                       "data", g_steal_pointer (&data), NULL);
+}
+
+gboolean
+nbd_server_start (QmpClient *qmp, NbdEndpoint *ep, GCancellable *cancellable, GError **error)
+{
+  JsonNode *addr = nbd_server_addr (qmp, ep, cancellable, error);
+  g_autoptr(JsonNode) ret = NULL;
+
+  if (addr == NULL)
+    return FALSE;
+  ret = qmp_client_execute_sync (qmp, "nbd-server-start", qmp_args_new ("addr", addr, NULL),
+                                 cancellable, error);
+  return ret != NULL;
+}
+
+gboolean
+nbd_export_add (QmpClient *qmp, const char *id, const char *node, const char *name,
+                GCancellable *cancellable, GError **error)
+{
+  g_autoptr(JsonNode) ret = NULL;
+
+  if (qmp_client_has_command (qmp, "block-export-add"))
+    ret = qmp_client_execute_sync (qmp, "block-export-add",
+                                   qmp_args_new ("type", qmp_str ("nbd"), "id", qmp_str (id),
+                                                 "node-name", qmp_str (node),
+                                                 "name", qmp_str (name),
+                                                 "writable", qmp_bool (TRUE), NULL),
+                                   cancellable, error);
+  else
+    ret = qmp_client_execute_sync (qmp, "nbd-server-add",
+                                   qmp_args_new ("device", qmp_str (node),
+                                                 "name", qmp_str (name),
+                                                 "writable", qmp_bool (TRUE), NULL),
+                                   cancellable, error);
+  return ret != NULL;
+}
+
+gboolean
+nbd_export_del (QmpClient *qmp, const char *id, gboolean hard, GCancellable *cancellable,
+                GError **error)
+{
+  const char *const ids[] = { id, NULL };
+  g_autoptr(QmpEventWait) wait = NULL;
+  g_autoptr(JsonNode) ret = NULL;
+  g_autoptr(JsonObject) done = NULL;
+
+  if (!qmp_client_has_command (qmp, "block-export-del"))
+    {
+      ret = qmp_client_execute_sync (qmp, "nbd-server-remove",
+                                     qmp_args_new ("name", qmp_str (id), "mode",
+                                                   qmp_str (hard ? "hard" : "safe"), NULL),
+                                     cancellable, error);
+      return ret != NULL;
+    }
+  wait = qmp_event_wait_new (qmp, "BLOCK_EXPORT_DELETED", "id", ids);
+  ret = qmp_client_execute_sync (qmp, "block-export-del",
+                                 qmp_args_new ("id", qmp_str (id), "mode",
+                                               qmp_str (hard ? "hard" : "safe"), NULL),
+                                 cancellable, error);
+  if (ret == NULL)
+    return FALSE;
+  done = qmp_event_wait_sync (wait, NBD_EXPORT_DEL_TIMEOUT_MS, cancellable, error);
+  return done != NULL;
+}
+
+gboolean
+nbd_server_stop (QmpClient *qmp, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(JsonNode) ret = qmp_client_execute_sync (qmp, "nbd-server-stop", NULL,
+                                                     cancellable, error);
+  return ret != NULL;
+}
+
+GStrv
+nbd_export_list (QmpClient *qmp, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(GStrvBuilder) names = g_strv_builder_new ();
+  g_autoptr(JsonNode) ret = qmp_client_execute_sync (qmp, "query-block-exports", NULL,
+                                                     cancellable, error);
+  JsonArray *list;
+
+  if (ret == NULL)
+    return NULL;
+  list = json_node_get_array (ret);
+  for (guint i = 0; i < json_array_get_length (list); i++)
+    g_strv_builder_add (names, json_object_get_string_member_with_default (
+                                   json_array_get_object_element (list, i), "id", ""));
+  return g_strv_builder_end (names);
+}

@@ -1,0 +1,154 @@
+/* blkmig migrate: one process drives both QEMUs through begin, prepare, perform, finish. */
+#include <stdio.h>
+
+#include "common/error.h"
+#include "src/commands.h"
+#include "src/session.h"
+#include "src/util.h"
+
+typedef struct {
+  char *source;
+  char *dest;
+  char **disks;
+  char *mode;
+  char *migrate_uri;
+  gint64 speed;
+} MigrateArgs;
+
+typedef struct {
+  QmpClient *src;
+  QmpClient *dst;
+  char *private_dir;
+  Cookie *offer;
+  Cookie *reply;
+  Cookie *result;
+  gint64 started_us;
+} MigrateRun;
+
+static void
+migrate_run_clear (MigrateRun *run)
+{
+  g_clear_pointer (&run->result, cookie_free);
+  g_clear_pointer (&run->reply, cookie_free);
+  g_clear_pointer (&run->offer, cookie_free);
+  if (run->private_dir != NULL)
+    util_private_dir_remove (run->private_dir);
+  g_clear_pointer (&run->private_dir, g_free);
+  g_clear_object (&run->dst);
+  g_clear_object (&run->src);
+}
+
+static gboolean
+migrate_prepare (MigrateRun *run, const MigrateArgs *args, GCancellable *cancellable,
+                 GError **error)
+{
+  g_autofree char *nbd = g_build_filename (run->private_dir, "nbd.sock", NULL);
+  g_autofree char *mig = g_strdup_printf ("unix:%s/migrate.sock", run->private_dir);
+  PrepareOptions opts = { { nbd, NULL, 0 }, NULL,
+                          args->migrate_uri != NULL ? args->migrate_uri : mig };
+
+  run->reply = session_prepare (run->dst, run->offer, &opts, cancellable, error);
+  return run->reply != NULL && cookie_check_reply (run->offer, run->reply, error);
+}
+
+static void
+migrate_summary (MigrateRun *run, gint64 finish_us)
+{
+  double secs = (g_get_monotonic_time () - run->started_us) / 1e6;
+  g_autofree char *bytes = g_format_size_full (run->result->bytes, G_FORMAT_SIZE_IEC_UNITS);
+  gint64 downtime = run->result->downtime_ms;
+
+  if (common_options.quiet)
+    return;
+  if (downtime >= 0)
+    downtime += finish_us / 1000;
+  printf ("blkmig: %s %u disk%s, %s in %.2f s (%.1f MB/s)", run->result->status,
+          run->result->disks->len, run->result->disks->len == 1 ? "" : "s", bytes, secs,
+          secs > 0 ? run->result->bytes / secs / 1e6 : 0.0);
+  if (downtime >= 0)
+    printf (", downtime %" G_GINT64_FORMAT " ms", downtime);
+  printf ("\n");
+}
+
+static gboolean
+migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
+               GCancellable *cancellable, GError **error)
+{
+  SourceOptions sopts = { args->speed, common_options.quiet, 2000 };
+  gint64 finish_start;
+
+  run->offer = session_begin (run->src, mode, (const char *const *) args->disks, cancellable,
+                              error);
+  if (run->offer == NULL || !migrate_prepare (run, args, cancellable, error))
+    return FALSE;
+  run->result = session_perform (run->src, run->reply, &sopts, args->migrate_uri, FALSE,
+                                 cancellable, error);
+  if (run->result == NULL)
+    return FALSE;
+  finish_start = g_get_monotonic_time ();
+  if (!session_finish (run->dst, run->result, FALSE, cancellable, error))
+    return FALSE;
+  migrate_summary (run, g_get_monotonic_time () - finish_start);
+  return TRUE;
+}
+
+static gboolean
+migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GError **error)
+{
+  const GOptionEntry entries[] = {
+    { "source", 's', 0, G_OPTION_ARG_FILENAME, &args->source, "Source QEMU's QMP socket", "PATH" },
+    { "dest", 'd', 0, G_OPTION_ARG_FILENAME, &args->dest, "Destination QEMU's QMP socket", "PATH" },
+    { "disk", 0, 0, G_OPTION_ARG_STRING_ARRAY, &args->disks,
+      "Migrate only this disk (qdev id, BlockBackend or node name); repeatable", "NAME" },
+    { "mode", 'm', 0, G_OPTION_ARG_STRING, &args->mode,
+      "live (default): migrate the VM too; copy: point-in-time copy; move: pivot the source onto the destination", "MODE" },
+    { "migrate-uri", 0, 0, G_OPTION_ARG_STRING, &args->migrate_uri,
+      "URI for the memory stream (default: a private UNIX socket)", "URI" },
+    { "speed", 0, 0, G_OPTION_ARG_INT64, &args->speed, "Limit each mirror to BYTES per second", "BYTES" },
+    G_OPTION_ENTRY_NULL
+  };
+
+  if (!command_parse (&argc, &argv, "", "Migrate a VM's disks (and, in live mode, the VM) "
+                      "from the source QEMU to the destination QEMU.", entries, error)
+      || !command_require ("migrate", "--source", args->source, error)
+      || !command_require ("migrate", "--dest", args->dest, error))
+    return FALSE;
+  if (!cookie_mode_from_string (args->mode != NULL ? args->mode : "live", mode))
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "migrate: --mode must be live, copy or move, not '%s'", args->mode), FALSE;
+  return TRUE;
+}
+
+static void
+migrate_args_clear (MigrateArgs *args)
+{
+  g_free (args->source);
+  g_free (args->dest);
+  g_strfreev (args->disks);
+  g_free (args->mode);
+  g_free (args->migrate_uri);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MigrateArgs, migrate_args_clear)
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MigrateRun, migrate_run_clear)
+
+gboolean
+cmd_migrate (int argc, char **argv, GCancellable *cancellable, GError **error)
+{
+  g_auto(MigrateArgs) args = { 0 };
+  g_auto(MigrateRun) run = { 0 };
+  CookieMode mode;
+
+  run.started_us = g_get_monotonic_time ();
+  if (!migrate_parse (argc, argv, &args, &mode, error)
+      || (run.src = qmp_client_connect_sync (args.source, "source", cancellable, error)) == NULL
+      || (run.dst = qmp_client_connect_sync (args.dest, "destination", cancellable, error)) == NULL
+      || (run.private_dir = util_private_dir_new (error)) == NULL)
+    return FALSE;
+  if (migrate_steps (&run, &args, mode, cancellable, error))
+    return TRUE;
+  /* perform already rolled the source back; the destination is ours to clean. */
+  if (run.reply != NULL)
+    session_abort (run.dst, run.reply);
+  return FALSE;
+}

@@ -1,0 +1,183 @@
+/* blkmig move: move one disk of a running VM to new storage on the same host. */
+#include <glib/gstdio.h>
+
+#include "common/error.h"
+#include "jobs/job-group.h"
+#include "src/commands.h"
+#include "src/disks.h"
+#include "src/progress.h"
+#include "src/util.h"
+
+#define MOVE_ABORT_TIMEOUT_MS (30 * 1000)
+
+typedef struct {
+  char *qmp;
+  char *disk;
+  char *to;
+  char *format;
+  gboolean delete_source;
+  gint64 speed;
+} MoveArgs;
+
+static void
+move_args_clear (MoveArgs *args)
+{
+  g_free (args->qmp);
+  g_free (args->disk);
+  g_free (args->to);
+  g_free (args->format);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MoveArgs, move_args_clear)
+
+typedef struct {
+  QmpClient *qmp;
+  DiskInfo *disk;             /* borrowed from the query */
+  char *node;                 /* our node for the new image */
+  char *job_id;
+  gboolean created;
+} MoveRun;
+
+static gboolean
+move_open_target (MoveRun *run, const MoveArgs *args, const char *format,
+                  GCancellable *cancellable, GError **error)
+{
+  g_autoptr(JsonNode) ret = NULL;
+
+  if (g_file_test (args->to, G_FILE_TEST_EXISTS))
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                        "%s: %s already exists; move creates its target",
+                        run->disk->name, args->to), FALSE;
+  if (!util_image_create (args->to, format, run->disk->virtual_size, cancellable, error))
+    return FALSE;
+  run->created = TRUE;
+  ret = qmp_client_execute_sync (run->qmp, "blockdev-add",
+                                 qmp_args_new ("driver", qmp_str (format),
+                                               "node-name", qmp_str (run->node),
+                                               "file", qmp_args_new ("driver", qmp_str ("file"),
+                                                                     "filename", qmp_str (args->to),
+                                                                     NULL),
+                                               NULL),
+                                 cancellable, error);
+  return ret != NULL;
+}
+
+static gboolean
+move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *cancellable,
+             GError **error)
+{
+  BlkJob *job = job_group_add (group, run->job_id, run->disk->name);
+  const char *device = *run->disk->device ? run->disk->device : run->disk->node;
+  g_autoptr(JsonNode) ret = NULL;
+  g_autoptr(Progress) progress = progress_start (group, common_options.quiet, 2000);
+
+  ret = qmp_client_execute_sync (run->qmp, "blockdev-mirror",
+                                 qmp_args_new ("job-id", qmp_str (run->job_id),
+                                               "device", qmp_str (device),
+                                               "target", qmp_str (run->node),
+                                               "sync", qmp_str ("full"),
+                                               "speed", args->speed > 0 ? qmp_int (args->speed) : NULL,
+                                               "auto-dismiss", qmp_bool (FALSE), NULL),
+                                 cancellable, error);
+  if (ret == NULL)
+    {
+      job_group_forget (group, job);
+      return FALSE;
+    }
+  return job_group_wait_ready_sync (group, cancellable, error)
+         && job_group_complete_all (group, cancellable, error)
+         && job_group_wait_ended_sync (group, cancellable, error);
+}
+
+/* After the pivot: drop the old node if the monitor still holds it, then the file. */
+static void
+move_delete_source (MoveRun *run)
+{
+  g_autoptr(JsonNode) ret = NULL;
+
+  if (run->disk->node[0] != '#')
+    ret = qmp_client_execute_sync (run->qmp, "blockdev-del",
+                                   qmp_args_new ("node-name", qmp_str (run->disk->node), NULL),
+                                   NULL, NULL);
+  if (g_unlink (run->disk->file) == 0 && !common_options.quiet)
+    g_printerr ("blkmig: removed %s\n", run->disk->file);
+}
+
+static void
+move_rollback (MoveRun *run, JobGroup *group, const char *path)
+{
+  g_autoptr(JsonNode) ret = NULL;
+
+  job_group_abort (group, MOVE_ABORT_TIMEOUT_MS);
+  ret = qmp_client_execute_sync (run->qmp, "blockdev-del",
+                                 qmp_args_new ("node-name", qmp_str (run->node), NULL),
+                                 NULL, NULL);
+  if (run->created)
+    g_unlink (path);
+}
+
+static gboolean
+move_parse (int argc, char **argv, MoveArgs *args, GError **error)
+{
+  const GOptionEntry entries[] = {
+    { "qmp", 0, 0, G_OPTION_ARG_FILENAME, &args->qmp, "The VM's QMP socket", "PATH" },
+    { "disk", 0, 0, G_OPTION_ARG_STRING, &args->disk, "The disk to move", "NAME" },
+    { "to", 0, 0, G_OPTION_ARG_FILENAME, &args->to, "The new image (must not exist)", "PATH" },
+    { "format", 'f', 0, G_OPTION_ARG_STRING, &args->format,
+      "qcow2 or raw (default: the disk's current format)", "FORMAT" },
+    { "delete-source", 0, 0, G_OPTION_ARG_NONE, &args->delete_source,
+      "Remove the old image after the pivot", NULL },
+    { "speed", 0, 0, G_OPTION_ARG_INT64, &args->speed, "Limit the mirror to BYTES per second", "BYTES" },
+    G_OPTION_ENTRY_NULL
+  };
+
+  if (!command_parse (&argc, &argv, "", "Move one disk of a running VM to a new image on "
+                      "this host; the guest then runs on the new image.", entries, error)
+      || !command_require ("move", "--qmp", args->qmp, error)
+      || !command_require ("move", "--disk", args->disk, error)
+      || !command_require ("move", "--to", args->to, error))
+    return FALSE;
+  if (args->format != NULL && !g_str_equal (args->format, "qcow2")
+      && !g_str_equal (args->format, "raw"))
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "move: --format must be qcow2 or raw, not '%s'", args->format), FALSE;
+  return TRUE;
+}
+
+gboolean
+cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
+{
+  g_auto(MoveArgs) args = { 0 };
+  g_autoptr(GPtrArray) disks = NULL;
+  g_autoptr(JobGroup) group = NULL;
+  g_autofree char *tag = g_uuid_string_random ();
+  g_autofree char *node = NULL;
+  g_autofree char *job_id = NULL;
+  const char *const *names;
+  g_autoptr(GPtrArray) chosen = NULL;
+  g_autoptr(QmpClient) qmp = NULL;
+  MoveRun run = { 0 };
+
+  if (!move_parse (argc, argv, &args, error)
+      || (qmp = qmp_client_connect_sync (args.qmp, "qemu", cancellable, error)) == NULL)
+    return FALSE;
+  run.qmp = qmp;
+  names = (const char *const[]) { args.disk, NULL };
+  if ((disks = disks_query (qmp, cancellable, error)) == NULL
+      || (chosen = disks_select (disks, names, "the VM", error)) == NULL)
+    return FALSE;
+  run.disk = chosen->pdata[0];
+  run.node = node = g_strdup_printf ("blkmig%.8sm0", tag);
+  run.job_id = job_id = g_strdup_printf ("blkmig-%.8s-move", tag);
+  group = job_group_new (run.qmp);
+  if (move_open_target (&run, &args, args.format != NULL ? args.format : run.disk->format,
+                        cancellable, error)
+      && move_mirror (&run, group, &args, cancellable, error))
+    {
+      if (args.delete_source)
+        move_delete_source (&run);
+      return TRUE;
+    }
+  move_rollback (&run, group, args.to);
+  return FALSE;
+}

@@ -1,0 +1,210 @@
+/* The phase commands for migration hooks: begin, prepare, perform, finish, abort. */
+#include <stdio.h>
+
+#include "common/error.h"
+#include "src/commands.h"
+#include "src/session.h"
+
+typedef struct {
+  char *qmp;
+  char *cookie;              /* input cookie file, "-" = stdin */
+  char *output;              /* output cookie file, "-" = stdout */
+} PhaseArgs;
+
+static void
+phase_args_clear (PhaseArgs *args)
+{
+  g_free (args->qmp);
+  g_free (args->cookie);
+  g_free (args->output);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (PhaseArgs, phase_args_clear)
+
+#define PHASE_QMP_ENTRY(args) \
+  { "qmp", 0, 0, G_OPTION_ARG_FILENAME, &(args)->qmp, "This side's QMP socket", "PATH" }
+#define PHASE_COOKIE_ENTRY(args) \
+  { "cookie", 'c', 0, G_OPTION_ARG_FILENAME, &(args)->cookie, \
+    "Read the cookie from FILE (default: stdin)", "FILE" }
+#define PHASE_OUTPUT_ENTRY(args) \
+  { "output", 'o', 0, G_OPTION_ARG_FILENAME, &(args)->output, \
+    "Write the new cookie to FILE (default: stdout)", "FILE" }
+
+/* Parses, checks --qmp, connects. */
+static QmpClient *
+phase_start (const char *name, int argc, char **argv, const char *summary,
+             const GOptionEntry *entries, PhaseArgs *args, GCancellable *cancellable,
+             GError **error)
+{
+  if (!command_parse (&argc, &argv, "", summary, entries, error)
+      || !command_require (name, "--qmp", args->qmp, error))
+    return NULL;
+  if (argc > 1)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "%s: unexpected argument '%s'", name, argv[1]), NULL;
+  return qmp_client_connect_sync (args->qmp, name, cancellable, error);
+}
+
+static const char *
+phase_in (const PhaseArgs *args)
+{
+  return args->cookie != NULL ? args->cookie : "-";
+}
+
+static const char *
+phase_out (const PhaseArgs *args)
+{
+  return args->output != NULL ? args->output : "-";
+}
+
+gboolean
+cmd_begin (int argc, char **argv, GCancellable *cancellable, GError **error)
+{
+  g_auto(PhaseArgs) args = { 0 };
+  g_auto(GStrv) disks = NULL;
+  g_autofree char *mode_str = NULL;
+  const GOptionEntry entries[] = {
+    PHASE_QMP_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
+    { "disk", 0, 0, G_OPTION_ARG_STRING_ARRAY, &disks, "Migrate only this disk; repeatable", "NAME" },
+    { "mode", 'm', 0, G_OPTION_ARG_STRING, &mode_str, "live (default), copy or move", "MODE" },
+    G_OPTION_ENTRY_NULL
+  };
+  g_autoptr(QmpClient) qmp = phase_start ("begin", argc, argv,
+                                          "Describe the source's disks in a source cookie.",
+                                          entries, &args, cancellable, error);
+  g_autoptr(Cookie) cookie = NULL;
+  CookieMode mode;
+
+  if (qmp == NULL)
+    return FALSE;
+  if (!cookie_mode_from_string (mode_str != NULL ? mode_str : "live", &mode))
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "begin: --mode must be live, copy or move, not '%s'", mode_str), FALSE;
+  cookie = session_begin (qmp, mode, (const char *const *) disks, cancellable, error);
+  return cookie != NULL && cookie_save (cookie, phase_out (&args), error);
+}
+
+static char *
+prepare_default_incoming (const NbdEndpoint *listen, GError **error)
+{
+  if (listen->unix_path != NULL)
+    return g_strdup_printf ("unix:%s.migrate", listen->unix_path);
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+               "prepare: a live migration over TCP needs --incoming URI");
+  return NULL;
+}
+
+gboolean
+cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
+{
+  g_auto(PhaseArgs) args = { 0 };
+  g_autofree char *listen = NULL;
+  g_autofree char *create_dir = NULL;
+  g_autofree char *incoming = NULL;
+  const GOptionEntry entries[] = {
+    PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
+    { "listen", 'l', 0, G_OPTION_ARG_STRING, &listen,
+      "NBD server address: unix:PATH or tcp:HOST:PORT (PORT 0 = any free port)", "ADDR" },
+    { "create-dir", 0, 0, G_OPTION_ARG_FILENAME, &create_dir,
+      "Create missing targets in DIR (copy and move modes)", "DIR" },
+    { "incoming", 0, 0, G_OPTION_ARG_STRING, &incoming,
+      "Memory stream URI for a live migration (default: unix:LISTEN-PATH.migrate)", "URI" },
+    G_OPTION_ENTRY_NULL
+  };
+  g_autoptr(QmpClient) qmp = phase_start ("prepare", argc, argv,
+                                          "Export the destination's targets for a source cookie.",
+                                          entries, &args, cancellable, error);
+  PrepareOptions opts = { { 0 }, NULL, NULL };
+  g_autoptr(Cookie) offer = NULL;
+  g_autoptr(Cookie) reply = NULL;
+  gboolean ok;
+
+  if (qmp == NULL || !command_require ("prepare", "--listen", listen, error)
+      || !nbd_endpoint_parse (listen, &opts.listen, error)
+      || (offer = cookie_load (phase_in (&args), COOKIE_KIND_SOURCE, error)) == NULL)
+    return nbd_endpoint_clear (&opts.listen), FALSE;
+  opts.create_dir = create_dir;
+  if (offer->mode == COOKIE_MODE_LIVE && incoming == NULL
+      && (incoming = prepare_default_incoming (&opts.listen, error)) == NULL)
+    return nbd_endpoint_clear (&opts.listen), FALSE;
+  opts.incoming_uri = incoming;
+  reply = session_prepare (qmp, offer, &opts, cancellable, error);
+  nbd_endpoint_clear (&opts.listen);
+  ok = reply != NULL && cookie_save (reply, phase_out (&args), error);
+  if (reply != NULL && !ok)
+    session_abort (qmp, reply);
+  return ok;
+}
+
+gboolean
+cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
+{
+  g_auto(PhaseArgs) args = { 0 };
+  g_autofree char *uri = NULL;
+  gboolean no_migrate = FALSE;
+  gint64 speed = 0;
+  const GOptionEntry entries[] = {
+    PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
+    { "migrate-uri", 0, 0, G_OPTION_ARG_STRING, &uri,
+      "Memory stream URI (default: the destination cookie's)", "URI" },
+    { "no-migrate", 0, 0, G_OPTION_ARG_NONE, &no_migrate,
+      "Live mode: copy the disks but do not migrate the VM", NULL },
+    { "speed", 0, 0, G_OPTION_ARG_INT64, &speed, "Limit each mirror to BYTES per second", "BYTES" },
+    G_OPTION_ENTRY_NULL
+  };
+  g_autoptr(QmpClient) qmp = phase_start ("perform", argc, argv,
+                                          "Mirror the source's disks into the destination's "
+                                          "exports and switch.", entries, &args, cancellable, error);
+  g_autoptr(Cookie) dest = NULL;
+  g_autoptr(Cookie) result = NULL;
+  SourceOptions sopts = { 0, FALSE, 2000 };
+
+  if (qmp == NULL
+      || (dest = cookie_load (phase_in (&args), COOKIE_KIND_DESTINATION, error)) == NULL)
+    return FALSE;
+  sopts.speed = speed;
+  sopts.quiet = common_options.quiet;
+  result = session_perform (qmp, dest, &sopts, uri, no_migrate, cancellable, error);
+  return result != NULL && cookie_save (result, phase_out (&args), error);
+}
+
+gboolean
+cmd_finish (int argc, char **argv, GCancellable *cancellable, GError **error)
+{
+  g_auto(PhaseArgs) args = { 0 };
+  gboolean resume = FALSE;
+  const GOptionEntry entries[] = {
+    PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args),
+    { "resume", 0, 0, G_OPTION_ARG_NONE, &resume,
+      "Resume the destination guest even after a copy", NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  g_autoptr(QmpClient) qmp = phase_start ("finish", argc, argv,
+                                          "Tear down the destination's exports after perform.",
+                                          entries, &args, cancellable, error);
+  g_autoptr(Cookie) result = NULL;
+
+  if (qmp == NULL
+      || (result = cookie_load (phase_in (&args), COOKIE_KIND_RESULT, error)) == NULL)
+    return FALSE;
+  return session_finish (qmp, result, resume, cancellable, error);
+}
+
+gboolean
+cmd_abort (int argc, char **argv, GCancellable *cancellable, GError **error)
+{
+  g_auto(PhaseArgs) args = { 0 };
+  const GOptionEntry entries[] = {
+    PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), G_OPTION_ENTRY_NULL
+  };
+  g_autoptr(QmpClient) qmp = phase_start ("abort", argc, argv,
+                                          "Undo what this migration left on this side.",
+                                          entries, &args, cancellable, error);
+  g_autoptr(Cookie) cookie = NULL;
+
+  if (qmp == NULL
+      || (cookie = cookie_load (phase_in (&args), COOKIE_KIND_SOURCE, error)) == NULL)
+    return FALSE;
+  session_abort (qmp, cookie);
+  return TRUE;
+}

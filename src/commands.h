@@ -1,0 +1,33 @@
+/* The commands blkmig offers, one file each, and the options they share. */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "qmp/qmp-client.h"
+
+/* A command parses its own options from argv (argv[0] is its name). */
+typedef gboolean (*CommandFunc) (int argc, char **argv, GCancellable *cancellable,
+                                 GError **error);
+
+gboolean cmd_migrate (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_begin (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_finish (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_abort (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_qmp (int argc, char **argv, GCancellable *cancellable, GError **error);
+
+/* Options every command accepts. */
+typedef struct {
+  gboolean debug;
+  gboolean quiet;
+} CommonOptions;
+extern CommonOptions common_options;
+
+/* Parses argv with @entries plus the common options; @summary heads --help. */
+gboolean command_parse (int *argc, char ***argv, const char *params, const char *summary,
+                        const GOptionEntry *entries, GError **error);
+/* A BLKMIG_ERROR_USAGE unless @value is set. */
+gboolean command_require (const char *command, const char *option, const void *value,
+                          GError **error);

@@ -1,0 +1,153 @@
+/* Disk discovery from query-block, and name lookup by qdev id, BlockBackend or node. */
+#include "src/disks.h"
+
+#include "common/error.h"
+
+#define QOM_PERIPHERAL "/machine/peripheral/"
+
+void
+disk_info_free (DiskInfo *disk)
+{
+  if (disk == NULL)
+    return;
+  g_free (disk->name);
+  g_free (disk->qdev);
+  g_free (disk->device);
+  g_free (disk->node);
+  g_free (disk->format);
+  g_free (disk->file);
+  g_strfreev (disk->backing);
+  g_free (disk);
+}
+
+/* "/machine/peripheral/vda/virtio-backend" → "vda"; "vda" → "vda"; else NULL. */
+static char *
+disks_qdev_id (const char *qdev)
+{
+  const char *end;
+
+  if (qdev == NULL || *qdev == '\0')
+    return NULL;
+  if (!g_str_has_prefix (qdev, QOM_PERIPHERAL))
+    return qdev[0] == '/' ? NULL : g_strdup (qdev);
+  qdev += strlen (QOM_PERIPHERAL);
+  end = strchr (qdev, '/');
+  return end != NULL ? g_strndup (qdev, end - qdev) : g_strdup (qdev);
+}
+
+static GStrv
+disks_backing_chain (JsonObject *image)
+{
+  g_autoptr(GStrvBuilder) chain = g_strv_builder_new ();
+  gboolean any = FALSE;
+
+  while (image != NULL && json_object_has_member (image, "backing-image"))
+    {
+      image = json_object_get_object_member (image, "backing-image");
+      g_strv_builder_add (chain, json_object_get_string_member_with_default (image, "filename", ""));
+      any = TRUE;
+    }
+  return any ? g_strv_builder_end (chain) : NULL;
+}
+
+static DiskInfo *
+disks_parse_one (JsonObject *entry)
+{
+  JsonObject *inserted = json_object_get_object_member (entry, "inserted");
+  JsonObject *image = json_object_has_member (inserted, "image")
+                      ? json_object_get_object_member (inserted, "image") : NULL;
+  DiskInfo *disk = g_new0 (DiskInfo, 1);
+  g_autofree char *qdev_id = NULL;
+
+  disk->qdev = g_strdup (json_object_get_string_member_with_default (entry, "qdev", ""));
+  disk->device = g_strdup (json_object_get_string_member_with_default (entry, "device", ""));
+  disk->node = g_strdup (json_object_get_string_member_with_default (inserted, "node-name", ""));
+  disk->file = g_strdup (json_object_get_string_member_with_default (inserted, "file", ""));
+  disk->read_only = json_object_get_boolean_member_with_default (inserted, "ro", FALSE);
+  disk->format = g_strdup (image != NULL
+      ? json_object_get_string_member_with_default (image, "format", "raw")
+      : json_object_get_string_member_with_default (inserted, "drv", "raw"));
+  if (image != NULL)
+    {
+      disk->virtual_size = json_object_get_int_member_with_default (image, "virtual-size", 0);
+      disk->allocated = json_object_get_int_member_with_default (image, "actual-size", 0);
+      disk->backing = disks_backing_chain (image);
+    }
+  qdev_id = disks_qdev_id (disk->qdev);
+  disk->name = g_strdup (qdev_id != NULL ? qdev_id : *disk->device ? disk->device : disk->node);
+  return disk;
+}
+
+GPtrArray *
+disks_query (QmpClient *qmp, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(JsonNode) ret = qmp_client_execute_sync (qmp, "query-block", NULL, cancellable,
+                                                     error);
+  g_autoptr(GPtrArray) disks = g_ptr_array_new_with_free_func ((GDestroyNotify) disk_info_free);
+  JsonArray *list;
+
+  if (ret == NULL)
+    return NULL;
+  list = json_node_get_array (ret);
+  for (guint i = 0; i < json_array_get_length (list); i++)
+    {
+      JsonObject *entry = json_array_get_object_element (list, i);
+      if (json_object_has_member (entry, "inserted"))
+        g_ptr_array_add (disks, disks_parse_one (entry));
+    }
+  return g_steal_pointer (&disks);
+}
+
+DiskInfo *
+disks_find (GPtrArray *disks, const char *name)
+{
+  for (guint i = 0; i < disks->len; i++)
+    {
+      DiskInfo *disk = disks->pdata[i];
+      g_autofree char *qdev_id = disks_qdev_id (disk->qdev);
+
+      if (g_strcmp0 (qdev_id, name) == 0 || g_str_equal (disk->device, name)
+          || g_str_equal (disk->node, name) || g_str_equal (disk->name, name))
+        return disk;
+    }
+  return NULL;
+}
+
+static char *
+disks_names (GPtrArray *disks)
+{
+  g_autoptr(GString) names = g_string_new (NULL);
+
+  for (guint i = 0; i < disks->len; i++)
+    g_string_append_printf (names, "%s%s", i > 0 ? ", " : "",
+                            ((DiskInfo *) disks->pdata[i])->name);
+  return g_string_free (g_steal_pointer (&names), FALSE);
+}
+
+GPtrArray *
+disks_select (GPtrArray *disks, const char *const *names, const char *where, GError **error)
+{
+  g_autoptr(GPtrArray) chosen = g_ptr_array_new ();
+
+  if (names == NULL || names[0] == NULL)
+    {
+      for (guint i = 0; i < disks->len; i++)
+        g_ptr_array_add (chosen, disks->pdata[i]);
+      return g_steal_pointer (&chosen);
+    }
+  for (gsize i = 0; names[i] != NULL; i++)
+    {
+      DiskInfo *disk = disks_find (disks, names[i]);
+      if (disk == NULL)
+        {
+          g_autofree char *known = disks_names (disks);
+          g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                       "%s has no disk named %s (disks: %s)", where, names[i],
+                       *known ? known : "none");
+          return NULL;
+        }
+      if (!g_ptr_array_find (chosen, disk, NULL))
+        g_ptr_array_add (chosen, disk);
+    }
+  return g_steal_pointer (&chosen);
+}

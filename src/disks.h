@@ -1,0 +1,29 @@
+/* Disk discovery: the disks of a running QEMU and how a user's name finds one. */
+#pragma once
+
+#include "qmp/qmp-client.h"
+
+typedef struct {
+  char *name;            /* the name we show: qdev id, else BlockBackend, else node */
+  char *qdev;            /* qdev id or QOM path from query-block, may be "" */
+  char *device;          /* BlockBackend name, may be "" */
+  char *node;            /* root node name */
+  char *format;          /* image format */
+  char *file;            /* image file name */
+  gint64 virtual_size;
+  gint64 allocated;
+  GStrv backing;         /* backing files, top first; NULL when none */
+  gboolean read_only;
+} DiskInfo;
+
+void disk_info_free (DiskInfo *disk);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (DiskInfo, disk_info_free)
+
+/* Every disk with a medium, from query-block. */
+GPtrArray *disks_query (QmpClient *qmp, GCancellable *cancellable, GError **error);
+/* Finds a disk by qdev id, BlockBackend name or node name. */
+DiskInfo *disks_find (GPtrArray *disks, const char *name);
+/* The named disks (all when @names is NULL or empty); an unknown name is a
+ * BLKMIG_ERROR_DISK that lists the disks that exist.  Returns borrowed pointers. */
+GPtrArray *disks_select (GPtrArray *disks, const char *const *names, const char *where,
+                         GError **error);

@@ -1,0 +1,111 @@
+/* blkmig's entry point: picks the command, runs it, maps errors to exit codes. */
+#include <locale.h>
+#include <stdio.h>
+
+#include "common/debug.h"
+#include "common/error.h"
+#include "src/commands.h"
+#include "src/util.h"
+
+CommonOptions common_options;
+
+static const struct {
+  const char *name;
+  CommandFunc func;
+  const char *summary;
+} commands[] = {
+  { "migrate", cmd_migrate, "drive a whole migration between two QEMUs (live, copy or move)" },
+  { "begin", cmd_begin, "source phase: describe the disks in a source cookie" },
+  { "prepare", cmd_prepare, "destination phase: NBD server and exports from a source cookie" },
+  { "perform", cmd_perform, "source phase: mirror into the exports and switch" },
+  { "finish", cmd_finish, "destination phase: tear down the exports and resume the guest" },
+  { "abort", cmd_abort, "clean up one side of a failed migration, given any of its cookies" },
+  { "move", cmd_move, "move one disk to new storage on the same host, live" },
+  { "qmp", cmd_qmp, "run one QMP command and print its reply (for scripts)" },
+};
+
+static void
+usage (FILE *out)
+{
+  fprintf (out, "Usage: blkmig COMMAND [OPTION...]\n\n"
+                "Move virtual-machine disks while the VM runs, by driving QEMU over QMP.\n\n"
+                "Commands:\n");
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
+    fprintf (out, "  %-9s %s\n", commands[i].name, commands[i].summary);
+  fprintf (out, "\nblkmig COMMAND --help shows a command's options.\n"
+                "Exit codes: 0 ok, 1 other failure, 2 usage, 3 cookie, 4 disk, 5 QMP,\n"
+                "6 block job, 7 migration, 130 interrupted (see docs/exit-codes.md).\n");
+}
+
+gboolean
+command_parse (int *argc, char ***argv, const char *params, const char *summary,
+               const GOptionEntry *entries, GError **error)
+{
+  static const GOptionEntry common[] = {
+    { "debug", 0, 0, G_OPTION_ARG_NONE, &common_options.debug,
+      "Trace the QMP conversation and job events on stderr", NULL },
+    { "quiet", 'q', 0, G_OPTION_ARG_NONE, &common_options.quiet, "Print only errors", NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  g_autoptr(GOptionContext) ctx = g_option_context_new (params);
+
+  g_option_context_set_summary (ctx, summary);
+  g_option_context_add_main_entries (ctx, entries, NULL);
+  g_option_context_add_main_entries (ctx, common, NULL);
+  if (!g_option_context_parse (ctx, argc, argv, error))
+    return FALSE;
+  if (common_options.debug)
+    blkmig_debug_init (BLKMIG_DEBUG_QMP | BLKMIG_DEBUG_JOBS);
+  return TRUE;
+}
+
+gboolean
+command_require (const char *command, const char *option, const void *value, GError **error)
+{
+  if (value != NULL)
+    return TRUE;
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE, "%s: %s is required", command, option);
+  return FALSE;
+}
+
+int
+main (int argc, char **argv)
+{
+  g_autoptr(GCancellable) cancellable = g_cancellable_new ();
+  g_autoptr(GError) error = NULL;
+
+  setlocale (LC_ALL, "");
+  blkmig_debug_init (0);
+  if (argc < 2)
+    {
+      usage (stderr);
+      return BLKMIG_ERROR_USAGE;
+    }
+  if (g_str_equal (argv[1], "--help") || g_str_equal (argv[1], "-h")
+      || g_str_equal (argv[1], "help"))
+    {
+      usage (stdout);
+      return 0;
+    }
+  if (g_str_equal (argv[1], "--version"))
+    {
+      printf ("blkmig %s\n", PACKAGE_VERSION);
+      return 0;
+    }
+  util_cancel_on_signals (cancellable);
+  for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
+    {
+      if (!g_str_equal (argv[1], commands[i].name))
+        continue;
+      if (commands[i].func (argc - 1, argv + 1, cancellable, &error))
+        return 0;
+      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+        g_printerr ("blkmig %s: interrupted by a signal; what it had started was undone\n",
+                    commands[i].name);
+      else
+        g_printerr ("blkmig %s: %s\n", commands[i].name, error->message);
+      return blkmig_error_exit_code (error);
+    }
+  g_printerr ("blkmig: unknown command '%s' (try blkmig --help)\n", argv[1]);
+  return BLKMIG_ERROR_USAGE;
+}

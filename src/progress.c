@@ -1,0 +1,102 @@
+/* Progress lines for a group of block jobs: on every state change and every few seconds. */
+#include "src/progress.h"
+
+struct _Progress {
+  JobGroup *group;
+  gboolean quiet;
+  guint timer;
+  gboolean refreshing;
+  GCancellable *cancellable;
+  gint64 started_us;
+};
+
+static void
+progress_print_job (Progress *progress, BlkJob *job)
+{
+  g_autofree char *done = g_format_size_full (job->offset, G_FORMAT_SIZE_IEC_UNITS);
+  g_autofree char *total = g_format_size_full (job->len, G_FORMAT_SIZE_IEC_UNITS);
+  int pct = job->len > 0 ? (int) (job->offset * 100 / job->len) : 0;
+
+  if (!progress->quiet)
+    g_printerr ("blkmig: %s: %s of %s (%d%%), %s\n", job->label, done, total, pct,
+                blk_job_state_to_string (job->state));
+}
+
+static void
+progress_print_all (Progress *progress)
+{
+  GPtrArray *jobs = job_group_get_jobs (progress->group);
+  gint64 done, total;
+  double secs = (g_get_monotonic_time () - progress->started_us) / 1e6;
+  g_autofree char *done_str = NULL;
+  g_autofree char *total_str = NULL;
+
+  for (guint i = 0; i < jobs->len; i++)
+    progress_print_job (progress, jobs->pdata[i]);
+  job_group_totals (progress->group, &done, &total);
+  done_str = g_format_size_full (done, G_FORMAT_SIZE_IEC_UNITS);
+  total_str = g_format_size_full (total, G_FORMAT_SIZE_IEC_UNITS);
+  if (!progress->quiet && jobs->len > 1)
+    g_printerr ("blkmig: total: %s of %s, %.1f MB/s\n", done_str, total_str,
+                secs > 0 ? done / secs / 1e6 : 0.0);
+}
+
+static void
+progress_refreshed_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Progress *progress = user_data;
+  g_autoptr(GError) error = NULL;
+
+  if (!job_group_refresh_finish (NULL, result, &error)
+      && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;  /* progress_stop freed us: do not touch it */
+  progress->refreshing = FALSE;
+  progress_print_all (progress);
+}
+
+static gboolean
+progress_tick_cb (gpointer user_data)
+{
+  Progress *progress = user_data;
+
+  if (!progress->refreshing)
+    {
+      progress->refreshing = TRUE;
+      job_group_refresh_async (progress->group, progress->cancellable,
+                               progress_refreshed_cb, progress);
+    }
+  return G_SOURCE_CONTINUE;
+}
+
+static void
+progress_changed_cb (JobGroup *group, BlkJob *job, gpointer user_data)
+{
+  if (job != NULL)
+    progress_print_job (user_data, job);
+}
+
+Progress *
+progress_start (JobGroup *group, gboolean quiet, guint interval_ms)
+{
+  Progress *progress = g_new0 (Progress, 1);
+
+  progress->group = group;
+  progress->quiet = quiet;
+  progress->cancellable = g_cancellable_new ();
+  progress->started_us = g_get_monotonic_time ();
+  progress->timer = g_timeout_add (interval_ms, progress_tick_cb, progress);
+  job_group_set_changed_func (group, progress_changed_cb, progress);
+  return progress;
+}
+
+void
+progress_stop (Progress *progress)
+{
+  if (progress == NULL)
+    return;
+  job_group_set_changed_func (progress->group, NULL, NULL);
+  g_source_remove (progress->timer);
+  g_cancellable_cancel (progress->cancellable);
+  g_object_unref (progress->cancellable);
+  g_free (progress);
+}

@@ -1,0 +1,318 @@
+/* Destination side of a migration: targets and exports (prepare), teardown (finish). */
+#include "src/session.h"
+
+#include <glib/gstdio.h>
+
+#include "common/error.h"
+#include "qmp/qmp-wait.h"
+#include "src/disks.h"
+#include "src/util.h"
+
+#define INCOMING_TIMEOUT_MS (6 * 3600 * 1000)
+
+/* ---- choosing targets --------------------------------------------------- */
+
+static gboolean
+dest_check_size (CookieDisk *disk, gint64 size, const char *where, GError **error)
+{
+  g_autofree char *have = NULL;
+  g_autofree char *want = NULL;
+
+  if (size == disk->virtual_size)
+    return TRUE;
+  have = util_format_bytes (size);
+  want = util_format_bytes (disk->virtual_size);
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+               "%s: destination target is %s, source is %s: remove or resize %s",
+               disk->name, have, want, where);
+  return FALSE;
+}
+
+static char *
+dest_target_path (const char *dir, CookieDisk *disk)
+{
+  g_autofree char *safe = util_sanitize_name (disk->name);
+  g_autofree char *base = g_strdup_printf ("%s.%s", safe, disk->format);
+
+  return g_build_filename (dir, base, NULL);
+}
+
+/* Decides each disk's target: an existing disk of the destination QEMU, or a file
+ * in create_dir (existing or to be created).  Checks sizes before anything starts. */
+static gboolean
+dest_plan_disk (Cookie *reply, guint i, GPtrArray *dst_disks, const PrepareOptions *opts,
+                GCancellable *cancellable, GError **error)
+{
+  CookieDisk *disk = reply->disks->pdata[i];
+  DiskInfo *have = disks_find (dst_disks, disk->name);
+  gint64 size = 0;
+
+  if (have != NULL)
+    {
+      disk->target_node = g_strdup (have->node);
+      disk->target_path = *have->file ? g_strdup (have->file) : NULL;
+      return dest_check_size (disk, have->virtual_size,
+                              *have->file ? have->file : "the destination disk", error);
+    }
+  if (reply->mode == COOKIE_MODE_LIVE || opts->create_dir == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                        "%s: the destination has no disk of that name%s", disk->name,
+                        reply->mode == COOKIE_MODE_LIVE
+                          ? " (a live migration needs the destination VM's disks)"
+                          : " and no --create-dir was given"), FALSE;
+  disk->target_path = dest_target_path (opts->create_dir, disk);
+  disk->target_node = session_node_name (reply, 'd', i);
+  if (!g_file_test (disk->target_path, G_FILE_TEST_EXISTS))
+    return TRUE;
+  return util_image_size (disk->target_path, &size, cancellable, error)
+         && dest_check_size (disk, size, disk->target_path, error);
+}
+
+/* ---- setting up --------------------------------------------------------- */
+
+static gboolean
+dest_open_file_target (QmpClient *dst, CookieDisk *disk, GCancellable *cancellable,
+                       GError **error)
+{
+  g_autoptr(JsonNode) ret = NULL;
+
+  if (!g_file_test (disk->target_path, G_FILE_TEST_EXISTS))
+    {
+      if (!util_image_create (disk->target_path, disk->format, disk->virtual_size,
+                              cancellable, error))
+        return FALSE;
+      disk->created = TRUE;
+    }
+  ret = qmp_client_execute_sync (dst, "blockdev-add",
+                                 qmp_args_new ("driver", qmp_str (disk->format),
+                                               "node-name", qmp_str (disk->target_node),
+                                               "file", qmp_args_new ("driver", qmp_str ("file"),
+                                                                     "filename", qmp_str (disk->target_path),
+                                                                     NULL),
+                                               NULL),
+                                 cancellable, error);
+  return ret != NULL;
+}
+
+static gboolean
+dest_export_disk (QmpClient *dst, Cookie *reply, guint i, GCancellable *cancellable,
+                  GError **error)
+{
+  CookieDisk *disk = reply->disks->pdata[i];
+  g_autofree char *name = session_job_id (reply, i);
+
+  if (session_is_file_target (reply, i) && !dest_open_file_target (dst, disk, cancellable, error))
+    return FALSE;
+  if (!nbd_export_add (dst, name, disk->target_node, name, cancellable, error))
+    {
+      g_prefix_error (error, "%s: ", disk->name);
+      return FALSE;
+    }
+  disk->export_name = g_steal_pointer (&name);
+  return TRUE;
+}
+
+static gboolean
+dest_expect_incoming (QmpClient *dst, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(JsonNode) status = qmp_client_execute_sync (dst, "query-status", NULL,
+                                                        cancellable, error);
+  const char *state;
+
+  if (status == NULL)
+    return FALSE;
+  state = json_object_get_string_member_with_default (json_node_get_object (status),
+                                                      "status", "?");
+  if (g_str_equal (state, "inmigrate"))
+    return TRUE;
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+               "the destination QEMU is %s, not waiting for a migration: start it with "
+               "-incoming defer -S", state);
+  return FALSE;
+}
+
+static gboolean
+dest_start_incoming (QmpClient *dst, Cookie *reply, const char *uri,
+                     GCancellable *cancellable, GError **error)
+{
+  static const char *const caps[] = { "events", "late-block-activate", NULL };
+  g_autoptr(JsonArray) list = json_array_new ();
+  JsonNode *arg = json_node_new (JSON_NODE_ARRAY);
+  g_autoptr(JsonNode) ret = NULL;
+  g_autoptr(JsonNode) inc = NULL;
+
+  for (gsize i = 0; caps[i] != NULL; i++)
+    json_array_add_element (list, qmp_args_new ("capability", qmp_str (caps[i]),
+                                                 "state", qmp_bool (TRUE), NULL));
+  json_node_set_array (arg, list);
+  ret = qmp_client_execute_sync (dst, "migrate-set-capabilities",
+                                 qmp_args_new ("capabilities", arg, NULL), cancellable, error);
+  if (ret == NULL)
+    return FALSE;
+  inc = qmp_client_execute_sync (dst, "migrate-incoming", qmp_args_new ("uri", qmp_str (uri), NULL),
+                                 cancellable, error);
+  if (inc == NULL)
+    return FALSE;
+  reply->migrate_uri = g_strdup (uri);
+  return TRUE;
+}
+
+static gboolean
+dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean *server_started,
+            GCancellable *cancellable, GError **error)
+{
+  g_autoptr(GPtrArray) dst_disks = disks_query (dst, cancellable, error);
+  NbdEndpoint ep = { g_strdup (opts->listen.unix_path), g_strdup (opts->listen.host),
+                     opts->listen.port };
+  gboolean ok;
+
+  if (dst_disks == NULL)
+    return FALSE;
+  if (reply->mode == COOKIE_MODE_LIVE && !dest_expect_incoming (dst, cancellable, error))
+    return FALSE;
+  for (guint i = 0; i < reply->disks->len; i++)
+    if (!dest_plan_disk (reply, i, dst_disks, opts, cancellable, error))
+      return FALSE;
+  ok = nbd_server_start (dst, &ep, cancellable, error);
+  *server_started = ok;
+  if (ok)
+    {
+      reply->nbd_unix = g_steal_pointer (&ep.unix_path);
+      reply->nbd_host = g_steal_pointer (&ep.host);
+      reply->nbd_port = ep.port;
+    }
+  for (guint i = 0; ok && i < reply->disks->len; i++)
+    ok = dest_export_disk (dst, reply, i, cancellable, error);
+  nbd_endpoint_clear (&ep);
+  if (ok && reply->mode == COOKIE_MODE_LIVE)
+    ok = dest_start_incoming (dst, reply, opts->incoming_uri, cancellable, error);
+  return ok;
+}
+
+static Cookie *
+dest_reply_new (Cookie *offer, GError **error)
+{
+  g_autofree char *text = NULL;
+  Cookie *reply;
+
+  if (!cookie_accept_features (offer, error))
+    return NULL;
+  text = cookie_to_string (offer);
+  reply = cookie_parse (text, -1, COOKIE_KIND_SOURCE, error);
+  if (reply == NULL)
+    return NULL;
+  reply->kind = COOKIE_KIND_DESTINATION;
+  reply->dest_host = g_strdup (g_get_host_name ());
+  reply->accepted = g_strdupv (offer->accepted);
+  return reply;
+}
+
+Cookie *
+session_prepare (QmpClient *dst, Cookie *offer, const PrepareOptions *opts,
+                 GCancellable *cancellable, GError **error)
+{
+  g_autoptr(Cookie) reply = dest_reply_new (offer, error);
+  gboolean server_started = FALSE;
+
+  if (reply == NULL)
+    return NULL;
+  if (reply->mode == COOKIE_MODE_LIVE && opts->incoming_uri == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "a live migration needs an incoming URI for the destination"), NULL;
+  if (!dest_setup (dst, reply, opts, &server_started, cancellable, error))
+    {
+      session_abort_dest (dst, reply, server_started);
+      return NULL;
+    }
+  return g_steal_pointer (&reply);
+}
+
+/* ---- finishing ---------------------------------------------------------- */
+
+static gboolean
+dest_wait_incoming (QmpClient *dst, GCancellable *cancellable, GError **error)
+{
+  static const char *const ends[] = { "completed", "failed", "cancelled", NULL };
+  g_autoptr(QmpEventWait) wait = qmp_event_wait_new (dst, "MIGRATION", "status", ends);
+  g_autoptr(JsonNode) info = qmp_client_execute_sync (dst, "query-migrate", NULL,
+                                                      cancellable, error);
+  g_autoptr(JsonObject) data = NULL;
+  const char *status;
+
+  if (info == NULL)
+    return FALSE;
+  status = json_object_get_string_member_with_default (json_node_get_object (info),
+                                                       "status", "none");
+  if (!g_strv_contains (ends, status))
+    {
+      data = qmp_event_wait_sync (wait, INCOMING_TIMEOUT_MS, cancellable, error);
+      if (data == NULL)
+        return FALSE;
+      status = json_object_get_string_member_with_default (data, "status", "?");
+    }
+  if (g_str_equal (status, "completed"))
+    return TRUE;
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_MIGRATION,
+               "the incoming migration on the destination %s", status);
+  return FALSE;
+}
+
+static gboolean
+dest_remove_exports (QmpClient *dst, const Cookie *cookie, GCancellable *cancellable,
+                     GError **error)
+{
+  for (guint i = 0; i < cookie->disks->len; i++)
+    {
+      CookieDisk *disk = cookie->disks->pdata[i];
+      if (!nbd_export_del (dst, disk->export_name, FALSE, cancellable, error))
+        return FALSE;
+    }
+  if (!nbd_server_stop (dst, cancellable, error))
+    return FALSE;
+  if (cookie->nbd_unix != NULL)
+    g_unlink (cookie->nbd_unix);
+  return TRUE;
+}
+
+static gboolean
+dest_detach_created (QmpClient *dst, const Cookie *cookie, GCancellable *cancellable,
+                     GError **error)
+{
+  for (guint i = 0; i < cookie->disks->len; i++)
+    {
+      CookieDisk *disk = cookie->disks->pdata[i];
+      g_autoptr(JsonNode) ret = NULL;
+
+      if (!session_is_file_target (cookie, i))
+        continue;
+      ret = qmp_client_execute_sync (dst, "blockdev-del",
+                                     qmp_args_new ("node-name", qmp_str (disk->target_node), NULL),
+                                     cancellable, error);
+      if (ret == NULL)
+        return FALSE;
+    }
+  return TRUE;
+}
+
+gboolean
+session_finish (QmpClient *dst, const Cookie *result, gboolean resume,
+                GCancellable *cancellable, GError **error)
+{
+  gboolean live = result->mode == COOKIE_MODE_LIVE
+                  && g_strcmp0 (result->status, "completed") == 0;
+  g_autoptr(JsonNode) cont = NULL;
+
+  if (result->mode == COOKIE_MODE_MOVE)
+    return TRUE;  /* the source now runs on these exports: they stay */
+  if (live && !dest_wait_incoming (dst, cancellable, error))
+    return FALSE;
+  if (!dest_remove_exports (dst, result, cancellable, error)
+      || !dest_detach_created (dst, result, cancellable, error))
+    return FALSE;
+  if (result->migrate_uri != NULL && g_str_has_prefix (result->migrate_uri, "unix:"))
+    g_unlink (result->migrate_uri + 5);
+  if (!live && !resume)
+    return TRUE;
+  cont = qmp_client_execute_sync (dst, "cont", NULL, cancellable, error);
+  return cont != NULL;
+}

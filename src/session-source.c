@@ -1,0 +1,325 @@
+/* Source side of a migration: the offer (begin), the mirrors and the switch (perform). */
+#include "src/session.h"
+
+#include "common/error.h"
+#include "qmp/qmp-wait.h"
+#include "src/disks.h"
+#include "src/progress.h"
+
+/* The memory migration has no natural bound; this only guards against a hang. */
+#define MIGRATION_TIMEOUT_MS (6 * 3600 * 1000)
+
+typedef struct {
+  QmpClient *qmp;
+  const Cookie *cookie;
+  const SourceOptions *opts;
+  JobGroup *group;
+  gint64 stopped_us;          /* when the source paused for switchover */
+} SourceRun;
+
+Cookie *
+session_begin (QmpClient *src, CookieMode mode, const char *const *names,
+               GCancellable *cancellable, GError **error)
+{
+  g_autoptr(GPtrArray) disks = disks_query (src, cancellable, error);
+  g_autoptr(GPtrArray) chosen = NULL;
+  g_autoptr(Cookie) cookie = NULL;
+
+  if (disks == NULL)
+    return NULL;
+  chosen = disks_select (disks, names, "the source", error);
+  if (chosen == NULL)
+    return NULL;
+  if (chosen->len == 0)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                        "the source has no disks to migrate"), NULL;
+  cookie = cookie_new (mode);
+  cookie_add_feature (cookie, "sparse", FALSE);
+  for (guint i = 0; i < chosen->len; i++)
+    {
+      DiskInfo *d = chosen->pdata[i];
+      CookieDisk *cd = cookie_disk_new (d->name, d->node, d->format, d->virtual_size,
+                                        d->allocated);
+      cd->backing = g_strdupv (d->backing);
+      g_ptr_array_add (cookie->disks, cd);
+    }
+  return g_steal_pointer (&cookie);
+}
+
+/* ---- starting the mirrors ----------------------------------------------- */
+
+static JsonNode *
+source_nbd_server_arg (const Cookie *cookie)
+{
+  g_autofree char *port = g_strdup_printf ("%d", cookie->nbd_port);
+
+  if (cookie->nbd_unix != NULL)
+    return qmp_args_new ("type", qmp_str ("unix"), "path", qmp_str (cookie->nbd_unix), NULL);
+  return qmp_args_new ("type", qmp_str ("inet"), "host", qmp_str (cookie->nbd_host),
+                       "port", qmp_str (port), NULL);
+}
+
+static gboolean
+source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GError **error)
+{
+  CookieDisk *disk = run->cookie->disks->pdata[i];
+  g_autofree char *node = session_node_name (run->cookie, 'n', i);
+  g_autoptr(JsonNode) ret = NULL;
+
+  /* discard=unmap lets the mirror pre-zero the target cheaply and then copy
+   * only allocated data, so sparse disks stay sparse and fast. */
+  ret = qmp_client_execute_sync (run->qmp, "blockdev-add",
+                                 qmp_args_new ("driver", qmp_str ("nbd"),
+                                               "node-name", qmp_str (node),
+                                               "server", source_nbd_server_arg (run->cookie),
+                                               "export", qmp_str (disk->export_name),
+                                               "discard", qmp_str ("unmap"), NULL),
+                                 cancellable, error);
+  if (ret == NULL)
+    g_prefix_error (error, "%s: cannot connect to the destination export: ", disk->name);
+  return ret != NULL;
+}
+
+/* The mirror starts from the BlockBackend when there is one, else the root node. */
+static const char *
+source_mirror_device (DiskInfo *info)
+{
+  return *info->device != '\0' ? info->device : info->node;
+}
+
+static gboolean
+source_start_mirror (SourceRun *run, guint i, DiskInfo *info, GCancellable *cancellable,
+                     GError **error)
+{
+  CookieDisk *disk = run->cookie->disks->pdata[i];
+  g_autofree char *node = session_node_name (run->cookie, 'n', i);
+  g_autofree char *job_id = session_job_id (run->cookie, i);
+  BlkJob *job = job_group_add (run->group, job_id, disk->name);
+  g_autoptr(JsonNode) ret = NULL;
+
+  ret = qmp_client_execute_sync (run->qmp, "blockdev-mirror",
+                                 qmp_args_new ("job-id", qmp_str (job_id),
+                                               "device", qmp_str (source_mirror_device (info)),
+                                               "target", qmp_str (node),
+                                               "sync", qmp_str ("full"),
+                                               "speed", run->opts->speed > 0
+                                                 ? qmp_int (run->opts->speed) : NULL,
+                                               "auto-dismiss", qmp_bool (FALSE), NULL),
+                                 cancellable, error);
+  if (ret == NULL)
+    {
+      job_group_forget (run->group, job);
+      g_prefix_error (error, "%s: ", disk->name);
+    }
+  return ret != NULL;
+}
+
+static gboolean
+source_check_disk (CookieDisk *disk, DiskInfo *info, GError **error)
+{
+  if (info == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                        "%s: the source no longer has this disk", disk->name), FALSE;
+  if (info->virtual_size != disk->virtual_size)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                        "%s: the disk changed size since begin (%" G_GINT64_FORMAT
+                        " → %" G_GINT64_FORMAT " bytes)", disk->name, disk->virtual_size,
+                        info->virtual_size), FALSE;
+  return TRUE;
+}
+
+static gboolean
+source_start_all (SourceRun *run, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(GPtrArray) disks = disks_query (run->qmp, cancellable, error);
+
+  if (disks == NULL)
+    return FALSE;
+  for (guint i = 0; i < run->cookie->disks->len; i++)
+    {
+      CookieDisk *disk = run->cookie->disks->pdata[i];
+      DiskInfo *info = disks_find (disks, disk->name);
+
+      if (!source_check_disk (disk, info, error)
+          || !source_add_target_node (run, i, cancellable, error)
+          || !source_start_mirror (run, i, info, cancellable, error))
+        return FALSE;
+    }
+  return TRUE;
+}
+
+/* ---- switching ---------------------------------------------------------- */
+
+static gboolean
+source_delete_target_nodes (SourceRun *run, GCancellable *cancellable, GError **error)
+{
+  for (guint i = 0; i < run->cookie->disks->len; i++)
+    {
+      g_autofree char *node = session_node_name (run->cookie, 'n', i);
+      g_autoptr(JsonNode) ret = qmp_client_execute_sync (run->qmp, "blockdev-del",
+                                                         qmp_args_new ("node-name", qmp_str (node), NULL),
+                                                         cancellable, error);
+      if (ret == NULL)
+        return FALSE;
+    }
+  return TRUE;
+}
+
+/* Ends every READY mirror with a consistent copy and no pivot. */
+static gboolean
+source_cancel_at_ready (SourceRun *run, GCancellable *cancellable, GError **error)
+{
+  return job_group_cancel_all (run->group, FALSE, cancellable, error)
+         && job_group_wait_ended_sync (run->group, cancellable, error)
+         && source_delete_target_nodes (run, cancellable, error);
+}
+
+static gboolean
+source_migration_status (JsonObject *data, const char *want, QmpClient *qmp, GError **error)
+{
+  const char *status = json_object_get_string_member_with_default (data, "status", "?");
+  g_autoptr(JsonNode) info = NULL;
+  const char *desc = NULL;
+
+  if (g_str_equal (status, want))
+    return TRUE;
+  info = qmp_client_execute_sync (qmp, "query-migrate", NULL, NULL, NULL);
+  if (info != NULL && JSON_NODE_HOLDS_OBJECT (info))
+    desc = json_object_get_string_member_with_default (json_node_get_object (info),
+                                                       "error-desc", NULL);
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_MIGRATION, "migration %s%s%s", status,
+               desc != NULL ? ": " : "", desc != NULL ? desc : "");
+  return FALSE;
+}
+
+static gboolean
+source_set_capabilities (QmpClient *qmp, const char *const *caps, GCancellable *cancellable,
+                         GError **error)
+{
+  g_autoptr(JsonArray) list = json_array_new ();
+  JsonNode *arg = json_node_new (JSON_NODE_ARRAY);
+  g_autoptr(JsonNode) ret = NULL;
+
+  for (gsize i = 0; caps[i] != NULL; i++)
+    json_array_add_element (list, qmp_args_new ("capability", qmp_str (caps[i]),
+                                                 "state", qmp_bool (TRUE), NULL));
+  json_node_set_array (arg, list);
+  ret = qmp_client_execute_sync (qmp, "migrate-set-capabilities",
+                                 qmp_args_new ("capabilities", arg, NULL), cancellable, error);
+  return ret != NULL;
+}
+
+static gboolean
+source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable,
+                      GError **error)
+{
+  static const char *const caps[] = { "events", "pause-before-switchover", NULL };
+  static const char *const stops[] = { "pre-switchover", "completed", "failed", "cancelled", NULL };
+  static const char *const ends[] = { "completed", "failed", "cancelled", NULL };
+  g_autoptr(QmpEventWait) paused = NULL;
+  g_autoptr(QmpEventWait) ended = NULL;
+  g_autoptr(JsonObject) data = NULL;
+  g_autoptr(JsonObject) end = NULL;
+  g_autoptr(JsonNode) ret = NULL;
+  g_autoptr(JsonNode) cont = NULL;
+
+  if (!source_set_capabilities (run->qmp, caps, cancellable, error))
+    return FALSE;
+  paused = qmp_event_wait_new (run->qmp, "MIGRATION", "status", stops);
+  ret = qmp_client_execute_sync (run->qmp, "migrate", qmp_args_new ("uri", qmp_str (uri), NULL),
+                                 cancellable, error);
+  if (ret == NULL
+      || (data = qmp_event_wait_sync (paused, MIGRATION_TIMEOUT_MS, cancellable, error)) == NULL
+      || !source_migration_status (data, "pre-switchover", run->qmp, error))
+    return FALSE;
+  run->stopped_us = g_get_monotonic_time ();
+  if (!source_cancel_at_ready (run, cancellable, error))
+    return FALSE;
+  ended = qmp_event_wait_new (run->qmp, "MIGRATION", "status", ends);
+  cont = qmp_client_execute_sync (run->qmp, "migrate-continue",
+                                  qmp_args_new ("state", qmp_str ("pre-switchover"), NULL),
+                                  cancellable, error);
+  return cont != NULL
+         && (end = qmp_event_wait_sync (ended, MIGRATION_TIMEOUT_MS, cancellable, error)) != NULL
+         && source_migration_status (end, "completed", run->qmp, error);
+}
+
+static gboolean
+source_switch (SourceRun *run, const char *uri, gboolean no_migrate,
+               GCancellable *cancellable, GError **error)
+{
+  switch (run->cookie->mode)
+    {
+    case COOKIE_MODE_LIVE:
+      if (!no_migrate)
+        return source_run_migration (run, uri, cancellable, error);
+      return source_cancel_at_ready (run, cancellable, error);
+    case COOKIE_MODE_COPY:
+      return source_cancel_at_ready (run, cancellable, error);
+    case COOKIE_MODE_MOVE:
+      return job_group_complete_all (run->group, cancellable, error)
+             && job_group_wait_ended_sync (run->group, cancellable, error);
+    default:
+      g_assert_not_reached ();
+    }
+}
+
+/* ---- perform ------------------------------------------------------------ */
+
+static Cookie *
+source_result (SourceRun *run, gboolean migrated, GError **error)
+{
+  g_autofree char *text = cookie_to_string (run->cookie);
+  Cookie *result = cookie_parse (text, -1, COOKIE_KIND_DESTINATION, error);
+  gint64 done = 0, total = 0;
+
+  if (result == NULL)
+    return NULL;
+  job_group_totals (run->group, &done, &total);
+  result->kind = COOKIE_KIND_RESULT;
+  result->bytes = done;
+  result->downtime_ms = run->stopped_us > 0
+                        ? (g_get_monotonic_time () - run->stopped_us) / 1000 : -1;
+  result->status = g_strdup (migrated ? "completed"
+                             : run->cookie->mode == COOKIE_MODE_MOVE ? "moved" : "copied");
+  return result;
+}
+
+static const char *
+source_migrate_uri (const Cookie *dest, const char *override, gboolean no_migrate,
+                    GError **error)
+{
+  const char *uri = override != NULL ? override : dest->migrate_uri;
+
+  if (dest->mode == COOKIE_MODE_LIVE && !no_migrate && uri == NULL)
+    g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                 "the destination cookie has no migrate URI: pass --migrate-uri");
+  return uri;
+}
+
+Cookie *
+session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
+                      const char *migrate_uri, gboolean no_migrate,
+                      GCancellable *cancellable, GError **error)
+{
+  SourceRun run = { src, dest, opts, NULL, 0 };
+  g_autoptr(JobGroup) group = job_group_new (src);
+  g_autoptr(Progress) progress = NULL;
+  const char *uri = source_migrate_uri (dest, migrate_uri, no_migrate, error);
+  gboolean ok;
+
+  if (uri == NULL && error != NULL && *error != NULL)
+    return NULL;
+  run.group = group;
+  progress = progress_start (group, opts->quiet, opts->progress_ms);
+  ok = source_start_all (&run, cancellable, error)
+       && job_group_wait_ready_sync (group, cancellable, error)
+       && source_switch (&run, uri, no_migrate, cancellable, error);
+  g_clear_pointer (&progress, progress_stop);
+  if (!ok)
+    {
+      session_abort (src, dest);
+      return NULL;
+    }
+  return source_result (&run, dest->mode == COOKIE_MODE_LIVE && !no_migrate, error);
+}

@@ -1,0 +1,165 @@
+/* Names shared by both sides of a migration, and the best-effort abort of either side. */
+#include "src/session.h"
+
+#include <glib/gstdio.h>
+
+#include "common/debug.h"
+
+#define ABORT_TIMEOUT_MS (30 * 1000)
+
+char *
+session_job_id (const Cookie *cookie, guint index)
+{
+  return g_strdup_printf ("blkmig-%.8s-%u", cookie->id, index);
+}
+
+/* kind 'n': the source's NBD client node; 'd': a destination file target. */
+char *
+session_node_name (const Cookie *cookie, char kind, guint index)
+{
+  return g_strdup_printf ("blkmig%.8s%c%u", cookie->id, kind, index);
+}
+
+gboolean
+session_is_file_target (const Cookie *cookie, guint index)
+{
+  CookieDisk *disk = cookie->disks->pdata[index];
+  g_autofree char *ours = session_node_name (cookie, 'd', index);
+
+  return g_strcmp0 (disk->target_node, ours) == 0;
+}
+
+static gboolean
+session_owns (const Cookie *cookie, const char *name)
+{
+  g_autofree char *job_prefix = g_strdup_printf ("blkmig-%.8s-", cookie->id);
+  g_autofree char *node_prefix = g_strdup_printf ("blkmig%.8s", cookie->id);
+
+  return name != NULL && (g_str_has_prefix (name, job_prefix)
+                          || g_str_has_prefix (name, node_prefix));
+}
+
+/* Each step logs what failed and goes on: an abort must do as much as it can. */
+static JsonNode *
+session_try (QmpClient *qmp, const char *command, JsonNode *args)
+{
+  g_autoptr(GError) error = NULL;
+  JsonNode *ret = qmp_client_execute_sync (qmp, command, args, NULL, &error);
+
+  if (ret == NULL)
+    blkmig_debug (BLKMIG_DEBUG_JOBS, "abort: %s", error->message);
+  return ret;
+}
+
+static void
+session_abort_jobs (QmpClient *qmp, const Cookie *cookie)
+{
+  g_autoptr(JsonNode) list = session_try (qmp, "query-block-jobs", NULL);
+  g_autoptr(JobGroup) group = job_group_new (qmp);
+  JsonArray *jobs = list != NULL ? json_node_get_array (list) : NULL;
+
+  for (guint i = 0; jobs != NULL && i < json_array_get_length (jobs); i++)
+    {
+      JsonObject *info = json_array_get_object_element (jobs, i);
+      const char *id = json_object_get_string_member_with_default (info, "device", NULL);
+      const char *status = json_object_get_string_member_with_default (info, "status", "");
+
+      if (!session_owns (cookie, id))
+        continue;
+      if (g_str_equal (status, "concluded"))
+        {
+          g_autoptr(JsonNode) ret = session_try (qmp, "job-dismiss",
+                                                 qmp_args_new ("id", qmp_str (id), NULL));
+          continue;
+        }
+      job_group_add (group, id, id);
+    }
+  job_group_abort (group, ABORT_TIMEOUT_MS);
+}
+
+/* Deletes our nodes; returns how many were destination file targets. */
+static guint
+session_abort_nodes (QmpClient *qmp, const Cookie *cookie)
+{
+  g_autofree char *dest_prefix = session_node_name (cookie, 'd', 0);
+  guint targets = 0;
+  g_autoptr(JsonNode) list = session_try (qmp, "query-named-block-nodes",
+                                          qmp_args_new ("flat", qmp_bool (TRUE), NULL));
+  JsonArray *nodes = list != NULL ? json_node_get_array (list) : NULL;
+
+  for (guint i = 0; nodes != NULL && i < json_array_get_length (nodes); i++)
+    {
+      const char *name = json_object_get_string_member_with_default (
+          json_array_get_object_element (nodes, i), "node-name", NULL);
+      g_autoptr(JsonNode) ret = NULL;
+
+      if (!session_owns (cookie, name))
+        continue;
+      /* "blkmigXXXXXXXXd0" minus its index is the target prefix */
+      if (strncmp (name, dest_prefix, strlen (dest_prefix) - 1) == 0)
+        targets++;
+      ret = session_try (qmp, "blockdev-del", qmp_args_new ("node-name", qmp_str (name), NULL));
+    }
+  return targets;
+}
+
+static void
+session_abort_migration (QmpClient *qmp)
+{
+  g_autoptr(JsonNode) info = session_try (qmp, "query-migrate", NULL);
+  const char *status = info != NULL
+      ? json_object_get_string_member_with_default (json_node_get_object (info), "status", "none")
+      : "none";
+  static const char *const idle[] = { "none", "completed", "failed", "cancelled", NULL };
+  g_autoptr(JsonNode) ret = NULL;
+
+  if (!g_strv_contains (idle, status))
+    ret = session_try (qmp, "migrate_cancel", NULL);
+}
+
+void
+session_abort_dest (QmpClient *dst, const Cookie *cookie, gboolean stop_server)
+{
+  g_auto(GStrv) exports = nbd_export_list (dst, NULL, NULL);
+  gboolean ours = stop_server;
+
+  for (gsize i = 0; exports != NULL && exports[i] != NULL; i++)
+    {
+      g_autoptr(GError) error = NULL;
+
+      if (!session_owns (cookie, exports[i]))
+        continue;
+      ours = TRUE;
+      if (!nbd_export_del (dst, exports[i], TRUE, NULL, &error))
+        blkmig_debug (BLKMIG_DEBUG_JOBS, "abort: %s", error->message);
+    }
+  if (ours)
+    {
+      g_autoptr(JsonNode) ret = session_try (dst, "nbd-server-stop", NULL);
+      if (cookie->nbd_unix != NULL)
+        g_unlink (cookie->nbd_unix);
+    }
+  /* Created files are removed only on the side that holds our exports or target
+   * nodes: on the source host the same path may be the guest's own disk. */
+  if (session_abort_nodes (dst, cookie) == 0 && !ours)
+    return;
+  for (guint i = 0; i < cookie->disks->len; i++)
+    {
+      CookieDisk *disk = cookie->disks->pdata[i];
+      if (disk->created && disk->target_path != NULL)
+        g_unlink (disk->target_path);
+    }
+}
+
+void
+session_abort (QmpClient *qmp, const Cookie *cookie)
+{
+  if (qmp_client_get_state (qmp) != QMP_STATE_READY)
+    return;
+  session_abort_jobs (qmp, cookie);
+  if (cookie->kind >= COOKIE_KIND_DESTINATION)
+    session_abort_dest (qmp, cookie, FALSE);
+  else
+    session_abort_nodes (qmp, cookie);
+  session_abort_migration (qmp);
+}

@@ -1,0 +1,57 @@
+/* The migration steps on each side, shared by `migrate` and the phase commands. */
+#pragma once
+
+#include "cookie/cookie.h"
+#include "jobs/job-group.h"
+#include "nbd/nbd-server.h"
+#include "qmp/qmp-client.h"
+
+typedef struct {
+  gint64 speed;             /* mirror rate limit in bytes/s, 0 = none */
+  gboolean quiet;           /* no progress lines */
+  guint progress_ms;        /* interval between progress lines */
+} SourceOptions;
+
+typedef struct {
+  NbdEndpoint listen;       /* where the NBD server listens */
+  char *create_dir;         /* create missing targets here (copy/move only) */
+  char *incoming_uri;       /* migrate-incoming URI (live only) */
+} PrepareOptions;
+
+/* Begin: the source cookie for the selected disks (all when @disks is empty). */
+Cookie *session_begin (QmpClient *src, CookieMode mode, const char *const *disks,
+                       GCancellable *cancellable, GError **error);
+
+/* Prepare: validates @offer, starts the NBD server and one writable export per
+ * disk (creating missing targets in create_dir), and returns the destination
+ * cookie.  On failure everything it did is undone. */
+Cookie *session_prepare (QmpClient *dst, Cookie *offer, const PrepareOptions *opts,
+                         GCancellable *cancellable, GError **error);
+
+/* Perform: mirrors every disk of the destination cookie, waits for READY, then
+ * switches as the cookie's mode says.  @migrate_uri: the memory stream's URI
+ * (NULL = the cookie's); @no_migrate: live mode ends the mirrors at READY like copy.
+ * Returns the result cookie; on failure the source is rolled back. */
+Cookie *session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
+                         const char *migrate_uri, gboolean no_migrate,
+                         GCancellable *cancellable, GError **error);
+
+/* Finish: waits for the incoming migration (live), removes exports, stops the
+ * NBD server, detaches targets blkmig created (copy), resumes the guest (live or
+ * @resume). */
+gboolean session_finish (QmpClient *dst, const Cookie *result, gboolean resume,
+                         GCancellable *cancellable, GError **error);
+
+/* Abort: best-effort cleanup of whatever this migration left on the QEMU behind
+ * @qmp, on either side: jobs, NBD client nodes, exports, server, created files. */
+void session_abort (QmpClient *qmp, const Cookie *cookie);
+
+/* Names derived from the migration id, shared by both sides. */
+char *session_job_id (const Cookie *cookie, guint index);
+char *session_node_name (const Cookie *cookie, char kind, guint index);
+
+/* The destination half of session_abort; @stop_server also when no export of
+ * ours is left (prepare's own rollback). */
+void session_abort_dest (QmpClient *dst, const Cookie *cookie, gboolean stop_server);
+/* Whether disk @index's target is a node blkmig opened from a file. */
+gboolean session_is_file_target (const Cookie *cookie, guint index);

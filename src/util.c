@@ -1,0 +1,130 @@
+/* Small helpers for commands: private directories, image creation, signals. */
+#include "src/util.h"
+
+#include <errno.h>
+#include <glib/gstdio.h>
+#include <glib-unix.h>
+
+#include <json-glib/json-glib.h>
+
+#include "common/error.h"
+
+char *
+util_private_dir_new (GError **error)
+{
+  const char *runtime = g_getenv ("XDG_RUNTIME_DIR");
+  g_autofree char *tmpl = NULL;
+  char *dir;
+
+  if (runtime != NULL && g_file_test (runtime, G_FILE_TEST_IS_DIR))
+    tmpl = g_build_filename (runtime, "blkmig-XXXXXX", NULL);
+  else
+    tmpl = g_build_filename (g_get_tmp_dir (), "blkmig-XXXXXX", NULL);
+  dir = g_mkdtemp_full (tmpl, 0700);
+  if (dir == NULL)
+    {
+      int saved = errno;
+      g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
+                   "cannot create a private directory %s: %s", tmpl, g_strerror (saved));
+      return NULL;
+    }
+  return g_steal_pointer (&tmpl);
+}
+
+void
+util_private_dir_remove (const char *dir)
+{
+  g_autoptr(GDir) d = dir != NULL ? g_dir_open (dir, 0, NULL) : NULL;
+  const char *name;
+
+  if (d == NULL)
+    return;
+  while ((name = g_dir_read_name (d)) != NULL)
+    {
+      g_autofree char *path = g_build_filename (dir, name, NULL);
+      g_unlink (path);
+    }
+  g_rmdir (dir);
+}
+
+gboolean
+util_image_create (const char *path, const char *format, gint64 size,
+                   GCancellable *cancellable, GError **error)
+{
+  g_autofree char *size_str = g_strdup_printf ("%" G_GINT64_FORMAT, size);
+  g_autoptr(GSubprocess) proc = NULL;
+  g_autofree char *err_text = NULL;
+
+  proc = g_subprocess_new (G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE,
+                           error, "qemu-img", "create", "-q", "-f", format, path, size_str,
+                           NULL);
+  if (proc == NULL)
+    return FALSE;
+  if (!g_subprocess_communicate_utf8 (proc, NULL, cancellable, NULL, &err_text, error))
+    return FALSE;
+  if (g_subprocess_get_successful (proc))
+    return TRUE;
+  g_strstrip (err_text);
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot create %s: %s", path, err_text);
+  return FALSE;
+}
+
+char *
+util_sanitize_name (const char *name)
+{
+  char *out = g_strdup (name);
+
+  for (char *p = out; *p != '\0'; p++)
+    if (!g_ascii_isalnum (*p) && *p != '-' && *p != '_' && *p != '.')
+      *p = '_';
+  return out;
+}
+
+static gboolean
+util_signal_cb (gpointer user_data)
+{
+  g_cancellable_cancel (user_data);
+  return G_SOURCE_CONTINUE;
+}
+
+void
+util_cancel_on_signals (GCancellable *cancellable)
+{
+  g_unix_signal_add_full (G_PRIORITY_HIGH, SIGINT, util_signal_cb,
+                          g_object_ref (cancellable), g_object_unref);
+  g_unix_signal_add_full (G_PRIORITY_HIGH, SIGTERM, util_signal_cb,
+                          g_object_ref (cancellable), g_object_unref);
+}
+
+char *
+util_format_bytes (gint64 bytes)
+{
+  g_autofree char *human = g_format_size_full (bytes, G_FORMAT_SIZE_IEC_UNITS);
+
+  return g_strdup_printf ("%s (%" G_GINT64_FORMAT " bytes)", human, bytes);
+}
+
+gboolean
+util_image_size (const char *path, gint64 *size, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(GSubprocess) proc = NULL;
+  g_autofree char *out = NULL;
+  g_autofree char *err_text = NULL;
+  g_autoptr(JsonNode) info = NULL;
+
+  proc = g_subprocess_new (G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE,
+                           error, "qemu-img", "info", "-U", "--output=json", path, NULL);
+  if (proc == NULL
+      || !g_subprocess_communicate_utf8 (proc, NULL, cancellable, &out, &err_text, error))
+    return FALSE;
+  info = g_subprocess_get_successful (proc) ? json_from_string (out, NULL) : NULL;
+  if (info == NULL || !JSON_NODE_HOLDS_OBJECT (info))
+    {
+      g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot read %s: %s", path,
+                   g_strstrip (err_text));
+      return FALSE;
+    }
+  *size = json_object_get_int_member_with_default (json_node_get_object (info),
+                                                   "virtual-size", 0);
+  return TRUE;
+}

@@ -1,0 +1,21 @@
+/* Small helpers for commands: private directories, image creation, signals. */
+#pragma once
+
+#include <gio/gio.h>
+
+/* A new 0700 directory under $XDG_RUNTIME_DIR (or the temp dir) for sockets. */
+char *util_private_dir_new (GError **error);
+/* Removes the files in @dir and @dir itself; quiet when it is already gone. */
+void util_private_dir_remove (const char *dir);
+/* qemu-img create -f FORMAT PATH SIZE. */
+gboolean util_image_create (const char *path, const char *format, gint64 size,
+                            GCancellable *cancellable, GError **error);
+/* "vd-a_1" from any string: keeps [A-Za-z0-9-_.], replaces the rest with '_'. */
+char *util_sanitize_name (const char *name);
+/* Cancels @cancellable on SIGINT and SIGTERM for as long as the process runs. */
+void util_cancel_on_signals (GCancellable *cancellable);
+/* "1.5 GiB (1610612736 bytes)" */
+char *util_format_bytes (gint64 bytes);
+/* Virtual size of an image file (qemu-img info -U). */
+gboolean util_image_size (const char *path, gint64 *size, GCancellable *cancellable,
+                          GError **error);
