@@ -12,6 +12,7 @@ typedef struct {
   char **disks;
   char *mode;
   char *migrate_uri;
+  char *create_dir;
   gint64 speed;
 } MigrateArgs;
 
@@ -44,7 +45,7 @@ migrate_prepare (MigrateRun *run, const MigrateArgs *args, GCancellable *cancell
 {
   g_autofree char *nbd = g_build_filename (run->private_dir, "nbd.sock", NULL);
   g_autofree char *mig = g_strdup_printf ("unix:%s/migrate.sock", run->private_dir);
-  PrepareOptions opts = { { nbd, NULL, 0 }, NULL,
+  PrepareOptions opts = { { nbd, NULL, 0 }, args->create_dir,
                           args->migrate_uri != NULL ? args->migrate_uri : mig };
 
   run->reply = session_prepare (run->dst, run->offer, &opts, cancellable, error);
@@ -55,7 +56,7 @@ static void
 migrate_summary (MigrateRun *run, gint64 finish_us)
 {
   double secs = (g_get_monotonic_time () - run->started_us) / 1e6;
-  g_autofree char *bytes = g_format_size_full (run->result->bytes, G_FORMAT_SIZE_IEC_UNITS);
+  g_autofree char *bytes = util_human_size (run->result->bytes);
   gint64 downtime = run->result->downtime_ms;
 
   if (common_options.quiet)
@@ -104,6 +105,8 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
       "live (default): migrate the VM too; copy: point-in-time copy; move: pivot the source onto the destination", "MODE" },
     { "migrate-uri", 0, 0, G_OPTION_ARG_STRING, &args->migrate_uri,
       "URI for the memory stream (default: a private UNIX socket)", "URI" },
+    { "create-dir", 0, 0, G_OPTION_ARG_FILENAME, &args->create_dir,
+      "Create targets the destination lacks in DIR (copy and move modes)", "DIR" },
     { "speed", 0, 0, G_OPTION_ARG_INT64, &args->speed, "Limit each mirror to BYTES per second", "BYTES" },
     G_OPTION_ENTRY_NULL
   };
@@ -127,6 +130,7 @@ migrate_args_clear (MigrateArgs *args)
   g_strfreev (args->disks);
   g_free (args->mode);
   g_free (args->migrate_uri);
+  g_free (args->create_dir);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MigrateArgs, migrate_args_clear)

@@ -163,7 +163,7 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
     return FALSE;
   run.qmp = qmp;
   names = (const char *const[]) { args.disk, NULL };
-  if ((disks = disks_query (qmp, cancellable, error)) == NULL
+  if ((disks = disks_query (qmp, TRUE, cancellable, error)) == NULL
       || (chosen = disks_select (disks, names, "the VM", error)) == NULL)
     return FALSE;
   run.disk = chosen->pdata[0];

@@ -78,8 +78,65 @@ disks_parse_one (JsonObject *entry)
   return disk;
 }
 
+static DiskInfo *
+disks_parse_node (JsonObject *node)
+{
+  JsonObject *image = json_object_get_object_member (node, "image");
+  DiskInfo *disk = g_new0 (DiskInfo, 1);
+
+  disk->node = g_strdup (json_object_get_string_member_with_default (node, "node-name", ""));
+  disk->name = g_strdup (disk->node);
+  disk->qdev = g_strdup ("");
+  disk->device = g_strdup ("");
+  disk->file = g_strdup (json_object_get_string_member_with_default (node, "file", ""));
+  disk->format = g_strdup (json_object_get_string_member_with_default (node, "drv", "raw"));
+  disk->read_only = json_object_get_boolean_member_with_default (node, "ro", FALSE);
+  disk->virtual_size = json_object_get_int_member_with_default (image, "virtual-size", 0);
+  disk->allocated = json_object_get_int_member_with_default (image, "actual-size", 0);
+  disk->backing = disks_backing_chain (image);
+  return disk;
+}
+
+/* Protocol nodes sit under a format node; they are not disks of their own. */
+static gboolean
+disks_is_protocol (const char *drv)
+{
+  static const char *const protocols[] = {
+    "file", "host_device", "host_cdrom", "nbd", "iscsi", "rbd", "ssh", "http", "https",
+    "null-co", "null-aio", "blkdebug", "throttle", NULL
+  };
+  return g_strv_contains (protocols, drv);
+}
+
+/* Named nodes that no device uses: disks of a storage daemon or a -blockdev
+ * without a device.  Auto-named (#...) nodes are internal and skipped. */
+static gboolean
+disks_add_named_nodes (QmpClient *qmp, GPtrArray *disks, GCancellable *cancellable,
+                       GError **error)
+{
+  g_autoptr(JsonNode) ret = qmp_client_execute_sync (qmp, "query-named-block-nodes",
+                                                     qmp_args_new ("flat", qmp_bool (TRUE), NULL),
+                                                     cancellable, error);
+  JsonArray *list;
+
+  if (ret == NULL)
+    return FALSE;
+  list = json_node_get_array (ret);
+  for (guint i = 0; i < json_array_get_length (list); i++)
+    {
+      JsonObject *node = json_array_get_object_element (list, i);
+      const char *name = json_object_get_string_member_with_default (node, "node-name", "#");
+      const char *drv = json_object_get_string_member_with_default (node, "drv", "");
+
+      if (name[0] != '#' && disks_find (disks, name) == NULL
+          && json_object_has_member (node, "image") && !disks_is_protocol (drv))
+        g_ptr_array_add (disks, disks_parse_node (node));
+    }
+  return TRUE;
+}
+
 GPtrArray *
-disks_query (QmpClient *qmp, GCancellable *cancellable, GError **error)
+disks_query (QmpClient *qmp, gboolean with_nodes, GCancellable *cancellable, GError **error)
 {
   g_autoptr(JsonNode) ret = qmp_client_execute_sync (qmp, "query-block", NULL, cancellable,
                                                      error);
@@ -95,6 +152,8 @@ disks_query (QmpClient *qmp, GCancellable *cancellable, GError **error)
       if (json_object_has_member (entry, "inserted"))
         g_ptr_array_add (disks, disks_parse_one (entry));
     }
+  if (with_nodes && !disks_add_named_nodes (qmp, disks, cancellable, error))
+    return NULL;
   return g_steal_pointer (&disks);
 }
 

@@ -19,8 +19,10 @@ typedef struct {
 void disk_info_free (DiskInfo *disk);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (DiskInfo, disk_info_free)
 
-/* Every disk with a medium, from query-block. */
-GPtrArray *disks_query (QmpClient *qmp, GCancellable *cancellable, GError **error);
+/* Every disk with a medium, from query-block; @with_nodes adds named block
+ * nodes no device uses (how a storage daemon or a device-less target looks). */
+GPtrArray *disks_query (QmpClient *qmp, gboolean with_nodes, GCancellable *cancellable,
+                        GError **error);
 /* Finds a disk by qdev id, BlockBackend name or node name. */
 DiskInfo *disks_find (GPtrArray *disks, const char *name);
 /* The named disks (all when @names is NULL or empty); an unknown name is a

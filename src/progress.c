@@ -1,6 +1,8 @@
 /* Progress lines for a group of block jobs: on every state change and every few seconds. */
 #include "src/progress.h"
 
+#include "src/util.h"
+
 struct _Progress {
   JobGroup *group;
   gboolean quiet;
@@ -13,8 +15,8 @@ struct _Progress {
 static void
 progress_print_job (Progress *progress, BlkJob *job)
 {
-  g_autofree char *done = g_format_size_full (job->offset, G_FORMAT_SIZE_IEC_UNITS);
-  g_autofree char *total = g_format_size_full (job->len, G_FORMAT_SIZE_IEC_UNITS);
+  g_autofree char *done = util_human_size (job->offset);
+  g_autofree char *total = util_human_size (job->len);
   int pct = job->len > 0 ? (int) (job->offset * 100 / job->len) : 0;
 
   if (!progress->quiet)
@@ -34,8 +36,8 @@ progress_print_all (Progress *progress)
   for (guint i = 0; i < jobs->len; i++)
     progress_print_job (progress, jobs->pdata[i]);
   job_group_totals (progress->group, &done, &total);
-  done_str = g_format_size_full (done, G_FORMAT_SIZE_IEC_UNITS);
-  total_str = g_format_size_full (total, G_FORMAT_SIZE_IEC_UNITS);
+  done_str = util_human_size (done);
+  total_str = util_human_size (total);
   if (!progress->quiet && jobs->len > 1)
     g_printerr ("blkmig: total: %s of %s, %.1f MB/s\n", done_str, total_str,
                 secs > 0 ? done / secs / 1e6 : 0.0);

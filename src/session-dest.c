@@ -94,6 +94,19 @@ dest_open_file_target (QmpClient *dst, CookieDisk *disk, GCancellable *cancellab
   return ret != NULL;
 }
 
+/* What the user can do about an export QEMU refused, when we know. */
+static const char *
+dest_export_hint (const char *message)
+{
+  if (g_str_has_suffix (message, "Block node is read-only"))
+    return " (an incoming QEMU 7.2 cannot export a -drive disk: give the destination's "
+           "disks with -blockdev)";
+  if (strstr (message, "Permission conflict") != NULL)
+    return " (a guest device holds this disk: start the destination with -incoming defer, "
+           "or give it the disk without a device)";
+  return "";
+}
+
 static gboolean
 dest_export_disk (QmpClient *dst, Cookie *reply, guint i, GCancellable *cancellable,
                   GError **error)
@@ -105,7 +118,7 @@ dest_export_disk (QmpClient *dst, Cookie *reply, guint i, GCancellable *cancella
     return FALSE;
   if (!nbd_export_add (dst, name, disk->target_node, name, cancellable, error))
     {
-      g_prefix_error (error, "%s: ", disk->name);
+      g_prefix_error (error, "%s%s: ", disk->name, dest_export_hint ((*error)->message));
       return FALSE;
     }
   disk->export_name = g_steal_pointer (&name);
@@ -161,7 +174,7 @@ static gboolean
 dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean *server_started,
             GCancellable *cancellable, GError **error)
 {
-  g_autoptr(GPtrArray) dst_disks = disks_query (dst, cancellable, error);
+  g_autoptr(GPtrArray) dst_disks = disks_query (dst, TRUE, cancellable, error);
   NbdEndpoint ep = { g_strdup (opts->listen.unix_path), g_strdup (opts->listen.host),
                      opts->listen.port };
   gboolean ok;

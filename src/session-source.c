@@ -21,7 +21,7 @@ Cookie *
 session_begin (QmpClient *src, CookieMode mode, const char *const *names,
                GCancellable *cancellable, GError **error)
 {
-  g_autoptr(GPtrArray) disks = disks_query (src, cancellable, error);
+  g_autoptr(GPtrArray) disks = disks_query (src, names != NULL && names[0] != NULL, cancellable, error);
   g_autoptr(GPtrArray) chosen = NULL;
   g_autoptr(Cookie) cookie = NULL;
 
@@ -131,7 +131,7 @@ source_check_disk (CookieDisk *disk, DiskInfo *info, GError **error)
 static gboolean
 source_start_all (SourceRun *run, GCancellable *cancellable, GError **error)
 {
-  g_autoptr(GPtrArray) disks = disks_query (run->qmp, cancellable, error);
+  g_autoptr(GPtrArray) disks = disks_query (run->qmp, TRUE, cancellable, error);
 
   if (disks == NULL)
     return FALSE;

@@ -97,9 +97,26 @@ util_cancel_on_signals (GCancellable *cancellable)
 }
 
 char *
+util_human_size (gint64 bytes)
+{
+  static const char *const units[] = { "bytes", "KiB", "MiB", "GiB", "TiB", "PiB" };
+  double value = bytes;
+  guint unit = 0;
+
+  while (value >= 1024 && unit + 1 < G_N_ELEMENTS (units))
+    {
+      value /= 1024;
+      unit++;
+    }
+  if (value == (gint64) value)
+    return g_strdup_printf ("%" G_GINT64_FORMAT " %s", (gint64) value, units[unit]);
+  return g_strdup_printf ("%.1f %s", value, units[unit]);
+}
+
+char *
 util_format_bytes (gint64 bytes)
 {
-  g_autofree char *human = g_format_size_full (bytes, G_FORMAT_SIZE_IEC_UNITS);
+  g_autofree char *human = util_human_size (bytes);
 
   return g_strdup_printf ("%s (%" G_GINT64_FORMAT " bytes)", human, bytes);
 }

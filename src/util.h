@@ -14,6 +14,8 @@ gboolean util_image_create (const char *path, const char *format, gint64 size,
 char *util_sanitize_name (const char *name);
 /* Cancels @cancellable on SIGINT and SIGTERM for as long as the process runs. */
 void util_cancel_on_signals (GCancellable *cancellable);
+/* "1.5 GiB", "32 MiB": plain ASCII whatever the locale. */
+char *util_human_size (gint64 bytes);
 /* "1.5 GiB (1610612736 bytes)" */
 char *util_format_bytes (gint64 bytes);
 /* Virtual size of an image file (qemu-img info -U). */

@@ -1,0 +1,453 @@
+/* Integration-test harness: real QEMU processes, images, and blkmig runs. */
+#include "tests/integration/harness.h"
+
+#include <fcntl.h>
+#include <gio/gunixsocketaddress.h>
+#include <glib/gstdio.h>
+#include <sys/prctl.h>
+#include <signal.h>
+#include <unistd.h>
+
+#include "common/async.h"
+
+/* ---- processes ---------------------------------------------------------- */
+
+static char *
+run_tool (int *status, const char *const *argv)
+{
+  g_autoptr(GError) error = NULL;
+  char *out = NULL;
+  g_autofree char *err = NULL;
+  int wait_status = 0;
+
+  if (!g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL, &out, &err,
+                     &wait_status, &error))
+    g_error ("cannot run %s: %s", argv[0], error->message);
+  *status = WIFEXITED (wait_status) ? WEXITSTATUS (wait_status) : 128 + WTERMSIG (wait_status);
+  if (*status != 0 && g_test_verbose ())
+    g_printerr ("# %s: %s", argv[0], err);
+  return out;
+}
+
+void
+img_create (const char *path, const char *format, const char *size)
+{
+  const char *argv[] = { "qemu-img", "create", "-q", "-f", format, path, size, NULL };
+  int status;
+  g_autofree char *out = run_tool (&status, argv);
+
+  g_assert_cmpint (status, ==, 0);
+}
+
+void
+img_write (const char *path, const char *format, int pattern, const char *offset,
+           const char *len)
+{
+  g_autofree char *cmd = g_strdup_printf ("write -P 0x%02x %s %s", pattern, offset, len);
+  const char *argv[] = { "qemu-io", "-f", format, "-c", cmd, path, NULL };
+  int status;
+  g_autofree char *out = run_tool (&status, argv);
+
+  g_assert_cmpint (status, ==, 0);
+}
+
+gboolean
+img_identical (const char *a, const char *b)
+{
+  const char *argv[] = { "qemu-img", "compare", "-U", a, b, NULL };
+  int status;
+  g_autofree char *out = run_tool (&status, argv);
+
+  return status == 0;
+}
+
+gboolean
+img_has_pattern (const char *path, const char *format, int pattern, const char *offset,
+                 const char *len)
+{
+  g_autofree char *cmd = g_strdup_printf ("read -P 0x%02x %s %s", pattern, offset, len);
+  const char *argv[] = { "qemu-io", "-U", "-r", "-f", format, "-c", cmd, path, NULL };
+  int status;
+  g_autofree char *out = run_tool (&status, argv);
+
+  return status == 0 && strstr (out, "Pattern verification failed") == NULL;
+}
+
+/* ---- the rig ------------------------------------------------------------ */
+
+const char *
+rig_accel (void)
+{
+  static const char *accel;
+
+  if (accel == NULL)
+    {
+      int fd = open ("/dev/kvm", O_RDWR | O_CLOEXEC);
+      accel = fd >= 0 ? "kvm" : "tcg";
+      if (fd >= 0)
+        close (fd);
+    }
+  return accel;
+}
+
+Rig *
+rig_new (void)
+{
+  Rig *rig = g_new0 (Rig, 1);
+  g_autoptr(GError) error = NULL;
+
+  rig->dir = g_dir_make_tmp ("blkmig-test-XXXXXX", &error);
+  g_assert_no_error (error);
+  rig->vms = g_ptr_array_new ();
+  return rig;
+}
+
+char *
+rig_path (Rig *rig, const char *name)
+{
+  return g_build_filename (rig->dir, name, NULL);
+}
+
+static void
+rig_remove_dir (const char *dir)
+{
+  g_autoptr(GDir) d = g_dir_open (dir, 0, NULL);
+  const char *name;
+
+  while (d != NULL && (name = g_dir_read_name (d)) != NULL)
+    {
+      g_autofree char *path = g_build_filename (dir, name, NULL);
+      if (g_file_test (path, G_FILE_TEST_IS_DIR))
+        rig_remove_dir (path);
+      else
+        g_unlink (path);
+    }
+  g_rmdir (dir);
+}
+
+void
+rig_free (Rig *rig)
+{
+  for (guint i = 0; i < rig->vms->len; i++)
+    {
+      Vm *vm = rig->vms->pdata[i];
+      vm_stop (vm);
+      g_free (vm->name);
+      g_free (vm->qmp_path);
+      g_free (vm);
+    }
+  g_ptr_array_unref (rig->vms);
+  rig_remove_dir (rig->dir);
+  g_free (rig->dir);
+  g_free (rig);
+}
+
+/* ---- VMs ---------------------------------------------------------------- */
+
+static GSocket *
+listen_unix (const char *path)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GSocketAddress) addr = g_unix_socket_address_new (path);
+  GSocket *sock = g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM,
+                                G_SOCKET_PROTOCOL_DEFAULT, &error);
+
+  g_assert_no_error (error);
+  g_socket_bind (sock, addr, TRUE, &error);
+  g_assert_no_error (error);
+  g_socket_listen (sock, &error);
+  g_assert_no_error (error);
+  return sock;
+}
+
+static void
+child_setup (gpointer user_data)
+{
+  prctl (PR_SET_PDEATHSIG, SIGKILL);
+}
+
+static void
+vm_add_disks (GPtrArray *argv, const VmDisk *disks, gboolean devices)
+{
+  for (const VmDisk *d = disks; d != NULL && d->id != NULL; d++)
+    {
+      g_ptr_array_add (argv, g_strdup ("-blockdev"));
+      g_ptr_array_add (argv, g_strdup_printf ("driver=file,filename=%s,node-name=file-%s",
+                                              d->path, d->id));
+      /* Without a device the format node itself carries the disk's name. */
+      g_ptr_array_add (argv, g_strdup ("-blockdev"));
+      g_ptr_array_add (argv, g_strdup_printf ("driver=%s,file=file-%s,node-name=%s%s",
+                                              d->format, d->id, devices ? "drive-" : "", d->id));
+      if (!devices)
+        continue;
+      g_ptr_array_add (argv, g_strdup ("-device"));
+      g_ptr_array_add (argv, g_strdup_printf ("virtio-blk-pci,drive=drive-%s,id=%s", d->id, d->id));
+    }
+}
+
+static GPtrArray *
+vm_argv (const char *accel, const VmDisk *disks, const char *flags)
+{
+  GPtrArray *argv = g_ptr_array_new_with_free_func (g_free);
+  const char *fixed[] = {
+    "qemu-system-x86_64", "-nodefaults", "-display", "none", "-m", "64",
+    "-chardev", "socket,id=mon0,fd=3,server=on,wait=off", "-mon", "chardev=mon0,mode=control",
+    "-chardev", "socket,id=mon1,fd=4,server=on,wait=off", "-mon", "chardev=mon1,mode=control",
+  };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (fixed); i++)
+    g_ptr_array_add (argv, g_strdup (fixed[i]));
+  g_ptr_array_add (argv, g_strdup ("-machine"));
+  g_ptr_array_add (argv, g_strdup_printf ("pc,accel=%s", accel));
+  if (flags != NULL && strstr (flags, "incoming") != NULL)
+    {
+      g_ptr_array_add (argv, g_strdup ("-incoming"));
+      g_ptr_array_add (argv, g_strdup ("defer"));
+    }
+  if (flags != NULL && (strstr (flags, "incoming") != NULL || strstr (flags, "paused") != NULL))
+    g_ptr_array_add (argv, g_strdup ("-S"));
+  vm_add_disks (argv, disks, flags == NULL || strstr (flags, "nodevices") == NULL);
+  g_ptr_array_add (argv, NULL);
+  return argv;
+}
+
+Vm *
+vm_start (Rig *rig, const char *name, const VmDisk *disks, const char *flags)
+{
+  Vm *vm = g_new0 (Vm, 1);
+  g_autofree char *test_path = g_strdup_printf ("%s/%s-test.qmp", rig->dir, name);
+  g_autofree char *log = g_strdup_printf ("%s/%s.log", rig->dir, name);
+  g_autoptr(GSocket) mon0 = NULL;
+  g_autoptr(GSocket) mon1 = NULL;
+  g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_NONE);
+  g_autoptr(GPtrArray) argv = vm_argv (rig_accel (), disks, flags);
+  g_autoptr(GError) error = NULL;
+
+  vm->name = g_strdup (name);
+  vm->qmp_path = g_strdup_printf ("%s/%s.qmp", rig->dir, name);
+  /* The sockets exist before QEMU does: no waiting for it to create them. */
+  mon0 = listen_unix (vm->qmp_path);
+  mon1 = listen_unix (test_path);
+  g_subprocess_launcher_take_fd (launcher, dup (g_socket_get_fd (mon0)), 3);
+  g_subprocess_launcher_take_fd (launcher, dup (g_socket_get_fd (mon1)), 4);
+  /* qemu-io under HMP reports on QEMU's stdout: keep it out of the TAP stream. */
+  g_subprocess_launcher_set_stdout_file_path (launcher, log);
+  g_subprocess_launcher_set_stderr_file_path (launcher, log);
+  g_subprocess_launcher_set_child_setup (launcher, child_setup, NULL, NULL);
+  vm->proc = g_subprocess_launcher_spawnv (launcher, (const char *const *) argv->pdata, &error);
+  g_assert_no_error (error);
+  vm->qmp = qmp_client_connect_sync (test_path, name, NULL, &error);
+  g_assert_no_error (error);
+  g_ptr_array_add (rig->vms, vm);
+  return vm;
+}
+
+void
+vm_stop (Vm *vm)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (vm->proc == NULL)
+    return;
+  if (vm->qmp != NULL && qmp_client_get_state (vm->qmp) == QMP_STATE_READY)
+    {
+      g_autoptr(JsonNode) ret = qmp_client_execute_sync (vm->qmp, "quit", NULL, NULL, NULL);
+    }
+  for (int i = 0; i < 100 && g_subprocess_get_identifier (vm->proc) != NULL; i++)
+    blkmig_sleep (100, NULL);
+  if (g_subprocess_get_identifier (vm->proc) != NULL)
+    g_subprocess_force_exit (vm->proc);
+  g_subprocess_wait (vm->proc, NULL, &error);
+  g_clear_object (&vm->qmp);
+  g_clear_object (&vm->proc);
+}
+
+JsonNode *
+vm_qmp_try (Vm *vm, const char *command, const char *args_json, GError **error)
+{
+  JsonNode *args = args_json != NULL ? qmp_json (args_json) : NULL;
+
+  g_assert_true (args_json == NULL || args != NULL);
+  return qmp_client_execute_sync (vm->qmp, command, args, NULL, error);
+}
+
+JsonNode *
+vm_qmp (Vm *vm, const char *command, const char *args_json)
+{
+  g_autoptr(GError) error = NULL;
+  JsonNode *ret = vm_qmp_try (vm, command, args_json, &error);
+
+  g_assert_no_error (error);
+  return ret;
+}
+
+char *
+vm_hmp (Vm *vm, const char *command_line)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(JsonNode) ret = qmp_client_execute_sync (vm->qmp, "human-monitor-command",
+                                                     qmp_args_new ("command-line", qmp_str (command_line), NULL),
+                                                     NULL, &error);
+  char *out;
+
+  g_assert_no_error (error);
+  out = g_strdup (json_node_get_string (ret));
+  if (strstr (out, "rror") != NULL || strstr (out, "failed") != NULL)
+    g_error ("HMP %s: %s", command_line, out);
+  return out;
+}
+
+void
+vm_guest_write (Vm *vm, const char *id, int pattern, const char *offset, const char *len)
+{
+  /* -d: the name is a qdev id, so the write takes the guest device's own path. */
+  g_autofree char *cmd = g_strdup_printf ("qemu-io -d /machine/peripheral/%s/virtio-backend \"write -P 0x%02x %s %s\"", id,
+                                          pattern, offset, len);
+  g_autofree char *out = vm_hmp (vm, cmd);
+}
+
+char *
+vm_status (Vm *vm)
+{
+  g_autoptr(JsonNode) ret = vm_qmp (vm, "query-status", NULL);
+
+  return g_strdup (json_object_get_string_member (json_node_get_object (ret), "status"));
+}
+
+static guint
+vm_count (Vm *vm, const char *command, const char *args_json)
+{
+  g_autoptr(JsonNode) ret = vm_qmp (vm, command, args_json);
+
+  return json_array_get_length (json_node_get_array (ret));
+}
+
+guint
+vm_count_jobs (Vm *vm)
+{
+  return vm_count (vm, "query-jobs", NULL);
+}
+
+guint
+vm_count_exports (Vm *vm)
+{
+  return vm_count (vm, "query-block-exports", NULL);
+}
+
+guint
+vm_count_blkmig_nodes (Vm *vm)
+{
+  g_autoptr(JsonNode) ret = vm_qmp (vm, "query-named-block-nodes", "{\"flat\":true}");
+  JsonArray *nodes = json_node_get_array (ret);
+  guint n = 0;
+
+  for (guint i = 0; i < json_array_get_length (nodes); i++)
+    if (g_str_has_prefix (json_object_get_string_member (json_array_get_object_element (nodes, i),
+                                                         "node-name"), "blkmig"))
+      n++;
+  return n;
+}
+
+char *
+vm_disk_file (Vm *vm, const char *id)
+{
+  g_autoptr(JsonNode) ret = vm_qmp (vm, "query-block", NULL);
+  JsonArray *list = json_node_get_array (ret);
+  g_autofree char *suffix = g_strdup_printf ("/%s/virtio-backend", id);
+
+  for (guint i = 0; i < json_array_get_length (list); i++)
+    {
+      JsonObject *entry = json_array_get_object_element (list, i);
+      if (g_str_has_suffix (json_object_get_string_member (entry, "qdev"), suffix))
+        return g_strdup (json_object_get_string_member (
+            json_object_get_object_member (entry, "inserted"), "file"));
+    }
+  return NULL;
+}
+
+void
+vm_wait_for_jobs (Vm *vm)
+{
+  for (int i = 0; i < 600 && vm_count_jobs (vm) == 0; i++)
+    blkmig_sleep (50, NULL);
+  g_assert_cmpuint (vm_count_jobs (vm), >, 0);
+}
+
+/* ---- blkmig ------------------------------------------------------------- */
+
+static GPtrArray *
+blkmig_argv (const char *first_arg, va_list ap)
+{
+  GPtrArray *argv = g_ptr_array_new ();
+  const char *bin = g_getenv ("BLKMIG");
+
+  g_ptr_array_add (argv, (char *) (bin != NULL ? bin : "build/blkmig"));
+  for (const char *arg = first_arg; arg != NULL; arg = va_arg (ap, const char *))
+    g_ptr_array_add (argv, (char *) arg);
+  g_ptr_array_add (argv, NULL);
+  return argv;
+}
+
+static GSubprocess *
+blkmig_spawnv (GPtrArray *argv)
+{
+  g_autoptr(GError) error = NULL;
+  GSubprocess *proc = g_subprocess_newv ((const char *const *) argv->pdata,
+                                         G_SUBPROCESS_FLAGS_STDOUT_PIPE
+                                         | G_SUBPROCESS_FLAGS_STDERR_PIPE, &error);
+
+  g_assert_no_error (error);
+  return proc;
+}
+
+GSubprocess *
+blkmig_spawn (const char *first_arg, ...)
+{
+  va_list ap;
+  g_autoptr(GPtrArray) argv = NULL;
+
+  va_start (ap, first_arg);
+  argv = blkmig_argv (first_arg, ap);
+  va_end (ap);
+  return blkmig_spawnv (argv);
+}
+
+int
+blkmig_wait (GSubprocess *proc, char **out, char **err)
+{
+  g_autoptr(GAsyncResult) result = NULL;
+  g_autoptr(GError) error = NULL;
+  char *o = NULL, *e = NULL;
+
+  /* Async so the main loop (and the test's QMP connections) keep running. */
+  g_subprocess_communicate_utf8_async (proc, NULL, NULL, blkmig_store_result_cb, &result);
+  g_subprocess_communicate_utf8_finish (proc, blkmig_await (&result), &o, &e, &error);
+  g_assert_no_error (error);
+  g_subprocess_wait (proc, NULL, NULL);
+  if (g_test_verbose ())
+    g_printerr ("# blkmig stdout:\n%s# blkmig stderr:\n%s", o, e);
+  if (out != NULL)
+    *out = o;
+  else
+    g_free (o);
+  if (err != NULL)
+    *err = e;
+  else
+    g_free (e);
+  return g_subprocess_get_if_exited (proc) ? g_subprocess_get_exit_status (proc)
+                                          : 128 + g_subprocess_get_term_sig (proc);
+}
+
+int
+blkmig_run (char **out, char **err, const char *first_arg, ...)
+{
+  va_list ap;
+  g_autoptr(GPtrArray) argv = NULL;
+  g_autoptr(GSubprocess) proc = NULL;
+
+  va_start (ap, first_arg);
+  argv = blkmig_argv (first_arg, ap);
+  va_end (ap);
+  proc = blkmig_spawnv (argv);
+  return blkmig_wait (proc, out, err);
+}

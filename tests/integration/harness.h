@@ -1,0 +1,71 @@
+/* Integration-test harness: real QEMU processes, images, and blkmig runs. */
+#pragma once
+
+#include <gio/gio.h>
+
+#include "qmp/qmp-client.h"
+
+typedef struct {
+  const char *id;        /* qdev id, e.g. "vda"; the format node is "drive-<id>" */
+  const char *path;
+  const char *format;
+} VmDisk;
+
+typedef struct {
+  char *name;
+  char *qmp_path;        /* the socket blkmig uses */
+  GSubprocess *proc;
+  QmpClient *qmp;        /* the test's own connection */
+} Vm;
+
+/* A fresh scratch directory under /var/tmp, removed by rig_free. */
+typedef struct {
+  char *dir;
+  GPtrArray *vms;
+} Rig;
+
+Rig *rig_new (void);
+void rig_free (Rig *rig);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (Rig, rig_free)
+char *rig_path (Rig *rig, const char *name);
+/* "kvm" when /dev/kvm works, else "tcg". */
+const char *rig_accel (void);
+
+/* Starts QEMU with @disks (NULL-terminated by id == NULL).  @flags: "incoming"
+ * adds -S -incoming defer, "paused" adds -S, "nodevices" gives the disks as
+ * block nodes only (a storage target, like qemu-storage-daemon). */
+Vm *vm_start (Rig *rig, const char *name, const VmDisk *disks, const char *flags);
+void vm_stop (Vm *vm);
+/* Runs a command that must succeed; @args_json may be NULL. */
+JsonNode *vm_qmp (Vm *vm, const char *command, const char *args_json);
+/* Runs a command that may fail. */
+JsonNode *vm_qmp_try (Vm *vm, const char *command, const char *args_json, GError **error);
+/* An HMP command line; fails the test when the output mentions an error. */
+char *vm_hmp (Vm *vm, const char *command_line);
+/* Writes @len bytes of @pattern at @offset through the guest device's own path. */
+void vm_guest_write (Vm *vm, const char *id, int pattern, const char *offset, const char *len);
+char *vm_status (Vm *vm);
+guint vm_count_jobs (Vm *vm);
+guint vm_count_exports (Vm *vm);
+/* Nodes whose name starts with "blkmig". */
+guint vm_count_blkmig_nodes (Vm *vm);
+/* The image file the guest's disk @id now runs on. */
+char *vm_disk_file (Vm *vm, const char *id);
+
+void img_create (const char *path, const char *format, const char *size);
+/* qemu-io write -P pattern offset len */
+void img_write (const char *path, const char *format, int pattern, const char *offset,
+                const char *len);
+gboolean img_identical (const char *a, const char *b);
+/* Whether [offset, offset+len) reads back as @pattern. */
+gboolean img_has_pattern (const char *path, const char *format, int pattern,
+                          const char *offset, const char *len);
+
+/* Runs build/blkmig (argv NULL-terminated) to completion; returns its exit status. */
+int blkmig_run (char **out, char **err, const char *first_arg, ...) G_GNUC_NULL_TERMINATED;
+/* Starts blkmig in the background, stdout and stderr piped. */
+GSubprocess *blkmig_spawn (const char *first_arg, ...) G_GNUC_NULL_TERMINATED;
+/* Waits for a spawned blkmig; returns its exit status and its output. */
+int blkmig_wait (GSubprocess *proc, char **out, char **err);
+/* Polls the test QMP until @vm lists at least one block job (or 30 s pass). */
+void vm_wait_for_jobs (Vm *vm);
