@@ -138,6 +138,8 @@ session_abort_dest (QmpClient *dst, const Cookie *cookie, gboolean stop_server)
       g_autoptr(JsonNode) ret = session_try (dst, "nbd-server-stop", NULL);
       if (cookie->nbd_unix != NULL)
         g_unlink (cookie->nbd_unix);
+      if (cookie->migrate_uri != NULL && g_str_has_prefix (cookie->migrate_uri, "unix:"))
+        g_unlink (cookie->migrate_uri + 5);
     }
   /* Created files are removed only on the side that holds our exports or target
    * nodes: on the source host the same path may be the guest's own disk. */

@@ -2,6 +2,7 @@
 #include <glib/gstdio.h>
 #include <signal.h>
 
+#include "cookie/cookie.h"
 #include "tests/integration/harness.h"
 
 #define MIB "1048576"
@@ -231,6 +232,7 @@ test_phases (Pair *p, gconstpointer data)
   g_autofree char *c2 = rig_path (p->rig, "dest.cookie");
   g_autofree char *c3 = rig_path (p->rig, "result.cookie");
   g_autofree char *sock = rig_path (p->rig, "nbd.sock");
+  g_autofree char *migrate_sock = g_strdup_printf ("%s.migrate", sock);
   g_autofree char *listen = NULL;
 
   pair_images (p, "64M");
@@ -249,6 +251,62 @@ test_phases (Pair *p, gconstpointer data)
   g_assert_true (img_identical (p->src_vda, p->dst_vda));
   g_assert_true (img_identical (p->src_vdb, p->dst_vdb));
   g_assert_false (g_file_test (sock, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (migrate_sock, G_FILE_TEST_EXISTS));
+}
+
+/* Copy over TCP with port 0: blkmig binds the port and hands QEMU the socket (getfd). */
+static void
+test_phases_tcp_port0 (Pair *p, gconstpointer data)
+{
+  g_autofree char *c1 = rig_path (p->rig, "source.cookie");
+  g_autofree char *c2 = rig_path (p->rig, "dest.cookie");
+  g_autofree char *c3 = rig_path (p->rig, "result.cookie");
+  g_autoptr(Cookie) reply = NULL;
+  g_autoptr(GError) error = NULL;
+
+  pair_images (p, "64M");
+  pair_start (p, "paused nodevices");
+  g_assert_cmpint (blkmig_run (NULL, NULL, "begin", "--qmp", p->src->qmp_path, "--mode", "copy",
+                               "-o", c1, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", p->dst->qmp_path, "--listen",
+                               "tcp:127.0.0.1:0", "-c", c1, "-o", c2, NULL), ==, 0);
+  reply = cookie_load (c2, COOKIE_KIND_DESTINATION, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (reply->nbd_host, ==, "127.0.0.1");
+  g_assert_cmpint (reply->nbd_port, >, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "perform", "--qmp", p->src->qmp_path, "-c", c2,
+                               "-o", c3, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", p->dst->qmp_path, "-c", c3, NULL), ==, 0);
+  assert_status (p->src, "running");
+  assert_clean (p);
+  g_assert_true (img_identical (p->src_vda, p->dst_vda));
+  g_assert_true (img_identical (p->src_vdb, p->dst_vdb));
+}
+
+/* abort after prepare removes the exports and the server; the source is untouched. */
+static void
+test_phases_abort (Pair *p, gconstpointer data)
+{
+  g_autofree char *c1 = rig_path (p->rig, "source.cookie");
+  g_autofree char *c2 = rig_path (p->rig, "dest.cookie");
+  g_autofree char *sock = rig_path (p->rig, "nbd.sock");
+  g_autofree char *listen = g_strdup_printf ("unix:%s", sock);
+  g_autofree char *migrate_sock = g_strdup_printf ("%s.migrate", sock);
+
+  pair_images (p, "64M");
+  pair_start (p, "incoming");
+  g_assert_cmpint (blkmig_run (NULL, NULL, "begin", "--qmp", p->src->qmp_path, "-o", c1, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", p->dst->qmp_path, "--listen", listen,
+                               "-c", c1, "-o", c2, NULL), ==, 0);
+  g_assert_cmpuint (vm_count_exports (p->dst), ==, 2);
+  g_assert_true (g_file_test (migrate_sock, G_FILE_TEST_EXISTS));
+  g_assert_cmpint (blkmig_run (NULL, NULL, "abort", "--qmp", p->dst->qmp_path, "-c", c2, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "abort", "--qmp", p->src->qmp_path, "-c", c2, NULL), ==, 0);
+  assert_clean (p);
+  assert_status (p->src, "running");
+  g_assert_false (g_file_test (sock, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (migrate_sock, G_FILE_TEST_EXISTS));
+  g_assert_true (g_file_test (p->dst_vda, G_FILE_TEST_EXISTS));
 }
 
 int
@@ -265,6 +323,8 @@ main (int argc, char **argv)
   ADD ("/migrate/sigint-before-ready", test_sigint_before_ready);
   ADD ("/migrate/move-mode", test_move_mode);
   ADD ("/migrate/phases", test_phases);
+  ADD ("/migrate/phases-tcp-port0", test_phases_tcp_port0);
+  ADD ("/migrate/phases-abort", test_phases_abort);
 #undef ADD
   return g_test_run ();
 }
