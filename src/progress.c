@@ -19,7 +19,11 @@ progress_print_job (Progress *progress, BlkJob *job)
   g_autofree char *total = util_human_size (job->len);
   int pct = job->len > 0 ? (int) (job->offset * 100 / job->len) : 0;
 
-  if (!progress->quiet)
+  if (progress->quiet)
+    return;
+  if (job->len == 0)  /* QEMU has not sized the job yet */
+    g_printerr ("blkmig: %s: %s\n", job->label, blk_job_state_to_string (job->state));
+  else
     g_printerr ("blkmig: %s: %s of %s (%d%%), %s\n", job->label, done, total, pct,
                 blk_job_state_to_string (job->state));
 }
