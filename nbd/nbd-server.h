@@ -10,6 +10,7 @@ typedef struct {
 } NbdEndpoint;
 
 void nbd_endpoint_clear (NbdEndpoint *ep);
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (NbdEndpoint, nbd_endpoint_clear)
 /* "unix:PATH" or "tcp:HOST:PORT" ([v6]:PORT allowed). */
 gboolean nbd_endpoint_parse (const char *spec, NbdEndpoint *ep, GError **error);
 /* "nbd+unix:///EXPORT?socket=PATH" or "nbd://HOST:PORT/EXPORT" */

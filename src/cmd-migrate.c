@@ -113,12 +113,12 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
 
   if (!command_parse (&argc, &argv, "", "Migrate a VM's disks (and, in live mode, the VM) "
                       "from the source QEMU to the destination QEMU.", entries, error)
-      || !command_require ("migrate", "--source", args->source, error)
-      || !command_require ("migrate", "--dest", args->dest, error))
+      || !command_require ("--source", args->source, error)
+      || !command_require ("--dest", args->dest, error))
     return FALSE;
   if (!cookie_mode_from_string (args->mode != NULL ? args->mode : "live", mode))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "migrate: --mode must be live, copy or move, not '%s'", args->mode), FALSE;
+                        "--mode must be live, copy or move, not '%s'", args->mode), FALSE;
   return TRUE;
 }
 

@@ -133,14 +133,14 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
 
   if (!command_parse (&argc, &argv, "", "Move one disk of a running VM to a new image on "
                       "this host; the guest then runs on the new image.", entries, error)
-      || !command_require ("move", "--qmp", args->qmp, error)
-      || !command_require ("move", "--disk", args->disk, error)
-      || !command_require ("move", "--to", args->to, error))
+      || !command_require ("--qmp", args->qmp, error)
+      || !command_require ("--disk", args->disk, error)
+      || !command_require ("--to", args->to, error))
     return FALSE;
   if (args->format != NULL && !g_str_equal (args->format, "qcow2")
       && !g_str_equal (args->format, "raw"))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "move: --format must be qcow2 or raw, not '%s'", args->format), FALSE;
+                        "--format must be qcow2 or raw, not '%s'", args->format), FALSE;
   return TRUE;
 }
 

@@ -30,19 +30,18 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (PhaseArgs, phase_args_clear)
   { "output", 'o', 0, G_OPTION_ARG_FILENAME, &(args)->output, \
     "Write the new cookie to FILE (default: stdout)", "FILE" }
 
-/* Parses, checks --qmp, connects. */
-static QmpClient *
-phase_start (const char *name, int argc, char **argv, const char *summary,
-             const GOptionEntry *entries, PhaseArgs *args, GCancellable *cancellable,
-             GError **error)
+/* Parses the options and checks --qmp. */
+static gboolean
+phase_parse (int argc, char **argv, const char *summary, const GOptionEntry *entries,
+             PhaseArgs *args, GError **error)
 {
   if (!command_parse (&argc, &argv, "", summary, entries, error)
-      || !command_require (name, "--qmp", args->qmp, error))
-    return NULL;
+      || !command_require ("--qmp", args->qmp, error))
+    return FALSE;
   if (argc > 1)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "%s: unexpected argument '%s'", name, argv[1]), NULL;
-  return qmp_client_connect_sync (args->qmp, name, cancellable, error);
+                        "unexpected argument '%s'", argv[1]), FALSE;
+  return TRUE;
 }
 
 static const char *
@@ -69,17 +68,18 @@ cmd_begin (int argc, char **argv, GCancellable *cancellable, GError **error)
     { "mode", 'm', 0, G_OPTION_ARG_STRING, &mode_str, "live (default), copy or move", "MODE" },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr(QmpClient) qmp = phase_start ("begin", argc, argv,
-                                          "Describe the source's disks in a source cookie.",
-                                          entries, &args, cancellable, error);
+  g_autoptr(QmpClient) qmp = NULL;
   g_autoptr(Cookie) cookie = NULL;
   CookieMode mode;
 
-  if (qmp == NULL)
+  if (!phase_parse (argc, argv, "Describe the source's disks in a source cookie.", entries,
+                    &args, error))
     return FALSE;
   if (!cookie_mode_from_string (mode_str != NULL ? mode_str : "live", &mode))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "begin: --mode must be live, copy or move, not '%s'", mode_str), FALSE;
+                        "--mode must be live, copy or move, not '%s'", mode_str), FALSE;
+  if ((qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
+    return FALSE;
   cookie = session_begin (qmp, mode, (const char *const *) disks, cancellable, error);
   return cookie != NULL && cookie_save (cookie, phase_out (&args), error);
 }
@@ -90,7 +90,7 @@ prepare_default_incoming (const NbdEndpoint *listen, GError **error)
   if (listen->unix_path != NULL)
     return g_strdup_printf ("unix:%s.migrate", listen->unix_path);
   g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-               "prepare: a live migration over TCP needs --incoming URI");
+               "a live migration over TCP needs --incoming URI");
   return NULL;
 }
 
@@ -111,25 +111,28 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
       "Memory stream URI for a live migration (default: unix:LISTEN-PATH.migrate)", "URI" },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr(QmpClient) qmp = phase_start ("prepare", argc, argv,
-                                          "Export the destination's targets for a source cookie.",
-                                          entries, &args, cancellable, error);
+  g_autoptr(QmpClient) qmp = NULL;
+  g_auto(NbdEndpoint) ep = { 0 };
   PrepareOptions opts = { { 0 }, NULL, NULL };
   g_autoptr(Cookie) offer = NULL;
   g_autoptr(Cookie) reply = NULL;
   gboolean ok;
 
-  if (qmp == NULL || !command_require ("prepare", "--listen", listen, error)
-      || !nbd_endpoint_parse (listen, &opts.listen, error)
+  if (!phase_parse (argc, argv, "Export the destination's targets for a source cookie.",
+                    entries, &args, error)
+      || !command_require ("--listen", listen, error)
+      || !nbd_endpoint_parse (listen, &ep, error)
       || (offer = cookie_load (phase_in (&args), COOKIE_KIND_SOURCE, error)) == NULL)
-    return nbd_endpoint_clear (&opts.listen), FALSE;
-  opts.create_dir = create_dir;
+    return FALSE;
   if (offer->mode == COOKIE_MODE_LIVE && incoming == NULL
-      && (incoming = prepare_default_incoming (&opts.listen, error)) == NULL)
-    return nbd_endpoint_clear (&opts.listen), FALSE;
+      && (incoming = prepare_default_incoming (&ep, error)) == NULL)
+    return FALSE;
+  if ((qmp = qmp_client_connect_sync (args.qmp, "destination", cancellable, error)) == NULL)
+    return FALSE;
+  opts.listen = ep;
+  opts.create_dir = create_dir;
   opts.incoming_uri = incoming;
   reply = session_prepare (qmp, offer, &opts, cancellable, error);
-  nbd_endpoint_clear (&opts.listen);
   ok = reply != NULL && cookie_save (reply, phase_out (&args), error);
   if (reply != NULL && !ok)
     session_abort (qmp, reply);
@@ -152,15 +155,15 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
     { "speed", 0, 0, G_OPTION_ARG_INT64, &speed, "Limit each mirror to BYTES per second", "BYTES" },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr(QmpClient) qmp = phase_start ("perform", argc, argv,
-                                          "Mirror the source's disks into the destination's "
-                                          "exports and switch.", entries, &args, cancellable, error);
+  g_autoptr(QmpClient) qmp = NULL;
   g_autoptr(Cookie) dest = NULL;
   g_autoptr(Cookie) result = NULL;
   SourceOptions sopts = { 0, FALSE, 2000 };
 
-  if (qmp == NULL
-      || (dest = cookie_load (phase_in (&args), COOKIE_KIND_DESTINATION, error)) == NULL)
+  if (!phase_parse (argc, argv, "Mirror the source's disks into the destination's exports "
+                    "and switch.", entries, &args, error)
+      || (dest = cookie_load (phase_in (&args), COOKIE_KIND_DESTINATION, error)) == NULL
+      || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
     return FALSE;
   sopts.speed = speed;
   sopts.quiet = common_options.quiet;
@@ -179,13 +182,13 @@ cmd_finish (int argc, char **argv, GCancellable *cancellable, GError **error)
       "Resume the destination guest even after a copy", NULL },
     G_OPTION_ENTRY_NULL
   };
-  g_autoptr(QmpClient) qmp = phase_start ("finish", argc, argv,
-                                          "Tear down the destination's exports after perform.",
-                                          entries, &args, cancellable, error);
+  g_autoptr(QmpClient) qmp = NULL;
   g_autoptr(Cookie) result = NULL;
 
-  if (qmp == NULL
-      || (result = cookie_load (phase_in (&args), COOKIE_KIND_RESULT, error)) == NULL)
+  if (!phase_parse (argc, argv, "Tear down the destination's exports after perform.",
+                    entries, &args, error)
+      || (result = cookie_load (phase_in (&args), COOKIE_KIND_RESULT, error)) == NULL
+      || (qmp = qmp_client_connect_sync (args.qmp, "destination", cancellable, error)) == NULL)
     return FALSE;
   return session_finish (qmp, result, resume, cancellable, error);
 }
@@ -197,13 +200,13 @@ cmd_abort (int argc, char **argv, GCancellable *cancellable, GError **error)
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), G_OPTION_ENTRY_NULL
   };
-  g_autoptr(QmpClient) qmp = phase_start ("abort", argc, argv,
-                                          "Undo what this migration left on this side.",
-                                          entries, &args, cancellable, error);
+  g_autoptr(QmpClient) qmp = NULL;
   g_autoptr(Cookie) cookie = NULL;
 
-  if (qmp == NULL
-      || (cookie = cookie_load (phase_in (&args), COOKIE_KIND_SOURCE, error)) == NULL)
+  if (!phase_parse (argc, argv, "Undo what this migration left on this side.", entries,
+                    &args, error)
+      || (cookie = cookie_load (phase_in (&args), COOKIE_KIND_SOURCE, error)) == NULL
+      || (qmp = qmp_client_connect_sync (args.qmp, "qemu", cancellable, error)) == NULL)
     return FALSE;
   session_abort (qmp, cookie);
   return TRUE;

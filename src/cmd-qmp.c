@@ -20,16 +20,16 @@ cmd_qmp (int argc, char **argv, GCancellable *cancellable, GError **error)
   if (!command_parse (&argc, &argv, "COMMAND [ARGUMENTS-JSON]",
                       "Run one QMP command and print its \"return\" value as JSON.",
                       entries, error)
-      || !command_require ("qmp", "--qmp", path, error))
+      || !command_require ("--qmp", path, error))
     return FALSE;
   if (argc < 2 || argc > 3)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "qmp: expected COMMAND [ARGUMENTS-JSON]"), FALSE;
+                        "expected COMMAND [ARGUMENTS-JSON]"), FALSE;
   if (argc == 3 && ((args = json_from_string (argv[2], NULL)) == NULL
                     || !JSON_NODE_HOLDS_OBJECT (args)))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "qmp: arguments must be a JSON object: %s", argv[2]), FALSE;
-  qmp = qmp_client_connect_sync (path, "qmp", cancellable, error);
+                        "arguments must be a JSON object: %s", argv[2]), FALSE;
+  qmp = qmp_client_connect_sync (path, "qemu", cancellable, error);
   if (qmp == NULL)
     return FALSE;
   ret = qmp_client_execute_sync (qmp, argv[1], g_steal_pointer (&args), cancellable, error);

@@ -29,5 +29,4 @@ extern CommonOptions common_options;
 gboolean command_parse (int *argc, char ***argv, const char *params, const char *summary,
                         const GOptionEntry *entries, GError **error);
 /* A BLKMIG_ERROR_USAGE unless @value is set. */
-gboolean command_require (const char *command, const char *option, const void *value,
-                          GError **error);
+gboolean command_require (const char *option, const void *value, GError **error);

@@ -60,11 +60,11 @@ command_parse (int *argc, char ***argv, const char *params, const char *summary,
 }
 
 gboolean
-command_require (const char *command, const char *option, const void *value, GError **error)
+command_require (const char *option, const void *value, GError **error)
 {
   if (value != NULL)
     return TRUE;
-  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE, "%s: %s is required", command, option);
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE, "%s is required", option);
   return FALSE;
 }
 

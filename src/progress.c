@@ -10,6 +10,7 @@ struct _Progress {
   gboolean refreshing;
   GCancellable *cancellable;
   gint64 started_us;
+  GHashTable *shown;          /* BlkJob* → last state printed + 1 */
 };
 
 static void
@@ -74,11 +75,20 @@ progress_tick_cb (gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
+/* One line per visible state change (QEMU's internal steps are not news). */
 static void
 progress_changed_cb (JobGroup *group, BlkJob *job, gpointer user_data)
 {
-  if (job != NULL)
-    progress_print_job (user_data, job);
+  Progress *progress = user_data;
+  gpointer shown;
+
+  if (job == NULL)
+    return;
+  shown = g_hash_table_lookup (progress->shown, job);
+  if (shown == GINT_TO_POINTER (job->state + 1))
+    return;
+  g_hash_table_insert (progress->shown, job, GINT_TO_POINTER (job->state + 1));
+  progress_print_job (progress, job);
 }
 
 Progress *
@@ -90,6 +100,7 @@ progress_start (JobGroup *group, gboolean quiet, guint interval_ms)
   progress->quiet = quiet;
   progress->cancellable = g_cancellable_new ();
   progress->started_us = g_get_monotonic_time ();
+  progress->shown = g_hash_table_new (NULL, NULL);
   progress->timer = g_timeout_add (interval_ms, progress_tick_cb, progress);
   job_group_set_changed_func (group, progress_changed_cb, progress);
   return progress;
@@ -104,5 +115,6 @@ progress_stop (Progress *progress)
   g_source_remove (progress->timer);
   g_cancellable_cancel (progress->cancellable);
   g_object_unref (progress->cancellable);
+  g_hash_table_unref (progress->shown);
   g_free (progress);
 }

@@ -4,6 +4,7 @@
 #include <fcntl.h>
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
+#include <glib-unix.h>
 #include <sys/prctl.h>
 #include <signal.h>
 #include <unistd.h>
@@ -90,11 +91,40 @@ rig_accel (void)
   return accel;
 }
 
+static GPtrArray *live_rigs;
+static void rig_remove_dir (const char *dir);
+
+/* meson's timeout sends SIGTERM: leave no QEMU and no scratch files behind. */
+static gboolean
+rig_terminated_cb (gpointer user_data)
+{
+  for (guint i = 0; live_rigs != NULL && i < live_rigs->len; i++)
+    {
+      Rig *rig = live_rigs->pdata[i];
+      for (guint j = 0; j < rig->vms->len; j++)
+        {
+          Vm *vm = rig->vms->pdata[j];
+          if (vm->proc != NULL)
+            g_subprocess_force_exit (vm->proc);
+        }
+      rig_remove_dir (rig->dir);
+    }
+  g_printerr ("# terminated: QEMUs killed, scratch directories removed\n");
+  _exit (1);
+}
+
 Rig *
 rig_new (void)
 {
   Rig *rig = g_new0 (Rig, 1);
   g_autoptr(GError) error = NULL;
+
+  if (live_rigs == NULL)
+    {
+      live_rigs = g_ptr_array_new ();
+      g_unix_signal_add (SIGTERM, rig_terminated_cb, NULL);
+    }
+  g_ptr_array_add (live_rigs, rig);
 
   rig->dir = g_dir_make_tmp ("blkmig-test-XXXXXX", &error);
   g_assert_no_error (error);
@@ -137,6 +167,7 @@ rig_free (Rig *rig)
       g_free (vm);
     }
   g_ptr_array_unref (rig->vms);
+  g_ptr_array_remove (live_rigs, rig);
   rig_remove_dir (rig->dir);
   g_free (rig->dir);
   g_free (rig);
