@@ -16,9 +16,11 @@ struct _Progress {
 static void
 progress_print_job (Progress *progress, BlkJob *job)
 {
-  g_autofree char *done = util_human_size (job->offset);
+  /* From READY on QEMU reports the copy in sync, whatever the last query said. */
+  gboolean synced = job->reached_ready && job->state != BLK_JOB_FAILED;
+  g_autofree char *done = util_human_size (synced ? job->len : job->offset);
   g_autofree char *total = util_human_size (job->len);
-  int pct = job->len > 0 ? (int) (job->offset * 100 / job->len) : 0;
+  int pct = job->len > 0 ? (int) ((synced ? job->len : job->offset) * 100 / job->len) : 0;
 
   if (progress->quiet)
     return;
