@@ -149,18 +149,9 @@ dest_start_incoming (QmpClient *dst, Cookie *reply, const char *uri,
                      GCancellable *cancellable, GError **error)
 {
   static const char *const caps[] = { "events", "late-block-activate", NULL };
-  g_autoptr(JsonArray) list = json_array_new ();
-  JsonNode *arg = json_node_new (JSON_NODE_ARRAY);
-  g_autoptr(JsonNode) ret = NULL;
   g_autoptr(JsonNode) inc = NULL;
 
-  for (gsize i = 0; caps[i] != NULL; i++)
-    json_array_add_element (list, qmp_args_new ("capability", qmp_str (caps[i]),
-                                                 "state", qmp_bool (TRUE), NULL));
-  json_node_set_array (arg, list);
-  ret = qmp_client_execute_sync (dst, "migrate-set-capabilities",
-                                 qmp_args_new ("capabilities", arg, NULL), cancellable, error);
-  if (ret == NULL)
+  if (!session_set_capabilities (dst, caps, cancellable, error))
     return FALSE;
   inc = qmp_client_execute_sync (dst, "migrate-incoming", qmp_args_new ("uri", qmp_str (uri), NULL),
                                  cancellable, error);

@@ -193,23 +193,6 @@ source_migration_status (JsonObject *data, const char *want, QmpClient *qmp, GEr
 }
 
 static gboolean
-source_set_capabilities (QmpClient *qmp, const char *const *caps, GCancellable *cancellable,
-                         GError **error)
-{
-  g_autoptr(JsonArray) list = json_array_new ();
-  JsonNode *arg = json_node_new (JSON_NODE_ARRAY);
-  g_autoptr(JsonNode) ret = NULL;
-
-  for (gsize i = 0; caps[i] != NULL; i++)
-    json_array_add_element (list, qmp_args_new ("capability", qmp_str (caps[i]),
-                                                 "state", qmp_bool (TRUE), NULL));
-  json_node_set_array (arg, list);
-  ret = qmp_client_execute_sync (qmp, "migrate-set-capabilities",
-                                 qmp_args_new ("capabilities", arg, NULL), cancellable, error);
-  return ret != NULL;
-}
-
-static gboolean
 source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable,
                       GError **error)
 {
@@ -223,7 +206,7 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
   g_autoptr(JsonNode) ret = NULL;
   g_autoptr(JsonNode) cont = NULL;
 
-  if (!source_set_capabilities (run->qmp, caps, cancellable, error))
+  if (!session_set_capabilities (run->qmp, caps, cancellable, error))
     return FALSE;
   paused = qmp_event_wait_new (run->qmp, "MIGRATION", "status", stops);
   ret = qmp_client_execute_sync (run->qmp, "migrate", qmp_args_new ("uri", qmp_str (uri), NULL),

@@ -39,6 +39,23 @@ session_owns (const Cookie *cookie, const char *name)
                           || g_str_has_prefix (name, node_prefix));
 }
 
+gboolean
+session_set_capabilities (QmpClient *qmp, const char *const *caps, GCancellable *cancellable,
+                          GError **error)
+{
+  g_autoptr(JsonArray) list = json_array_new ();
+  JsonNode *arg = json_node_new (JSON_NODE_ARRAY);
+  g_autoptr(JsonNode) ret = NULL;
+
+  for (gsize i = 0; caps[i] != NULL; i++)
+    json_array_add_element (list, qmp_args_new ("capability", qmp_str (caps[i]),
+                                                 "state", qmp_bool (TRUE), NULL));
+  json_node_set_array (arg, list);
+  ret = qmp_client_execute_sync (qmp, "migrate-set-capabilities",
+                                 qmp_args_new ("capabilities", arg, NULL), cancellable, error);
+  return ret != NULL;
+}
+
 /* Each step logs what failed and goes on: an abort must do as much as it can. */
 static JsonNode *
 session_try (QmpClient *qmp, const char *command, JsonNode *args)

@@ -53,5 +53,8 @@ char *session_node_name (const Cookie *cookie, char kind, guint index);
 /* The destination half of session_abort; @stop_server also when no export of
  * ours is left (prepare's own rollback). */
 void session_abort_dest (QmpClient *dst, const Cookie *cookie, gboolean stop_server);
+/* Turns on the named migration capabilities. */
+gboolean session_set_capabilities (QmpClient *qmp, const char *const *caps,
+                                   GCancellable *cancellable, GError **error);
 /* Whether disk @index's target is a node blkmig opened from a file. */
 gboolean session_is_file_target (const Cookie *cookie, guint index);
