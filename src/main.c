@@ -21,6 +21,8 @@ static const struct {
   { "finish", cmd_finish, "destination phase: tear down the exports and resume the guest" },
   { "abort", cmd_abort, "clean up one side of a failed migration, given any of its cookies" },
   { "move", cmd_move, "move one disk to new storage on the same host, live" },
+  { "list", cmd_list, "show a running QEMU's disks and block jobs" },
+  { "verify", cmd_verify, "compare two disks (images or NBD URIs); exit 0 only if identical" },
   { "qmp", cmd_qmp, "run one QMP command and print its reply (for scripts)" },
 };
 
