@@ -22,3 +22,19 @@ blkmig_error_exit_code (const GError *error)
     return BLKMIG_ERROR_USAGE;
   return BLKMIG_ERROR_FAILED;
 }
+
+const char *
+blkmig_error_class (const GError *error)
+{
+  switch (blkmig_error_exit_code (error))
+    {
+    case BLKMIG_ERROR_USAGE: return "usage";
+    case BLKMIG_ERROR_COOKIE: return "cookie";
+    case BLKMIG_ERROR_DISK: return "disk";
+    case BLKMIG_ERROR_QMP: return "qmp";
+    case BLKMIG_ERROR_JOB: return "job";
+    case BLKMIG_ERROR_MIGRATION: return "migration";
+    case BLKMIG_ERROR_INTERRUPTED: return "interrupted";
+    default: return "failed";
+    }
+}

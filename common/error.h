@@ -20,3 +20,5 @@ typedef enum {
 
 /* Exit code for an error from any domain blkmig uses. */
 int blkmig_error_exit_code (const GError *error);
+/* The failure class as a word: "usage", "cookie", "disk", "qmp", ... */
+const char *blkmig_error_class (const GError *error);

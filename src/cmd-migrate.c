@@ -3,6 +3,7 @@
 
 #include "common/error.h"
 #include "src/commands.h"
+#include "src/events.h"
 #include "src/session.h"
 #include "src/util.h"
 
@@ -59,10 +60,14 @@ migrate_summary (MigrateRun *run, gint64 finish_us)
   g_autofree char *bytes = util_human_size (run->result->bytes);
   gint64 downtime = run->result->downtime_ms;
 
-  if (common_options.quiet)
-    return;
   if (downtime >= 0)
     downtime += finish_us / 1000;
+  events_emit ("completed", "status", qmp_str (run->result->status),
+               "disks", qmp_int (run->result->disks->len), "bytes", qmp_int (run->result->bytes),
+               "elapsed-ms", qmp_int ((gint64) (secs * 1000)),
+               "downtime-ms", downtime >= 0 ? qmp_int (downtime) : NULL, NULL);
+  if (common_options.quiet || common_options.json)
+    return;
   printf ("blkmig: %s %u disk%s, %s in %.2f s (%.1f MB/s)", run->result->status,
           run->result->disks->len, run->result->disks->len == 1 ? "" : "s", bytes, secs,
           secs > 0 ? run->result->bytes / secs / 1e6 : 0.0);
@@ -108,6 +113,7 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
     { "create-dir", 0, 0, G_OPTION_ARG_FILENAME, &args->create_dir,
       "Create targets the destination lacks in DIR (copy and move modes)", "DIR" },
     { "speed", 0, 0, G_OPTION_ARG_INT64, &args->speed, "Limit each mirror to BYTES per second", "BYTES" },
+    COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
 

@@ -5,6 +5,7 @@
 #include "jobs/job-group.h"
 #include "src/commands.h"
 #include "src/disks.h"
+#include "src/events.h"
 #include "src/progress.h"
 #include "src/util.h"
 
@@ -71,6 +72,7 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
   g_autoptr(JsonNode) ret = NULL;
   g_autoptr(Progress) progress = progress_start (group, common_options.quiet, 2000);
 
+  events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
   ret = qmp_client_execute_sync (run->qmp, "blockdev-mirror",
                                  qmp_args_new ("job-id", qmp_str (run->job_id),
                                                "device", qmp_str (device),
@@ -84,8 +86,10 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
       job_group_forget (group, job);
       return FALSE;
     }
-  return job_group_wait_ready_sync (group, cancellable, error)
-         && job_group_complete_all (group, cancellable, error)
+  if (!job_group_wait_ready_sync (group, cancellable, error))
+    return FALSE;
+  events_emit ("phase", "phase", qmp_str ("switch"), "mode", qmp_str ("move"), NULL);
+  return job_group_complete_all (group, cancellable, error)
          && job_group_wait_ended_sync (group, cancellable, error);
 }
 
@@ -128,6 +132,7 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
     { "delete-source", 0, 0, G_OPTION_ARG_NONE, &args->delete_source,
       "Remove the old image after the pivot", NULL },
     { "speed", 0, 0, G_OPTION_ARG_INT64, &args->speed, "Limit the mirror to BYTES per second", "BYTES" },
+    COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
 
@@ -176,6 +181,8 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
     {
       if (args.delete_source)
         move_delete_source (&run);
+      events_emit ("completed", "status", qmp_str ("moved"), "disk", qmp_str (run.disk->name),
+                   "file", qmp_str (args.to), NULL);
       return TRUE;
     }
   move_rollback (&run, group, args.to);

@@ -139,6 +139,17 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   return ok;
 }
 
+/* Events on stdout and the result cookie cannot share it. */
+static gboolean
+perform_check_outputs (const PhaseArgs *args, GError **error)
+{
+  if (!common_options.json || !g_str_equal (phase_out (args), "-"))
+    return TRUE;
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+               "--json needs -o FILE: the result cookie would share stdout with the events");
+  return FALSE;
+}
+
 gboolean
 cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
 {
@@ -153,6 +164,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
     { "no-migrate", 0, 0, G_OPTION_ARG_NONE, &no_migrate,
       "Live mode: copy the disks but do not migrate the VM", NULL },
     { "speed", 0, 0, G_OPTION_ARG_INT64, &speed, "Limit each mirror to BYTES per second", "BYTES" },
+    COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
   g_autoptr(QmpClient) qmp = NULL;
@@ -162,6 +174,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
 
   if (!phase_parse (argc, argv, "Mirror the source's disks into the destination's exports "
                     "and switch.", entries, &args, error)
+      || !perform_check_outputs (&args, error)
       || (dest = cookie_load (phase_in (&args), COOKIE_KIND_DESTINATION, error)) == NULL
       || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
     return FALSE;

@@ -24,8 +24,17 @@ gboolean cmd_qmp (int argc, char **argv, GCancellable *cancellable, GError **err
 typedef struct {
   gboolean debug;
   gboolean quiet;
+  gboolean json;          /* events as JSON lines on stdout */
+  char *events_path;      /* events as JSON lines into a file */
 } CommonOptions;
 extern CommonOptions common_options;
+
+/* Entries for the commands that report events (long-running ones). */
+#define COMMAND_EVENT_ENTRIES \
+  { "json", 0, 0, G_OPTION_ARG_NONE, &common_options.json, \
+    "Print events as JSON lines on stdout (docs/events.md)", NULL }, \
+  { "events", 0, 0, G_OPTION_ARG_FILENAME, &common_options.events_path, \
+    "Write events as JSON lines to FILE", "FILE" }
 
 /* Parses argv with @entries plus the common options; @summary heads --help. */
 gboolean command_parse (int *argc, char ***argv, const char *params, const char *summary,

@@ -5,6 +5,7 @@
 #include "common/debug.h"
 #include "common/error.h"
 #include "src/commands.h"
+#include "src/events.h"
 #include "src/util.h"
 
 CommonOptions common_options;
@@ -58,6 +59,10 @@ command_parse (int *argc, char ***argv, const char *params, const char *summary,
     return FALSE;
   if (common_options.debug)
     blkmig_debug_init (BLKMIG_DEBUG_QMP | BLKMIG_DEBUG_JOBS);
+  if (common_options.json)
+    return events_open ("-", error);
+  if (common_options.events_path != NULL)
+    return events_open (common_options.events_path, error);
   return TRUE;
 }
 
@@ -68,6 +73,23 @@ command_require (const char *option, const void *value, GError **error)
     return TRUE;
   g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE, "%s is required", option);
   return FALSE;
+}
+
+/* One line on stderr, and the same as an event for machines. */
+static void
+report_error (const char *command, const GError *error)
+{
+  g_autofree char *message = NULL;
+
+  if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    message = g_strdup ("interrupted by a signal; what it had started was undone");
+  else
+    message = g_strdup (error->message);
+  g_printerr ("blkmig %s: %s\n", command, message);
+  events_emit ("error", "message", qmp_str (message),
+               "exit-code", qmp_int (blkmig_error_exit_code (error)),
+               "class", qmp_str (blkmig_error_class (error)), NULL);
+  events_close ();
 }
 
 int
@@ -100,12 +122,11 @@ main (int argc, char **argv)
       if (!g_str_equal (argv[1], commands[i].name))
         continue;
       if (commands[i].func (argc - 1, argv + 1, cancellable, &error))
-        return 0;
-      if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-        g_printerr ("blkmig %s: interrupted by a signal; what it had started was undone\n",
-                    commands[i].name);
-      else
-        g_printerr ("blkmig %s: %s\n", commands[i].name, error->message);
+        {
+          events_close ();
+          return 0;
+        }
+      report_error (commands[i].name, error);
       return blkmig_error_exit_code (error);
     }
   g_printerr ("blkmig: unknown command '%s' (try blkmig --help)\n", argv[1]);

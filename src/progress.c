@@ -1,53 +1,159 @@
-/* Progress lines for a group of block jobs: on every state change and every few seconds. */
+/* Progress for a group of block jobs: a live display on a TTY, plain lines otherwise, events. */
 #include "src/progress.h"
 
+#include <stdio.h>
+#include <unistd.h>
+
+#include "qmp/qmp-client.h"
+#include "src/events.h"
 #include "src/util.h"
+
+#define PROGRESS_TTY_MS 500
+
+typedef struct {
+  BlkJobState shown;          /* last state reported */
+  gint64 last_bytes;          /* for the rate */
+  gint64 last_us;
+  double rate;                /* bytes per second, smoothed */
+} JobView;
 
 struct _Progress {
   JobGroup *group;
   gboolean quiet;
+  gboolean tty;               /* redraw in place */
+  guint drawn;                /* lines of the last redraw */
   guint timer;
   gboolean refreshing;
   GCancellable *cancellable;
   gint64 started_us;
-  GHashTable *shown;          /* BlkJob* → last state printed + 1 */
+  GHashTable *views;          /* BlkJob* → JobView */
 };
+
+/* The figures the user sees: from READY on QEMU reports the copy in sync. */
+static gint64
+progress_done (BlkJob *job)
+{
+  return job->reached_ready && job->state != BLK_JOB_FAILED ? job->len : job->offset;
+}
+
+static const char *
+progress_state (BlkJob *job)
+{
+  if (job->state == BLK_JOB_COMPLETING || job->state == BLK_JOB_CANCELLING)
+    return "switching";
+  return blk_job_state_to_string (job->state);
+}
+
+static JobView *
+progress_view (Progress *progress, BlkJob *job)
+{
+  JobView *view = g_hash_table_lookup (progress->views, job);
+
+  if (view == NULL)
+    {
+      view = g_new0 (JobView, 1);
+      view->shown = -1;
+      view->last_us = g_get_monotonic_time ();
+      g_hash_table_insert (progress->views, job, view);
+    }
+  return view;
+}
+
+static void
+progress_update_rate (JobView *view, BlkJob *job)
+{
+  gint64 now = g_get_monotonic_time ();
+  double secs = (now - view->last_us) / 1e6;
+  double rate;
+
+  if (secs < 0.2)
+    return;
+  rate = (job->offset - view->last_bytes) / secs;
+  view->rate = view->rate == 0 ? rate : 0.5 * view->rate + 0.5 * rate;
+  view->last_bytes = job->offset;
+  view->last_us = now;
+}
+
+static char *
+progress_line (Progress *progress, BlkJob *job)
+{
+  JobView *view = progress_view (progress, job);
+  gint64 done = progress_done (job);
+  g_autofree char *d = util_human_size (done);
+  g_autofree char *t = util_human_size (job->len);
+  g_autofree char *eta = NULL;
+  int pct = job->len > 0 ? (int) (done * 100 / job->len) : 0;
+
+  if (job->len == 0)
+    return g_strdup_printf ("%s: %s", job->label, progress_state (job));
+  if (view->rate > 0 && job->state == BLK_JOB_RUNNING && done < job->len)
+    {
+      gint64 left = (gint64) ((job->len - done) / view->rate);
+      eta = g_strdup_printf (", ETA %" G_GINT64_FORMAT ":%02" G_GINT64_FORMAT, left / 60, left % 60);
+    }
+  if (job->state != BLK_JOB_RUNNING || view->rate <= 0)
+    return g_strdup_printf ("%s: %s of %s (%d%%), %s", job->label, d, t, pct,
+                            progress_state (job));
+  return g_strdup_printf ("%s: %s of %s (%d%%), %.1f MB/s%s, %s", job->label, d, t, pct,
+                          view->rate / 1e6, eta != NULL ? eta : "", progress_state (job));
+}
+
+static char *
+progress_total_line (Progress *progress)
+{
+  gint64 done = 0, total = 0;
+  GPtrArray *jobs = job_group_get_jobs (progress->group);
+  double secs = (g_get_monotonic_time () - progress->started_us) / 1e6;
+  g_autofree char *d = NULL;
+  g_autofree char *t = NULL;
+
+  for (guint i = 0; i < jobs->len; i++)
+    {
+      done += progress_done (jobs->pdata[i]);
+      total += ((BlkJob *) jobs->pdata[i])->len;
+    }
+  d = util_human_size (done);
+  t = util_human_size (total);
+  return g_strdup_printf ("total: %s of %s in %.0f s", d, t, secs);
+}
+
+static void
+progress_emit (BlkJob *job, gboolean state_changed)
+{
+  if (!events_enabled ())
+    return;
+  if (state_changed)
+    events_emit ("disk", "disk", qmp_str (job->label), "state", qmp_str (progress_state (job)),
+                 "error", job->error != NULL ? qmp_str (job->error) : NULL, NULL);
+  else
+    events_emit ("progress", "disk", qmp_str (job->label), "done", qmp_int (progress_done (job)),
+                 "total", qmp_int (job->len), "state", qmp_str (progress_state (job)), NULL);
+}
+
+/* TTY: every line again, in place. */
+static void
+progress_redraw (Progress *progress)
+{
+  GPtrArray *jobs = job_group_get_jobs (progress->group);
+  g_autofree char *total = progress_total_line (progress);
+
+  if (progress->drawn > 0)
+    g_printerr ("\033[%uA", progress->drawn);
+  for (guint i = 0; i < jobs->len; i++)
+    {
+      g_autofree char *line = progress_line (progress, jobs->pdata[i]);
+      g_printerr ("\r\033[K%s\n", line);
+    }
+  g_printerr ("\r\033[K%s\n", total);
+  progress->drawn = jobs->len + 1;
+}
 
 static void
 progress_print_job (Progress *progress, BlkJob *job)
 {
-  /* From READY on QEMU reports the copy in sync, whatever the last query said. */
-  gboolean synced = job->reached_ready && job->state != BLK_JOB_FAILED;
-  g_autofree char *done = util_human_size (synced ? job->len : job->offset);
-  g_autofree char *total = util_human_size (job->len);
-  int pct = job->len > 0 ? (int) ((synced ? job->len : job->offset) * 100 / job->len) : 0;
+  g_autofree char *line = progress_line (progress, job);
 
-  if (progress->quiet)
-    return;
-  if (job->len == 0)  /* QEMU has not sized the job yet */
-    g_printerr ("blkmig: %s: %s\n", job->label, blk_job_state_to_string (job->state));
-  else
-    g_printerr ("blkmig: %s: %s of %s (%d%%), %s\n", job->label, done, total, pct,
-                blk_job_state_to_string (job->state));
-}
-
-static void
-progress_print_all (Progress *progress)
-{
-  GPtrArray *jobs = job_group_get_jobs (progress->group);
-  gint64 done, total;
-  double secs = (g_get_monotonic_time () - progress->started_us) / 1e6;
-  g_autofree char *done_str = NULL;
-  g_autofree char *total_str = NULL;
-
-  for (guint i = 0; i < jobs->len; i++)
-    progress_print_job (progress, jobs->pdata[i]);
-  job_group_totals (progress->group, &done, &total);
-  done_str = util_human_size (done);
-  total_str = util_human_size (total);
-  if (!progress->quiet && jobs->len > 1)
-    g_printerr ("blkmig: total: %s of %s, %.1f MB/s\n", done_str, total_str,
-                secs > 0 ? done / secs / 1e6 : 0.0);
+  g_printerr ("blkmig: %s\n", line);
 }
 
 static void
@@ -55,12 +161,22 @@ progress_refreshed_cb (GObject *source, GAsyncResult *result, gpointer user_data
 {
   Progress *progress = user_data;
   g_autoptr(GError) error = NULL;
+  GPtrArray *jobs;
 
   if (!job_group_refresh_finish (NULL, result, &error)
       && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     return;  /* progress_stop freed us: do not touch it */
   progress->refreshing = FALSE;
-  progress_print_all (progress);
+  jobs = job_group_get_jobs (progress->group);
+  for (guint i = 0; i < jobs->len; i++)
+    {
+      progress_update_rate (progress_view (progress, jobs->pdata[i]), jobs->pdata[i]);
+      progress_emit (jobs->pdata[i], FALSE);
+      if (!progress->quiet && !progress->tty)
+        progress_print_job (progress, jobs->pdata[i]);
+    }
+  if (!progress->quiet && progress->tty)
+    progress_redraw (progress);
 }
 
 static gboolean
@@ -77,20 +193,26 @@ progress_tick_cb (gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
-/* One line per visible state change (QEMU's internal steps are not news). */
+/* One report per visible state change (QEMU's internal steps are not news). */
 static void
 progress_changed_cb (JobGroup *group, BlkJob *job, gpointer user_data)
 {
   Progress *progress = user_data;
-  gpointer shown;
+  JobView *view;
 
   if (job == NULL)
     return;
-  shown = g_hash_table_lookup (progress->shown, job);
-  if (shown == GINT_TO_POINTER (job->state + 1))
+  view = progress_view (progress, job);
+  if (view->shown == job->state)
     return;
-  g_hash_table_insert (progress->shown, job, GINT_TO_POINTER (job->state + 1));
-  progress_print_job (progress, job);
+  view->shown = job->state;
+  progress_emit (job, TRUE);
+  if (progress->quiet)
+    return;
+  if (progress->tty)
+    progress_redraw (progress);
+  else
+    progress_print_job (progress, job);
 }
 
 Progress *
@@ -100,10 +222,12 @@ progress_start (JobGroup *group, gboolean quiet, guint interval_ms)
 
   progress->group = group;
   progress->quiet = quiet;
+  progress->tty = isatty (STDERR_FILENO) && g_strcmp0 (g_getenv ("TERM"), "dumb") != 0;
   progress->cancellable = g_cancellable_new ();
   progress->started_us = g_get_monotonic_time ();
-  progress->shown = g_hash_table_new (NULL, NULL);
-  progress->timer = g_timeout_add (interval_ms, progress_tick_cb, progress);
+  progress->views = g_hash_table_new_full (NULL, NULL, NULL, g_free);
+  progress->timer = g_timeout_add (progress->tty ? PROGRESS_TTY_MS : interval_ms,
+                                   progress_tick_cb, progress);
   job_group_set_changed_func (group, progress_changed_cb, progress);
   return progress;
 }
@@ -113,10 +237,12 @@ progress_stop (Progress *progress)
 {
   if (progress == NULL)
     return;
+  if (!progress->quiet && progress->tty && progress->drawn > 0)
+    progress_redraw (progress);
   job_group_set_changed_func (progress->group, NULL, NULL);
   g_source_remove (progress->timer);
   g_cancellable_cancel (progress->cancellable);
   g_object_unref (progress->cancellable);
-  g_hash_table_unref (progress->shown);
+  g_hash_table_unref (progress->views);
   g_free (progress);
 }

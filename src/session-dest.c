@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
+#include "src/events.h"
 #include "src/util.h"
 
 #define INCOMING_TIMEOUT_MS (6 * 3600 * 1000)
@@ -220,6 +221,7 @@ session_prepare (QmpClient *dst, Cookie *offer, const PrepareOptions *opts,
 
   if (reply == NULL)
     return NULL;
+  events_emit ("phase", "phase", qmp_str ("prepare"), NULL);
   if (reply->mode == COOKIE_MODE_LIVE && opts->incoming_uri == NULL)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                         "a live migration needs an incoming URI for the destination"), NULL;
@@ -306,6 +308,7 @@ session_finish (QmpClient *dst, const Cookie *result, gboolean resume,
                   && g_strcmp0 (result->status, "completed") == 0;
   g_autoptr(JsonNode) cont = NULL;
 
+  events_emit ("phase", "phase", qmp_str ("finish"), NULL);
   if (result->mode == COOKIE_MODE_MOVE)
     return TRUE;  /* the source now runs on these exports: they stay */
   if (live && !dest_wait_incoming (dst, cancellable, error))

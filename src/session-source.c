@@ -4,6 +4,7 @@
 #include "common/error.h"
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
+#include "src/events.h"
 #include "src/progress.h"
 
 /* The memory migration has no natural bound; this only guards against a hang. */
@@ -33,6 +34,7 @@ session_begin (QmpClient *src, CookieMode mode, const char *const *names,
   if (chosen->len == 0)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
                         "the source has no disks to migrate"), NULL;
+  events_emit ("phase", "phase", qmp_str ("begin"), "disks", qmp_int (chosen->len), NULL);
   cookie = cookie_new (mode);
   cookie_add_feature (cookie, "sparse", FALSE);
   for (guint i = 0; i < chosen->len; i++)
@@ -295,9 +297,15 @@ session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
     return NULL;
   run.group = group;
   progress = progress_start (group, opts->quiet, opts->progress_ms);
+  events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
   ok = source_start_all (&run, cancellable, error)
-       && job_group_wait_ready_sync (group, cancellable, error)
-       && source_switch (&run, uri, no_migrate, cancellable, error);
+       && job_group_wait_ready_sync (group, cancellable, error);
+  if (ok)
+    {
+      events_emit ("phase", "phase", qmp_str ("switch"),
+                   "mode", qmp_str (cookie_mode_to_string (dest->mode)), NULL);
+      ok = source_switch (&run, uri, no_migrate, cancellable, error);
+    }
   g_clear_pointer (&progress, progress_stop);
   if (!ok)
     {
