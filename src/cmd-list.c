@@ -1,10 +1,278 @@
-/* blkmig list: the disks of a running QEMU and its block jobs. */
+/* blkmig list: the disks of a running QEMU and its block jobs, as a table or JSON. */
+#include <stdio.h>
+
 #include "common/error.h"
 #include "src/commands.h"
+#include "src/disks.h"
+#include "src/util.h"
+
+#define LIST_JSON_VERSION 1
+#define LIST_MAX_COLUMNS 8
+
+typedef struct {
+  const char *header;
+  int min_width;          /* columns never get narrower, so short tables line up */
+  gboolean right;         /* right-aligned (sizes) */
+} ListColumn;
+
+static const ListColumn disk_columns[] = {
+  { "NAME", 6, FALSE }, { "NODE", 12, FALSE }, { "FORMAT", 6, FALSE },
+  { "SIZE", 10, TRUE }, { "ALLOCATED", 10, TRUE }, { "DEVICE", 8, FALSE },
+  { "FILE", 0, FALSE },
+};
+
+static const ListColumn job_columns[] = {
+  { "ID", 8, FALSE }, { "TYPE", 8, FALSE }, { "STATUS", 8, FALSE },
+  { "PROGRESS", 24, FALSE }, { "SPEED", 0, FALSE },
+};
+
+/* One table line: its cells, and an optional indented line printed below it. */
+typedef struct {
+  char *cells[LIST_MAX_COLUMNS];
+  char *note;
+} ListRow;
+
+static void
+list_row_free (ListRow *row)
+{
+  for (guint i = 0; i < LIST_MAX_COLUMNS; i++)
+    g_free (row->cells[i]);
+  g_free (row->note);
+  g_free (row);
+}
+
+/* ---- the human table ----------------------------------------------------- */
+
+static void
+list_print_cells (const ListColumn *columns, guint n, const int *widths,
+                  const char *const *cells, const char *indent)
+{
+  g_autoptr(GString) line = g_string_new (indent);
+
+  /* The last column is not padded: no trailing blanks. */
+  for (guint i = 0; i + 1 < n; i++)
+    g_string_append_printf (line, columns[i].right ? "%*s  " : "%-*s  ", widths[i], cells[i]);
+  g_string_append (line, cells[n - 1]);
+  printf ("%s\n", line->str);
+}
+
+/* Header, then each row (and its note); column widths fit the widest cell. */
+static void
+list_print_table (const ListColumn *columns, guint n, GPtrArray *rows, const char *indent)
+{
+  int widths[LIST_MAX_COLUMNS];
+  const char *headers[LIST_MAX_COLUMNS];
+
+  g_assert (n <= LIST_MAX_COLUMNS);
+  for (guint i = 0; i < n; i++)
+    {
+      headers[i] = columns[i].header;
+      widths[i] = MAX (columns[i].min_width, (int) strlen (columns[i].header));
+      for (guint r = 0; r < rows->len; r++)
+        widths[i] = MAX (widths[i], (int) strlen (((ListRow *) rows->pdata[r])->cells[i]));
+    }
+  list_print_cells (columns, n, widths, headers, indent);
+  for (guint r = 0; r < rows->len; r++)
+    {
+      ListRow *row = rows->pdata[r];
+      list_print_cells (columns, n, widths, (const char *const *) row->cells, indent);
+      if (row->note != NULL)
+        printf ("%s  %s\n", indent, row->note);
+    }
+}
+
+static ListRow *
+list_disk_row (const DiskInfo *disk)
+{
+  ListRow *row = g_new0 (ListRow, 1);
+  char *device = disk_info_attached_device (disk);
+
+  row->cells[0] = g_strdup (disk->name);
+  row->cells[1] = g_strdup (*disk->node ? disk->node : "-");
+  row->cells[2] = g_strdup (disk->format);
+  row->cells[3] = util_human_size (disk->virtual_size);
+  row->cells[4] = util_human_size (disk->allocated);
+  row->cells[5] = device != NULL ? device : g_strdup ("-");
+  row->cells[6] = g_strdup (*disk->file ? disk->file : "-");
+  if (disk->backing != NULL)
+    {
+      g_autofree char *chain = g_strjoinv (" -> ", disk->backing);
+      row->note = g_strdup_printf ("backing: %s", chain);
+    }
+  return row;
+}
+
+/* "1.0 MiB / 16 MiB (6%)"; the percentage rounds down, so 100% means done. */
+static char *
+list_job_progress (gint64 offset, gint64 len)
+{
+  g_autofree char *done = util_human_size (offset);
+  g_autofree char *total = util_human_size (len);
+  int percent = len > 0 ? (int) (MIN (offset, len) * 100 / len) : 0;
+
+  return g_strdup_printf ("%s / %s (%d%%)", done, total, percent);
+}
+
+static ListRow *
+list_job_row (JsonObject *job)
+{
+  ListRow *row = g_new0 (ListRow, 1);
+  gint64 speed = json_object_get_int_member_with_default (job, "speed", 0);
+  g_autofree char *rate = speed > 0 ? util_human_size (speed) : NULL;
+
+  row->cells[0] = g_strdup (json_object_get_string_member_with_default (job, "device", "-"));
+  row->cells[1] = g_strdup (json_object_get_string_member_with_default (job, "type", "-"));
+  row->cells[2] = g_strdup (json_object_get_string_member_with_default (job, "status", "-"));
+  row->cells[3] = list_job_progress (json_object_get_int_member_with_default (job, "offset", 0),
+                                     json_object_get_int_member_with_default (job, "len", 0));
+  row->cells[4] = rate != NULL ? g_strdup_printf ("%s/s", rate) : g_strdup ("unlimited");
+  return row;
+}
+
+static void
+list_print_human (GPtrArray *disks, JsonArray *jobs)
+{
+  g_autoptr(GPtrArray) disk_rows = g_ptr_array_new_with_free_func ((GDestroyNotify) list_row_free);
+  g_autoptr(GPtrArray) job_rows = g_ptr_array_new_with_free_func ((GDestroyNotify) list_row_free);
+
+  for (guint i = 0; i < disks->len; i++)
+    g_ptr_array_add (disk_rows, list_disk_row (disks->pdata[i]));
+  list_print_table (disk_columns, G_N_ELEMENTS (disk_columns), disk_rows, "");
+  if (json_array_get_length (jobs) == 0)
+    {
+      printf ("\nBlock jobs: none\n");
+      return;
+    }
+  for (guint i = 0; i < json_array_get_length (jobs); i++)
+    g_ptr_array_add (job_rows, list_job_row (json_array_get_object_element (jobs, i)));
+  printf ("\nBlock jobs:\n");
+  list_print_table (job_columns, G_N_ELEMENTS (job_columns), job_rows, "  ");
+}
+
+/* ---- JSON ---------------------------------------------------------------- */
+
+/* "key": value, or "key": null when @value is NULL. */
+static void
+list_json_string (JsonBuilder *b, const char *key, const char *value)
+{
+  json_builder_set_member_name (b, key);
+  if (value != NULL)
+    json_builder_add_string_value (b, value);
+  else
+    json_builder_add_null_value (b);
+}
+
+static void
+list_json_int (JsonBuilder *b, const char *key, gint64 value)
+{
+  json_builder_set_member_name (b, key);
+  json_builder_add_int_value (b, value);
+}
+
+static void
+list_json_disk (JsonBuilder *b, const DiskInfo *disk)
+{
+  g_autofree char *device = disk_info_attached_device (disk);
+
+  json_builder_begin_object (b);
+  list_json_string (b, "name", disk->name);
+  list_json_string (b, "node", disk->node);
+  list_json_string (b, "format", disk->format);
+  list_json_int (b, "virtual-size", disk->virtual_size);
+  list_json_int (b, "allocated", disk->allocated);
+  list_json_string (b, "device", device);
+  list_json_string (b, "file", disk->file);
+  json_builder_set_member_name (b, "backing");
+  json_builder_begin_array (b);
+  for (guint i = 0; disk->backing != NULL && disk->backing[i] != NULL; i++)
+    json_builder_add_string_value (b, disk->backing[i]);
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+}
+
+/* query-block-jobs calls the job id "device". */
+static void
+list_json_job (JsonBuilder *b, JsonObject *job)
+{
+  json_builder_begin_object (b);
+  list_json_string (b, "id", json_object_get_string_member_with_default (job, "device", ""));
+  list_json_string (b, "type", json_object_get_string_member_with_default (job, "type", ""));
+  list_json_string (b, "status", json_object_get_string_member_with_default (job, "status", ""));
+  list_json_int (b, "offset", json_object_get_int_member_with_default (job, "offset", 0));
+  list_json_int (b, "len", json_object_get_int_member_with_default (job, "len", 0));
+  list_json_int (b, "speed", json_object_get_int_member_with_default (job, "speed", 0));
+  json_builder_end_object (b);
+}
+
+/* The document docs/list.md describes:
+ *   {"version": 1,
+ *    "disks": [{"name", "node", "format", "virtual-size", "allocated",
+ *               "device" (qdev id, QOM path or null), "file", "backing": [top first]}],
+ *    "jobs": [{"id", "type", "status", "offset", "len", "speed"}]}
+ * Keys come in this order; sizes are bytes. */
+static void
+list_print_json (GPtrArray *disks, JsonArray *jobs)
+{
+  g_autoptr(JsonBuilder) b = json_builder_new ();
+  g_autoptr(JsonGenerator) gen = json_generator_new ();
+  g_autoptr(JsonNode) root = NULL;
+  g_autofree char *text = NULL;
+
+  json_builder_begin_object (b);
+  list_json_int (b, "version", LIST_JSON_VERSION);
+  json_builder_set_member_name (b, "disks");
+  json_builder_begin_array (b);
+  for (guint i = 0; i < disks->len; i++)
+    list_json_disk (b, disks->pdata[i]);
+  json_builder_end_array (b);
+  json_builder_set_member_name (b, "jobs");
+  json_builder_begin_array (b);
+  for (guint i = 0; i < json_array_get_length (jobs); i++)
+    list_json_job (b, json_array_get_object_element (jobs, i));
+  json_builder_end_array (b);
+  json_builder_end_object (b);
+  root = json_builder_get_root (b);
+  json_generator_set_pretty (gen, TRUE);
+  json_generator_set_root (gen, root);
+  text = json_generator_to_data (gen, NULL);
+  printf ("%s\n", text);
+}
+
+/* ---- the command --------------------------------------------------------- */
 
 gboolean
 cmd_list (int argc, char **argv, GCancellable *cancellable, GError **error)
 {
-  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED, "list is not implemented yet");
-  return FALSE;
+  g_autofree char *path = NULL;
+  gboolean json = FALSE;
+  const GOptionEntry entries[] = {
+    { "qmp", 0, 0, G_OPTION_ARG_FILENAME, &path, "QMP socket of the running QEMU", "PATH" },
+    { "json", 0, 0, G_OPTION_ARG_NONE, &json, "Print one JSON document (see docs/list.md)",
+      NULL },
+    G_OPTION_ENTRY_NULL
+  };
+  g_autoptr(QmpClient) qmp = NULL;
+  g_autoptr(GPtrArray) disks = NULL;
+  g_autoptr(JsonNode) jobs = NULL;
+
+  if (!command_parse (&argc, &argv, "",
+                      "Show a running QEMU's disks (with their backing chains and devices)\n"
+                      "and its block jobs.",
+                      entries, error)
+      || !command_require ("--qmp", path, error))
+    return FALSE;
+  if (argc > 1)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "unexpected argument '%s'", argv[1]), FALSE;
+  qmp = qmp_client_connect_sync (path, "qemu", cancellable, error);
+  if (qmp == NULL
+      || (disks = disks_query (qmp, TRUE, cancellable, error)) == NULL
+      || (jobs = qmp_client_execute_sync (qmp, "query-block-jobs", NULL, cancellable,
+                                          error)) == NULL)
+    return FALSE;
+  if (json)
+    list_print_json (disks, json_node_get_array (jobs));
+  else
+    list_print_human (disks, json_node_get_array (jobs));
+  return TRUE;
 }

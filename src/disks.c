@@ -35,6 +35,16 @@ disks_qdev_id (const char *qdev)
   return end != NULL ? g_strndup (qdev, end - qdev) : g_strdup (qdev);
 }
 
+char *
+disk_info_attached_device (const DiskInfo *disk)
+{
+  char *id = disks_qdev_id (disk->qdev);
+
+  if (id != NULL)
+    return id;
+  return disk->qdev != NULL && *disk->qdev != '\0' ? g_strdup (disk->qdev) : NULL;
+}
+
 static GStrv
 disks_backing_chain (JsonObject *image)
 {

@@ -23,6 +23,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (DiskInfo, disk_info_free)
  * nodes no device uses (how a storage daemon or a device-less target looks). */
 GPtrArray *disks_query (QmpClient *qmp, gboolean with_nodes, GCancellable *cancellable,
                         GError **error);
+/* The guest device @disk is attached to: its qdev id, else its QOM path;
+ * NULL when no device uses it. */
+char *disk_info_attached_device (const DiskInfo *disk);
 /* Finds a disk by qdev id, BlockBackend name or node name. */
 DiskInfo *disks_find (GPtrArray *disks, const char *name);
 /* The named disks (all when @names is NULL or empty); an unknown name is a

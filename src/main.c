@@ -119,8 +119,12 @@ main (int argc, char **argv)
   util_cancel_on_signals (cancellable);
   for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
     {
+      g_autofree char *prgname = NULL;
+
       if (!g_str_equal (argv[1], commands[i].name))
         continue;
+      prgname = g_strdup_printf ("blkmig %s", commands[i].name);
+      g_set_prgname (prgname);  /* --help then says "blkmig move [OPTION...]" */
       if (commands[i].func (argc - 1, argv + 1, cancellable, &error))
         {
           events_close ();
