@@ -15,6 +15,7 @@ typedef struct {
   char *migrate_uri;
   char *create_dir;
   gint64 speed;
+  gboolean verify;
 } MigrateArgs;
 
 typedef struct {
@@ -80,7 +81,7 @@ static gboolean
 migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
                GCancellable *cancellable, GError **error)
 {
-  SourceOptions sopts = { args->speed, common_options.quiet, 2000 };
+  SourceOptions sopts = { args->speed, common_options.quiet, 2000, args->verify };
   gint64 finish_start;
 
   run->offer = session_begin (run->src, mode, (const char *const *) args->disks, cancellable,
@@ -113,6 +114,9 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
     { "create-dir", 0, 0, G_OPTION_ARG_FILENAME, &args->create_dir,
       "Create targets the destination lacks in DIR (copy and move modes)", "DIR" },
     { "speed", 0, 0, G_OPTION_ARG_INT64, &args->speed, "Limit each mirror to BYTES per second", "BYTES" },
+    { "verify", 0, 0, G_OPTION_ARG_NONE, &args->verify,
+      "Compare source and destination while both are quiescent (live: at switchover; copy: "
+      "the guest pauses for it)", NULL },
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };

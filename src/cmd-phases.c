@@ -156,6 +156,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_auto(PhaseArgs) args = { 0 };
   g_autofree char *uri = NULL;
   gboolean no_migrate = FALSE;
+  gboolean verify = FALSE;
   gint64 speed = 0;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
@@ -164,6 +165,8 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
     { "no-migrate", 0, 0, G_OPTION_ARG_NONE, &no_migrate,
       "Live mode: copy the disks but do not migrate the VM", NULL },
     { "speed", 0, 0, G_OPTION_ARG_INT64, &speed, "Limit each mirror to BYTES per second", "BYTES" },
+    { "verify", 0, 0, G_OPTION_ARG_NONE, &verify,
+      "Compare source and destination while both are quiescent", NULL },
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -179,6 +182,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
       || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
     return FALSE;
   sopts.speed = speed;
+  sopts.verify = verify;
   sopts.quiet = common_options.quiet;
   result = session_perform (qmp, dest, &sopts, uri, no_migrate, cancellable, error);
   return result != NULL && cookie_save (result, phase_out (&args), error);

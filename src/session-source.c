@@ -2,6 +2,7 @@
 #include "src/session.h"
 
 #include "common/error.h"
+#include "nbd/verify.h"
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
 #include "src/events.h"
@@ -16,6 +17,7 @@ typedef struct {
   const SourceOptions *opts;
   JobGroup *group;
   gint64 stopped_us;          /* when the source paused for switchover */
+  GPtrArray *files;           /* per disk: the source image, for --verify */
 } SourceRun;
 
 Cookie *
@@ -142,8 +144,10 @@ source_start_all (SourceRun *run, GCancellable *cancellable, GError **error)
       CookieDisk *disk = run->cookie->disks->pdata[i];
       DiskInfo *info = disks_find (disks, disk->name);
 
-      if (!source_check_disk (disk, info, error)
-          || !source_add_target_node (run, i, cancellable, error)
+      if (!source_check_disk (disk, info, error))
+        return FALSE;
+      g_ptr_array_add (run->files, g_strdup (info->file));
+      if (!source_add_target_node (run, i, cancellable, error)
           || !source_start_mirror (run, i, info, cancellable, error))
         return FALSE;
     }
@@ -164,6 +168,39 @@ source_delete_target_nodes (SourceRun *run, GCancellable *cancellable, GError **
       if (ret == NULL)
         return FALSE;
     }
+  return TRUE;
+}
+
+/* Compares every source image with its destination export; both are quiescent. */
+static gboolean
+source_verify (SourceRun *run, GCancellable *cancellable, GError **error)
+{
+  NbdEndpoint ep = { run->cookie->nbd_unix, run->cookie->nbd_host, run->cookie->nbd_port };
+  gint64 start = g_get_monotonic_time ();
+
+  for (guint i = 0; run->opts->verify && i < run->cookie->disks->len; i++)
+    {
+      CookieDisk *disk = run->cookie->disks->pdata[i];
+      g_autofree char *uri = nbd_endpoint_uri (&ep, disk->export_name);
+      VerifyResult result = { 0 };
+
+      if (!nbd_verify (run->files->pdata[i], uri, &result, cancellable, error))
+        return g_prefix_error (error, "%s: verify: ", disk->name), FALSE;
+      if (result.diff_bytes > 0)
+        return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                            "%s: verify: the destination differs from the source: first "
+                            "difference at offset %" G_GINT64_FORMAT ", %" G_GINT64_FORMAT
+                            " bytes differ", disk->name, result.first_diff,
+                            result.diff_bytes), FALSE;
+    }
+  if (!run->opts->verify)
+    return TRUE;
+  events_emit ("verified", "disks", qmp_int (run->cookie->disks->len),
+               "elapsed-ms", qmp_int ((g_get_monotonic_time () - start) / 1000), NULL);
+  if (!run->opts->quiet)
+    g_printerr ("blkmig: verified %u disk%s: identical (%.2f s)\n", run->cookie->disks->len,
+                run->cookie->disks->len == 1 ? "" : "s",
+                (g_get_monotonic_time () - start) / 1e6);
   return TRUE;
 }
 
@@ -218,7 +255,8 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
       || !source_migration_status (data, "pre-switchover", run->qmp, error))
     return FALSE;
   run->stopped_us = g_get_monotonic_time ();
-  if (!source_cancel_at_ready (run, cancellable, error))
+  if (!source_cancel_at_ready (run, cancellable, error)
+      || !source_verify (run, cancellable, error))
     return FALSE;
   ended = qmp_event_wait_new (run->qmp, "MIGRATION", "status", ends);
   cont = qmp_client_execute_sync (run->qmp, "migrate-continue",
@@ -227,6 +265,25 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
   return cont != NULL
          && (end = qmp_event_wait_sync (ended, MIGRATION_TIMEOUT_MS, cancellable, error)) != NULL
          && source_migration_status (end, "completed", run->qmp, error);
+}
+
+/* A point-in-time copy; with --verify the guest pauses while the copy is compared. */
+static gboolean
+source_copy (SourceRun *run, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(JsonNode) stop = NULL;
+  g_autoptr(JsonNode) cont = NULL;
+  gboolean ok;
+
+  if (!run->opts->verify)
+    return source_cancel_at_ready (run, cancellable, error);
+  stop = qmp_client_execute_sync (run->qmp, "stop", NULL, cancellable, error);
+  if (stop == NULL)
+    return FALSE;
+  ok = source_cancel_at_ready (run, cancellable, error)
+       && source_verify (run, cancellable, error);
+  cont = qmp_client_execute_sync (run->qmp, "cont", NULL, NULL, ok ? error : NULL);
+  return ok && cont != NULL;
 }
 
 static gboolean
@@ -240,7 +297,7 @@ source_switch (SourceRun *run, const char *uri, gboolean no_migrate,
         return source_run_migration (run, uri, cancellable, error);
       return source_cancel_at_ready (run, cancellable, error);
     case COOKIE_MODE_COPY:
-      return source_cancel_at_ready (run, cancellable, error);
+      return source_copy (run, cancellable, error);
     case COOKIE_MODE_MOVE:
       return job_group_complete_all (run->group, cancellable, error)
              && job_group_wait_ended_sync (run->group, cancellable, error);
@@ -287,7 +344,8 @@ session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
                       const char *migrate_uri, gboolean no_migrate,
                       GCancellable *cancellable, GError **error)
 {
-  SourceRun run = { src, dest, opts, NULL, 0 };
+  SourceRun run = { src, dest, opts, NULL, 0, NULL };
+  g_autoptr(GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
   g_autoptr(JobGroup) group = job_group_new (src);
   g_autoptr(Progress) progress = NULL;
   const char *uri = source_migrate_uri (dest, migrate_uri, no_migrate, error);
@@ -295,7 +353,11 @@ session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
 
   if (uri == NULL && error != NULL && *error != NULL)
     return NULL;
+  if (opts->verify && dest->mode == COOKIE_MODE_MOVE)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--verify works with the live and copy modes, not yet with move"), NULL;
   run.group = group;
+  run.files = files;
   progress = progress_start (group, opts->quiet, opts->progress_ms);
   events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
   ok = source_start_all (&run, cancellable, error)

@@ -10,6 +10,7 @@ typedef struct {
   gint64 speed;             /* mirror rate limit in bytes/s, 0 = none */
   gboolean quiet;           /* no progress lines */
   guint progress_ms;        /* interval between progress lines */
+  gboolean verify;          /* compare source and destination while both are quiescent */
 } SourceOptions;
 
 typedef struct {

@@ -309,6 +309,23 @@ test_phases_abort (Pair *p, gconstpointer data)
   g_assert_true (g_file_test (p->dst_vda, G_FILE_TEST_EXISTS));
 }
 
+/* --verify compares at switchover (live) or with the guest paused (copy). */
+static void
+test_verify (Pair *p, gconstpointer data)
+{
+  const char *mode = data;
+  g_autofree char *err = NULL;
+
+  pair_images (p, "64M");
+  pair_start (p, "incoming");
+  g_assert_cmpint (blkmig_run (NULL, &err, "migrate", "--verify", "--mode", mode, "--source",
+                               p->src->qmp_path, "--dest", p->dst->qmp_path, NULL), ==, 0);
+  g_assert_nonnull (strstr (err, "\nblkmig: verified 2 disks: identical ("));
+  g_assert_true (img_identical (p->src_vda, p->dst_vda));
+  assert_status (p->src, g_str_equal (mode, "live") ? "postmigrate" : "running");
+  assert_clean (p);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -323,6 +340,8 @@ main (int argc, char **argv)
   ADD ("/migrate/sigint-before-ready", test_sigint_before_ready);
   ADD ("/migrate/move-mode", test_move_mode);
   ADD ("/migrate/phases", test_phases);
+  g_test_add ("/migrate/verify-live", Pair, "live", pair_setup, test_verify, pair_teardown);
+  g_test_add ("/migrate/verify-copy", Pair, "copy", pair_setup, test_verify, pair_teardown);
   ADD ("/migrate/phases-tcp-port0", test_phases_tcp_port0);
   ADD ("/migrate/phases-abort", test_phases_abort);
 #undef ADD
