@@ -227,6 +227,7 @@ session_prepare (QmpClient *dst, Cookie *offer, const PrepareOptions *opts,
                         "a live migration needs an incoming URI for the destination"), NULL;
   if (!dest_setup (dst, reply, opts, &server_started, cancellable, error))
     {
+      g_prefix_error (error, "prepare: ");
       session_abort_dest (dst, reply, server_started);
       return NULL;
     }
@@ -300,9 +301,9 @@ dest_detach_created (QmpClient *dst, const Cookie *cookie, GCancellable *cancell
   return TRUE;
 }
 
-gboolean
-session_finish (QmpClient *dst, const Cookie *result, gboolean resume,
-                GCancellable *cancellable, GError **error)
+static gboolean
+dest_finish (QmpClient *dst, const Cookie *result, gboolean resume,
+             GCancellable *cancellable, GError **error)
 {
   gboolean live = result->mode == COOKIE_MODE_LIVE
                   && g_strcmp0 (result->status, "completed") == 0;
@@ -322,4 +323,14 @@ session_finish (QmpClient *dst, const Cookie *result, gboolean resume,
     return TRUE;
   cont = qmp_client_execute_sync (dst, "cont", NULL, cancellable, error);
   return cont != NULL;
+}
+
+gboolean
+session_finish (QmpClient *dst, const Cookie *result, gboolean resume,
+                GCancellable *cancellable, GError **error)
+{
+  if (dest_finish (dst, result, resume, cancellable, error))
+    return TRUE;
+  g_prefix_error (error, "finish: ");
+  return FALSE;
 }

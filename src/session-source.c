@@ -20,9 +20,9 @@ typedef struct {
   GPtrArray *files;           /* per disk: the source image, for --verify */
 } SourceRun;
 
-Cookie *
-session_begin (QmpClient *src, CookieMode mode, const char *const *names,
-               GCancellable *cancellable, GError **error)
+static Cookie *
+source_begin (QmpClient *src, CookieMode mode, const char *const *names,
+              GCancellable *cancellable, GError **error)
 {
   g_autoptr(GPtrArray) disks = disks_query (src, names != NULL && names[0] != NULL, cancellable, error);
   g_autoptr(GPtrArray) chosen = NULL;
@@ -48,6 +48,17 @@ session_begin (QmpClient *src, CookieMode mode, const char *const *names,
       g_ptr_array_add (cookie->disks, cd);
     }
   return g_steal_pointer (&cookie);
+}
+
+Cookie *
+session_begin (QmpClient *src, CookieMode mode, const char *const *names,
+               GCancellable *cancellable, GError **error)
+{
+  Cookie *cookie = source_begin (src, mode, names, cancellable, error);
+
+  if (cookie == NULL)
+    g_prefix_error (error, "begin: ");
+  return cookie;
 }
 
 /* ---- starting the mirrors ----------------------------------------------- */
@@ -362,11 +373,15 @@ session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
   events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
   ok = source_start_all (&run, cancellable, error)
        && job_group_wait_ready_sync (group, cancellable, error);
-  if (ok)
+  if (!ok)
+    g_prefix_error (error, "mirror: ");
+  else
     {
       events_emit ("phase", "phase", qmp_str ("switch"),
                    "mode", qmp_str (cookie_mode_to_string (dest->mode)), NULL);
       ok = source_switch (&run, uri, no_migrate, cancellable, error);
+      if (!ok)
+        g_prefix_error (error, "switch: ");
     }
   g_clear_pointer (&progress, progress_stop);
   if (!ok)

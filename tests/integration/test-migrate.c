@@ -149,7 +149,7 @@ test_unknown_disk (Pair *p, gconstpointer data)
   status = blkmig_run (NULL, &err, "migrate", "--mode", "copy", "--disk", "vdz", "--source",
                        p->src->qmp_path, "--dest", p->dst->qmp_path, NULL);
   g_assert_cmpint (status, ==, 4);
-  g_assert_cmpstr (err, ==, "blkmig migrate: the source has no disk named vdz (disks: vda, vdb)\n");
+  g_assert_cmpstr (err, ==, "blkmig migrate: begin: the source has no disk named vdz (disks: vda, vdb)\n");
   assert_clean (p);
 }
 
@@ -164,7 +164,7 @@ test_wrong_size (Pair *p, gconstpointer data)
   status = blkmig_run (NULL, &err, "migrate", "--mode", "copy", "--source", p->src->qmp_path,
                        "--dest", p->dst->qmp_path, NULL);
   g_assert_cmpint (status, ==, 4);
-  g_assert_nonnull (strstr (err, "vdb: destination target is 32 MiB (33554432 bytes), "
+  g_assert_nonnull (strstr (err, "blkmig migrate: prepare: vdb: destination target is 32 MiB (33554432 bytes), "
                                  "source is 64 MiB (67108864 bytes)"));
   assert_status (p->src, "running");
   assert_clean (p);
