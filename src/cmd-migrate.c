@@ -14,7 +14,7 @@ typedef struct {
   char *mode;
   char *migrate_uri;
   char *create_dir;
-  gint64 speed;
+  MirrorTuning mirror;
   gboolean verify;
 } MigrateArgs;
 
@@ -81,7 +81,7 @@ static gboolean
 migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
                GCancellable *cancellable, GError **error)
 {
-  SourceOptions sopts = { args->speed, common_options.quiet, 2000, args->verify };
+  SourceOptions sopts = { args->mirror, common_options.quiet, 2000, args->verify };
   gint64 finish_start;
 
   run->offer = session_begin (run->src, mode, (const char *const *) args->disks, cancellable,
@@ -113,7 +113,7 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
       "URI for the memory stream (default: a private UNIX socket)", "URI" },
     { "create-dir", 0, 0, G_OPTION_ARG_FILENAME, &args->create_dir,
       "Create targets the destination lacks in DIR (copy and move modes)", "DIR" },
-    { "speed", 0, 0, G_OPTION_ARG_INT64, &args->speed, "Limit each mirror to BYTES per second", "BYTES" },
+    COMMAND_MIRROR_ENTRIES (&args->mirror),
     { "verify", 0, 0, G_OPTION_ARG_NONE, &args->verify,
       "Compare source and destination while both are quiescent (live: at switchover; copy: "
       "the guest pauses for it)", NULL },
@@ -124,7 +124,8 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
   if (!command_parse (&argc, &argv, "", "Migrate a VM's disks (and, in live mode, the VM) "
                       "from the source QEMU to the destination QEMU.", entries, error)
       || !command_require ("--source", args->source, error)
-      || !command_require ("--dest", args->dest, error))
+      || !command_require ("--dest", args->dest, error)
+      || !mirror_tuning_check (&args->mirror, error))
     return FALSE;
   if (!cookie_mode_from_string (args->mode != NULL ? args->mode : "live", mode))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
@@ -141,6 +142,7 @@ migrate_args_clear (MigrateArgs *args)
   g_free (args->mode);
   g_free (args->migrate_uri);
   g_free (args->create_dir);
+  mirror_tuning_clear (&args->mirror);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MigrateArgs, migrate_args_clear)

@@ -17,7 +17,7 @@ typedef struct {
   char *to;
   char *format;
   gboolean delete_source;
-  gint64 speed;
+  MirrorTuning mirror;
 } MoveArgs;
 
 static void
@@ -27,6 +27,7 @@ move_args_clear (MoveArgs *args)
   g_free (args->disk);
   g_free (args->to);
   g_free (args->format);
+  mirror_tuning_clear (&args->mirror);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MoveArgs, move_args_clear)
@@ -74,12 +75,7 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
 
   events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
   ret = qmp_client_execute_sync (run->qmp, "blockdev-mirror",
-                                 qmp_args_new ("job-id", qmp_str (run->job_id),
-                                               "device", qmp_str (device),
-                                               "target", qmp_str (run->node),
-                                               "sync", qmp_str ("full"),
-                                               "speed", args->speed > 0 ? qmp_int (args->speed) : NULL,
-                                               "auto-dismiss", qmp_bool (FALSE), NULL),
+                                 mirror_args_new (run->job_id, device, run->node, &args->mirror),
                                  cancellable, error);
   if (ret == NULL)
     {
@@ -131,7 +127,7 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
       "qcow2 or raw (default: the disk's current format)", "FORMAT" },
     { "delete-source", 0, 0, G_OPTION_ARG_NONE, &args->delete_source,
       "Remove the old image after the pivot", NULL },
-    { "speed", 0, 0, G_OPTION_ARG_INT64, &args->speed, "Limit the mirror to BYTES per second", "BYTES" },
+    COMMAND_MIRROR_ENTRIES (&args->mirror),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -140,7 +136,8 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
                       "this host; the guest then runs on the new image.", entries, error)
       || !command_require ("--qmp", args->qmp, error)
       || !command_require ("--disk", args->disk, error)
-      || !command_require ("--to", args->to, error))
+      || !command_require ("--to", args->to, error)
+      || !mirror_tuning_check (&args->mirror, error))
     return FALSE;
   if (args->format != NULL && !g_str_equal (args->format, "qcow2")
       && !g_str_equal (args->format, "raw"))

@@ -157,14 +157,14 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autofree char *uri = NULL;
   gboolean no_migrate = FALSE;
   gboolean verify = FALSE;
-  gint64 speed = 0;
+  g_auto(MirrorTuning) mirror = { 0 };
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
     { "migrate-uri", 0, 0, G_OPTION_ARG_STRING, &uri,
       "Memory stream URI (default: the destination cookie's)", "URI" },
     { "no-migrate", 0, 0, G_OPTION_ARG_NONE, &no_migrate,
       "Live mode: copy the disks but do not migrate the VM", NULL },
-    { "speed", 0, 0, G_OPTION_ARG_INT64, &speed, "Limit each mirror to BYTES per second", "BYTES" },
+    COMMAND_MIRROR_ENTRIES (&mirror),
     { "verify", 0, 0, G_OPTION_ARG_NONE, &verify,
       "Compare source and destination while both are quiescent", NULL },
     COMMAND_EVENT_ENTRIES,
@@ -173,15 +173,16 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autoptr(QmpClient) qmp = NULL;
   g_autoptr(Cookie) dest = NULL;
   g_autoptr(Cookie) result = NULL;
-  SourceOptions sopts = { 0, FALSE, 2000 };
+  SourceOptions sopts = { { 0 }, FALSE, 2000, FALSE };
 
   if (!phase_parse (argc, argv, "Mirror the source's disks into the destination's exports "
                     "and switch.", entries, &args, error)
       || !perform_check_outputs (&args, error)
+      || !mirror_tuning_check (&mirror, error)
       || (dest = cookie_load (phase_in (&args), COOKIE_KIND_DESTINATION, error)) == NULL
       || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
     return FALSE;
-  sopts.speed = speed;
+  sopts.mirror = mirror;
   sopts.verify = verify;
   sopts.quiet = common_options.quiet;
   result = session_perform (qmp, dest, &sopts, uri, no_migrate, cancellable, error);

@@ -3,6 +3,7 @@
 
 #include <gio/gio.h>
 
+#include "jobs/mirror.h"
 #include "qmp/qmp-client.h"
 
 /* A command parses its own options from argv (argv[0] is its name). */
@@ -28,6 +29,18 @@ typedef struct {
   char *events_path;      /* events as JSON lines into a file */
 } CommonOptions;
 extern CommonOptions common_options;
+
+/* Mirror knobs for the commands that start mirrors (@t: a MirrorTuning *). */
+#define COMMAND_MIRROR_ENTRIES(t) \
+  { "speed", 0, 0, G_OPTION_ARG_INT64, &(t)->speed, \
+    "Limit each mirror to BYTES per second (default: unlimited)", "BYTES" }, \
+  { "buf-size", 0, 0, G_OPTION_ARG_INT64, &(t)->buf_size, \
+    "Bytes each mirror keeps in flight (default: see docs/performance.md)", "BYTES" }, \
+  { "granularity", 0, 0, G_OPTION_ARG_INT64, &(t)->granularity, \
+    "Dirty-tracking granularity, a power of two (default: QEMU's)", "BYTES" }, \
+  { "copy-mode", 0, 0, G_OPTION_ARG_STRING, &(t)->copy_mode, \
+    "background (default) or write-blocking: guest writes wait for the target, so a busy " \
+    "disk still converges", "MODE" }
 
 /* Entries for the commands that report events (long-running ones). */
 #define COMMAND_EVENT_ENTRIES \

@@ -113,13 +113,8 @@ source_start_mirror (SourceRun *run, guint i, DiskInfo *info, GCancellable *canc
   g_autoptr(JsonNode) ret = NULL;
 
   ret = qmp_client_execute_sync (run->qmp, "blockdev-mirror",
-                                 qmp_args_new ("job-id", qmp_str (job_id),
-                                               "device", qmp_str (source_mirror_device (info)),
-                                               "target", qmp_str (node),
-                                               "sync", qmp_str ("full"),
-                                               "speed", run->opts->speed > 0
-                                                 ? qmp_int (run->opts->speed) : NULL,
-                                               "auto-dismiss", qmp_bool (FALSE), NULL),
+                                 mirror_args_new (job_id, source_mirror_device (info), node,
+                                                  &run->opts->mirror),
                                  cancellable, error);
   if (ret == NULL)
     {

@@ -3,11 +3,12 @@
 
 #include "cookie/cookie.h"
 #include "jobs/job-group.h"
+#include "jobs/mirror.h"
 #include "nbd/nbd-server.h"
 #include "qmp/qmp-client.h"
 
 typedef struct {
-  gint64 speed;             /* mirror rate limit in bytes/s, 0 = none */
+  MirrorTuning mirror;      /* speed, buf-size, granularity, copy mode */
   gboolean quiet;           /* no progress lines */
   guint progress_ms;        /* interval between progress lines */
   gboolean verify;          /* compare source and destination while both are quiescent */

@@ -218,7 +218,8 @@ test_schema (void)
                                "--source", src->qmp_path, "--dest", dst->qmp_path, NULL), ==, 0);
   g_assert_cmpint (blkmig_run (NULL, &e2, "move", "--debug", "--qmp", src->qmp_path, "--disk", "vda",
                                "--to", moved, "--format", "raw", NULL), ==, 0);
-  g_assert_cmpint (blkmig_run (NULL, &e3, "migrate", "--debug", "--speed", "1073741824",
+  g_assert_cmpint (blkmig_run (NULL, &e3, "migrate", "--debug", "--speed", "1073741824", "--buf-size", "33554432",
+                               "--granularity", "65536", "--copy-mode", "write-blocking",
                                "--source", src->qmp_path, "--dest", inc->qmp_path, NULL), ==, 0);
   checked = check_trace (&schema, e1, &problem) + check_trace (&schema, e2, &problem)
             + check_trace (&schema, e3, &problem);

@@ -1,0 +1,49 @@
+/* How blkmig starts a mirror job: its tuning knobs and the blockdev-mirror arguments. */
+#include "jobs/mirror.h"
+
+#include "common/error.h"
+#include "qmp/qmp-client.h"
+
+#define MIRROR_MIN_GRANULARITY 512
+#define MIRROR_MAX_GRANULARITY (64 * 1024 * 1024)
+
+void
+mirror_tuning_clear (MirrorTuning *tuning)
+{
+  g_clear_pointer (&tuning->copy_mode, g_free);
+}
+
+gboolean
+mirror_tuning_check (const MirrorTuning *tuning, GError **error)
+{
+  gint64 g = tuning->granularity;
+
+  if (tuning->speed < 0 || tuning->buf_size < 0)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--speed and --buf-size must not be negative"), FALSE;
+  if (g != 0 && (g < MIRROR_MIN_GRANULARITY || g > MIRROR_MAX_GRANULARITY || (g & (g - 1)) != 0))
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--granularity must be a power of two from 512 to 67108864, not %"
+                        G_GINT64_FORMAT, g), FALSE;
+  if (tuning->copy_mode != NULL && !g_str_equal (tuning->copy_mode, "background")
+      && !g_str_equal (tuning->copy_mode, "write-blocking"))
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--copy-mode must be background or write-blocking, not '%s'",
+                        tuning->copy_mode), FALSE;
+  return TRUE;
+}
+
+JsonNode *
+mirror_args_new (const char *job_id, const char *device, const char *target,
+                 const MirrorTuning *tuning)
+{
+  return qmp_args_new ("job-id", qmp_str (job_id),
+                       "device", qmp_str (device),
+                       "target", qmp_str (target),
+                       "sync", qmp_str ("full"),
+                       "speed", tuning->speed > 0 ? qmp_int (tuning->speed) : NULL,
+                       "buf-size", tuning->buf_size > 0 ? qmp_int (tuning->buf_size) : NULL,
+                       "granularity", tuning->granularity > 0 ? qmp_int (tuning->granularity) : NULL,
+                       "copy-mode", tuning->copy_mode != NULL ? qmp_str (tuning->copy_mode) : NULL,
+                       "auto-dismiss", qmp_bool (FALSE), NULL);
+}
