@@ -25,12 +25,14 @@ typedef struct {
   Cookie *offer;
   Cookie *reply;
   Cookie *result;
+  Journal *journal;
   gint64 started_us;
 } MigrateRun;
 
 static void
 migrate_run_clear (MigrateRun *run)
 {
+  g_clear_pointer (&run->journal, journal_free);
   g_clear_pointer (&run->result, cookie_free);
   g_clear_pointer (&run->reply, cookie_free);
   g_clear_pointer (&run->offer, cookie_free);
@@ -48,7 +50,7 @@ migrate_prepare (MigrateRun *run, const MigrateArgs *args, GCancellable *cancell
   g_autofree char *nbd = g_build_filename (run->private_dir, "nbd.sock", NULL);
   g_autofree char *mig = g_strdup_printf ("unix:%s/migrate.sock", run->private_dir);
   PrepareOptions opts = { { nbd, NULL, 0 }, args->create_dir,
-                          args->migrate_uri != NULL ? args->migrate_uri : mig };
+                          args->migrate_uri != NULL ? args->migrate_uri : mig, run->journal };
 
   run->reply = session_prepare (run->dst, run->offer, &opts, cancellable, error);
   return run->reply != NULL && cookie_check_reply (run->offer, run->reply, error);
@@ -81,12 +83,19 @@ static gboolean
 migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
                GCancellable *cancellable, GError **error)
 {
-  SourceOptions sopts = { args->mirror, common_options.quiet, 2000, args->verify };
+  SourceOptions sopts = { args->mirror, common_options.quiet, 2000, args->verify, NULL };
   gint64 finish_start;
 
   run->offer = session_begin (run->src, mode, (const char *const *) args->disks, cancellable,
                               error);
-  if (run->offer == NULL || !migrate_prepare (run, args, cancellable, error))
+  if (run->offer == NULL)
+    return FALSE;
+  run->journal = journal_new (run->offer->id, "migrate");
+  run->journal->source_qmp = g_strdup (args->source);
+  run->journal->dest_qmp = g_strdup (args->dest);
+  sopts.journal = run->journal;
+  if (!session_journal (run->journal, "begin", run->offer, error)
+      || !migrate_prepare (run, args, cancellable, error))
     return FALSE;
   run->result = session_perform (run->src, run->reply, &sopts, args->migrate_uri, FALSE,
                                  cancellable, error);
@@ -95,8 +104,28 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   finish_start = g_get_monotonic_time ();
   if (!session_finish (run->dst, run->result, FALSE, cancellable, error))
     return FALSE;
+  journal_remove (run->journal);
   migrate_summary (run, g_get_monotonic_time () - finish_start);
   return TRUE;
+}
+
+/* After a rollback: the journal goes when both sides could be cleaned, else it
+ * stays for `blkmig recover`, and the error says so. */
+static void
+migrate_close_journal (MigrateRun *run, GError **error)
+{
+  if (run->journal == NULL)
+    return;
+  if (qmp_client_get_state (run->src) == QMP_STATE_READY
+      && qmp_client_get_state (run->dst) == QMP_STATE_READY)
+    journal_remove (run->journal);
+  else if (error != NULL && *error != NULL)
+    {
+      char *message = g_strdup_printf ("%s (a side was unreachable: run blkmig recover --id %s)",
+                                       (*error)->message, run->journal->id);
+      g_free ((*error)->message);
+      (*error)->message = message;
+    }
 }
 
 static gboolean
@@ -166,5 +195,6 @@ cmd_migrate (int argc, char **argv, GCancellable *cancellable, GError **error)
   /* perform already rolled the source back; the destination is ours to clean. */
   if (run.reply != NULL)
     session_abort (run.dst, run.reply);
+  migrate_close_journal (&run, error);
   return FALSE;
 }

@@ -6,6 +6,7 @@
 #include "src/commands.h"
 #include "src/disks.h"
 #include "src/events.h"
+#include "src/journal.h"
 #include "src/progress.h"
 #include "src/util.h"
 
@@ -38,6 +39,7 @@ typedef struct {
   char *node;                 /* our node for the new image */
   char *job_id;
   gboolean created;
+  Journal *journal;
 } MoveRun;
 
 static gboolean
@@ -50,6 +52,9 @@ move_open_target (MoveRun *run, const MoveArgs *args, const char *format,
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
                         "%s: %s already exists; move creates its target",
                         run->disk->name, args->to), FALSE;
+  journal_add_created (run->journal, args->to);
+  if (!journal_write (run->journal, "mirror", error))
+    return FALSE;
   if (!util_image_create (args->to, format, run->disk->virtual_size, cancellable, error))
     return FALSE;
   run->created = TRUE;
@@ -85,8 +90,11 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
   if (!job_group_wait_ready_sync (group, cancellable, error))
     return FALSE;
   events_emit ("phase", "phase", qmp_str ("switch"), "mode", qmp_str ("move"), NULL);
-  return job_group_complete_all (group, cancellable, error)
-         && job_group_wait_ended_sync (group, cancellable, error);
+  /* Like vdsm's ILLEGAL leaf: from here on the new image may be the one in use. */
+  return journal_write (run->journal, "superseded", error)
+         && job_group_complete_all (group, cancellable, error)
+         && job_group_wait_ended_sync (group, cancellable, error)
+         && journal_write (run->journal, "pivoted", error);
 }
 
 /* After the pivot: drop the old node if the monitor still holds it, then the file. */
@@ -139,11 +147,29 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
       || !command_require ("--to", args->to, error)
       || !mirror_tuning_check (&args->mirror, error))
     return FALSE;
+  /* After READY every guest write then reaches both images, so once the pivot is
+   * asked for, the new image is never behind the old one (see reconcile). */
+  if (args->mirror.copy_mode == NULL)
+    args->mirror.copy_mode = g_strdup ("write-blocking");
   if (args->format != NULL && !g_str_equal (args->format, "qcow2")
       && !g_str_equal (args->format, "raw"))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                         "--format must be qcow2 or raw, not '%s'", args->format), FALSE;
   return TRUE;
+}
+
+static Journal *
+move_journal_new (const char *tag, const MoveArgs *args, const MoveRun *run)
+{
+  Journal *journal = journal_new (tag, "move");
+
+  journal->source_qmp = g_strdup (args->qmp);
+  journal->disk = g_strdup (run->disk->name);
+  journal->old_image = g_strdup (run->disk->file);
+  journal->new_image = g_strdup (args->to);
+  journal->new_node = g_strdup (run->node);
+  journal->job = g_strdup (run->job_id);
+  return journal;
 }
 
 gboolean
@@ -158,6 +184,7 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
   const char *const *names;
   g_autoptr(GPtrArray) chosen = NULL;
   g_autoptr(QmpClient) qmp = NULL;
+  g_autoptr(Journal) journal = NULL;
   MoveRun run = { 0 };
 
   if (!move_parse (argc, argv, &args, error)
@@ -171,6 +198,7 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
   run.disk = chosen->pdata[0];
   run.node = node = g_strdup_printf ("blkmig%.8sm0", tag);
   run.job_id = job_id = g_strdup_printf ("blkmig-%.8s-move", tag);
+  run.journal = journal = move_journal_new (tag, &args, &run);
   group = job_group_new (run.qmp);
   if (move_open_target (&run, &args, args.format != NULL ? args.format : run.disk->format,
                         cancellable, error)
@@ -178,10 +206,13 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
     {
       if (args.delete_source)
         move_delete_source (&run);
+      journal_remove (journal);
       events_emit ("completed", "status", qmp_str ("moved"), "disk", qmp_str (run.disk->name),
                    "file", qmp_str (args.to), NULL);
       return TRUE;
     }
   move_rollback (&run, group, args.to);
+  if (qmp_client_get_state (qmp) == QMP_STATE_READY)
+    journal_remove (journal);
   return FALSE;
 }

@@ -1,6 +1,8 @@
 /* The phase commands for migration hooks: begin, prepare, perform, finish, abort. */
 #include <stdio.h>
 
+#include <glib/gstdio.h>
+
 #include "common/error.h"
 #include "src/commands.h"
 #include "src/session.h"
@@ -116,6 +118,7 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   PrepareOptions opts = { { 0 }, NULL, NULL };
   g_autoptr(Cookie) offer = NULL;
   g_autoptr(Cookie) reply = NULL;
+  g_autoptr(Journal) journal = NULL;
   gboolean ok;
 
   if (!phase_parse (argc, argv, "Export the destination's targets for a source cookie.",
@@ -132,10 +135,16 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   opts.listen = ep;
   opts.create_dir = create_dir;
   opts.incoming_uri = incoming;
+  opts.journal = journal = journal_new (offer->id, "prepare");
+  journal->dest_qmp = g_strdup (args.qmp);
   reply = session_prepare (qmp, offer, &opts, cancellable, error);
-  ok = reply != NULL && cookie_save (reply, phase_out (&args), error);
+  /* the exports stay until finish or abort, and so does the journal */
+  ok = reply != NULL && session_journal (journal, "prepared", reply, error)
+       && cookie_save (reply, phase_out (&args), error);
   if (reply != NULL && !ok)
     session_abort (qmp, reply);
+  if (!ok && qmp_client_get_state (qmp) == QMP_STATE_READY)
+    journal_remove (journal);
   return ok;
 }
 
@@ -173,6 +182,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autoptr(QmpClient) qmp = NULL;
   g_autoptr(Cookie) dest = NULL;
   g_autoptr(Cookie) result = NULL;
+  g_autoptr(Journal) journal = NULL;
   SourceOptions sopts = { { 0 }, FALSE, 2000, FALSE };
 
   if (!phase_parse (argc, argv, "Mirror the source's disks into the destination's exports "
@@ -185,7 +195,11 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   sopts.mirror = mirror;
   sopts.verify = verify;
   sopts.quiet = common_options.quiet;
+  sopts.journal = journal = journal_new (dest->id, "perform");
+  journal->source_qmp = g_strdup (args.qmp);
   result = session_perform (qmp, dest, &sopts, uri, no_migrate, cancellable, error);
+  if (result != NULL || qmp_client_get_state (qmp) == QMP_STATE_READY)
+    journal_remove (journal);  /* done, or rolled back */
   return result != NULL && cookie_save (result, phase_out (&args), error);
 }
 
@@ -208,7 +222,31 @@ cmd_finish (int argc, char **argv, GCancellable *cancellable, GError **error)
       || (result = cookie_load (phase_in (&args), COOKIE_KIND_RESULT, error)) == NULL
       || (qmp = qmp_client_connect_sync (args.qmp, "destination", cancellable, error)) == NULL)
     return FALSE;
-  return session_finish (qmp, result, resume, cancellable, error);
+  if (!session_finish (qmp, result, resume, cancellable, error))
+    return FALSE;
+  journal_forget (result->id, "prepare");
+  return TRUE;
+}
+
+/* This side's journals of migration @id: the ones that name @qmp. */
+static void
+phase_forget_journals (const char *id, const char *qmp)
+{
+  static const char *const commands[] = { "prepare", "perform", NULL };
+
+  for (gsize i = 0; commands[i] != NULL; i++)
+    {
+      g_autoptr(Journal) journal = journal_new (id, commands[i]);
+      g_autoptr(Journal) stored = journal_load (journal->path, NULL);
+
+      if (stored == NULL || (g_strcmp0 (stored->source_qmp, qmp) != 0
+                             && g_strcmp0 (stored->dest_qmp, qmp) != 0))
+        continue;
+      /* a source cookie does not know the targets prepare created; its journal does */
+      for (guint k = 0; k < stored->created->len; k++)
+        g_unlink (stored->created->pdata[k]);
+      journal_remove (stored);
+    }
 }
 
 gboolean
@@ -227,5 +265,6 @@ cmd_abort (int argc, char **argv, GCancellable *cancellable, GError **error)
       || (qmp = qmp_client_connect_sync (args.qmp, "qemu", cancellable, error)) == NULL)
     return FALSE;
   session_abort (qmp, cookie);
+  phase_forget_journals (cookie->id, args.qmp);
   return TRUE;
 }

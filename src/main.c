@@ -83,6 +83,9 @@ report_error (const char *command, const GError *error)
 
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     message = g_strdup ("interrupted by a signal; what it had started was undone");
+  else if (g_str_has_prefix (error->message, command)
+           && g_str_has_prefix (error->message + strlen (command), ": "))
+    message = g_strdup (error->message + strlen (command) + 2);  /* "prepare: prepare: " */
   else
     message = g_strdup (error->message);
   g_printerr ("blkmig %s: %s\n", command, message);

@@ -63,7 +63,9 @@ dest_plan_disk (Cookie *reply, guint i, GPtrArray *dst_disks, const PrepareOptio
                           : " and no --create-dir was given"), FALSE;
   disk->target_path = dest_target_path (opts->create_dir, disk);
   disk->target_node = session_node_name (reply, 'd', i);
-  if (!g_file_test (disk->target_path, G_FILE_TEST_EXISTS))
+  /* Marked before it exists, so the journal already says what to remove. */
+  disk->created = !g_file_test (disk->target_path, G_FILE_TEST_EXISTS);
+  if (disk->created)
     return TRUE;
   return util_image_size (disk->target_path, &size, cancellable, error)
          && dest_check_size (disk, size, disk->target_path, error);
@@ -77,13 +79,9 @@ dest_open_file_target (QmpClient *dst, CookieDisk *disk, GCancellable *cancellab
 {
   g_autoptr(JsonNode) ret = NULL;
 
-  if (!g_file_test (disk->target_path, G_FILE_TEST_EXISTS))
-    {
-      if (!util_image_create (disk->target_path, disk->format, disk->virtual_size,
-                              cancellable, error))
-        return FALSE;
-      disk->created = TRUE;
-    }
+  if (disk->created && !util_image_create (disk->target_path, disk->format,
+                                           disk->virtual_size, cancellable, error))
+    return FALSE;
   ret = qmp_client_execute_sync (dst, "blockdev-add",
                                  qmp_args_new ("driver", qmp_str (disk->format),
                                                "node-name", qmp_str (disk->target_node),
@@ -162,6 +160,25 @@ dest_start_incoming (QmpClient *dst, Cookie *reply, const char *uri,
   return TRUE;
 }
 
+/* The reply is not a complete destination cookie yet: the journal gets its source
+ * part and, separately, the files about to be created. */
+static gboolean
+dest_journal_plan (Journal *journal, Cookie *reply, GError **error)
+{
+  gboolean ok;
+
+  for (guint i = 0; journal != NULL && i < reply->disks->len; i++)
+    {
+      CookieDisk *disk = reply->disks->pdata[i];
+      if (disk->created)
+        journal_add_created (journal, disk->target_path);
+    }
+  reply->kind = COOKIE_KIND_SOURCE;
+  ok = session_journal (journal, "prepare", reply, error);
+  reply->kind = COOKIE_KIND_DESTINATION;
+  return ok;
+}
+
 static gboolean
 dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean *server_started,
             GCancellable *cancellable, GError **error)
@@ -178,6 +195,8 @@ dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean 
   for (guint i = 0; i < reply->disks->len; i++)
     if (!dest_plan_disk (reply, i, dst_disks, opts, cancellable, error))
       return FALSE;
+  if (!dest_journal_plan (opts->journal, reply, error))
+    return FALSE;
   ok = nbd_server_start (dst, &ep, cancellable, error);
   *server_started = ok;
   if (ok)

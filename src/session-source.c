@@ -355,6 +355,8 @@ session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
   g_autoptr(JobGroup) group = job_group_new (src);
   g_autoptr(Progress) progress = NULL;
   const char *uri = source_migrate_uri (dest, migrate_uri, no_migrate, error);
+  g_autoptr(GError) journal_error = NULL;
+  Cookie *result;
   gboolean ok;
 
   if (uri == NULL && error != NULL && *error != NULL)
@@ -366,7 +368,8 @@ session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
   run.files = files;
   progress = progress_start (group, opts->quiet, opts->progress_ms);
   events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
-  ok = source_start_all (&run, cancellable, error)
+  ok = session_journal (opts->journal, "mirror", dest, error)
+       && source_start_all (&run, cancellable, error)
        && job_group_wait_ready_sync (group, cancellable, error);
   if (!ok)
     g_prefix_error (error, "mirror: ");
@@ -374,7 +377,8 @@ session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
     {
       events_emit ("phase", "phase", qmp_str ("switch"),
                    "mode", qmp_str (cookie_mode_to_string (dest->mode)), NULL);
-      ok = source_switch (&run, uri, no_migrate, cancellable, error);
+      ok = session_journal (opts->journal, "switch", dest, error)
+           && source_switch (&run, uri, no_migrate, cancellable, error);
       if (!ok)
         g_prefix_error (error, "switch: ");
     }
@@ -384,5 +388,8 @@ session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
       session_abort (src, dest);
       return NULL;
     }
-  return source_result (&run, dest->mode == COOKIE_MODE_LIVE && !no_migrate, error);
+  result = source_result (&run, dest->mode == COOKIE_MODE_LIVE && !no_migrate, error);
+  if (result != NULL && !session_journal (opts->journal, result->status, result, &journal_error))
+    g_printerr ("blkmig: warning: %s\n", journal_error->message);
+  return result;
 }

@@ -40,6 +40,19 @@ session_owns (const Cookie *cookie, const char *name)
 }
 
 gboolean
+session_journal (Journal *journal, const char *step, const Cookie *cookie, GError **error)
+{
+  g_autofree char *text = NULL;
+
+  if (journal == NULL)
+    return TRUE;
+  text = cookie_to_string (cookie);
+  g_clear_pointer (&journal->cookie, cookie_free);
+  journal->cookie = cookie_parse (text, -1, COOKIE_KIND_SOURCE, error);
+  return journal->cookie != NULL && journal_write (journal, step, error);
+}
+
+gboolean
 session_set_capabilities (QmpClient *qmp, const char *const *caps, GCancellable *cancellable,
                           GError **error)
 {
@@ -176,9 +189,7 @@ session_abort (QmpClient *qmp, const Cookie *cookie)
   if (qmp_client_get_state (qmp) != QMP_STATE_READY)
     return;
   session_abort_jobs (qmp, cookie);
-  if (cookie->kind >= COOKIE_KIND_DESTINATION)
-    session_abort_dest (qmp, cookie, FALSE);
-  else
-    session_abort_nodes (qmp, cookie);
+  /* Export names carry the migration id, so any cookie finds the destination's. */
+  session_abort_dest (qmp, cookie, FALSE);
   session_abort_migration (qmp);
 }

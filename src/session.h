@@ -6,18 +6,21 @@
 #include "jobs/mirror.h"
 #include "nbd/nbd-server.h"
 #include "qmp/qmp-client.h"
+#include "src/journal.h"
 
 typedef struct {
   MirrorTuning mirror;      /* speed, buf-size, granularity, copy mode */
   gboolean quiet;           /* no progress lines */
   guint progress_ms;        /* interval between progress lines */
   gboolean verify;          /* compare source and destination while both are quiescent */
+  Journal *journal;         /* steps are recorded here before they happen; may be NULL */
 } SourceOptions;
 
 typedef struct {
   NbdEndpoint listen;       /* where the NBD server listens */
   char *create_dir;         /* create missing targets here (copy/move only) */
   char *incoming_uri;       /* migrate-incoming URI (live only) */
+  Journal *journal;         /* may be NULL */
 } PrepareOptions;
 
 /* Begin: the source cookie for the selected disks (all when @disks is empty). */
@@ -47,6 +50,10 @@ gboolean session_finish (QmpClient *dst, const Cookie *result, gboolean resume,
 /* Abort: best-effort cleanup of whatever this migration left on the QEMU behind
  * @qmp, on either side: jobs, NBD client nodes, exports, server, created files. */
 void session_abort (QmpClient *qmp, const Cookie *cookie);
+
+/* Records @step with a copy of @cookie in @journal (a no-op without a journal). */
+gboolean session_journal (Journal *journal, const char *step, const Cookie *cookie,
+                          GError **error);
 
 /* Names derived from the migration id, shared by both sides. */
 char *session_job_id (const Cookie *cookie, guint index);

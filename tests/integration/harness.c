@@ -128,6 +128,11 @@ rig_new (void)
 
   rig->dir = g_dir_make_tmp ("blkmig-test-XXXXXX", &error);
   g_assert_no_error (error);
+  {
+    /* blkmig's journals go here, not into the machine's state directory */
+    g_autofree char *state = g_build_filename (rig->dir, "state", NULL);
+    g_setenv ("BLKMIG_STATE_DIR", state, TRUE);
+  }
   rig->vms = g_ptr_array_new ();
   return rig;
 }
@@ -136,6 +141,19 @@ char *
 rig_path (Rig *rig, const char *name)
 {
   return g_build_filename (rig->dir, name, NULL);
+}
+
+guint
+rig_count_journals (Rig *rig)
+{
+  g_autofree char *state = g_build_filename (rig->dir, "state", NULL);
+  g_autoptr(GDir) d = g_dir_open (state, 0, NULL);
+  guint n = 0;
+  const char *name;
+
+  while (d != NULL && (name = g_dir_read_name (d)) != NULL)
+    n += g_str_has_suffix (name, ".json");
+  return n;
 }
 
 static void

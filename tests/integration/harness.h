@@ -28,6 +28,8 @@ Rig *rig_new (void);
 void rig_free (Rig *rig);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (Rig, rig_free)
 char *rig_path (Rig *rig, const char *name);
+/* How many journals blkmig left in the rig's state directory. */
+guint rig_count_journals (Rig *rig);
 /* "kvm" when /dev/kvm works, else "tcg". */
 const char *rig_accel (void);
 

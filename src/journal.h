@@ -1,0 +1,45 @@
+/* The crash-safe journal: what a command is about to do, written before it does it. */
+#pragma once
+
+#include "cookie/cookie.h"
+
+/* What one journal file says.  Steps, in order, for each kind of command:
+ *   migrate/perform: begin → prepare → mirror → switch → migrated|copied|moved → done
+ *   prepare:         prepare → prepared
+ *   move:            mirror → superseded (old leaf marked, pivot about to be asked) →
+ *                    pivoted → done */
+typedef struct {
+  char *path;
+  char *id;                /* migration id (or the move's random id) */
+  char *command;           /* "migrate", "perform", "prepare", "move" */
+  char *step;
+  char *source_qmp;        /* QMP sockets of the sides this process drove */
+  char *dest_qmp;
+  Cookie *cookie;          /* the newest cookie, NULL for move */
+  GPtrArray *created;      /* files blkmig created or is about to create */
+  /* move */
+  char *disk;
+  char *old_image;         /* the leaf the guest ran on */
+  char *new_image;         /* the target blkmig created */
+  char *new_node;
+  char *job;
+} Journal;
+
+void journal_free (Journal *journal);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (Journal, journal_free)
+
+/* $BLKMIG_STATE_DIR, else /var/lib/blkmig as root, else $XDG_STATE_HOME/blkmig. */
+char *journal_dir (void);
+Journal *journal_new (const char *id, const char *command);
+void journal_add_created (Journal *journal, const char *path);
+/* Records @step (and the journal's current fields) atomically: temp file, fsync,
+ * rename, fsync of the directory.  For tests, BLKMIG_TEST_KILL_AT=STEP makes the
+ * process SIGKILL itself right after STEP is on disk. */
+gboolean journal_write (Journal *journal, const char *step, GError **error);
+/* The operation ended (done or fully rolled back): the journal goes away. */
+void journal_remove (Journal *journal);
+/* Removes the journal @command wrote for migration @id, if there is one. */
+void journal_forget (const char *id, const char *command);
+Journal *journal_load (const char *path, GError **error);
+/* Every journal in journal_dir(), oldest first. */
+GPtrArray *journal_load_all (GError **error);
