@@ -229,23 +229,48 @@ cmd_finish (int argc, char **argv, GCancellable *cancellable, GError **error)
 }
 
 /* This side's journals of migration @id: the ones that name @qmp. */
-static void
-phase_forget_journals (const char *id, const char *qmp)
+static GPtrArray *
+phase_side_journals (const char *id, const char *qmp)
 {
   static const char *const commands[] = { "prepare", "perform", NULL };
+  GPtrArray *found = g_ptr_array_new_with_free_func ((GDestroyNotify) journal_free);
 
   for (gsize i = 0; commands[i] != NULL; i++)
     {
       g_autoptr(Journal) journal = journal_new (id, commands[i]);
-      g_autoptr(Journal) stored = journal_load (journal->path, NULL);
+      Journal *stored = journal_load (journal->path, NULL);
 
-      if (stored == NULL || (g_strcmp0 (stored->source_qmp, qmp) != 0
-                             && g_strcmp0 (stored->dest_qmp, qmp) != 0))
-        continue;
-      /* a source cookie does not know the targets prepare created; its journal does */
-      for (guint k = 0; k < stored->created->len; k++)
-        g_unlink (stored->created->pdata[k]);
-      journal_remove (stored);
+      if (stored != NULL && (g_strcmp0 (stored->source_qmp, qmp) == 0
+                             || g_strcmp0 (stored->dest_qmp, qmp) == 0))
+        g_ptr_array_add (found, stored);
+      else
+        journal_free (stored);
+    }
+  return found;
+}
+
+/* Undoes this side with the richest cookie at hand (prepare's journal knows the
+ * exports, sockets and created targets even when the caller has only the
+ * source cookie), then drops this side's journals. */
+static void
+phase_abort_side (QmpClient *qmp, const char *qmp_path, const Cookie *cookie)
+{
+  g_autoptr(GPtrArray) journals = phase_side_journals (cookie->id, qmp_path);
+  const Cookie *best = cookie;
+
+  for (guint i = 0; i < journals->len; i++)
+    {
+      Journal *journal = journals->pdata[i];
+      if (journal->cookie != NULL && journal->cookie->kind > best->kind)
+        best = journal->cookie;
+    }
+  session_abort (qmp, best);
+  for (guint i = 0; i < journals->len; i++)
+    {
+      Journal *journal = journals->pdata[i];
+      for (guint k = 0; k < journal->created->len; k++)
+        g_unlink (journal->created->pdata[k]);
+      journal_remove (journal);
     }
 }
 
@@ -264,7 +289,6 @@ cmd_abort (int argc, char **argv, GCancellable *cancellable, GError **error)
       || (cookie = cookie_load (phase_in (&args), COOKIE_KIND_SOURCE, error)) == NULL
       || (qmp = qmp_client_connect_sync (args.qmp, "qemu", cancellable, error)) == NULL)
     return FALSE;
-  session_abort (qmp, cookie);
-  phase_forget_journals (cookie->id, args.qmp);
+  phase_abort_side (qmp, args.qmp, cookie);
   return TRUE;
 }
