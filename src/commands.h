@@ -19,6 +19,7 @@ gboolean cmd_abort (int argc, char **argv, GCancellable *cancellable, GError **e
 gboolean cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_list (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_verify (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_recover (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_qmp (int argc, char **argv, GCancellable *cancellable, GError **error);
 
 /* Options every command accepts. */

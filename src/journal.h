@@ -4,10 +4,12 @@
 #include "cookie/cookie.h"
 
 /* What one journal file says.  Steps, in order, for each kind of command:
- *   migrate/perform: begin → prepare → mirror → switch → migrated|copied|moved → done
- *   prepare:         prepare → prepared
- *   move:            mirror → superseded (old leaf marked, pivot about to be asked) →
- *                    pivoted → done */
+ *   migrate: begin → prepare → mirror → switch → [pre-switchover] →
+ *            completed|copied|moved (then the journal goes)
+ *   perform: mirror → switch → [pre-switchover] → (gone)
+ *   prepare: prepare → prepared (gone after finish or abort)
+ *   move:    mirror → superseded (old leaf marked, pivot about to be asked) →
+ *            pivoted (then the journal goes) */
 typedef struct {
   char *path;
   char *id;                /* migration id (or the move's random id) */

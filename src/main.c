@@ -24,6 +24,7 @@ static const struct {
   { "move", cmd_move, "move one disk to new storage on the same host, live" },
   { "list", cmd_list, "show a running QEMU's disks and block jobs" },
   { "verify", cmd_verify, "compare two disks (images or NBD URIs); exit 0 only if identical" },
+  { "recover", cmd_recover, "finish or roll back what an interrupted blkmig left (its journal)" },
   { "qmp", cmd_qmp, "run one QMP command and print its reply (for scripts)" },
 };
 

@@ -261,7 +261,8 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
       || !source_migration_status (data, "pre-switchover", run->qmp, error))
     return FALSE;
   run->stopped_us = g_get_monotonic_time ();
-  if (!source_cancel_at_ready (run, cancellable, error)
+  if (!session_journal (run->opts->journal, "pre-switchover", run->cookie, error)
+      || !source_cancel_at_ready (run, cancellable, error)
       || !source_verify (run, cancellable, error))
     return FALSE;
   ended = qmp_event_wait_new (run->qmp, "MIGRATION", "status", ends);

@@ -184,6 +184,17 @@ session_abort_dest (QmpClient *dst, const Cookie *cookie, gboolean stop_server)
 }
 
 void
+session_abort_blockdevs (QmpClient *qmp, const char *id)
+{
+  Cookie owner = { .id = (char *) id };
+
+  if (qmp_client_get_state (qmp) != QMP_STATE_READY)
+    return;
+  session_abort_jobs (qmp, &owner);
+  session_abort_nodes (qmp, &owner);
+}
+
+void
 session_abort (QmpClient *qmp, const Cookie *cookie)
 {
   if (qmp_client_get_state (qmp) != QMP_STATE_READY)

@@ -59,6 +59,8 @@ gboolean session_journal (Journal *journal, const char *step, const Cookie *cook
 char *session_job_id (const Cookie *cookie, guint index);
 char *session_node_name (const Cookie *cookie, char kind, guint index);
 
+/* Only the block jobs and nodes whose names carry @id (a move has no migration). */
+void session_abort_blockdevs (QmpClient *qmp, const char *id);
 /* The destination half of session_abort; @stop_server also when no export of
  * ours is left (prepare's own rollback). */
 void session_abort_dest (QmpClient *dst, const Cookie *cookie, gboolean stop_server);

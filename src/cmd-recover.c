@@ -1,0 +1,246 @@
+/* blkmig recover: finish or roll back what a killed blkmig left, from its journal. */
+#include <glib/gstdio.h>
+#include <stdio.h>
+
+#include "common/error.h"
+#include "src/commands.h"
+#include "src/disks.h"
+#include "src/session.h"
+
+typedef struct {
+  char *id;
+  gboolean all;
+  char **qmp;                 /* overrides: source first, then destination */
+} RecoverArgs;
+
+/* The sockets to use: the command line's, else the ones the journal recorded. */
+static QmpClient *
+recover_connect (const RecoverArgs *args, guint index, const char *recorded, const char *label)
+{
+  const char *path = args->qmp != NULL && g_strv_length (args->qmp) > index
+                     ? args->qmp[index] : recorded;
+  g_autoptr(GError) error = NULL;
+  QmpClient *qmp;
+
+  if (path == NULL)
+    return NULL;
+  qmp = qmp_client_connect_sync (path, label, NULL, &error);
+  if (qmp == NULL && !common_options.quiet)
+    g_printerr ("blkmig: %s\n", error->message);
+  return qmp;
+}
+
+static const char *
+recover_migration_status (QmpClient *qmp)
+{
+  g_autoptr(JsonNode) info = qmp != NULL
+      ? qmp_client_execute_sync (qmp, "query-migrate", NULL, NULL, NULL) : NULL;
+  static char status[32];
+
+  g_strlcpy (status, info != NULL ? json_object_get_string_member_with_default (
+                 json_node_get_object (info), "status", "none") : "unknown", sizeof status);
+  return status;
+}
+
+/* A result cookie for finish, from the newest cookie the journal holds. */
+static Cookie *
+recover_result (const Journal *journal, const char *status)
+{
+  g_autofree char *text = cookie_to_string (journal->cookie);
+  Cookie *result = cookie_parse (text, -1, COOKIE_KIND_DESTINATION, NULL);
+
+  if (result == NULL)
+    return NULL;
+  result->kind = COOKIE_KIND_RESULT;
+  g_free (result->status);
+  result->status = g_strdup (status);
+  result->downtime_ms = -1;
+  return result;
+}
+
+static void
+recover_unlink_created (const Journal *journal)
+{
+  for (guint i = 0; i < journal->created->len; i++)
+    g_unlink (journal->created->pdata[i]);
+}
+
+/* Rolls back every side we can reach; FALSE if a side that may hold our state
+ * could not be reached (the journal then stays). */
+static gboolean
+recover_rollback (const Journal *journal, QmpClient *src, QmpClient *dst, const char **done)
+{
+  if (src != NULL)
+    session_abort (src, journal->cookie);
+  if (dst != NULL)
+    session_abort (dst, journal->cookie);
+  if ((journal->source_qmp != NULL && src == NULL) || (journal->dest_qmp != NULL && dst == NULL))
+    return *done = "a QEMU could not be reached: nothing removed there", FALSE;
+  recover_unlink_created (journal);
+  *done = "rolled back: the source runs on its own disks";
+  return TRUE;
+}
+
+static gboolean
+recover_finish (const Journal *journal, QmpClient *src, QmpClient *dst, const char *status,
+                const char **done, GError **error)
+{
+  g_autoptr(Cookie) result = recover_result (journal, status);
+
+  if (result == NULL || dst == NULL)
+    return *done = "completed, but the destination could not be finished", FALSE;
+  if (src != NULL)
+    session_abort (src, journal->cookie);  /* leftovers only: nothing is running */
+  if (!session_finish (dst, result, FALSE, NULL, error))
+    return *done = "completed, but finishing the destination failed", FALSE;
+  *done = "had completed: the destination was finished";
+  return TRUE;
+}
+
+static gboolean
+recover_migration (const RecoverArgs *args, const Journal *journal, const char **done,
+                   GError **error)
+{
+  g_autoptr(QmpClient) src = recover_connect (args, 0, journal->source_qmp, "source");
+  g_autoptr(QmpClient) dst = recover_connect (args, 1, journal->dest_qmp, "destination");
+  const char *status = recover_migration_status (src);
+
+  if (journal->cookie == NULL)
+    return recover_rollback (journal, src, dst, done);
+  if (g_str_equal (status, "completed") || g_str_equal (journal->step, "completed"))
+    return recover_finish (journal, src, dst, "completed", done, error);
+  if (g_str_equal (journal->step, "copied") || g_str_equal (journal->step, "moved"))
+    return recover_finish (journal, src, dst, journal->step, done, error);
+  return recover_rollback (journal, src, dst, done);
+}
+
+/* perform's journal: the source only. */
+static gboolean
+recover_source (const RecoverArgs *args, const Journal *journal, const char **done)
+{
+  g_autoptr(QmpClient) src = recover_connect (args, 0, journal->source_qmp, "source");
+
+  if (src == NULL)
+    return *done = "the source could not be reached", FALSE;
+  session_abort (src, journal->cookie);
+  *done = g_str_equal (recover_migration_status (src), "completed")
+          ? "had completed: leftovers removed from the source"
+          : "rolled back: the source runs on its own disks";
+  return TRUE;
+}
+
+/* prepare's journal: the destination only. */
+static gboolean
+recover_destination (const RecoverArgs *args, const Journal *journal, const char **done,
+                     GError **error)
+{
+  g_autoptr(QmpClient) dst = recover_connect (args, 0, journal->dest_qmp, "destination");
+
+  if (dst == NULL)
+    return *done = "the destination could not be reached", FALSE;
+  if (g_str_equal (recover_migration_status (dst), "completed")
+      && journal->cookie->kind >= COOKIE_KIND_DESTINATION)
+    return recover_finish (journal, NULL, dst, "completed", done, error);
+  session_abort (dst, journal->cookie);
+  recover_unlink_created (journal);
+  *done = "rolled back: exports, NBD server and created targets removed";
+  return TRUE;
+}
+
+static gboolean
+recover_move (const RecoverArgs *args, const Journal *journal, const char **done,
+              GError **error)
+{
+  g_autoptr(QmpClient) qmp = recover_connect (args, 0, journal->source_qmp, "qemu");
+  g_autoptr(GPtrArray) disks = NULL;
+  DiskInfo *disk;
+
+  if (qmp == NULL)
+    return *done = "the VM's QEMU could not be reached (offline: use blkmig reconcile)", FALSE;
+  disks = disks_query (qmp, TRUE, NULL, error);
+  if (disks == NULL)
+    return FALSE;
+  disk = disks_find (disks, journal->disk);
+  if (disk != NULL && g_strcmp0 (disk->file, journal->new_image) == 0)
+    return *done = "had completed: the guest runs on the new image", TRUE;
+  session_abort_blockdevs (qmp, journal->id);
+  recover_unlink_created (journal);
+  *done = "rolled back: the guest runs on its old image, the new one is removed";
+  return TRUE;
+}
+
+static gboolean
+recover_one (const RecoverArgs *args, Journal *journal, GError **error)
+{
+  const char *done = "unknown journal";
+  gboolean ok;
+
+  if (journal->cookie == NULL && !g_str_equal (journal->command, "move"))
+    ok = (done = "nothing had been started", TRUE);
+  else if (g_str_equal (journal->command, "migrate"))
+    ok = recover_migration (args, journal, &done, error);
+  else if (g_str_equal (journal->command, "perform"))
+    ok = recover_source (args, journal, &done);
+  else if (g_str_equal (journal->command, "prepare"))
+    ok = recover_destination (args, journal, &done, error);
+  else if (g_str_equal (journal->command, "move"))
+    ok = recover_move (args, journal, &done, error);
+  else
+    ok = FALSE;
+  if (!common_options.quiet)
+    printf ("recover: %s (%s, at step %s): %s\n", journal->id, journal->command,
+            journal->step, done);
+  if (ok)
+    journal_remove (journal);
+  else if (error != NULL && *error == NULL)
+    g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_QMP, "%s: %s; the journal %s stays",
+                 journal->id, done, journal->path);
+  return ok;
+}
+
+static void
+recover_args_clear (RecoverArgs *args)
+{
+  g_free (args->id);
+  g_strfreev (args->qmp);
+}
+
+G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (RecoverArgs, recover_args_clear)
+
+gboolean
+cmd_recover (int argc, char **argv, GCancellable *cancellable, GError **error)
+{
+  g_auto(RecoverArgs) args = { 0 };
+  const GOptionEntry entries[] = {
+    { "id", 0, 0, G_OPTION_ARG_STRING, &args.id, "Recover the operation with this id", "ID" },
+    { "all", 0, 0, G_OPTION_ARG_NONE, &args.all, "Recover every operation with a journal", NULL },
+    { "qmp", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &args.qmp,
+      "QMP socket to use instead of the journal's (source first, then destination)", "PATH" },
+    G_OPTION_ENTRY_NULL
+  };
+  g_autoptr(GPtrArray) journals = NULL;
+  guint handled = 0;
+
+  if (!command_parse (&argc, &argv, "", "Finish or roll back what an interrupted blkmig left "
+                      "behind, as its journal describes.", entries, error))
+    return FALSE;
+  if ((args.id == NULL) == !args.all)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "give either --id ID or --all"), FALSE;
+  journals = journal_load_all (error);
+  if (journals == NULL)
+    return FALSE;
+  for (guint i = 0; i < journals->len; i++)
+    {
+      Journal *journal = journals->pdata[i];
+      if (args.id != NULL && !g_str_equal (journal->id, args.id))
+        continue;
+      handled++;
+      if (!recover_one (&args, journal, error))
+        return FALSE;
+    }
+  if (handled == 0 && !common_options.quiet)
+    printf ("recover: nothing to recover%s%s\n", args.id != NULL ? " for " : "",
+            args.id != NULL ? args.id : "");
+  return TRUE;
+}
