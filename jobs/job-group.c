@@ -19,6 +19,11 @@ struct _JobGroup {
   GPtrArray *waiters;        /* JobWaiter */
   JobGroupChangedFunc changed_func;
   gpointer changed_data;
+  guint stall_timeout_ms;
+  guint stall_timer;
+  gint64 stall_last_done;
+  gint64 stall_last_change_us;
+  GCancellable *stall_cancellable;
 };
 
 static void job_group_check_waiters (JobGroup *group);
@@ -116,6 +121,7 @@ job_group_free (JobGroup *group)
 {
   if (group == NULL)
     return;
+  job_group_set_stall_timeout (group, 0);
   g_signal_handler_disconnect (group->qmp, group->event_handler);
   g_signal_handler_disconnect (group->qmp, group->closed_handler);
   for (guint i = 0; i < group->waiters->len; i++)
@@ -466,4 +472,83 @@ job_group_totals (JobGroup *group, gint64 *done, gint64 *total)
       *done += job->offset;
       *total += job->len;
     }
+}
+
+/* ---- stall watchdog ----------------------------------------------------- */
+
+static gboolean
+job_group_copying (JobGroup *group)
+{
+  for (guint i = 0; i < group->jobs->len; i++)
+    {
+      BlkJob *job = group->jobs->pdata[i];
+      if (job->state < BLK_JOB_READY)
+        return TRUE;
+    }
+  return FALSE;
+}
+
+static void
+job_group_stalled (JobGroup *group)
+{
+  g_autofree char *why = g_strdup_printf ("no progress for %u s (is the destination reachable?)",
+                                          group->stall_timeout_ms / 1000);
+
+  for (guint i = 0; i < group->jobs->len; i++)
+    {
+      BlkJob *job = group->jobs->pdata[i];
+      if (job->state < BLK_JOB_READY)
+        blk_job_fail (job, why);
+    }
+  job_group_notify (group, NULL);
+}
+
+static void
+job_group_stall_refreshed_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  JobGroup *group = user_data;
+  g_autoptr(GError) error = NULL;
+  gint64 done, total, now = g_get_monotonic_time ();
+
+  if (!job_group_refresh_finish (group, result, &error)
+      && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;  /* the watchdog was stopped, maybe with its group */
+  job_group_totals (group, &done, &total);
+  if (done != group->stall_last_done || !job_group_copying (group))
+    {
+      group->stall_last_done = done;
+      group->stall_last_change_us = now;
+    }
+  else if (now - group->stall_last_change_us >= (gint64) group->stall_timeout_ms * 1000)
+    job_group_stalled (group);
+}
+
+static gboolean
+job_group_stall_tick_cb (gpointer user_data)
+{
+  JobGroup *group = user_data;
+
+  if (job_group_copying (group))
+    job_group_refresh_async (group, group->stall_cancellable, job_group_stall_refreshed_cb,
+                             group);
+  return G_SOURCE_CONTINUE;
+}
+
+void
+job_group_set_stall_timeout (JobGroup *group, guint timeout_ms)
+{
+  if (group->stall_timer != 0)
+    g_source_remove (group->stall_timer);
+  group->stall_timer = 0;
+  if (group->stall_cancellable != NULL)
+    g_cancellable_cancel (group->stall_cancellable);
+  g_clear_object (&group->stall_cancellable);
+  group->stall_timeout_ms = timeout_ms;
+  if (timeout_ms == 0)
+    return;
+  group->stall_cancellable = g_cancellable_new ();
+  group->stall_last_change_us = g_get_monotonic_time ();
+  group->stall_last_done = -1;
+  group->stall_timer = g_timeout_add (MIN (timeout_ms / 4 + 1, 1000), job_group_stall_tick_cb,
+                                      group);
 }

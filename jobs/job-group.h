@@ -41,6 +41,10 @@ void job_group_refresh_async (JobGroup *group, GCancellable *cancellable,
 gboolean job_group_refresh_finish (JobGroup *group, GAsyncResult *result, GError **error);
 void job_group_totals (JobGroup *group, gint64 *done, gint64 *total);
 
+/* A watchdog: while some job is not yet READY, no progress (bytes copied) for
+ * @timeout_ms fails those jobs with "no progress for N s".  0 turns it off. */
+void job_group_set_stall_timeout (JobGroup *group, guint timeout_ms);
+
 /* Called after every state change of any job. */
 typedef void (*JobGroupChangedFunc) (JobGroup *group, BlkJob *job, gpointer user_data);
 void job_group_set_changed_func (JobGroup *group, JobGroupChangedFunc func,

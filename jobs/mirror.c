@@ -1,4 +1,4 @@
-/* How blkmig starts a mirror job: its tuning knobs and the blockdev-mirror arguments. */
+/* How blkmig runs a mirror: job knobs, the target connection, the stall watchdog. */
 #include "jobs/mirror.h"
 
 #include "common/error.h"
@@ -18,6 +18,9 @@ mirror_tuning_check (const MirrorTuning *tuning, GError **error)
 {
   gint64 g = tuning->granularity;
 
+  if (tuning->stall_timeout < -1 || tuning->reconnect_delay < -1)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--stall-timeout and --nbd-reconnect-delay must not be negative"), FALSE;
   if (tuning->speed < 0 || tuning->buf_size < 0)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                         "--speed and --buf-size must not be negative"), FALSE;

@@ -1,4 +1,4 @@
-/* How blkmig starts a mirror job: its tuning knobs and the blockdev-mirror arguments. */
+/* How blkmig runs a mirror: job knobs, the target connection, the stall watchdog. */
 #pragma once
 
 #include <json-glib/json-glib.h>
@@ -8,7 +8,15 @@ typedef struct {
   gint64 buf_size;       /* bytes in flight, 0 = QEMU's default (16 MiB) */
   gint64 granularity;    /* dirty-bitmap granularity, 0 = QEMU's default */
   char *copy_mode;       /* "background" (default) or "write-blocking" */
+  gint stall_timeout;    /* seconds without progress before giving up; -1 = default */
+  gint reconnect_delay;  /* seconds an NBD target may be away; -1 = default */
 } MirrorTuning;
+
+#define MIRROR_TUNING_INIT { 0, 0, 0, NULL, -1, -1 }
+#define MIRROR_DEFAULT_STALL_TIMEOUT 60
+#define MIRROR_DEFAULT_RECONNECT_DELAY 5
+/* The value to use: the option's, or the default when it was not given. */
+#define MIRROR_KNOB(value, fallback) ((value) >= 0 ? (value) : (fallback))
 
 void mirror_tuning_clear (MirrorTuning *tuning);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MirrorTuning, mirror_tuning_clear)

@@ -180,7 +180,7 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MigrateRun, migrate_run_clear)
 gboolean
 cmd_migrate (int argc, char **argv, GCancellable *cancellable, GError **error)
 {
-  g_auto(MigrateArgs) args = { 0 };
+  g_auto(MigrateArgs) args = { .mirror = MIRROR_TUNING_INIT };
   g_auto(MigrateRun) run = { 0 };
   CookieMode mode;
 

@@ -175,7 +175,7 @@ move_journal_new (const char *tag, const MoveArgs *args, const MoveRun *run)
 gboolean
 cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
 {
-  g_auto(MoveArgs) args = { 0 };
+  g_auto(MoveArgs) args = { .mirror = MIRROR_TUNING_INIT };
   g_autoptr(GPtrArray) disks = NULL;
   g_autoptr(JobGroup) group = NULL;
   g_autofree char *tag = g_uuid_string_random ();
@@ -200,6 +200,8 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
   run.job_id = job_id = g_strdup_printf ("blkmig-%.8s-move", tag);
   run.journal = journal = move_journal_new (tag, &args, &run);
   group = job_group_new (run.qmp);
+  job_group_set_stall_timeout (group, 1000 * MIRROR_KNOB (args.mirror.stall_timeout,
+                                                          MIRROR_DEFAULT_STALL_TIMEOUT));
   if (move_open_target (&run, &args, args.format != NULL ? args.format : run.disk->format,
                         cancellable, error)
       && move_mirror (&run, group, &args, cancellable, error))

@@ -166,7 +166,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autofree char *uri = NULL;
   gboolean no_migrate = FALSE;
   gboolean verify = FALSE;
-  g_auto(MirrorTuning) mirror = { 0 };
+  g_auto(MirrorTuning) mirror = MIRROR_TUNING_INIT;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
     { "migrate-uri", 0, 0, G_OPTION_ARG_STRING, &uri,

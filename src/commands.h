@@ -41,7 +41,12 @@ extern CommonOptions common_options;
     "Dirty-tracking granularity, a power of two (default: QEMU's)", "BYTES" }, \
   { "copy-mode", 0, 0, G_OPTION_ARG_STRING, &(t)->copy_mode, \
     "background (default) or write-blocking: guest writes wait for the target, so a busy " \
-    "disk still converges", "MODE" }
+    "disk still converges", "MODE" }, \
+  { "stall-timeout", 0, 0, G_OPTION_ARG_INT, &(t)->stall_timeout, \
+    "Give up when the copy makes no progress for SECONDS (default 60, 0 = never)", "SECONDS" }, \
+  { "nbd-reconnect-delay", 0, 0, G_OPTION_ARG_INT, &(t)->reconnect_delay, \
+    "How long a lost NBD connection to the destination may take to come back (default 5)", \
+    "SECONDS" }
 
 /* Entries for the commands that report events (long-running ones). */
 #define COMMAND_EVENT_ENTRIES \

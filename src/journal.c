@@ -160,6 +160,8 @@ journal_write (Journal *journal, const char *step, GError **error)
     return FALSE;
   if (g_strcmp0 (g_getenv ("BLKMIG_TEST_KILL_AT"), step) == 0)
     raise (SIGKILL);
+  if (g_strcmp0 (g_getenv ("BLKMIG_TEST_PAUSE_AT"), step) == 0)
+    raise (SIGSTOP);  /* a test injects its fault, then sends SIGCONT */
   return TRUE;
 }
 

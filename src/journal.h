@@ -36,7 +36,8 @@ Journal *journal_new (const char *id, const char *command);
 void journal_add_created (Journal *journal, const char *path);
 /* Records @step (and the journal's current fields) atomically: temp file, fsync,
  * rename, fsync of the directory.  For tests, BLKMIG_TEST_KILL_AT=STEP makes the
- * process SIGKILL itself right after STEP is on disk. */
+ * process SIGKILL itself right after STEP is on disk, BLKMIG_TEST_PAUSE_AT=STEP
+ * makes it SIGSTOP itself there (fault injection at a known point). */
 gboolean journal_write (Journal *journal, const char *step, GError **error);
 /* The operation ended (done or fully rolled back): the journal goes away. */
 void journal_remove (Journal *journal);

@@ -88,7 +88,10 @@ source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GErr
                                                "node-name", qmp_str (node),
                                                "server", source_nbd_server_arg (run->cookie),
                                                "export", qmp_str (disk->export_name),
-                                               "discard", qmp_str ("unmap"), NULL),
+                                               "discard", qmp_str ("unmap"),
+                                               "reconnect-delay", qmp_int (MIRROR_KNOB (
+                                                   run->opts->mirror.reconnect_delay,
+                                                   MIRROR_DEFAULT_RECONNECT_DELAY)), NULL),
                                  cancellable, error);
   if (ret == NULL)
     g_prefix_error (error, "%s: cannot connect to the destination export: ", disk->name);
@@ -367,6 +370,8 @@ session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
                         "--verify works with the live and copy modes, not yet with move"), NULL;
   run.group = group;
   run.files = files;
+  job_group_set_stall_timeout (group, 1000 * MIRROR_KNOB (opts->mirror.stall_timeout,
+                                                          MIRROR_DEFAULT_STALL_TIMEOUT));
   progress = progress_start (group, opts->quiet, opts->progress_ms);
   events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
   ok = session_journal (opts->journal, "mirror", dest, error)
