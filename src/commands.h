@@ -20,6 +20,7 @@ gboolean cmd_move (int argc, char **argv, GCancellable *cancellable, GError **er
 gboolean cmd_list (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_verify (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_recover (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_reconcile (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_qmp (int argc, char **argv, GCancellable *cancellable, GError **error);
 
 /* Options every command accepts. */

@@ -25,6 +25,7 @@ static const struct {
   { "list", cmd_list, "show a running QEMU's disks and block jobs" },
   { "verify", cmd_verify, "compare two disks (images or NBD URIs); exit 0 only if identical" },
   { "recover", cmd_recover, "finish or roll back what an interrupted blkmig left (its journal)" },
+  { "reconcile", cmd_reconcile, "after a crash, decide offline which image of an interrupted move is authoritative" },
   { "qmp", cmd_qmp, "run one QMP command and print its reply (for scripts)" },
 };
 

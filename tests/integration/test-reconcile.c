@@ -1,0 +1,173 @@
+/* reconcile after a host crash during blkmig move: before, at and after the pivot; a 3-layer chain. */
+#include <glib/gstdio.h>
+#include <signal.h>
+
+#include "tests/integration/harness.h"
+
+typedef struct {
+  const char *name;
+  const char *pause_at;       /* journal step where blkmig stops (NULL: kill while copying) */
+  gboolean new_wins;          /* the new image is authoritative */
+} CrashCase;
+
+typedef struct {
+  Rig *rig;
+  char *old_image;            /* top of base <- mid <- top */
+  char *new_image;
+  Vm *vm;
+} Fixture;
+
+static void
+run_tool (const char *const *argv)
+{
+  g_autoptr(GError) error = NULL;
+  int status = 0;
+
+  g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL,
+                NULL, NULL, NULL, NULL, &status, &error);
+  g_assert_no_error (error);
+  g_assert_true (g_spawn_check_wait_status (status, NULL));
+}
+
+/* base (data at 0) <- mid (data at 8M) <- top (data at 16M): three layers. */
+static void
+fixture_setup (Fixture *f, gconstpointer data)
+{
+  g_autofree char *base = NULL;
+  g_autofree char *mid = NULL;
+  VmDisk disks[] = { { "vda", NULL, "qcow2" }, { NULL } };
+
+  f->rig = rig_new ();
+  base = rig_path (f->rig, "base.qcow2");
+  mid = rig_path (f->rig, "mid.qcow2");
+  f->old_image = rig_path (f->rig, "top.qcow2");
+  f->new_image = rig_path (f->rig, "moved.qcow2");
+  img_create (base, "qcow2", "64M");
+  img_write (base, "qcow2", 0x0b, "0", "8M");
+  run_tool ((const char *const[]) { "qemu-img", "create", "-q", "-f", "qcow2", "-b", base,
+                                    "-F", "qcow2", mid, NULL });
+  img_write (mid, "qcow2", 0x0c, "8M", "8M");
+  run_tool ((const char *const[]) { "qemu-img", "create", "-q", "-f", "qcow2", "-b", mid,
+                                    "-F", "qcow2", f->old_image, NULL });
+  img_write (f->old_image, "qcow2", 0x0d, "16M", "8M");
+  disks[0].path = f->old_image;
+  f->vm = vm_start (f->rig, "vm", disks, NULL);
+}
+
+static void
+fixture_teardown (Fixture *f, gconstpointer data)
+{
+  rig_free (f->rig);
+  g_free (f->old_image);
+  g_free (f->new_image);
+}
+
+static void
+wait_stopped (GSubprocess *proc)
+{
+  g_autofree char *stat = g_strdup_printf ("/proc/%s/stat", g_subprocess_get_identifier (proc));
+
+  for (int i = 0; i < 1500; i++)
+    {
+      g_autofree char *text = NULL;
+      if (g_file_get_contents (stat, &text, NULL, NULL) && strstr (text, ") T ") != NULL)
+        return;
+      g_usleep (20 * 1000);
+    }
+  g_error ("blkmig did not stop at its pause point");
+}
+
+/* The host dies: QEMU and blkmig are gone at once, mid-move. */
+static void
+crash_during_move (Fixture *f, const CrashCase *cc)
+{
+  g_autoptr(GSubprocess) proc = NULL;
+
+  if (cc->pause_at != NULL)
+    g_setenv ("BLKMIG_TEST_PAUSE_AT", cc->pause_at, TRUE);
+  /* slow while copying, so the crash lands mid-copy; full speed to reach the pivot */
+  proc = blkmig_spawn ("move", "-q", "--speed", cc->pause_at != NULL ? "0" : "1048576",
+                       "--qmp", f->vm->qmp_path, "--disk", "vda", "--to", f->new_image, NULL);
+  g_unsetenv ("BLKMIG_TEST_PAUSE_AT");
+  if (cc->pause_at != NULL)
+    wait_stopped (proc);
+  else
+    vm_wait_for_jobs (f->vm);
+  /* blkmig first: given a moment it would notice QEMU's death and clean up */
+  g_subprocess_force_exit (proc);
+  blkmig_wait (proc, NULL, NULL);
+  g_subprocess_force_exit (f->vm->proc);
+  g_subprocess_wait (f->vm->proc, NULL, NULL);
+  vm_stop (f->vm);
+}
+
+static JsonObject *
+reconcile (const char *image, const char *fix, int want_status)
+{
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  JsonNode *node;
+
+  g_assert_cmpint (blkmig_run (&out, &err, "reconcile", image, fix, NULL), ==, want_status);
+  node = json_from_string (out, NULL);
+  g_assert_nonnull (node);
+  return json_node_get_object (node);
+}
+
+static void
+test_crash (Fixture *f, gconstpointer data)
+{
+  const CrashCase *cc = data;
+  JsonObject *r;
+  const char *winner = cc->new_wins ? f->new_image : f->old_image;
+
+  crash_during_move (f, cc);
+  g_assert_cmpuint (rig_count_journals (f->rig), ==, 1);
+  r = reconcile (f->old_image, NULL, 0);
+  g_assert_cmpstr (json_object_get_string_member (r, "authoritative"), ==, winner);
+  g_assert_false (json_object_get_boolean_member (r, "fixed"));
+  g_assert_cmpuint (json_array_get_length (json_object_get_array_member (r, "chain")), ==,
+                    cc->new_wins ? 1 : 3);
+  g_assert_cmpuint (rig_count_journals (f->rig), ==, 1);  /* without --fix nothing changes */
+  json_object_unref (r);
+  r = reconcile (f->new_image, "--fix", 0);
+  g_assert_cmpstr (json_object_get_string_member (r, "authoritative"), ==, winner);
+  g_assert_true (json_object_get_boolean_member (r, "fixed"));
+  json_object_unref (r);
+  g_assert_cmpuint (rig_count_journals (f->rig), ==, 0);
+  g_assert_true (g_file_test (f->new_image, G_FILE_TEST_EXISTS) == cc->new_wins);
+  g_assert_true (g_file_test (f->old_image, G_FILE_TEST_EXISTS));
+  g_assert_true (img_has_pattern (winner, "qcow2", 0x0c, "8M", "8M"));
+}
+
+static void
+test_in_use (Fixture *f, gconstpointer data)
+{
+  g_autofree char *err = NULL;
+  g_autofree char *want = g_strdup_printf ("blkmig reconcile: %s is in use (a QEMU holds its "
+                                           "lock): reconcile works on offline images; for a "
+                                           "running VM use blkmig recover\n", f->old_image);
+
+  g_assert_cmpint (blkmig_run (NULL, &err, "reconcile", f->old_image, NULL), ==, 4);
+  g_assert_cmpstr (err, ==, want);
+}
+
+static const CrashCase cases[] = {
+  { "before-pivot", NULL, FALSE },
+  { "pivot-requested", "superseded", TRUE },
+  { "pivot-done", "pivoted", TRUE },
+};
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  for (gsize i = 0; i < G_N_ELEMENTS (cases); i++)
+    {
+      g_autofree char *path = g_strdup_printf ("/reconcile/crash-%s", cases[i].name);
+      g_test_add (path, Fixture, &cases[i], fixture_setup, test_crash, fixture_teardown);
+    }
+  g_test_add ("/reconcile/refuses-image-in-use", Fixture, NULL, fixture_setup, test_in_use,
+              fixture_teardown);
+  return g_test_run ();
+}
