@@ -32,7 +32,7 @@ command_section() {
     done
 }
 
-commands=$("$blkmig" --help | sed -n '/^Commands:/,/^$/p' | sed -n 's/^  \([a-z]*\) .*/\1/p')
+commands=$("$blkmig" --help | sed -n '/^Commands:/,/^$/p' | sed -n 's/^  \([a-z-]*\) .*/\1/p')
 while IFS= read -r line; do
     if [ "$line" = "@COMMANDS@" ]; then
         for c in $commands; do

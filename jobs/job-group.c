@@ -552,3 +552,11 @@ job_group_set_stall_timeout (JobGroup *group, guint timeout_ms)
   group->stall_timer = g_timeout_add (MIN (timeout_ms / 4 + 1, 1000), job_group_stall_tick_cb,
                                       group);
 }
+
+void
+job_group_fail_all (JobGroup *group, const char *why)
+{
+  for (guint i = 0; i < group->jobs->len; i++)
+    blk_job_fail (group->jobs->pdata[i], why);
+  job_group_notify (group, NULL);
+}

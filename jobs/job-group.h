@@ -35,6 +35,9 @@ gboolean job_group_cancel_all (JobGroup *group, gboolean force, GCancellable *ca
 /* Best effort on failure paths: force-cancel, wait (bounded) and dismiss everything. */
 void job_group_abort (JobGroup *group, guint timeout_ms);
 
+/* Fails every job not yet ended with @why (e.g. their transport broke). */
+void job_group_fail_all (JobGroup *group, const char *why);
+
 /* Refreshes offset/len from query-block-jobs. */
 void job_group_refresh_async (JobGroup *group, GCancellable *cancellable,
                               GAsyncReadyCallback callback, gpointer user_data);

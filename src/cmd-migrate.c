@@ -16,6 +16,8 @@ typedef struct {
   char *create_dir;
   MirrorTuning mirror;
   gboolean verify;
+  char *tunnel;
+  char *tunnel_command;
 } MigrateArgs;
 
 typedef struct {
@@ -94,6 +96,8 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   run->journal->source_qmp = g_strdup (args->source);
   run->journal->dest_qmp = g_strdup (args->dest);
   sopts.journal = run->journal;
+  sopts.tunnel_addr = args->tunnel;
+  sopts.tunnel_command = args->tunnel_command;
   if (!session_journal (run->journal, "begin", run->offer, error)
       || !migrate_prepare (run, args, cancellable, error))
     return FALSE;
@@ -146,6 +150,7 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
     { "verify", 0, 0, G_OPTION_ARG_NONE, &args->verify,
       "Compare source and destination while both are quiescent (live: at switchover; copy: "
       "the guest pauses for it)", NULL },
+    COMMAND_TUNNEL_ENTRIES (&args->tunnel, &args->tunnel_command),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -172,6 +177,8 @@ migrate_args_clear (MigrateArgs *args)
   g_free (args->migrate_uri);
   g_free (args->create_dir);
   mirror_tuning_clear (&args->mirror);
+  g_free (args->tunnel);
+  g_free (args->tunnel_command);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MigrateArgs, migrate_args_clear)

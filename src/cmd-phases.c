@@ -166,6 +166,8 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autofree char *uri = NULL;
   gboolean no_migrate = FALSE;
   gboolean verify = FALSE;
+  g_autofree char *tunnel = NULL;
+  g_autofree char *tunnel_command = NULL;
   g_auto(MirrorTuning) mirror = MIRROR_TUNING_INIT;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
@@ -176,6 +178,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
     COMMAND_MIRROR_ENTRIES (&mirror),
     { "verify", 0, 0, G_OPTION_ARG_NONE, &verify,
       "Compare source and destination while both are quiescent", NULL },
+    COMMAND_TUNNEL_ENTRIES (&tunnel, &tunnel_command),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -194,6 +197,8 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
     return FALSE;
   sopts.mirror = mirror;
   sopts.verify = verify;
+  sopts.tunnel_addr = tunnel;
+  sopts.tunnel_command = tunnel_command;
   sopts.quiet = common_options.quiet;
   sopts.journal = journal = journal_new (dest->id, "perform");
   journal->source_qmp = g_strdup (args.qmp);

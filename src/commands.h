@@ -21,6 +21,7 @@ gboolean cmd_list (int argc, char **argv, GCancellable *cancellable, GError **er
 gboolean cmd_verify (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_recover (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_reconcile (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_qmp (int argc, char **argv, GCancellable *cancellable, GError **error);
 
 /* Options every command accepts. */
@@ -48,6 +49,15 @@ extern CommonOptions common_options;
   { "nbd-reconnect-delay", 0, 0, G_OPTION_ARG_INT, &(t)->reconnect_delay, \
     "How long a lost NBD connection to the destination may take to come back (default 5)", \
     "SECONDS" }
+
+/* Tunnel options of the commands that mirror to a destination. */
+#define COMMAND_TUNNEL_ENTRIES(addr, command) \
+  { "tunnel", 0, 0, G_OPTION_ARG_STRING, (addr), \
+    "Carry every disk's NBD connection through ONE TCP stream to a tunnel-endpoint at " \
+    "tcp:HOST:PORT", "ADDR" }, \
+  { "tunnel-command", 0, 0, G_OPTION_ARG_STRING, (command), \
+    "Carry them through the stdin/stdout of CMD (e.g. ssh HOST blkmig tunnel-endpoint " \
+    "--nbd-socket {nbd-socket}); {nbd-socket} is replaced by the destination's socket", "CMD" }
 
 /* Entries for the commands that report events (long-running ones). */
 #define COMMAND_EVENT_ENTRIES \

@@ -26,6 +26,7 @@ static const struct {
   { "verify", cmd_verify, "compare two disks (images or NBD URIs); exit 0 only if identical" },
   { "recover", cmd_recover, "finish or roll back what an interrupted blkmig left (its journal)" },
   { "reconcile", cmd_reconcile, "after a crash, decide offline which image of an interrupted move is authoritative" },
+  { "tunnel-endpoint", cmd_tunnel_endpoint, "far end of --tunnel: hand its NBD connections to the destination" },
   { "qmp", cmd_qmp, "run one QMP command and print its reply (for scripts)" },
 };
 
@@ -36,7 +37,7 @@ usage (FILE *out)
                 "Move virtual-machine disks while the VM runs, by driving QEMU over QMP.\n\n"
                 "Commands:\n");
   for (gsize i = 0; i < G_N_ELEMENTS (commands); i++)
-    fprintf (out, "  %-9s %s\n", commands[i].name, commands[i].summary);
+    fprintf (out, "  %-16s %s\n", commands[i].name, commands[i].summary);
   fprintf (out, "\nblkmig COMMAND --help shows a command's options.\n"
                 "Exit codes: 0 ok, 1 other failure, 2 usage, 3 cookie, 4 disk, 5 QMP,\n"
                 "6 block job, 7 migration, 130 interrupted (see docs/exit-codes.md).\n");

@@ -7,6 +7,7 @@
 #include "src/disks.h"
 #include "src/events.h"
 #include "src/progress.h"
+#include "src/source-tunnel.h"
 
 /* The memory migration has no natural bound; this only guards against a hang. */
 #define MIGRATION_TIMEOUT_MS (6 * 3600 * 1000)
@@ -18,6 +19,7 @@ typedef struct {
   JobGroup *group;
   gint64 stopped_us;          /* when the source paused for switchover */
   GPtrArray *files;           /* per disk: the source image, for --verify */
+  SourceTunnel tunnel;        /* --tunnel: where QEMU's NBD clients connect instead */
 } SourceRun;
 
 static Cookie *
@@ -63,11 +65,15 @@ session_begin (QmpClient *src, CookieMode mode, const char *const *names,
 
 /* ---- starting the mirrors ----------------------------------------------- */
 
+/* Where QEMU's NBD clients connect: the tunnel's socket, or the destination. */
 static JsonNode *
-source_nbd_server_arg (const Cookie *cookie)
+source_nbd_server_arg (const SourceRun *run)
 {
+  const Cookie *cookie = run->cookie;
   g_autofree char *port = g_strdup_printf ("%d", cookie->nbd_port);
 
+  if (run->tunnel.path != NULL)
+    return qmp_args_new ("type", qmp_str ("unix"), "path", qmp_str (run->tunnel.path), NULL);
   if (cookie->nbd_unix != NULL)
     return qmp_args_new ("type", qmp_str ("unix"), "path", qmp_str (cookie->nbd_unix), NULL);
   return qmp_args_new ("type", qmp_str ("inet"), "host", qmp_str (cookie->nbd_host),
@@ -86,7 +92,7 @@ source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GErr
   ret = qmp_client_execute_sync (run->qmp, "blockdev-add",
                                  qmp_args_new ("driver", qmp_str ("nbd"),
                                                "node-name", qmp_str (node),
-                                               "server", source_nbd_server_arg (run->cookie),
+                                               "server", source_nbd_server_arg (run),
                                                "export", qmp_str (disk->export_name),
                                                "discard", qmp_str ("unmap"),
                                                "reconnect-delay", qmp_int (MIRROR_KNOB (
@@ -349,12 +355,62 @@ source_migrate_uri (const Cookie *dest, const char *override, gboolean no_migrat
   return uri;
 }
 
+/* --tunnel-command with {nbd-socket} replaced by the destination's NBD socket. */
+static char *
+source_tunnel_command (const SourceRun *run)
+{
+  const char *cmd = run->opts->tunnel_command;
+  g_auto(GStrv) parts = NULL;
+
+  if (cmd == NULL || strstr (cmd, "{nbd-socket}") == NULL)
+    return g_strdup (cmd);
+  parts = g_strsplit (cmd, "{nbd-socket}", -1);
+  return g_strjoinv (run->cookie->nbd_unix != NULL ? run->cookie->nbd_unix : "", parts);
+}
+
+static gboolean
+source_open_tunnel (SourceRun *run, GCancellable *cancellable, GError **error)
+{
+  g_autofree char *command = source_tunnel_command (run);
+
+  if (run->opts->tunnel_addr == NULL && command == NULL)
+    return TRUE;
+  if (command != NULL && strstr (run->opts->tunnel_command, "{nbd-socket}") != NULL
+      && run->cookie->nbd_unix == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "{nbd-socket} in --tunnel-command needs a destination that listens "
+                        "on a UNIX socket"), FALSE;
+  return source_tunnel_open (&run->tunnel, run->opts->tunnel_addr, command, run->group,
+                             cancellable, error);
+}
+
+/* Mirrors, READY, then the switch the mode asks for; errors name the phase. */
+static gboolean
+source_mirror_and_switch (SourceRun *run, const char *uri, gboolean no_migrate,
+                          GCancellable *cancellable, GError **error)
+{
+  const SourceOptions *opts = run->opts;
+
+  events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
+  if (!session_journal (opts->journal, "mirror", run->cookie, error)
+      || !source_open_tunnel (run, cancellable, error)
+      || !source_start_all (run, cancellable, error)
+      || !job_group_wait_ready_sync (run->group, cancellable, error))
+    return g_prefix_error (error, "mirror: "), FALSE;
+  events_emit ("phase", "phase", qmp_str ("switch"),
+               "mode", qmp_str (cookie_mode_to_string (run->cookie->mode)), NULL);
+  if (!session_journal (opts->journal, "switch", run->cookie, error)
+      || !source_switch (run, uri, no_migrate, cancellable, error))
+    return g_prefix_error (error, "switch: "), FALSE;
+  return TRUE;
+}
+
 Cookie *
 session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
-                      const char *migrate_uri, gboolean no_migrate,
-                      GCancellable *cancellable, GError **error)
+                 const char *migrate_uri, gboolean no_migrate,
+                 GCancellable *cancellable, GError **error)
 {
-  SourceRun run = { src, dest, opts, NULL, 0, NULL };
+  SourceRun run = { src, dest, opts, NULL, 0, NULL, { 0 } };
   g_autoptr(GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
   g_autoptr(JobGroup) group = job_group_new (src);
   g_autoptr(Progress) progress = NULL;
@@ -373,27 +429,13 @@ session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
   job_group_set_stall_timeout (group, 1000 * MIRROR_KNOB (opts->mirror.stall_timeout,
                                                           MIRROR_DEFAULT_STALL_TIMEOUT));
   progress = progress_start (group, opts->quiet, opts->progress_ms);
-  events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
-  ok = session_journal (opts->journal, "mirror", dest, error)
-       && source_start_all (&run, cancellable, error)
-       && job_group_wait_ready_sync (group, cancellable, error);
-  if (!ok)
-    g_prefix_error (error, "mirror: ");
-  else
-    {
-      events_emit ("phase", "phase", qmp_str ("switch"),
-                   "mode", qmp_str (cookie_mode_to_string (dest->mode)), NULL);
-      ok = session_journal (opts->journal, "switch", dest, error)
-           && source_switch (&run, uri, no_migrate, cancellable, error);
-      if (!ok)
-        g_prefix_error (error, "switch: ");
-    }
+  ok = source_mirror_and_switch (&run, uri, no_migrate, cancellable, error);
   g_clear_pointer (&progress, progress_stop);
   if (!ok)
-    {
-      session_abort (src, dest);
-      return NULL;
-    }
+    session_abort (src, dest);  /* the NBD clients go before the tunnel does */
+  source_tunnel_close (&run.tunnel);
+  if (!ok)
+    return NULL;
   result = source_result (&run, dest->mode == COOKIE_MODE_LIVE && !no_migrate, error);
   if (result != NULL && !session_journal (opts->journal, result->status, result, &journal_error))
     g_printerr ("blkmig: warning: %s\n", journal_error->message);

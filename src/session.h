@@ -14,6 +14,8 @@ typedef struct {
   guint progress_ms;        /* interval between progress lines */
   gboolean verify;          /* compare source and destination while both are quiescent */
   Journal *journal;         /* steps are recorded here before they happen; may be NULL */
+  const char *tunnel_addr;  /* --tunnel tcp:HOST:PORT */
+  const char *tunnel_command; /* --tunnel-command CMD */
 } SourceOptions;
 
 typedef struct {

@@ -18,7 +18,7 @@ man_options() {
         sed -n 's/^\\fB\(-[a-zA-Z], \)\{0,1\}--\([a-z-]*\).*/\2/p' | sort -u
 }
 
-commands=$("$blkmig" --help | sed -n '/^Commands:/,/^$/p' | sed -n 's/^  \([a-z]*\) .*/\1/p')
+commands=$("$blkmig" --help | sed -n '/^Commands:/,/^$/p' | sed -n 's/^  \([a-z-]*\) .*/\1/p')
 check "blkmig --help lists commands" '[ -n "$commands" ]'
 for c in $commands; do
     h=$(help_options "$c") m=$(man_options "$c")

@@ -1,0 +1,35 @@
+/* NBD tunnel: many NBD connections multiplexed over one byte stream, with flow control. */
+#pragma once
+
+#include <gio/gio.h>
+
+/* Frames on the stream: a 9-byte header (channel u32, type u8, length u32, all
+ * big-endian) and length bytes of payload.
+ *   OPEN   listener → connector: a new NBD connection (channel ids from the listener)
+ *   DATA   either way: bytes of that connection; at most the peer's credit
+ *   CREDIT either way: payload u32, the receiver wrote that many bytes out and
+ *          the sender may send that much more
+ *   CLOSE  either way: that connection ended
+ * Each channel starts with TUNNEL_WINDOW bytes of credit each way, so a slow
+ * receiver holds at most one window per channel in memory. */
+#define TUNNEL_WINDOW (4 * 1024 * 1024)
+
+typedef struct _Tunnel Tunnel;
+
+/* Source side: listens on the UNIX socket @listen_path (0600, in a directory
+ * the caller made private); every NBD client that connects becomes a channel. */
+Tunnel *tunnel_new_listener (GIOStream *stream, const char *listen_path, GError **error);
+/* Far side: every channel the peer opens is connected to the NBD server at @nbd_path. */
+Tunnel *tunnel_new_connector (GIOStream *stream, const char *nbd_path);
+/* Whether the stream has ended; then every channel is closed and the listener
+ * refuses new connections. */
+gboolean tunnel_is_closed (Tunnel *tunnel);
+/* Called once when the stream ends, with the reason (NULL: the peer closed it). */
+typedef void (*TunnelClosedFunc) (Tunnel *tunnel, const GError *why, gpointer user_data);
+void tunnel_set_closed_func (Tunnel *tunnel, TunnelClosedFunc func, gpointer user_data);
+/* Iterates the main context until the stream ends (tunnel-endpoint). */
+gboolean tunnel_run (Tunnel *tunnel, GCancellable *cancellable, GError **error);
+/* Bytes carried each way, for benchmarks and progress. */
+void tunnel_get_stats (Tunnel *tunnel, guint64 *sent, guint64 *received, guint64 *peak_buffered);
+void tunnel_free (Tunnel *tunnel);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (Tunnel, tunnel_free)

@@ -1,0 +1,165 @@
+/* --tunnel: three disks' NBD connections through one stream (a command or TCP), and a broken one. */
+#include <signal.h>
+
+#include "tests/integration/harness.h"
+
+#define N_DISKS 3
+
+typedef struct {
+  Rig *rig;
+  char *src[N_DISKS];
+  char *dst[N_DISKS];
+  Vm *vsrc, *vdst;
+} Fixture;
+
+static const char *const ids[N_DISKS] = { "vda", "vdb", "vdc" };
+
+static void
+fixture_setup (Fixture *f, gconstpointer data)
+{
+  VmDisk sd[N_DISKS + 1] = { { 0 } };
+  VmDisk dd[N_DISKS + 1] = { { 0 } };
+
+  f->rig = rig_new ();
+  for (int i = 0; i < N_DISKS; i++)
+    {
+      g_autofree char *s = g_strdup_printf ("src-%s.qcow2", ids[i]);
+      g_autofree char *d = g_strdup_printf ("dst-%s.qcow2", ids[i]);
+      f->src[i] = rig_path (f->rig, s);
+      f->dst[i] = rig_path (f->rig, d);
+      img_create (f->src[i], "qcow2", "64M");
+      img_write (f->src[i], "qcow2", 0x31 + i, "0", "12M");
+      img_create (f->dst[i], "qcow2", "64M");
+      sd[i] = (VmDisk) { ids[i], f->src[i], "qcow2" };
+      dd[i] = (VmDisk) { ids[i], f->dst[i], "qcow2" };
+    }
+  f->vsrc = vm_start (f->rig, "src", sd, NULL);
+  f->vdst = vm_start (f->rig, "dst", dd, "incoming");
+}
+
+static void
+fixture_teardown (Fixture *f, gconstpointer data)
+{
+  rig_free (f->rig);
+  for (int i = 0; i < N_DISKS; i++)
+    {
+      g_free (f->src[i]);
+      g_free (f->dst[i]);
+    }
+}
+
+static void
+assert_migrated (Fixture *f)
+{
+  g_autofree char *status = vm_status (f->vdst);
+
+  g_assert_cmpstr (status, ==, "running");
+  for (int i = 0; i < N_DISKS; i++)
+    g_assert_true (img_identical (f->src[i], f->dst[i]));
+  g_assert_cmpuint (vm_count_jobs (f->vsrc), ==, 0);
+  g_assert_cmpuint (vm_count_blkmig_nodes (f->vsrc), ==, 0);
+  g_assert_cmpuint (vm_count_exports (f->vdst), ==, 0);
+}
+
+static void
+test_command (Fixture *f, gconstpointer data)
+{
+  g_autofree char *command = g_strdup_printf ("%s tunnel-endpoint --nbd-socket {nbd-socket}",
+                                              g_getenv ("BLKMIG"));
+
+  g_assert_cmpint (blkmig_run (NULL, NULL, "migrate", "-q", "--tunnel-command", command,
+                               "--source", f->vsrc->qmp_path, "--dest", f->vdst->qmp_path, NULL),
+                   ==, 0);
+  assert_migrated (f);
+}
+
+/* Starts `tunnel-endpoint --listen tcp:127.0.0.1:0` and returns "tcp:127.0.0.1:PORT". */
+static char *
+start_endpoint (const char *nbd_socket, GSubprocess **proc)
+{
+  g_autoptr(GDataInputStream) out = NULL;
+  g_autofree char *port = NULL;
+
+  *proc = blkmig_spawn ("tunnel-endpoint", "--listen", "tcp:127.0.0.1:0", "--nbd-socket",
+                        nbd_socket, NULL);
+  out = g_data_input_stream_new (g_subprocess_get_stdout_pipe (*proc));
+  port = g_data_input_stream_read_line (out, NULL, NULL, NULL);
+  g_assert_nonnull (port);
+  return g_strdup_printf ("tcp:127.0.0.1:%s", port);
+}
+
+/* The phases, so the destination's NBD socket is known to start the endpoint. */
+static char *
+prepare_dest (Fixture *f, const char *sock)
+{
+  g_autofree char *c1 = rig_path (f->rig, "c1");
+  char *c2 = rig_path (f->rig, "c2");
+  g_autofree char *listen = g_strdup_printf ("unix:%s", sock);
+
+  g_assert_cmpint (blkmig_run (NULL, NULL, "begin", "--qmp", f->vsrc->qmp_path, "-o", c1, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", f->vdst->qmp_path, "--listen",
+                               listen, "-c", c1, "-o", c2, NULL), ==, 0);
+  return c2;
+}
+
+static void
+test_tcp (Fixture *f, gconstpointer data)
+{
+  g_autofree char *sock = rig_path (f->rig, "nbd.sock");
+  g_autofree char *c2 = prepare_dest (f, sock);
+  g_autofree char *c3 = rig_path (f->rig, "c3");
+  g_autoptr(GSubprocess) endpoint = NULL;
+  g_autofree char *addr = start_endpoint (sock, &endpoint);
+
+  g_assert_cmpint (blkmig_run (NULL, NULL, "perform", "-q", "--tunnel", addr, "--qmp",
+                               f->vsrc->qmp_path, "-c", c2, "-o", c3, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", f->vdst->qmp_path, "-c", c3, NULL),
+                   ==, 0);
+  g_assert_true (g_subprocess_wait (endpoint, NULL, NULL));
+  g_assert_true (g_subprocess_get_successful (endpoint));
+  assert_migrated (f);
+}
+
+static void
+test_broken (Fixture *f, gconstpointer data)
+{
+  g_autofree char *sock = rig_path (f->rig, "nbd.sock");
+  g_autofree char *c2 = prepare_dest (f, sock);
+  g_autofree char *c3 = rig_path (f->rig, "c3");
+  g_autoptr(GSubprocess) endpoint = NULL;
+  g_autofree char *addr = start_endpoint (sock, &endpoint);
+  g_autoptr(GSubprocess) perform = NULL;
+  g_autofree char *err = NULL;
+  g_autofree char *status = NULL;
+  gint64 cut;
+
+  perform = blkmig_spawn ("perform", "-q", "--speed", "1048576", "--tunnel", addr, "--qmp",
+                          f->vsrc->qmp_path, "-c", c2, "-o", c3, NULL);
+  for (int i = 0; i < 600 && vm_count_jobs (f->vsrc) < N_DISKS; i++)
+    g_usleep (20 * 1000);  /* every disk's mirror runs through the tunnel */
+  g_assert_cmpuint (vm_count_jobs (f->vsrc), ==, N_DISKS);
+  cut = g_get_monotonic_time ();
+  g_subprocess_force_exit (endpoint);
+  g_assert_cmpint (blkmig_wait (perform, NULL, &err), ==, 6);
+  g_test_message ("blkmig gave up %.1f s after the tunnel broke",
+                  (g_get_monotonic_time () - cut) / 1e6);
+  g_assert_cmpint (g_get_monotonic_time () - cut, <, 10 * G_USEC_PER_SEC);
+  g_assert_nonnull (strstr (err, "the tunnel to the destination broke"));
+  status = vm_status (f->vsrc);
+  g_assert_cmpstr (status, ==, "running");
+  g_assert_cmpuint (vm_count_jobs (f->vsrc), ==, 0);
+  g_assert_cmpuint (vm_count_blkmig_nodes (f->vsrc), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "abort", "--qmp", f->vdst->qmp_path, "-c", c2, NULL), ==, 0);
+  g_assert_cmpuint (vm_count_exports (f->vdst), ==, 0);
+  g_assert_cmpuint (rig_count_journals (f->rig), ==, 0);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add ("/tunnel/command-three-disks", Fixture, NULL, fixture_setup, test_command, fixture_teardown);
+  g_test_add ("/tunnel/tcp-three-disks", Fixture, NULL, fixture_setup, test_tcp, fixture_teardown);
+  g_test_add ("/tunnel/broken-mid-copy", Fixture, NULL, fixture_setup, test_broken, fixture_teardown);
+  return g_test_run ();
+}
