@@ -119,14 +119,19 @@ nbd_server_addr (QmpClient *qmp, NbdEndpoint *ep, GCancellable *cancellable, GEr
 }
 
 gboolean
-nbd_server_start (QmpClient *qmp, NbdEndpoint *ep, GCancellable *cancellable, GError **error)
+nbd_server_start (QmpClient *qmp, NbdEndpoint *ep, const char *tls_creds, const char *tls_authz,
+                  GCancellable *cancellable, GError **error)
 {
   JsonNode *addr = nbd_server_addr (qmp, ep, cancellable, error);
   g_autoptr(JsonNode) ret = NULL;
 
   if (addr == NULL)
     return FALSE;
-  ret = qmp_client_execute_sync (qmp, "nbd-server-start", qmp_args_new ("addr", addr, NULL),
+  ret = qmp_client_execute_sync (qmp, "nbd-server-start",
+                                 qmp_args_new ("addr", addr,
+                                               "tls-creds", tls_creds != NULL ? qmp_str (tls_creds) : NULL,
+                                               "tls-authz", tls_authz != NULL ? qmp_str (tls_authz) : NULL,
+                                               NULL),
                                  cancellable, error);
   return ret != NULL;
 }

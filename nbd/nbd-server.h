@@ -18,8 +18,8 @@ char *nbd_endpoint_uri (const NbdEndpoint *ep, const char *export_name);
 
 /* nbd-server-start.  A TCP port 0 is bound here and handed to QEMU with getfd;
  * ep->port then holds the real port. */
-gboolean nbd_server_start (QmpClient *qmp, NbdEndpoint *ep, GCancellable *cancellable,
-                           GError **error);
+gboolean nbd_server_start (QmpClient *qmp, NbdEndpoint *ep, const char *tls_creds,
+                           const char *tls_authz, GCancellable *cancellable, GError **error);
 /* A writable export of @node named @name (block-export-add, or nbd-server-add
  * where the probe says block-export-add is missing). */
 gboolean nbd_export_add (QmpClient *qmp, const char *id, const char *node, const char *name,

@@ -18,6 +18,9 @@ typedef struct {
   gboolean verify;
   char *tunnel;
   char *tunnel_command;
+  char *tls_dir;
+  char **tls_authz;
+  gboolean insecure;
 } MigrateArgs;
 
 typedef struct {
@@ -52,7 +55,8 @@ migrate_prepare (MigrateRun *run, const MigrateArgs *args, GCancellable *cancell
   g_autofree char *nbd = g_build_filename (run->private_dir, "nbd.sock", NULL);
   g_autofree char *mig = g_strdup_printf ("unix:%s/migrate.sock", run->private_dir);
   PrepareOptions opts = { { nbd, NULL, 0 }, args->create_dir,
-                          args->migrate_uri != NULL ? args->migrate_uri : mig, run->journal };
+                          args->migrate_uri != NULL ? args->migrate_uri : mig, run->journal,
+                          args->tls_dir, (const char *const *) args->tls_authz, args->insecure };
 
   run->reply = session_prepare (run->dst, run->offer, &opts, cancellable, error);
   return run->reply != NULL && cookie_check_reply (run->offer, run->reply, error);
@@ -98,6 +102,8 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   sopts.journal = run->journal;
   sopts.tunnel_addr = args->tunnel;
   sopts.tunnel_command = args->tunnel_command;
+  sopts.tls_dir = args->tls_dir;
+  sopts.insecure = args->insecure;
   if (!session_journal (run->journal, "begin", run->offer, error)
       || !migrate_prepare (run, args, cancellable, error))
     return FALSE;
@@ -151,6 +157,8 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
       "Compare source and destination while both are quiescent (live: at switchover; copy: "
       "the guest pauses for it)", NULL },
     COMMAND_TUNNEL_ENTRIES (&args->tunnel, &args->tunnel_command),
+    COMMAND_TLS_ENTRIES (&args->tls_dir, &args->insecure),
+    COMMAND_TLS_AUTHZ_ENTRY (&args->tls_authz),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -179,6 +187,8 @@ migrate_args_clear (MigrateArgs *args)
   mirror_tuning_clear (&args->mirror);
   g_free (args->tunnel);
   g_free (args->tunnel_command);
+  g_free (args->tls_dir);
+  g_strfreev (args->tls_authz);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MigrateArgs, migrate_args_clear)

@@ -103,6 +103,9 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autofree char *listen = NULL;
   g_autofree char *create_dir = NULL;
   g_autofree char *incoming = NULL;
+  g_autofree char *tls_dir = NULL;
+  g_auto(GStrv) tls_authz = NULL;
+  gboolean insecure = FALSE;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
     { "listen", 'l', 0, G_OPTION_ARG_STRING, &listen,
@@ -111,6 +114,8 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
       "Create missing targets in DIR (copy and move modes)", "DIR" },
     { "incoming", 0, 0, G_OPTION_ARG_STRING, &incoming,
       "Memory stream URI for a live migration (default: unix:LISTEN-PATH.migrate)", "URI" },
+    COMMAND_TLS_ENTRIES (&tls_dir, &insecure),
+    COMMAND_TLS_AUTHZ_ENTRY (&tls_authz),
     G_OPTION_ENTRY_NULL
   };
   g_autoptr(QmpClient) qmp = NULL;
@@ -135,6 +140,9 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   opts.listen = ep;
   opts.create_dir = create_dir;
   opts.incoming_uri = incoming;
+  opts.tls_dir = tls_dir;
+  opts.tls_authz = (const char *const *) tls_authz;
+  opts.insecure = insecure;
   opts.journal = journal = journal_new (offer->id, "prepare");
   journal->dest_qmp = g_strdup (args.qmp);
   reply = session_prepare (qmp, offer, &opts, cancellable, error);
@@ -168,6 +176,9 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   gboolean verify = FALSE;
   g_autofree char *tunnel = NULL;
   g_autofree char *tunnel_command = NULL;
+  g_autofree char *tls_dir = NULL;
+  g_autofree char *tls_hostname = NULL;
+  gboolean insecure = FALSE;
   g_auto(MirrorTuning) mirror = MIRROR_TUNING_INIT;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
@@ -179,6 +190,9 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
     { "verify", 0, 0, G_OPTION_ARG_NONE, &verify,
       "Compare source and destination while both are quiescent", NULL },
     COMMAND_TUNNEL_ENTRIES (&tunnel, &tunnel_command),
+    COMMAND_TLS_ENTRIES (&tls_dir, &insecure),
+    { "tls-hostname", 0, 0, G_OPTION_ARG_STRING, &tls_hostname,
+      "The name the destination's certificate carries (default: its address)", "NAME" },
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -199,6 +213,9 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   sopts.verify = verify;
   sopts.tunnel_addr = tunnel;
   sopts.tunnel_command = tunnel_command;
+  sopts.tls_dir = tls_dir;
+  sopts.tls_hostname = tls_hostname;
+  sopts.insecure = insecure;
   sopts.quiet = common_options.quiet;
   sopts.journal = journal = journal_new (dest->id, "perform");
   journal->source_qmp = g_strdup (args.qmp);

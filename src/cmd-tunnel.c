@@ -19,12 +19,16 @@ cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, GError **
 {
   g_autofree char *nbd_socket = NULL;
   g_autofree char *listen = NULL;
+  g_autofree char *tls_dir = NULL;
   const GOptionEntry entries[] = {
     { "nbd-socket", 0, 0, G_OPTION_ARG_FILENAME, &nbd_socket,
       "The destination QEMU's NBD server (a UNIX socket)", "PATH" },
     { "listen", 'l', 0, G_OPTION_ARG_STRING, &listen,
       "Accept the stream on tcp:HOST:PORT (port 0: any, printed on stdout) instead of "
       "using stdin/stdout", "ADDR" },
+    { "tls-creds", 0, 0, G_OPTION_ARG_FILENAME, &tls_dir,
+      "With --listen: TLS with DIR's ca-cert.pem, server-cert.pem and server-key.pem; the "
+      "source must present a certificate the CA signed", "DIR" },
     G_OPTION_ENTRY_NULL
   };
   g_autoptr(GIOStream) stream = NULL;
@@ -34,8 +38,9 @@ cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, GError **
                       "destination's NBD server; ends when the stream ends.", entries, error)
       || !command_require ("--nbd-socket", nbd_socket, error))
     return FALSE;
-  stream = listen != NULL ? transport_accept (listen, tunnel_print_port, cancellable, error)
-                          : transport_stdio ();
+  stream = listen != NULL
+           ? transport_accept (listen, tls_dir, tunnel_print_port, cancellable, error)
+           : transport_stdio ();
   if (stream == NULL)
     return FALSE;
   tunnel = tunnel_new_connector (stream, nbd_socket);

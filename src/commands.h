@@ -59,6 +59,17 @@ extern CommonOptions common_options;
     "Carry them through the stdin/stdout of CMD (e.g. ssh HOST blkmig tunnel-endpoint " \
     "--nbd-socket {nbd-socket}); {nbd-socket} is replaced by the destination's socket", "CMD" }
 
+/* TLS options: x509 credentials and the plaintext guard. */
+#define COMMAND_TLS_ENTRIES(dir, insecure) \
+  { "tls-creds", 0, 0, G_OPTION_ARG_FILENAME, (dir), \
+    "x509 credentials for NBD: DIR holds ca-cert.pem and server-cert.pem/server-key.pem " \
+    "(destination) or client-cert.pem/client-key.pem (source)", "DIR" }, \
+  { "insecure", 0, 0, G_OPTION_ARG_NONE, (insecure), \
+    "Allow plaintext NBD over TCP to a non-loopback address", NULL }
+#define COMMAND_TLS_AUTHZ_ENTRY(dns) \
+  { "tls-authz", 0, 0, G_OPTION_ARG_STRING_ARRAY, (dns), \
+    "Accept only the client certificate with this distinguished name; repeatable", "DN" }
+
 /* Entries for the commands that report events (long-running ones). */
 #define COMMAND_EVENT_ENTRIES \
   { "json", 0, 0, G_OPTION_ARG_NONE, &common_options.json, \

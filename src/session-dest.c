@@ -4,6 +4,7 @@
 #include <glib/gstdio.h>
 
 #include "common/error.h"
+#include "nbd/nbd-tls.h"
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
 #include "src/events.h"
@@ -179,25 +180,45 @@ dest_journal_plan (Journal *journal, Cookie *reply, GError **error)
   return ok;
 }
 
+/* The server's credentials and, with --tls-authz, who may connect. */
+static gboolean
+dest_add_tls (QmpClient *dst, Cookie *reply, const PrepareOptions *opts,
+              GCancellable *cancellable, GError **error)
+{
+  g_autofree char *tls_id = session_node_name (reply, 't', 0);
+  g_autofree char *authz_id = session_node_name (reply, 'z', 0);
+
+  if (opts->tls_dir == NULL)
+    return TRUE;
+  return nbd_tls_add_creds (dst, tls_id, TRUE, opts->tls_dir, cancellable, error)
+         && (opts->tls_authz == NULL
+             || nbd_tls_add_authz (dst, authz_id, opts->tls_authz, cancellable, error));
+}
+
 static gboolean
 dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean *server_started,
             GCancellable *cancellable, GError **error)
 {
   g_autoptr(GPtrArray) dst_disks = disks_query (dst, TRUE, cancellable, error);
+  g_autofree char *tls_id = session_node_name (reply, 't', 0);
+  g_autofree char *authz_id = session_node_name (reply, 'z', 0);
   NbdEndpoint ep = { g_strdup (opts->listen.unix_path), g_strdup (opts->listen.host),
                      opts->listen.port };
   gboolean ok;
 
   if (dst_disks == NULL)
     return FALSE;
-  if (reply->mode == COOKIE_MODE_LIVE && !dest_expect_incoming (dst, cancellable, error))
+  if (!session_check_plaintext (opts->listen.host, opts->tls_dir != NULL, opts->insecure, error)
+      || (reply->mode == COOKIE_MODE_LIVE && !dest_expect_incoming (dst, cancellable, error)))
     return FALSE;
   for (guint i = 0; i < reply->disks->len; i++)
     if (!dest_plan_disk (reply, i, dst_disks, opts, cancellable, error))
       return FALSE;
-  if (!dest_journal_plan (opts->journal, reply, error))
+  if (!dest_journal_plan (opts->journal, reply, error)
+      || !dest_add_tls (dst, reply, opts, cancellable, error))
     return FALSE;
-  ok = nbd_server_start (dst, &ep, cancellable, error);
+  ok = nbd_server_start (dst, &ep, opts->tls_dir != NULL ? tls_id : NULL,
+                         opts->tls_authz != NULL ? authz_id : NULL, cancellable, error);
   *server_started = ok;
   if (ok)
     {
@@ -295,6 +316,7 @@ dest_remove_exports (QmpClient *dst, const Cookie *cookie, GCancellable *cancell
     }
   if (!nbd_server_stop (dst, cancellable, error))
     return FALSE;
+  session_del_tls_objects (dst, cookie);
   if (cookie->nbd_unix != NULL)
     g_unlink (cookie->nbd_unix);
   return TRUE;

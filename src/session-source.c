@@ -2,6 +2,7 @@
 #include "src/session.h"
 
 #include "common/error.h"
+#include "nbd/nbd-tls.h"
 #include "nbd/verify.h"
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
@@ -80,11 +81,23 @@ source_nbd_server_arg (const SourceRun *run)
                        "port", qmp_str (port), NULL);
 }
 
+/* The name the destination's certificate must carry. */
+static const char *
+source_tls_hostname (const SourceRun *run)
+{
+  if (run->opts->tls_hostname != NULL)
+    return run->opts->tls_hostname;
+  return run->cookie->nbd_host != NULL && run->tunnel.path == NULL ? run->cookie->nbd_host
+                                                                  : "localhost";
+}
+
 static gboolean
 source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GError **error)
 {
   CookieDisk *disk = run->cookie->disks->pdata[i];
   g_autofree char *node = session_node_name (run->cookie, 'n', i);
+  g_autofree char *tls = run->opts->tls_dir != NULL ? session_node_name (run->cookie, 'c', 0)
+                                                    : NULL;
   g_autoptr(JsonNode) ret = NULL;
 
   /* discard=unmap lets the mirror pre-zero the target cheaply and then copy
@@ -97,7 +110,11 @@ source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GErr
                                                "discard", qmp_str ("unmap"),
                                                "reconnect-delay", qmp_int (MIRROR_KNOB (
                                                    run->opts->mirror.reconnect_delay,
-                                                   MIRROR_DEFAULT_RECONNECT_DELAY)), NULL),
+                                                   MIRROR_DEFAULT_RECONNECT_DELAY)),
+                                               "tls-creds", tls != NULL ? qmp_str (tls) : NULL,
+                                               "tls-hostname", tls != NULL
+                                                 ? qmp_str (source_tls_hostname (run)) : NULL,
+                                               NULL),
                                  cancellable, error);
   if (ret == NULL)
     g_prefix_error (error, "%s: cannot connect to the destination export: ", disk->name);
@@ -147,12 +164,28 @@ source_check_disk (CookieDisk *disk, DiskInfo *info, GError **error)
   return TRUE;
 }
 
+/* Plaintext only on loopback (or when told); with --tls-creds the NBD client's
+ * credentials, checked against the server's certificate. */
+static gboolean
+source_add_tls (SourceRun *run, GCancellable *cancellable, GError **error)
+{
+  const SourceOptions *opts = run->opts;
+  g_autofree char *id = session_node_name (run->cookie, 'c', 0);
+  gboolean tunnelled = run->tunnel.path != NULL;
+
+  if (!tunnelled && !session_check_plaintext (run->cookie->nbd_host, opts->tls_dir != NULL,
+                                              opts->insecure, error))
+    return FALSE;
+  return opts->tls_dir == NULL || nbd_tls_add_creds (run->qmp, id, FALSE, opts->tls_dir,
+                                                     cancellable, error);
+}
+
 static gboolean
 source_start_all (SourceRun *run, GCancellable *cancellable, GError **error)
 {
   g_autoptr(GPtrArray) disks = disks_query (run->qmp, TRUE, cancellable, error);
 
-  if (disks == NULL)
+  if (disks == NULL || !source_add_tls (run, cancellable, error))
     return FALSE;
   for (guint i = 0; i < run->cookie->disks->len; i++)
     {
@@ -174,6 +207,8 @@ source_start_all (SourceRun *run, GCancellable *cancellable, GError **error)
 static gboolean
 source_delete_target_nodes (SourceRun *run, GCancellable *cancellable, GError **error)
 {
+  g_autofree char *tls = session_node_name (run->cookie, 'c', 0);
+
   for (guint i = 0; i < run->cookie->disks->len; i++)
     {
       g_autofree char *node = session_node_name (run->cookie, 'n', i);
@@ -183,6 +218,8 @@ source_delete_target_nodes (SourceRun *run, GCancellable *cancellable, GError **
       if (ret == NULL)
         return FALSE;
     }
+  if (run->opts->tls_dir != NULL)
+    nbd_tls_del (run->qmp, tls);  /* the client nodes that used it are gone */
   return TRUE;
 }
 
@@ -368,6 +405,18 @@ source_tunnel_command (const SourceRun *run)
   return g_strjoinv (run->cookie->nbd_unix != NULL ? run->cookie->nbd_unix : "", parts);
 }
 
+/* The tunnel's own TCP stream follows the NBD rule: TLS, loopback or --insecure. */
+static gboolean
+source_tunnel_check_plaintext (const SourceRun *run, GError **error)
+{
+  g_auto(NbdEndpoint) ep = { 0 };
+
+  if (!nbd_endpoint_parse (run->opts->tunnel_addr, &ep, error))
+    return FALSE;
+  return session_check_plaintext (ep.host, run->opts->tls_dir != NULL, run->opts->insecure,
+                                  error);
+}
+
 static gboolean
 source_open_tunnel (SourceRun *run, GCancellable *cancellable, GError **error)
 {
@@ -380,8 +429,10 @@ source_open_tunnel (SourceRun *run, GCancellable *cancellable, GError **error)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                         "{nbd-socket} in --tunnel-command needs a destination that listens "
                         "on a UNIX socket"), FALSE;
-  return source_tunnel_open (&run->tunnel, run->opts->tunnel_addr, command, run->group,
-                             cancellable, error);
+  if (command == NULL && !source_tunnel_check_plaintext (run, error))
+    return FALSE;
+  return source_tunnel_open (&run->tunnel, run->opts->tunnel_addr, command, run->opts->tls_dir,
+                             run->opts->tls_hostname, run->group, cancellable, error);
 }
 
 /* Mirrors, READY, then the switch the mode asks for; errors name the phase. */

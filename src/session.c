@@ -4,6 +4,8 @@
 #include <glib/gstdio.h>
 
 #include "common/debug.h"
+#include "common/error.h"
+#include "nbd/nbd-tls.h"
 
 #define ABORT_TIMEOUT_MS (30 * 1000)
 
@@ -50,6 +52,29 @@ session_journal (Journal *journal, const char *step, const Cookie *cookie, GErro
   g_clear_pointer (&journal->cookie, cookie_free);
   journal->cookie = cookie_parse (text, -1, COOKIE_KIND_SOURCE, error);
   return journal->cookie != NULL && journal_write (journal, step, error);
+}
+
+void
+session_del_tls_objects (QmpClient *qmp, const Cookie *cookie)
+{
+  static const char kinds[] = { 't', 'z', 'c' };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (kinds); i++)
+    {
+      g_autofree char *id = session_node_name (cookie, kinds[i], 0);
+      nbd_tls_del (qmp, id);
+    }
+}
+
+gboolean
+session_check_plaintext (const char *host, gboolean tls, gboolean insecure, GError **error)
+{
+  if (host == NULL || tls || insecure || nbd_host_is_loopback (host))
+    return TRUE;
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+               "refusing plaintext NBD over TCP to %s: give --tls-creds DIR, or --insecure "
+               "if the network is trusted", host);
+  return FALSE;
 }
 
 gboolean
@@ -152,6 +177,7 @@ session_abort_dest (QmpClient *dst, const Cookie *cookie, gboolean stop_server)
 {
   g_auto(GStrv) exports = nbd_export_list (dst, NULL, NULL);
   gboolean ours = stop_server;
+  guint targets;
 
   for (gsize i = 0; exports != NULL && exports[i] != NULL; i++)
     {
@@ -173,7 +199,9 @@ session_abort_dest (QmpClient *dst, const Cookie *cookie, gboolean stop_server)
     }
   /* Created files are removed only on the side that holds our exports or target
    * nodes: on the source host the same path may be the guest's own disk. */
-  if (session_abort_nodes (dst, cookie) == 0 && !ours)
+  targets = session_abort_nodes (dst, cookie);
+  session_del_tls_objects (dst, cookie);  /* unused once server and nodes are gone */
+  if (targets == 0 && !ours)
     return;
   for (guint i = 0; i < cookie->disks->len; i++)
     {

@@ -16,6 +16,9 @@ typedef struct {
   Journal *journal;         /* steps are recorded here before they happen; may be NULL */
   const char *tunnel_addr;  /* --tunnel tcp:HOST:PORT */
   const char *tunnel_command; /* --tunnel-command CMD */
+  const char *tls_dir;      /* x509 credentials for the NBD client */
+  const char *tls_hostname; /* the name the server certificate must carry */
+  gboolean insecure;        /* allow plaintext TCP to a non-loopback address */
 } SourceOptions;
 
 typedef struct {
@@ -23,6 +26,9 @@ typedef struct {
   char *create_dir;         /* create missing targets here (copy/move only) */
   char *incoming_uri;       /* migrate-incoming URI (live only) */
   Journal *journal;         /* may be NULL */
+  const char *tls_dir;      /* x509 credentials: the NBD server requires TLS */
+  const char *const *tls_authz; /* client certificate DNs allowed, NULL = any the CA signed */
+  gboolean insecure;        /* allow plaintext TCP to a non-loopback address */
 } PrepareOptions;
 
 /* Begin: the source cookie for the selected disks (all when @disks is empty). */
@@ -56,6 +62,12 @@ void session_abort (QmpClient *qmp, const Cookie *cookie);
 /* Records @step with a copy of @cookie in @journal (a no-op without a journal). */
 gboolean session_journal (Journal *journal, const char *step, const Cookie *cookie,
                           GError **error);
+
+/* Deletes the TLS objects of this migration (server, authz, client), quietly. */
+void session_del_tls_objects (QmpClient *qmp, const Cookie *cookie);
+/* Refuses plaintext NBD over TCP to @host unless it is loopback or @insecure. */
+gboolean session_check_plaintext (const char *host, gboolean tls, gboolean insecure,
+                                  GError **error);
 
 /* Names derived from the migration id, shared by both sides. */
 char *session_job_id (const Cookie *cookie, guint index);

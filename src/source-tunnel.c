@@ -20,7 +20,8 @@ source_tunnel_closed_cb (Tunnel *tunnel, const GError *why, gpointer user_data)
 }
 
 gboolean
-source_tunnel_open (SourceTunnel *st, const char *addr, const char *command, JobGroup *group,
+source_tunnel_open (SourceTunnel *st, const char *addr, const char *command,
+                    const char *tls_dir, const char *tls_hostname, JobGroup *group,
                     GCancellable *cancellable, GError **error)
 {
   g_autoptr(GIOStream) stream = NULL;
@@ -31,7 +32,8 @@ source_tunnel_open (SourceTunnel *st, const char *addr, const char *command, Job
     return FALSE;
   st->path = g_build_filename (st->dir, "tunnel.sock", NULL);
   stream = command != NULL ? transport_spawn (command, &st->proc, error)
-                           : transport_connect (addr, cancellable, error);
+                           : transport_connect (addr, tls_dir, tls_hostname, cancellable,
+                                                error);
   if (stream == NULL)
     return FALSE;
   st->tunnel = tunnel_new_listener (stream, st->path, error);

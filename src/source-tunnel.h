@@ -14,6 +14,7 @@ typedef struct {
 
 /* Opens the stream (@addr "tcp:HOST:PORT" or @command) and listens for QEMU. */
 gboolean source_tunnel_open (SourceTunnel *st, const char *addr, const char *command,
-                             JobGroup *group, GCancellable *cancellable, GError **error);
+                             const char *tls_dir, const char *tls_hostname, JobGroup *group,
+                             GCancellable *cancellable, GError **error);
 /* Closes the stream, waits (bounded) for the command, removes the socket. */
 void source_tunnel_close (SourceTunnel *st);

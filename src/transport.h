@@ -3,11 +3,16 @@
 
 #include <gio/gio.h>
 
-/* "tcp:HOST:PORT" → a connected stream. */
-GIOStream *transport_connect (const char *spec, GCancellable *cancellable, GError **error);
+/* "tcp:HOST:PORT" → a connected stream.  With @tls_dir (ca-cert.pem,
+ * client-cert.pem, client-key.pem) it is TLS, the server's certificate checked
+ * against the CA and against @tls_hostname (default HOST). */
+GIOStream *transport_connect (const char *spec, const char *tls_dir, const char *tls_hostname,
+                              GCancellable *cancellable, GError **error);
 /* Accepts one connection on "tcp:HOST:PORT" (port 0: any; @on_listening gets the
- * real port before the wait). */
-GIOStream *transport_accept (const char *spec, void (*on_listening) (guint16 port),
+ * real port before the wait).  With @tls_dir (ca-cert.pem, server-cert.pem,
+ * server-key.pem) the client must present a certificate the CA signed. */
+GIOStream *transport_accept (const char *spec, const char *tls_dir,
+                             void (*on_listening) (guint16 port),
                              GCancellable *cancellable, GError **error);
 /* `sh -c COMMAND` with its stdin and stdout as the stream. */
 GIOStream *transport_spawn (const char *command, GSubprocess **proc, GError **error);
