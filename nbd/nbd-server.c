@@ -2,6 +2,7 @@
 #include "nbd/nbd-server.h"
 
 #include <gio/gunixsocketaddress.h>
+#include <sys/stat.h>
 
 #include "common/error.h"
 #include "qmp/qmp-wait.h"
@@ -67,31 +68,49 @@ nbd_endpoint_uri (const NbdEndpoint *ep, const char *export_name)
   return g_strdup_printf ("nbd://%s:%d/%s", ep->host, ep->port, export_name);
 }
 
-/* Binds host:0 here so the real port is known, and hands the socket to QEMU. */
+/* The listening socket, made here: a UNIX one is 0600 before anyone can connect,
+ * and for TCP port 0 the system's choice is known at once. */
+static GSocket *
+nbd_bind (NbdEndpoint *ep, GError **error)
+{
+  g_autoptr(GInetAddress) inet = ep->host != NULL ? g_inet_address_new_from_string (ep->host) : NULL;
+  g_autoptr(GSocketAddress) addr = NULL;
+  g_autoptr(GSocketAddress) bound = NULL;
+  g_autoptr(GSocket) sock = NULL;
+  mode_t old_umask;
+  gboolean ok;
+
+  if (ep->unix_path == NULL && inet == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "listen address %s: needs a numeric IP address", ep->host), NULL;
+  addr = ep->unix_path != NULL ? g_unix_socket_address_new (ep->unix_path)
+                               : g_inet_socket_address_new (inet, ep->port);
+  sock = g_socket_new (g_socket_address_get_family (addr), G_SOCKET_TYPE_STREAM,
+                       G_SOCKET_PROTOCOL_DEFAULT, error);
+  if (sock == NULL)
+    return NULL;
+  old_umask = umask (0177);
+  ok = g_socket_bind (sock, addr, TRUE, error);
+  umask (old_umask);
+  if (!ok || !g_socket_listen (sock, error))
+    return NULL;
+  if (ep->unix_path == NULL && (bound = g_socket_get_local_address (sock, error)) == NULL)
+    return NULL;
+  if (bound != NULL)
+    ep->port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound));
+  return g_steal_pointer (&sock);
+}
+
+/* Hands QEMU a listening socket we made (getfd): QEMU needs no access to the path. */
 static JsonNode *
 nbd_listen_fd_addr (QmpClient *qmp, NbdEndpoint *ep, GCancellable *cancellable,
                     GError **error)
 {
-  g_autoptr(GInetAddress) inet = g_inet_address_new_from_string (ep->host);
-  g_autoptr(GSocketAddress) addr = NULL;
-  g_autoptr(GSocketAddress) bound = NULL;
-  g_autoptr(GSocket) sock = NULL;
+  g_autoptr(GSocket) sock = nbd_bind (ep, error);
   g_autoptr(JsonNode) ret = NULL;
 
-  if (!qmp_client_has_command (qmp, "getfd"))
-    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "%s has no getfd: give an explicit TCP port",
-                        qmp_client_get_label (qmp)), NULL;
-  if (inet == NULL)
-    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "listen address %s: port 0 needs a numeric IP address", ep->host), NULL;
-  addr = g_inet_socket_address_new (inet, 0);
-  sock = g_socket_new (g_socket_address_get_family (addr), G_SOCKET_TYPE_STREAM,
-                       G_SOCKET_PROTOCOL_TCP, error);
-  if (sock == NULL || !g_socket_bind (sock, addr, TRUE, error) || !g_socket_listen (sock, error)
-      || (bound = g_socket_get_local_address (sock, error)) == NULL)
+  if (sock == NULL)
     return NULL;
-  ep->port = g_inet_socket_address_get_port (G_INET_SOCKET_ADDRESS (bound));
   ret = qmp_client_execute_full_sync (qmp, "getfd",
                                       qmp_args_new ("fdname", qmp_str ("blkmig-nbd-listen"), NULL),
                                       g_socket_get_fd (sock), 0, cancellable, error);
@@ -104,16 +123,16 @@ static JsonNode *
 nbd_server_addr (QmpClient *qmp, NbdEndpoint *ep, GCancellable *cancellable, GError **error)
 {
   g_autoptr(JsonNode) data = NULL;
+  g_autofree char *port = g_strdup_printf ("%d", ep->port);
 
-  if (ep->unix_path != NULL)
-    data = qmp_args_new ("path", qmp_str (ep->unix_path), NULL);
-  else if (ep->port == 0)
+  if (qmp_client_has_command (qmp, "getfd"))
     return nbd_listen_fd_addr (qmp, ep, cancellable, error);
-  else
-    {
-      g_autofree char *port = g_strdup_printf ("%d", ep->port);
-      data = qmp_args_new ("host", qmp_str (ep->host), "port", qmp_str (port), NULL);
-    }
+  if (ep->unix_path == NULL && ep->port == 0)  /* e.g. qemu-storage-daemon */
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "%s has no getfd: give an explicit TCP port",
+                        qmp_client_get_label (qmp)), NULL;
+  data = ep->unix_path != NULL ? qmp_args_new ("path", qmp_str (ep->unix_path), NULL)
+                               : qmp_args_new ("host", qmp_str (ep->host), "port", qmp_str (port), NULL);
   return qmp_args_new ("type", qmp_str (ep->unix_path != NULL ? "unix" : "inet"),
                        "data", g_steal_pointer (&data), NULL);
 }

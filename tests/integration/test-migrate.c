@@ -243,6 +243,12 @@ test_phases (Pair *p, gconstpointer data)
   g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", p->dst->qmp_path, "--listen", listen,
                                "-c", c1, "-o", c2, NULL), ==, 0);
   g_assert_cmpuint (vm_count_exports (p->dst), ==, 2);
+  {
+    /* blkmig made the listening socket and handed it to QEMU: private from the start */
+    GStatBuf st;
+    g_assert_cmpint (g_stat (sock, &st), ==, 0);
+    g_assert_cmpint (st.st_mode & 0777, ==, 0600);
+  }
   g_assert_cmpint (blkmig_run (NULL, NULL, "perform", "--qmp", p->src->qmp_path, "-c", c2,
                                "-o", c3, NULL), ==, 0);
   g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", p->dst->qmp_path, "-c", c3, NULL), ==, 0);
