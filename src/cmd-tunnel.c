@@ -27,8 +27,8 @@ cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, GError **
       "Accept the stream on tcp:HOST:PORT (port 0: any, printed on stdout) instead of "
       "using stdin/stdout", "ADDR" },
     { "tls-creds", 0, 0, G_OPTION_ARG_FILENAME, &tls_dir,
-      "With --listen: TLS with DIR's ca-cert.pem, server-cert.pem and server-key.pem; the "
-      "source must present a certificate the CA signed", "DIR" },
+      "TLS with DIR's ca-cert.pem, server-cert.pem and server-key.pem (also over stdin/stdout, "
+      "e.g. under systemd); the source must present a certificate the CA signed", "DIR" },
     G_OPTION_ENTRY_NULL
   };
   g_autoptr(GIOStream) stream = NULL;
@@ -38,9 +38,15 @@ cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, GError **
                       "destination's NBD server; ends when the stream ends.", entries, error)
       || !command_require ("--nbd-socket", nbd_socket, error))
     return FALSE;
-  stream = listen != NULL
-           ? transport_accept (listen, tls_dir, tunnel_print_port, cancellable, error)
-           : transport_stdio ();
+  if (listen != NULL)
+    stream = transport_accept (listen, tls_dir, tunnel_print_port, cancellable, error);
+  else if (tls_dir != NULL)
+    {
+      g_autoptr(GIOStream) stdio = transport_stdio ();
+      stream = transport_tls_server (stdio, tls_dir, cancellable, error);
+    }
+  else
+    stream = transport_stdio ();
   if (stream == NULL)
     return FALSE;
   tunnel = tunnel_new_connector (stream, nbd_socket);

@@ -96,8 +96,8 @@ source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GErr
 {
   CookieDisk *disk = run->cookie->disks->pdata[i];
   g_autofree char *node = session_node_name (run->cookie, 'n', i);
-  g_autofree char *tls = run->opts->tls_dir != NULL ? session_node_name (run->cookie, 'c', 0)
-                                                    : NULL;
+  g_autofree char *tls = run->opts->tls_dir != NULL && run->tunnel.path == NULL
+                        ? session_node_name (run->cookie, 'c', 0) : NULL;
   g_autoptr(JsonNode) ret = NULL;
 
   /* discard=unmap lets the mirror pre-zero the target cheaply and then copy
@@ -173,8 +173,11 @@ source_add_tls (SourceRun *run, GCancellable *cancellable, GError **error)
   g_autofree char *id = session_node_name (run->cookie, 'c', 0);
   gboolean tunnelled = run->tunnel.path != NULL;
 
-  if (!tunnelled && !session_check_plaintext (run->cookie->nbd_host, opts->tls_dir != NULL,
-                                              opts->insecure, error))
+  /* Through a tunnel, --tls-creds secure the tunnel's stream instead. */
+  if (tunnelled)
+    return TRUE;
+  if (!session_check_plaintext (run->cookie->nbd_host, opts->tls_dir != NULL, opts->insecure,
+                                error))
     return FALSE;
   return opts->tls_dir == NULL || nbd_tls_add_creds (run->qmp, id, FALSE, opts->tls_dir,
                                                      cancellable, error);

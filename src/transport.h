@@ -18,3 +18,6 @@ GIOStream *transport_accept (const char *spec, const char *tls_dir,
 GIOStream *transport_spawn (const char *command, GSubprocess **proc, GError **error);
 /* This process's stdin and stdout. */
 GIOStream *transport_stdio (void);
+/* The server side of TLS over any stream (e.g. stdio under systemd's Accept=yes). */
+GIOStream *transport_tls_server (GIOStream *base, const char *tls_dir,
+                                 GCancellable *cancellable, GError **error);
