@@ -62,6 +62,15 @@ migrate_prepare (MigrateRun *run, const MigrateArgs *args, GCancellable *cancell
   return run->reply != NULL && cookie_check_reply (run->offer, run->reply, error);
 }
 
+/* The mirrors ended: nobody needs the destination's exports any more. */
+static gboolean
+migrate_mirrors_ended (gpointer data, GError **error)
+{
+  MigrateRun *run = data;
+
+  return session_remove_exports (run->dst, run->reply, NULL, error);
+}
+
 static void
 migrate_summary (MigrateRun *run, gint64 finish_us)
 {
@@ -100,6 +109,8 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   run->journal->source_qmp = g_strdup (args->source);
   run->journal->dest_qmp = g_strdup (args->dest);
   sopts.journal = run->journal;
+  sopts.mirrors_ended = migrate_mirrors_ended;
+  sopts.mirrors_ended_data = run;
   sopts.tunnel_addr = args->tunnel;
   sopts.tunnel_command = args->tunnel_command;
   sopts.tls_dir = args->tls_dir;

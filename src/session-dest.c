@@ -304,16 +304,26 @@ dest_wait_incoming (QmpClient *dst, GCancellable *cancellable, GError **error)
   return FALSE;
 }
 
-static gboolean
-dest_remove_exports (QmpClient *dst, const Cookie *cookie, GCancellable *cancellable,
-                     GError **error)
+gboolean
+session_remove_exports (QmpClient *dst, const Cookie *cookie, GCancellable *cancellable,
+                        GError **error)
 {
+  g_auto(GStrv) exports = nbd_export_list (dst, cancellable, error);
+  gboolean any = FALSE;
+
+  if (exports == NULL)
+    return FALSE;
   for (guint i = 0; i < cookie->disks->len; i++)
     {
       CookieDisk *disk = cookie->disks->pdata[i];
+      if (!g_strv_contains ((const char *const *) exports, disk->export_name))
+        continue;
+      any = TRUE;
       if (!nbd_export_del (dst, disk->export_name, FALSE, cancellable, error))
         return FALSE;
     }
+  if (!any)
+    return TRUE;  /* torn down already, as soon as the mirrors ended */
   if (!nbd_server_stop (dst, cancellable, error))
     return FALSE;
   session_del_tls_objects (dst, cookie);
@@ -355,7 +365,7 @@ dest_finish (QmpClient *dst, const Cookie *result, gboolean resume,
     return TRUE;  /* the source now runs on these exports: they stay */
   if (live && !dest_wait_incoming (dst, cancellable, error))
     return FALSE;
-  if (!dest_remove_exports (dst, result, cancellable, error)
+  if (!session_remove_exports (dst, result, cancellable, error)
       || !dest_detach_created (dst, result, cancellable, error))
     return FALSE;
   if (result->migrate_uri != NULL && g_str_has_prefix (result->migrate_uri, "unix:"))

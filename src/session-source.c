@@ -269,6 +269,13 @@ source_cancel_at_ready (SourceRun *run, GCancellable *cancellable, GError **erro
 }
 
 static gboolean
+source_mirrors_ended (SourceRun *run, GError **error)
+{
+  return run->opts->mirrors_ended == NULL
+         || run->opts->mirrors_ended (run->opts->mirrors_ended_data, error);
+}
+
+static gboolean
 source_migration_status (JsonObject *data, const char *want, QmpClient *qmp, GError **error)
 {
   const char *status = json_object_get_string_member_with_default (data, "status", "?");
@@ -312,7 +319,8 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
   run->stopped_us = g_get_monotonic_time ();
   if (!session_journal (run->opts->journal, "pre-switchover", run->cookie, error)
       || !source_cancel_at_ready (run, cancellable, error)
-      || !source_verify (run, cancellable, error))
+      || !source_verify (run, cancellable, error)
+      || !source_mirrors_ended (run, error))
     return FALSE;
   ended = qmp_event_wait_new (run->qmp, "MIGRATION", "status", ends);
   cont = qmp_client_execute_sync (run->qmp, "migrate-continue",
@@ -332,12 +340,13 @@ source_copy (SourceRun *run, GCancellable *cancellable, GError **error)
   gboolean ok;
 
   if (!run->opts->verify)
-    return source_cancel_at_ready (run, cancellable, error);
+    return source_cancel_at_ready (run, cancellable, error) && source_mirrors_ended (run, error);
   stop = qmp_client_execute_sync (run->qmp, "stop", NULL, cancellable, error);
   if (stop == NULL)
     return FALSE;
   ok = source_cancel_at_ready (run, cancellable, error)
-       && source_verify (run, cancellable, error);
+       && source_verify (run, cancellable, error)
+       && source_mirrors_ended (run, error);
   cont = qmp_client_execute_sync (run->qmp, "cont", NULL, NULL, ok ? error : NULL);
   return ok && cont != NULL;
 }

@@ -19,6 +19,10 @@ typedef struct {
   const char *tls_dir;      /* x509 credentials for the NBD client */
   const char *tls_hostname; /* the name the server certificate must carry */
   gboolean insecure;        /* allow plaintext TCP to a non-loopback address */
+  /* Called once every mirror has ended without pivot (live, copy): a caller that
+   * also drives the destination removes its exports at once. */
+  gboolean (*mirrors_ended) (gpointer data, GError **error);
+  gpointer mirrors_ended_data;
 } SourceOptions;
 
 typedef struct {
@@ -54,6 +58,11 @@ Cookie *session_perform (QmpClient *src, const Cookie *dest, const SourceOptions
  * @resume). */
 gboolean session_finish (QmpClient *dst, const Cookie *result, gboolean resume,
                          GCancellable *cancellable, GError **error);
+
+/* Removes this migration's exports and stops the NBD server (nothing if they are
+ * already gone). */
+gboolean session_remove_exports (QmpClient *dst, const Cookie *cookie,
+                                 GCancellable *cancellable, GError **error);
 
 /* Abort: best-effort cleanup of whatever this migration left on the QEMU behind
  * @qmp, on either side: jobs, NBD client nodes, exports, server, created files. */
