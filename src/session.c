@@ -132,6 +132,21 @@ session_abort_jobs (QmpClient *qmp, const Cookie *cookie)
   job_group_abort (group, ABORT_TIMEOUT_MS);
 }
 
+/* An NBD client node whose server is gone would wait out its reconnect-delay
+ * before blockdev-del returns; yanking it first drops the connection at once. */
+static void
+session_yank_nbd (QmpClient *qmp, const char *node)
+{
+  g_autoptr(JsonNode) instances = qmp_json ("[{\"type\":\"block-node\"}]");
+  g_autoptr(JsonNode) ret = NULL;
+
+  if (!qmp_client_has_command (qmp, "yank"))
+    return;
+  json_object_set_string_member (json_array_get_object_element (json_node_get_array (instances), 0),
+                                 "node-name", node);
+  ret = session_try (qmp, "yank", qmp_args_new ("instances", json_node_ref (instances), NULL));
+}
+
 /* Deletes our nodes; returns how many were destination file targets. */
 static guint
 session_abort_nodes (QmpClient *qmp, const Cookie *cookie)
@@ -144,8 +159,8 @@ session_abort_nodes (QmpClient *qmp, const Cookie *cookie)
 
   for (guint i = 0; nodes != NULL && i < json_array_get_length (nodes); i++)
     {
-      const char *name = json_object_get_string_member_with_default (
-          json_array_get_object_element (nodes, i), "node-name", NULL);
+      JsonObject *node = json_array_get_object_element (nodes, i);
+      const char *name = json_object_get_string_member_with_default (node, "node-name", NULL);
       g_autoptr(JsonNode) ret = NULL;
 
       if (!session_owns (cookie, name))
@@ -153,6 +168,8 @@ session_abort_nodes (QmpClient *qmp, const Cookie *cookie)
       /* "blkmigXXXXXXXXd0" minus its index is the target prefix */
       if (strncmp (name, dest_prefix, strlen (dest_prefix) - 1) == 0)
         targets++;
+      if (g_strcmp0 (json_object_get_string_member_with_default (node, "drv", NULL), "nbd") == 0)
+        session_yank_nbd (qmp, name);
       ret = session_try (qmp, "blockdev-del", qmp_args_new ("node-name", qmp_str (name), NULL));
     }
   return targets;
