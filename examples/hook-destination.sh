@@ -38,13 +38,18 @@ prepare | finish | abort) ;;
 *) die "unknown subcommand '$SUB' (prepare, finish or abort)" 2 ;;
 esac
 
-QMP='' LISTEN='' INCOMING='' CREATE_DIR='' RESUME=no
+QMP='' LISTEN='' INCOMING='' CREATE_DIR='' RESUME=no INSECURE=no
 while (($# > 0)); do
     opt=$1
     case $opt in
     -h | --help) usage ;;
     --resume)
         RESUME=yes
+        shift
+        continue
+        ;;
+    --insecure)
+        INSECURE=yes
         shift
         continue
         ;;
@@ -81,6 +86,7 @@ prepare)
     args=(prepare --qmp "$QMP" --listen "$LISTEN")
     [[ -z $INCOMING ]] || args+=(--incoming "$INCOMING")
     [[ -z $CREATE_DIR ]] || args+=(--create-dir "$CREATE_DIR")
+    [[ $INSECURE == no ]] || args+=(--insecure)
     # The cookie goes to a private file first, so that stdout carries either the
     # whole destination cookie or nothing at all.  If it cannot be handed over
     # (an error, a signal, the connection gone), this side undoes the prepare

@@ -15,7 +15,7 @@
 # Usage:
 #   hook-source.sh --qmp SRC.qmp --dest HOST --dest-qmp DST.qmp --listen ADDR
 #                  [--incoming URI] [--disk NAME]... [--mode live|copy|move]
-#                  [--create-dir DIR] [--speed BYTES]
+#                  [--create-dir DIR] [--speed BYTES] [--insecure]
 #
 #   --qmp PATH        the source QEMU's QMP socket (on this host)
 #   --dest HOST       the destination, as the remote command takes it (ssh: [user@]host)
@@ -27,6 +27,7 @@
 #   --mode MODE       live (default), copy or move
 #   --create-dir DIR  let the destination create missing targets in DIR (copy, move)
 #   --speed BYTES     limit each mirror to BYTES per second
+#   --insecure        allow plaintext NBD over TCP between the hosts (trusted network)
 #
 # Environment:
 #   BLKMIG              the blkmig binary here (default: blkmig)
@@ -57,11 +58,17 @@ read -r -a SSH <<<"${BLKMIG_SSH:-ssh}"
 REMOTE_HOOK=${BLKMIG_REMOTE_HOOK:-$(cd "$(dirname "$(readlink -f "$0")")" && pwd)/hook-destination.sh}
 
 SRC_QMP='' DEST='' DEST_QMP='' LISTEN='' INCOMING='' MODE='' CREATE_DIR='' SPEED=''
+INSECURE=()
 DISKS=()
 while (($# > 0)); do
     opt=$1
     case $opt in
     -h | --help) usage ;;
+    --insecure)
+        INSECURE=(--insecure)
+        shift
+        continue
+        ;;
     --qmp | --dest | --dest-qmp | --listen | --incoming | --disk | --mode | --create-dir | --speed)
         (($# >= 2)) || die "$opt needs a value"
         val=$2
@@ -194,6 +201,7 @@ STEP=prepare
 prepare_args=(--listen "$LISTEN")
 [[ -z $INCOMING ]] || prepare_args+=(--incoming "$INCOMING")
 [[ -z $CREATE_DIR ]] || prepare_args+=(--create-dir "$CREATE_DIR")
+prepare_args+=("${INSECURE[@]}")
 say "prepare: exporting the targets on $DEST"
 REMOTE_COOKIE=$WORK/source.cookie   # prepare may fail half-way; abort with what it got
 remote_argv prepare "${prepare_args[@]}"
@@ -206,6 +214,7 @@ LOCAL_COOKIE=$WORK/dest.cookie
 STEP=perform
 perform_args=(perform --qmp "$SRC_QMP" -c "$WORK/dest.cookie" -o "$WORK/result.cookie")
 [[ -z $SPEED ]] || perform_args+=(--speed "$SPEED")
+perform_args+=("${INSECURE[@]}")
 say "perform: mirroring the disks to $DEST"
 run "$BLKMIG" "${perform_args[@]}"
 LOCAL_COOKIE=$WORK/result.cookie

@@ -19,6 +19,7 @@ struct _JobGroup {
   GPtrArray *waiters;        /* JobWaiter */
   JobGroupChangedFunc changed_func;
   gpointer changed_data;
+  GError *closed;             /* why the QMP connection ended, if it did */
   guint stall_timeout_ms;
   guint stall_timer;
   gint64 stall_last_done;
@@ -93,6 +94,8 @@ job_group_closed_cb (QmpClient *qmp, const GError *why, gpointer user_data)
 {
   JobGroup *group = user_data;
 
+  g_clear_error (&group->closed);
+  group->closed = g_error_copy (why);
   for (guint i = 0; i < group->jobs->len; i++)
     {
       BlkJob *job = group->jobs->pdata[i];
@@ -133,6 +136,7 @@ job_group_free (JobGroup *group)
     }
   g_ptr_array_unref (group->waiters);
   g_ptr_array_unref (group->jobs);
+  g_clear_error (&group->closed);
   g_object_unref (group->qmp);
   g_free (group);
 }
@@ -202,7 +206,10 @@ job_waiter_evaluate (JobGroup *group, JobWaiter *waiter)
 
   if (failed != NULL && (!waiter->want_ended || job_group_all (group, TRUE)))
     {
-      g_task_return_new_error (waiter->task, BLKMIG_ERROR, BLKMIG_ERROR_JOB,
+      /* A lost connection stays a QMP error: the job itself may be fine. */
+      g_task_return_new_error (waiter->task,
+                               group->closed != NULL ? group->closed->domain : BLKMIG_ERROR,
+                               group->closed != NULL ? group->closed->code : BLKMIG_ERROR_JOB,
                                "%s: block job %s failed: %s", failed->label, failed->id,
                                failed->error);
       return TRUE;

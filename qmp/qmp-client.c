@@ -192,9 +192,13 @@ qmp_client_fail_pending (QmpClient *self, const GError *why)
   for (guint i = 0; i < tasks->len; i++)
     {
       GTask *task = tasks->pdata[i];
-      g_task_return_new_error (task, why->domain, why->code, "%s: %s",
-                               (const char *) g_task_get_task_data (task),
-                               why->message);
+      g_autofree char *prefix = g_strdup_printf ("%s: ", self->label);
+      const char *text = g_str_has_prefix (why->message, prefix)
+                         ? why->message + strlen (prefix) : why->message;
+
+      /* "LABEL: COMMAND: text", like every other error of a command */
+      g_task_return_new_error (task, why->domain, why->code, "%s: %s: %s", self->label,
+                               (const char *) g_task_get_task_data (task), text);
     }
 }
 

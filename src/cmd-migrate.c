@@ -1,6 +1,9 @@
 /* blkmig migrate: one process drives both QEMUs through begin, prepare, perform, finish. */
 #include <stdio.h>
 
+#include <glib/gstdio.h>
+
+#include "common/async.h"
 #include "common/error.h"
 #include "src/commands.h"
 #include "src/events.h"
@@ -62,6 +65,19 @@ migrate_prepare (MigrateRun *run, const MigrateArgs *args, GCancellable *cancell
   return run->reply != NULL && cookie_check_reply (run->offer, run->reply, error);
 }
 
+/* Before the source pauses: is the destination still there and answering? */
+static gboolean
+migrate_before_switch (gpointer data, GError **error)
+{
+  MigrateRun *run = data;
+  g_autoptr(JsonNode) status = qmp_client_execute_full_sync (run->dst, "query-status", NULL, -1,
+                                                             10 * 1000, NULL, error);
+
+  if (status == NULL)
+    g_prefix_error (error, "the destination stopped answering before the switch: ");
+  return status != NULL;
+}
+
 /* The mirrors ended: nobody needs the destination's exports any more. */
 static gboolean
 migrate_mirrors_ended (gpointer data, GError **error)
@@ -111,6 +127,7 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   sopts.journal = run->journal;
   sopts.mirrors_ended = migrate_mirrors_ended;
   sopts.mirrors_ended_data = run;
+  sopts.before_switch = migrate_before_switch;
   sopts.tunnel_addr = args->tunnel;
   sopts.tunnel_command = args->tunnel_command;
   sopts.tls_dir = args->tls_dir;
@@ -130,23 +147,57 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   return TRUE;
 }
 
+#define SETTLE_CONNECT_MS 5000
+#define SETTLE_EXIT_MS 3000
+
+/* A side whose connection was lost is cleaned through a new one; a QEMU that is
+ * exiting (a cancelled incoming migration ends it) is given a moment to be gone. */
+static gboolean
+migrate_side_settled (QmpClient *qmp, const char *path, const Cookie *cookie)
+{
+  g_autoptr(QmpClient) again = NULL;
+
+  if (qmp_client_get_state (qmp) == QMP_STATE_READY)
+    return TRUE;
+  qmp_client_set_connect_timeout_default (SETTLE_CONNECT_MS);
+  again = qmp_client_connect_sync (path, qmp_client_get_label (qmp), NULL, NULL);
+  if (again != NULL)
+    session_abort (again, cookie);
+  if (again != NULL && qmp_client_get_state (again) == QMP_STATE_READY)
+    return TRUE;
+  for (int waited = 0; waited < SETTLE_EXIT_MS && !util_qmp_gone (path); waited += 100)
+    blkmig_sleep (100, NULL);
+  return util_qmp_gone (path);
+}
+
 /* After a rollback: the journal goes when both sides could be cleaned, else it
  * stays for `blkmig recover`, and the error says so. */
 static void
-migrate_close_journal (MigrateRun *run, GError **error)
+migrate_close_journal (MigrateRun *run, const MigrateArgs *args, GError **error)
 {
+  g_autoptr(GError) original = NULL;
+
   if (run->journal == NULL)
     return;
-  if (qmp_client_get_state (run->src) == QMP_STATE_READY
-      && qmp_client_get_state (run->dst) == QMP_STATE_READY)
-    journal_remove (run->journal);
-  else if (error != NULL && *error != NULL)
+  /* Cleaned, or the side we could not clean is gone with everything we made in it
+   * (a cancelled incoming migration ends the destination QEMU). */
+  if (migrate_side_settled (run->src, args->source, run->reply != NULL ? run->reply : run->offer)
+      && migrate_side_settled (run->dst, args->dest, run->reply != NULL ? run->reply : run->offer))
     {
-      char *message = g_strdup_printf ("%s (a side was unreachable: run blkmig recover --id %s)",
-                                       (*error)->message, run->journal->id);
-      g_free ((*error)->message);
-      (*error)->message = message;
+      for (guint i = 0; i < run->journal->created->len; i++)
+        g_unlink (run->journal->created->pdata[i]);
+      journal_remove (run->journal);
+      return;
     }
+  original = g_steal_pointer (error);
+  if (g_error_matches (original, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_INTERRUPTED,
+                 "interrupted by a signal; a side was unreachable: run blkmig recover --id %s",
+                 run->journal->id);
+  else
+    g_set_error (error, original->domain, original->code,
+                 "%s (a side was unreachable: run blkmig recover --id %s)", original->message,
+                 run->journal->id);
 }
 
 static gboolean
@@ -223,6 +274,6 @@ cmd_migrate (int argc, char **argv, GCancellable *cancellable, GError **error)
   /* perform already rolled the source back; the destination is ours to clean. */
   if (run.reply != NULL)
     session_abort (run.dst, run.reply);
-  migrate_close_journal (&run, error);
+  migrate_close_journal (&run, &args, error);
   return FALSE;
 }

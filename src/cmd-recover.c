@@ -6,6 +6,7 @@
 #include "src/commands.h"
 #include "src/disks.h"
 #include "src/session.h"
+#include "src/util.h"
 
 typedef struct {
   char *id;
@@ -13,21 +14,27 @@ typedef struct {
   char **qmp;                 /* overrides: source first, then destination */
 } RecoverArgs;
 
-/* The sockets to use: the command line's, else the ones the journal recorded. */
+/* The sockets to use: the command line's, else the ones the journal recorded.
+ * *gone is set when no QEMU listens there any more: nothing of ours is left in it. */
 static QmpClient *
-recover_connect (const RecoverArgs *args, guint index, const char *recorded, const char *label)
+recover_connect (const RecoverArgs *args, guint index, const char *recorded, const char *label,
+                 gboolean *gone)
 {
   const char *path = args->qmp != NULL && g_strv_length (args->qmp) > index
                      ? args->qmp[index] : recorded;
   g_autoptr(GError) error = NULL;
   QmpClient *qmp;
 
+  *gone = path == NULL;
   if (path == NULL)
     return NULL;
   qmp = qmp_client_connect_sync (path, label, NULL, &error);
-  if (qmp == NULL && !common_options.quiet)
-    g_printerr ("blkmig: %s\n", error->message);
-  return qmp;
+  if (qmp != NULL)
+    return qmp;
+  *gone = util_qmp_gone (path);
+  if (!common_options.quiet)
+    g_printerr ("blkmig: %s%s\n", error->message, *gone ? " (that QEMU is gone)" : "");
+  return NULL;
 }
 
 static const char *
@@ -66,15 +73,16 @@ recover_unlink_created (const Journal *journal)
 }
 
 /* Rolls back every side we can reach; FALSE if a side that may hold our state
- * could not be reached (the journal then stays). */
+ * could not be reached (the journal then stays).  A side that is gone is fine. */
 static gboolean
-recover_rollback (const Journal *journal, QmpClient *src, QmpClient *dst, const char **done)
+recover_rollback (const Journal *journal, QmpClient *src, QmpClient *dst, gboolean unreachable,
+                  const char **done)
 {
   if (src != NULL)
     session_abort (src, journal->cookie);
   if (dst != NULL)
     session_abort (dst, journal->cookie);
-  if ((journal->source_qmp != NULL && src == NULL) || (journal->dest_qmp != NULL && dst == NULL))
+  if (unreachable)
     return *done = "a QEMU could not be reached: nothing removed there", FALSE;
   recover_unlink_created (journal);
   *done = "rolled back: the source runs on its own disks";
@@ -101,25 +109,28 @@ static gboolean
 recover_migration (const RecoverArgs *args, const Journal *journal, const char **done,
                    GError **error)
 {
-  g_autoptr(QmpClient) src = recover_connect (args, 0, journal->source_qmp, "source");
-  g_autoptr(QmpClient) dst = recover_connect (args, 1, journal->dest_qmp, "destination");
+  gboolean src_gone, dst_gone;
+  g_autoptr(QmpClient) src = recover_connect (args, 0, journal->source_qmp, "source", &src_gone);
+  g_autoptr(QmpClient) dst = recover_connect (args, 1, journal->dest_qmp, "destination", &dst_gone);
+  gboolean unreachable = (src == NULL && !src_gone) || (dst == NULL && !dst_gone);
   const char *status = recover_migration_status (src);
 
-  if (journal->cookie == NULL)
-    return recover_rollback (journal, src, dst, done);
   if (g_str_equal (status, "completed") || g_str_equal (journal->step, "completed"))
     return recover_finish (journal, src, dst, "completed", done, error);
   if (g_str_equal (journal->step, "copied") || g_str_equal (journal->step, "moved"))
     return recover_finish (journal, src, dst, journal->step, done, error);
-  return recover_rollback (journal, src, dst, done);
+  return recover_rollback (journal, src, dst, unreachable, done);
 }
 
 /* perform's journal: the source only. */
 static gboolean
 recover_source (const RecoverArgs *args, const Journal *journal, const char **done)
 {
-  g_autoptr(QmpClient) src = recover_connect (args, 0, journal->source_qmp, "source");
+  gboolean gone;
+  g_autoptr(QmpClient) src = recover_connect (args, 0, journal->source_qmp, "source", &gone);
 
+  if (src == NULL && gone)
+    return *done = "the source QEMU is gone: nothing of ours is left in it", TRUE;
   if (src == NULL)
     return *done = "the source could not be reached", FALSE;
   session_abort (src, journal->cookie);
@@ -134,8 +145,14 @@ static gboolean
 recover_destination (const RecoverArgs *args, const Journal *journal, const char **done,
                      GError **error)
 {
-  g_autoptr(QmpClient) dst = recover_connect (args, 0, journal->dest_qmp, "destination");
+  gboolean gone;
+  g_autoptr(QmpClient) dst = recover_connect (args, 0, journal->dest_qmp, "destination", &gone);
 
+  if (dst == NULL && gone)
+    {
+      recover_unlink_created (journal);
+      return *done = "rolled back: the destination QEMU is gone, created targets removed", TRUE;
+    }
   if (dst == NULL)
     return *done = "the destination could not be reached", FALSE;
   if (g_str_equal (recover_migration_status (dst), "completed")
@@ -151,7 +168,8 @@ static gboolean
 recover_move (const RecoverArgs *args, const Journal *journal, const char **done,
               GError **error)
 {
-  g_autoptr(QmpClient) qmp = recover_connect (args, 0, journal->source_qmp, "qemu");
+  gboolean gone;
+  g_autoptr(QmpClient) qmp = recover_connect (args, 0, journal->source_qmp, "qemu", &gone);
   g_autoptr(GPtrArray) disks = NULL;
   DiskInfo *disk;
 

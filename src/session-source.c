@@ -293,6 +293,55 @@ source_migration_status (JsonObject *data, const char *want, QmpClient *qmp, GEr
   return FALSE;
 }
 
+static gint64
+source_migration_transferred (QmpClient *qmp, GCancellable *cancellable)
+{
+  g_autoptr(JsonNode) info = qmp_client_execute_sync (qmp, "query-migrate", NULL, cancellable,
+                                                      NULL);
+  JsonObject *ram;
+
+  if (info == NULL || !JSON_NODE_HOLDS_OBJECT (info)
+      || !json_object_has_member (json_node_get_object (info), "ram"))
+    return -1;
+  ram = json_object_get_object_member (json_node_get_object (info), "ram");
+  return json_object_get_int_member_with_default (ram, "transferred", -1);
+}
+
+/* Waits for the MIGRATION event @wait expects; fails when the memory stream makes
+ * no progress for --stall-timeout (a frozen or vanished destination). */
+static JsonObject *
+source_wait_migration (SourceRun *run, QmpEventWait *wait, GCancellable *cancellable,
+                       GError **error)
+{
+  gint64 stall_us = (gint64) MIGRATION_TIMEOUT_MS * 1000;
+  gint64 last = -1, changed_us = g_get_monotonic_time ();
+  gint stall = MIRROR_KNOB (run->opts->mirror.stall_timeout, MIRROR_DEFAULT_STALL_TIMEOUT);
+
+  if (stall > 0)
+    stall_us = (gint64) stall * G_USEC_PER_SEC;
+  for (;;)
+    {
+      g_autoptr(GError) local_error = NULL;
+      JsonObject *data = qmp_event_wait_sync (wait, 1000, cancellable, &local_error);
+      gint64 now = g_get_monotonic_time (), transferred;
+
+      if (data != NULL)
+        return data;
+      if (!g_error_matches (local_error, QMP_ERROR, QMP_ERROR_TIMEOUT))
+        return g_propagate_error (error, g_steal_pointer (&local_error)), NULL;
+      transferred = source_migration_transferred (run->qmp, cancellable);
+      if (transferred != last)
+        {
+          last = transferred;
+          changed_us = now;
+        }
+      else if (now - changed_us >= stall_us)
+        return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_MIGRATION,
+                            "the migration made no progress for %" G_GINT64_FORMAT
+                            " s (is the destination alive?)", stall_us / G_USEC_PER_SEC), NULL;
+    }
+}
+
 static gboolean
 source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable,
                       GError **error)
@@ -313,7 +362,7 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
   ret = qmp_client_execute_sync (run->qmp, "migrate", qmp_args_new ("uri", qmp_str (uri), NULL),
                                  cancellable, error);
   if (ret == NULL
-      || (data = qmp_event_wait_sync (paused, MIGRATION_TIMEOUT_MS, cancellable, error)) == NULL
+      || (data = source_wait_migration (run, paused, cancellable, error)) == NULL
       || !source_migration_status (data, "pre-switchover", run->qmp, error))
     return FALSE;
   run->stopped_us = g_get_monotonic_time ();
@@ -327,7 +376,7 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
                                   qmp_args_new ("state", qmp_str ("pre-switchover"), NULL),
                                   cancellable, error);
   return cont != NULL
-         && (end = qmp_event_wait_sync (ended, MIGRATION_TIMEOUT_MS, cancellable, error)) != NULL
+         && (end = source_wait_migration (run, ended, cancellable, error)) != NULL
          && source_migration_status (end, "completed", run->qmp, error);
 }
 
@@ -463,6 +512,7 @@ source_mirror_and_switch (SourceRun *run, const char *uri, gboolean no_migrate,
   events_emit ("phase", "phase", qmp_str ("switch"),
                "mode", qmp_str (cookie_mode_to_string (run->cookie->mode)), NULL);
   if (!session_journal (opts->journal, "switch", run->cookie, error)
+      || (opts->before_switch != NULL && !opts->before_switch (opts->mirrors_ended_data, error))
       || !source_switch (run, uri, no_migrate, cancellable, error))
     return g_prefix_error (error, "switch: "), FALSE;
   return TRUE;

@@ -8,6 +8,7 @@
 #include "nbd/nbd-tls.h"
 
 #define ABORT_TIMEOUT_MS (30 * 1000)
+#define ABORT_COMMAND_MS (10 * 1000)
 
 char *
 session_job_id (const Cookie *cookie, guint index)
@@ -94,16 +95,22 @@ session_set_capabilities (QmpClient *qmp, const char *const *caps, GCancellable 
   return ret != NULL;
 }
 
-/* Each step logs what failed and goes on: an abort must do as much as it can. */
+/* Each step logs what failed and goes on: an abort must do as much as it can.
+ * A QEMU that does not answer within ABORT_COMMAND_MS is given up on at once
+ * (its connection closed), so a frozen side cannot stretch the abort. */
 static JsonNode *
 session_try (QmpClient *qmp, const char *command, JsonNode *args)
 {
   g_autoptr(GError) error = NULL;
-  JsonNode *ret = qmp_client_execute_sync (qmp, command, args, NULL, &error);
+  JsonNode *ret = qmp_client_execute_full_sync (qmp, command, args, -1, ABORT_COMMAND_MS,
+                                                NULL, &error);
 
-  if (ret == NULL)
-    blkmig_debug (BLKMIG_DEBUG_JOBS, "abort: %s", error->message);
-  return ret;
+  if (ret != NULL)
+    return ret;
+  blkmig_debug (BLKMIG_DEBUG_JOBS, "abort: %s", error->message);
+  if (g_error_matches (error, QMP_ERROR, QMP_ERROR_TIMEOUT))
+    qmp_client_close (qmp);
+  return NULL;
 }
 
 static void
@@ -147,6 +154,24 @@ session_yank_nbd (QmpClient *qmp, const char *node)
   ret = session_try (qmp, "yank", qmp_args_new ("instances", json_node_ref (instances), NULL));
 }
 
+static void
+session_yank_ours (QmpClient *qmp, const Cookie *cookie)
+{
+  g_autoptr(JsonNode) list = session_try (qmp, "query-named-block-nodes",
+                                          qmp_args_new ("flat", qmp_bool (TRUE), NULL));
+  JsonArray *nodes = list != NULL ? json_node_get_array (list) : NULL;
+
+  for (guint i = 0; nodes != NULL && i < json_array_get_length (nodes); i++)
+    {
+      JsonObject *node = json_array_get_object_element (nodes, i);
+      const char *name = json_object_get_string_member_with_default (node, "node-name", NULL);
+
+      if (session_owns (cookie, name)
+          && g_strcmp0 (json_object_get_string_member_with_default (node, "drv", NULL), "nbd") == 0)
+        session_yank_nbd (qmp, name);
+    }
+}
+
 /* Deletes our nodes; returns how many were destination file targets. */
 static guint
 session_abort_nodes (QmpClient *qmp, const Cookie *cookie)
@@ -168,8 +193,6 @@ session_abort_nodes (QmpClient *qmp, const Cookie *cookie)
       /* "blkmigXXXXXXXXd0" minus its index is the target prefix */
       if (strncmp (name, dest_prefix, strlen (dest_prefix) - 1) == 0)
         targets++;
-      if (g_strcmp0 (json_object_get_string_member_with_default (node, "drv", NULL), "nbd") == 0)
-        session_yank_nbd (qmp, name);
       ret = session_try (qmp, "blockdev-del", qmp_args_new ("node-name", qmp_str (name), NULL));
     }
   return targets;
@@ -244,6 +267,9 @@ session_abort (QmpClient *qmp, const Cookie *cookie)
 {
   if (qmp_client_get_state (qmp) != QMP_STATE_READY)
     return;
+  /* A mirror cannot finish cancelling while its NBD requests hang on a dead or
+   * frozen destination: drop those connections first. */
+  session_yank_ours (qmp, cookie);
   session_abort_jobs (qmp, cookie);
   /* Export names carry the migration id, so any cookie finds the destination's. */
   session_abort_dest (qmp, cookie, FALSE);

@@ -23,6 +23,9 @@ typedef struct {
    * also drives the destination removes its exports at once. */
   gboolean (*mirrors_ended) (gpointer data, GError **error);
   gpointer mirrors_ended_data;
+  /* Called with every mirror READY, before anything is switched: a caller that
+   * also drives the destination checks it is still there. */
+  gboolean (*before_switch) (gpointer data, GError **error);
 } SourceOptions;
 
 typedef struct {

@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <glib/gstdio.h>
+#include <gio/gunixsocketaddress.h>
 #include <glib-unix.h>
 
 #include <json-glib/json-glib.h>
@@ -144,4 +145,17 @@ util_image_size (const char *path, gint64 *size, GCancellable *cancellable, GErr
   *size = json_object_get_int_member_with_default (json_node_get_object (info),
                                                    "virtual-size", 0);
   return TRUE;
+}
+
+gboolean
+util_qmp_gone (const char *path)
+{
+  g_autoptr(GSocketClient) client = g_socket_client_new ();
+  g_autoptr(GSocketAddress) addr = g_unix_socket_address_new (path);
+  g_autoptr(GSocketConnection) conn = NULL;
+  g_autoptr(GError) error = NULL;
+
+  conn = g_socket_client_connect (client, G_SOCKET_CONNECTABLE (addr), NULL, &error);
+  return conn == NULL && (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CONNECTION_REFUSED)
+                          || g_error_matches (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND));
 }

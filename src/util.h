@@ -18,6 +18,9 @@ void util_cancel_on_signals (GCancellable *cancellable);
 char *util_human_size (gint64 bytes);
 /* "1.5 GiB (1610612736 bytes)" */
 char *util_format_bytes (gint64 bytes);
+/* Whether nothing listens on the QMP socket @path any more (missing or refused):
+ * that QEMU is gone, and with it everything blkmig had made inside it. */
+gboolean util_qmp_gone (const char *path);
 /* Virtual size of an image file (qemu-img info -U). */
 gboolean util_image_size (const char *path, gint64 *size, GCancellable *cancellable,
                           GError **error);

@@ -216,13 +216,20 @@ child_setup (gpointer user_data)
 }
 
 static void
-vm_add_disks (GPtrArray *argv, const VmDisk *disks, gboolean devices)
+vm_add_disks (GPtrArray *argv, const VmDisk *disks, gboolean devices, const char *blkdebug_id,
+              const char *blkdebug_opts)
 {
   for (const VmDisk *d = disks; d != NULL && d->id != NULL; d++)
     {
       g_ptr_array_add (argv, g_strdup ("-blockdev"));
-      g_ptr_array_add (argv, g_strdup_printf ("driver=file,filename=%s,node-name=file-%s",
-                                              d->path, d->id));
+      if (g_strcmp0 (d->id, blkdebug_id) == 0)
+        g_ptr_array_add (argv, g_strdup_printf ("driver=blkdebug,node-name=file-%s,"
+                                                "image.driver=file,image.filename=%s%s%s",
+                                                d->id, d->path, blkdebug_opts != NULL ? "," : "",
+                                                blkdebug_opts != NULL ? blkdebug_opts : ""));
+      else
+        g_ptr_array_add (argv, g_strdup_printf ("driver=file,filename=%s,node-name=file-%s",
+                                                d->path, d->id));
       /* Without a device the format node itself carries the disk's name. */
       g_ptr_array_add (argv, g_strdup ("-blockdev"));
       g_ptr_array_add (argv, g_strdup_printf ("driver=%s,file=file-%s,node-name=%s%s",
@@ -235,7 +242,8 @@ vm_add_disks (GPtrArray *argv, const VmDisk *disks, gboolean devices)
 }
 
 static GPtrArray *
-vm_argv (const char *accel, const VmDisk *disks, const char *flags)
+vm_argv (const char *accel, const VmDisk *disks, const char *flags, const char *blkdebug_id,
+         const char *blkdebug_opts)
 {
   GPtrArray *argv = g_ptr_array_new_with_free_func (g_free);
   const char *fixed[] = {
@@ -255,13 +263,15 @@ vm_argv (const char *accel, const VmDisk *disks, const char *flags)
     }
   if (flags != NULL && (strstr (flags, "incoming") != NULL || strstr (flags, "paused") != NULL))
     g_ptr_array_add (argv, g_strdup ("-S"));
-  vm_add_disks (argv, disks, flags == NULL || strstr (flags, "nodevices") == NULL);
+  vm_add_disks (argv, disks, flags == NULL || strstr (flags, "nodevices") == NULL, blkdebug_id,
+                blkdebug_opts);
   g_ptr_array_add (argv, NULL);
   return argv;
 }
 
-Vm *
-vm_start (Rig *rig, const char *name, const VmDisk *disks, const char *flags)
+static Vm *
+vm_start_full (Rig *rig, const char *name, const VmDisk *disks, const char *flags,
+               const char *blkdebug_id, const char *blkdebug_opts)
 {
   Vm *vm = g_new0 (Vm, 1);
   g_autofree char *test_path = g_strdup_printf ("%s/%s-test.qmp", rig->dir, name);
@@ -269,7 +279,7 @@ vm_start (Rig *rig, const char *name, const VmDisk *disks, const char *flags)
   g_autoptr(GSocket) mon0 = NULL;
   g_autoptr(GSocket) mon1 = NULL;
   g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_NONE);
-  g_autoptr(GPtrArray) argv = vm_argv (rig_accel (), disks, flags);
+  g_autoptr(GPtrArray) argv = vm_argv (rig_accel (), disks, flags, blkdebug_id, blkdebug_opts);
   g_autoptr(GError) error = NULL;
 
   vm->name = g_strdup (name);
@@ -289,6 +299,19 @@ vm_start (Rig *rig, const char *name, const VmDisk *disks, const char *flags)
   g_assert_no_error (error);
   g_ptr_array_add (rig->vms, vm);
   return vm;
+}
+
+Vm *
+vm_start (Rig *rig, const char *name, const VmDisk *disks, const char *flags)
+{
+  return vm_start_full (rig, name, disks, flags, NULL, NULL);
+}
+
+Vm *
+vm_start_blkdebug (Rig *rig, const char *name, const VmDisk *disks, const char *flags,
+                   const char *blkdebug_id, const char *blkdebug_opts)
+{
+  return vm_start_full (rig, name, disks, flags, blkdebug_id, blkdebug_opts);
 }
 
 void
@@ -499,4 +522,194 @@ blkmig_run (char **out, char **err, const char *first_arg, ...)
   va_end (ap);
   proc = blkmig_spawnv (argv);
   return blkmig_wait (proc, out, err);
+}
+
+/* ---- fault injection ---------------------------------------------------- */
+
+void
+file_copy_sparse (const char *from, const char *to)
+{
+  const char *argv[] = { "cp", "--sparse=always", from, to, NULL };
+  int status;
+  g_autofree char *out = run_tool (&status, argv);
+
+  g_assert_cmpint (status, ==, 0);
+}
+
+/* The state letter of /proc/PID/stat ('R', 'S', 'T', ...), or 0 when it is gone. */
+static char
+proc_state (const char *pid)
+{
+  g_autofree char *path = g_strdup_printf ("/proc/%s/stat", pid);
+  g_autofree char *text = NULL;
+  const char *paren;
+
+  if (!g_file_get_contents (path, &text, NULL, NULL))
+    return 0;
+  paren = strrchr (text, ')');  /* the command name may hold spaces and parentheses */
+  return paren != NULL && paren[1] == ' ' ? paren[2] : 0;
+}
+
+void
+proc_wait_stopped (GSubprocess *proc)
+{
+  for (int i = 0; i < 1500; i++)  /* 30 s */
+    {
+      const char *pid = g_subprocess_get_identifier (proc);
+      char state;
+
+      if (pid == NULL)
+        g_error ("the process ended instead of stopping");
+      state = proc_state (pid);
+      if (state == 'T')
+        return;
+      if (state == 0 || state == 'Z')
+        g_error ("the process ended instead of stopping (state %c)", state ? state : '-');
+      blkmig_sleep (20, NULL);
+    }
+  g_error ("the process did not stop within 30 s");
+}
+
+struct _QmpProxy {
+  char *upstream_path;
+  char *listen_path;
+  GSocketService *service;
+  GPtrArray *links;           /* QmpProxyLink */
+};
+
+/* One direction of one spliced connection.  Not g_io_stream_splice: blkmig passes
+ * file descriptors over QMP (getfd), and they must get through too. */
+typedef struct {
+  GSocket *from, *to;
+  GSource *source;
+  GObject *conn;              /* the accepted connection owns a socket: kept open */
+} QmpProxyLink;
+
+static void
+qmp_proxy_link_free (QmpProxyLink *link)
+{
+  g_source_destroy (link->source);
+  g_source_unref (link->source);
+  g_object_unref (link->from);
+  g_object_unref (link->to);
+  g_object_unref (link->conn);
+  g_free (link);
+}
+
+static gboolean
+qmp_proxy_forward_cb (GSocket *from, GIOCondition cond, gpointer user_data)
+{
+  QmpProxyLink *link = user_data;
+  char buf[65536];
+  GInputVector in = { buf, sizeof buf };
+  GOutputVector out = { buf, 0 };
+  GSocketControlMessage **messages = NULL;
+  int n_messages = 0, flags = 0;
+  gssize n = g_socket_receive_message (from, NULL, &in, 1, &messages, &n_messages, &flags, NULL,
+                                       NULL);
+  gboolean ok = n > 0;
+
+  if (ok)
+    {
+      out.size = n;
+      ok = g_socket_send_message (link->to, NULL, &out, 1, messages, n_messages, 0, NULL, NULL) == n;
+    }
+  for (int i = 0; i < n_messages; i++)
+    g_object_unref (messages[i]);
+  g_free (messages);
+  if (ok)
+    return G_SOURCE_CONTINUE;
+  /* EOF or an error: the other side sees the end too. */
+  g_socket_shutdown (link->to, TRUE, TRUE, NULL);
+  g_socket_shutdown (link->from, TRUE, TRUE, NULL);
+  return G_SOURCE_REMOVE;
+}
+
+static void
+qmp_proxy_link (QmpProxy *proxy, GSocket *from, GSocket *to, GSocketConnection *conn)
+{
+  QmpProxyLink *link = g_new0 (QmpProxyLink, 1);
+
+  link->conn = g_object_ref (G_OBJECT (conn));
+  link->from = g_object_ref (from);
+  link->to = g_object_ref (to);
+  link->source = g_socket_create_source (from, G_IO_IN | G_IO_HUP | G_IO_ERR, NULL);
+  g_source_set_callback (link->source, G_SOURCE_FUNC (qmp_proxy_forward_cb), link, NULL);
+  g_source_attach (link->source, g_main_context_get_thread_default ());
+  g_ptr_array_add (proxy->links, link);
+}
+
+static gboolean
+qmp_proxy_incoming_cb (GSocketService *service, GSocketConnection *conn, GObject *source,
+                       gpointer user_data)
+{
+  QmpProxy *proxy = user_data;
+  g_autoptr(GSocketAddress) addr = g_unix_socket_address_new (proxy->upstream_path);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GSocket) up = g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM,
+                                        G_SOCKET_PROTOCOL_DEFAULT, &error);
+  GSocket *down = g_socket_connection_get_socket (conn);
+
+  g_assert_no_error (error);
+  if (!g_socket_connect (up, addr, NULL, &error))
+    {
+      /* Like the real socket would: the client sees the connection end. */
+      g_socket_shutdown (down, TRUE, TRUE, NULL);
+      return TRUE;
+    }
+  qmp_proxy_link (proxy, down, up, conn);
+  qmp_proxy_link (proxy, up, down, conn);
+  return TRUE;
+}
+
+QmpProxy *
+qmp_proxy_new (const char *upstream_path, const char *listen_path)
+{
+  QmpProxy *proxy = g_new0 (QmpProxy, 1);
+  g_autoptr(GSocketAddress) addr = g_unix_socket_address_new (listen_path);
+  g_autoptr(GError) error = NULL;
+
+  proxy->upstream_path = g_strdup (upstream_path);
+  proxy->listen_path = g_strdup (listen_path);
+  proxy->links = g_ptr_array_new_with_free_func ((GDestroyNotify) qmp_proxy_link_free);
+  proxy->service = g_socket_service_new ();
+  g_socket_listener_add_address (G_SOCKET_LISTENER (proxy->service), addr, G_SOCKET_TYPE_STREAM,
+                                 G_SOCKET_PROTOCOL_DEFAULT, NULL, NULL, &error);
+  g_assert_no_error (error);
+  g_signal_connect (proxy->service, "incoming", G_CALLBACK (qmp_proxy_incoming_cb), proxy);
+  g_socket_service_start (proxy->service);
+  return proxy;
+}
+
+guint
+qmp_proxy_cut (QmpProxy *proxy)
+{
+  guint n = 0;
+
+  /* shutdown(2) both sockets of every connection: both peers see the end now. */
+  for (guint i = 0; i < proxy->links->len; i++)
+    {
+      QmpProxyLink *link = proxy->links->pdata[i];
+      n += !g_source_is_destroyed (link->source);
+      g_socket_shutdown (link->from, TRUE, TRUE, NULL);
+    }
+  g_ptr_array_set_size (proxy->links, 0);
+  return n / 2;
+}
+
+void
+qmp_proxy_free (QmpProxy *proxy)
+{
+  if (proxy == NULL)
+    return;
+  qmp_proxy_cut (proxy);
+  g_socket_service_stop (proxy->service);
+  g_socket_listener_close (G_SOCKET_LISTENER (proxy->service));
+  g_signal_handlers_disconnect_by_data (proxy->service, proxy);
+  g_object_unref (proxy->service);
+  g_unlink (proxy->listen_path);
+  g_ptr_array_unref (proxy->links);
+  g_free (proxy->upstream_path);
+  g_free (proxy->listen_path);
+  g_free (proxy);
 }

@@ -71,3 +71,24 @@ GSubprocess *blkmig_spawn (const char *first_arg, ...) G_GNUC_NULL_TERMINATED;
 int blkmig_wait (GSubprocess *proc, char **out, char **err);
 /* Polls the test QMP until @vm lists at least one block job (or 30 s pass). */
 void vm_wait_for_jobs (Vm *vm);
+
+/* ---- fault injection (test-faults) ---------------------------------------- */
+
+/* Like vm_start, but disk @blkdebug_id's file node is wrapped by blkdebug with
+ * @blkdebug_opts appended (e.g. "inject-error.0.event=write_aio,inject-error.0.errno=5"). */
+Vm *vm_start_blkdebug (Rig *rig, const char *name, const VmDisk *disks, const char *flags,
+                       const char *blkdebug_id, const char *blkdebug_opts);
+/* Waits (bounded, ~30 s) until process @proc is stopped (state 'T' in /proc/PID/stat),
+ * e.g. after BLKMIG_TEST_PAUSE_AT made it SIGSTOP itself. */
+void proc_wait_stopped (GSubprocess *proc);
+/* Copies @from to @to keeping holes (cp --sparse=always). */
+void file_copy_sparse (const char *from, const char *to);
+
+/* A unix-socket proxy: each client of @listen_path is spliced to a new connection
+ * to @upstream_path (runs on the main context). */
+typedef struct _QmpProxy QmpProxy;
+QmpProxy *qmp_proxy_new (const char *upstream_path, const char *listen_path);
+/* Cuts every spliced connection (both ends close); new clients still get through. */
+guint qmp_proxy_cut (QmpProxy *proxy);
+void qmp_proxy_free (QmpProxy *proxy);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (QmpProxy, qmp_proxy_free)

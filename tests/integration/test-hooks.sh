@@ -180,7 +180,7 @@ run_hook() {
     local log=$1
     shift
     BLKMIG_SSH="ip netns exec" BLKMIG="$BLKMIG" BLKMIG_REMOTE_HOOK="$HOOK_DST" \
-        timeout 120 ip netns exec "$SRC_NS" "$HOOK_SRC" --dest "$DST_NS" "$@" >"$log" 2>&1
+        timeout 120 ip netns exec "$SRC_NS" "$HOOK_SRC" --dest "$DST_NS" --insecure "$@" >"$log" 2>&1
 }
 
 vm_running() {  # vm_running SOCKET: the guest runs (waits up to 5 s)
@@ -299,7 +299,7 @@ stop_qemu "$DIR/unreach-dst.pid"
 make_images term 32M
 start_pair term
 BLKMIG_SSH="ip netns exec" BLKMIG="$BLKMIG" BLKMIG_REMOTE_HOOK="$HOOK_DST" \
-    timeout --foreground 120 ip netns exec "$SRC_NS" "$HOOK_SRC" --dest "$DST_NS" \
+    timeout --foreground 120 ip netns exec "$SRC_NS" "$HOOK_SRC" --dest "$DST_NS" --insecure \
     --qmp "$DIR/term-src.qmp" --dest-qmp "$DIR/term-dst.qmp" --listen tcp:10.123.0.2:0 \
     --incoming tcp:10.123.0.2:4444 --speed 1048576 >"$DIR/term.log" 2>&1 &
 hook=$!

@@ -920,10 +920,10 @@ test_group_connection_lost (Fixture *fx, gconstpointer data)
   peer_close (fx);
   WAIT_UNTIL (ready.result != NULL && ended.result != NULL);
   g_assert_false (finish_ready (fx, &ready, &ready_error));
-  g_assert_error (ready_error, BLKMIG_ERROR, BLKMIG_ERROR_JOB);
+  g_assert_error (ready_error, QMP_ERROR, QMP_ERROR_CLOSED);  /* exit code 5, not 6 */
   g_assert_cmpstr (ready_error->message, ==, "vda: block job J1 failed: " CLOSED_TEXT);
   g_assert_false (finish_ended (fx, &ended, &ended_error));
-  g_assert_error (ended_error, BLKMIG_ERROR, BLKMIG_ERROR_JOB);
+  g_assert_error (ended_error, QMP_ERROR, QMP_ERROR_CLOSED);
   g_assert_cmpstr (ended_error->message, ==, "vda: block job J1 failed: " CLOSED_TEXT);
   g_assert_cmpint (j1->state, ==, BLK_JOB_FAILED);
   g_assert_cmpint (j2->state, ==, BLK_JOB_FAILED);
@@ -935,7 +935,7 @@ test_group_connection_lost (Fixture *fx, gconstpointer data)
   g_assert_cmpint (qmp_client_get_state (fx->client), ==, QMP_STATE_CLOSED);
   /* Later waits fail at once. */
   g_assert_false (job_group_wait_ended_sync (fx->group, NULL, &later_error));
-  g_assert_error (later_error, BLKMIG_ERROR, BLKMIG_ERROR_JOB);
+  g_assert_error (later_error, QMP_ERROR, QMP_ERROR_CLOSED);
   g_assert_true (strstr (later_error->message, "closed") != NULL);
 }
 

@@ -514,9 +514,9 @@ test_eof_mid_reply (Fixture *fx, gconstpointer data)
   peer_write (fx, half);
   peer_close (fx);
   call_finish_error (a, QMP_ERROR, QMP_ERROR_CLOSED,
-                     "query-block: " LABEL ": QMP connection closed by QEMU");
+                     LABEL ": query-block: QMP connection closed by QEMU");
   call_finish_error (b, QMP_ERROR, QMP_ERROR_CLOSED,
-                     "query-status: " LABEL ": QMP connection closed by QEMU");
+                     LABEL ": query-status: QMP connection closed by QEMU");
   g_assert_cmpint (qmp_client_get_state (fx->client), ==, QMP_STATE_CLOSED);
   g_assert_cmpuint (fx->closed_count, ==, 1);
   g_assert_error (fx->closed_error, QMP_ERROR, QMP_ERROR_CLOSED);
@@ -538,7 +538,7 @@ test_close_fails_pending (Fixture *fx, gconstpointer data)
 
   qmp_client_close (fx->client);
   call_finish_error (call, QMP_ERROR, QMP_ERROR_CLOSED,
-                     "drive-mirror: " LABEL ": QMP connection closed by blkmig");
+                     LABEL ": drive-mirror: QMP connection closed by blkmig");
   g_assert_cmpuint (fx->closed_count, ==, 1);
   g_assert_cmpstr (fx->closed_error->message, ==, LABEL ": QMP connection closed by blkmig");
   WAIT_UNTIL (fx->peer_eof);
@@ -791,7 +791,9 @@ check_garbage (Fixture *fx, const char *line, const char *message_prefix)
   g_autofree char *id = peer_expect (fx, "query-status", NULL);
   g_autoptr(GError) error = NULL;
   g_autoptr(JsonNode) ret = NULL;
-  g_autofree char *want = g_strconcat ("query-status: ", message_prefix, NULL);
+  /* "LABEL: query-status: QMP peer ..." from "LABEL: QMP peer ..." */
+  g_autofree char *want = g_strconcat (LABEL ": query-status: ",
+                                       message_prefix + strlen (LABEL ": "), NULL);
 
   peer_write (fx, line);
   ret = call_finish (call, &error);
