@@ -26,6 +26,9 @@ Commands:
                 BLKMIG_TEST_SLOW=1 also runs the slow suite.
   demo          deps + build, then examples/demo.sh (a live migration between two
                 local QEMUs, checked with qemu-img compare)
+  bench [ARGS]  deps + build, then bench/run-all.sh ARGS (P1..P8 performance
+                benchmarks, not part of `test`; --quick for one run each); prints
+                one table, see docs/performance.md
   -h, --help    this text
 EOF
 }
@@ -163,11 +166,17 @@ cmd_demo() {
     exec bash examples/demo.sh
 }
 
+cmd_bench() {
+    cmd_build
+    exec bash bench/run-all.sh "$@"
+}
+
 case ${1:-} in
     deps)  shift; cmd_deps ;;
     build) shift; cmd_build ;;
     test)  shift; cmd_test "$@" ;;
     demo)  shift; cmd_demo ;;
+    bench) shift; cmd_bench "$@" ;;
     ''|-h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;
 esac

@@ -6,6 +6,10 @@
 
 #define MIRROR_MIN_GRANULARITY 512
 #define MIRROR_MAX_GRANULARITY (64 * 1024 * 1024)
+/* Default --buf-size: QEMU 7.2's own default is 16 MiB; 64 MiB in flight made the
+ * P2 live migration (4 GiB qcow2, 512 MiB data) 21 % faster (median 1.19 -> 0.94 s)
+ * (4 paired runs each; see docs/performance.md). */
+#define MIRROR_DEFAULT_BUF_SIZE (64 * 1024 * 1024)
 
 void
 mirror_tuning_clear (MirrorTuning *tuning)
@@ -45,7 +49,8 @@ mirror_args_new (const char *job_id, const char *device, const char *target,
                        "target", qmp_str (target),
                        "sync", qmp_str ("full"),
                        "speed", tuning->speed > 0 ? qmp_int (tuning->speed) : NULL,
-                       "buf-size", tuning->buf_size > 0 ? qmp_int (tuning->buf_size) : NULL,
+                       "buf-size", qmp_int (tuning->buf_size > 0 ? tuning->buf_size
+                                                                 : MIRROR_DEFAULT_BUF_SIZE),
                        "granularity", tuning->granularity > 0 ? qmp_int (tuning->granularity) : NULL,
                        "copy-mode", tuning->copy_mode != NULL ? qmp_str (tuning->copy_mode) : NULL,
                        "auto-dismiss", qmp_bool (FALSE), NULL);

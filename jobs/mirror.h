@@ -5,7 +5,7 @@
 
 typedef struct {
   gint64 speed;          /* bytes/s, 0 = unlimited */
-  gint64 buf_size;       /* bytes in flight, 0 = QEMU's default (16 MiB) */
+  gint64 buf_size;       /* bytes in flight, 0 = blkmig's default (64 MiB, docs/performance.md) */
   gint64 granularity;    /* dirty-bitmap granularity, 0 = QEMU's default */
   char *copy_mode;       /* "background" (default) or "write-blocking" */
   gint stall_timeout;    /* seconds without progress before giving up; -1 = default */
