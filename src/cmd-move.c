@@ -42,6 +42,13 @@ typedef struct {
   Journal *journal;
 } MoveRun;
 
+static JsonNode *
+move_cache_arg (const DiskInfo *disk)
+{
+  return qmp_args_new ("direct", qmp_bool (disk->cache_direct),
+                       "no-flush", qmp_bool (disk->cache_no_flush), NULL);
+}
+
 static gboolean
 move_open_target (MoveRun *run, const MoveArgs *args, const char *format,
                   GCancellable *cancellable, GError **error)
@@ -58,11 +65,14 @@ move_open_target (MoveRun *run, const MoveArgs *args, const char *format,
   if (!util_image_create (args->to, format, run->disk->virtual_size, cancellable, error))
     return FALSE;
   run->created = TRUE;
+  /* The guest keeps its cache mode: with cache=none the new image is O_DIRECT too. */
   ret = qmp_client_execute_sync (run->qmp, "blockdev-add",
                                  qmp_args_new ("driver", qmp_str (format),
                                                "node-name", qmp_str (run->node),
+                                               "cache", move_cache_arg (run->disk),
                                                "file", qmp_args_new ("driver", qmp_str ("file"),
                                                                      "filename", qmp_str (args->to),
+                                                                     "cache", move_cache_arg (run->disk),
                                                                      NULL),
                                                NULL),
                                  cancellable, error);

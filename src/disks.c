@@ -74,6 +74,13 @@ disks_parse_one (JsonObject *entry)
   disk->node = g_strdup (json_object_get_string_member_with_default (inserted, "node-name", ""));
   disk->file = g_strdup (json_object_get_string_member_with_default (inserted, "file", ""));
   disk->read_only = json_object_get_boolean_member_with_default (inserted, "ro", FALSE);
+  if (json_object_has_member (inserted, "cache"))
+    {
+      JsonObject *cache = json_object_get_object_member (inserted, "cache");
+      disk->cache_direct = json_object_get_boolean_member_with_default (cache, "direct", FALSE);
+      disk->cache_no_flush = json_object_get_boolean_member_with_default (cache, "no-flush",
+                                                                          FALSE);
+    }
   disk->format = g_strdup (image != NULL
       ? json_object_get_string_member_with_default (image, "format", "raw")
       : json_object_get_string_member_with_default (inserted, "drv", "raw"));

@@ -14,6 +14,8 @@ typedef struct {
   gint64 allocated;
   GStrv backing;         /* backing files, top first; NULL when none */
   gboolean read_only;
+  gboolean cache_direct;  /* cache.direct: O_DIRECT, i.e. cache=none/directsync */
+  gboolean cache_no_flush;
 } DiskInfo;
 
 void disk_info_free (DiskInfo *disk);
