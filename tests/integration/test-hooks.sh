@@ -17,8 +17,7 @@ HOOK_DST=$ROOT/examples/hook-destination.sh
 PLAN=22
 
 # ---------------------------------------------------------------- skip / bail
-skip_all() { echo "1..0 # SKIP $*"; exit 77; }
-bail() { echo "Bail out! $*"; exit 1; }
+. "$HERE/lib-netns.sh"
 
 [[ $(id -u) == 0 ]] || skip_all "network namespaces need root"
 command -v ip >/dev/null || skip_all "no ip command (iproute2)"
@@ -35,30 +34,6 @@ DIR=$(mktemp -d "${TMPDIR:-/tmp}/blkmig-hooks.XXXXXX") || bail "mktemp failed"
 PIDFILES=()
 NAMESPACES=()
 
-# pid_of PIDFILE: the QEMU's pid if it is still alive and still QEMU.
-pid_of() {
-    local pid
-    [[ -s $1 ]] || return 1
-    pid=$(<"$1")
-    [[ $pid =~ ^[0-9]+$ ]] || return 1
-    [[ -r /proc/$pid/comm && $(</proc/"$pid"/comm) == qemu* ]] || return 1
-    echo "$pid"
-}
-
-stop_qemu() {   # stop_qemu PIDFILE
-    local pid i
-    pid=$(pid_of "$1") || return 0
-    kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-    kill -KILL "$pid" 2>/dev/null
-    for ((i = 0; i < 20; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
-    done
-}
 
 cleanup() {
     local rc=$? pf ns
@@ -75,47 +50,9 @@ trap 'exit 129' HUP
 
 # ----------------------------------------------------------------------- TAP
 echo "1..$PLAN"
-N=0 FAILED=0
-ok() {      # ok DESCRIPTION: a passed check
-    N=$((N + 1))
-    echo "ok $N - $1"
-}
-not_ok() {  # not_ok DESCRIPTION [DETAILS-FILE-OR-TEXT...]: a failed check
-    local desc=$1 d
-    shift
-    N=$((N + 1)) FAILED=$((FAILED + 1))
-    echo "not ok $N - $desc"
-    for d in "$@"; do
-        if [[ -f $d ]]; then sed 's/^/# /' "$d"; else printf '%s\n' "$d" | sed 's/^/# /'; fi
-    done
-}
-check() {   # check DESCRIPTION COMMAND...: ok if the command succeeds
-    local desc=$1 out
-    shift
-    if out=$("$@" 2>&1); then ok "$desc"; else not_ok "$desc" "$out"; fi
-}
-diag() { printf '# %s\n' "$*"; }
 
 # ---------------------------------------------------------------- namespaces
-ip netns add "$SRC_NS" || bail "ip netns add $SRC_NS failed"
-NAMESPACES+=("$SRC_NS")
-ip netns add "$DST_NS" || bail "ip netns add $DST_NS failed"
-NAMESPACES+=("$DST_NS")
-ip link add "$VETH_SRC" type veth peer name "$VETH_DST" || bail "cannot create a veth pair"
-ip link set "$VETH_SRC" netns "$SRC_NS" || bail "cannot move $VETH_SRC"
-ip link set "$VETH_DST" netns "$DST_NS" || bail "cannot move $VETH_DST"
-ip -n "$SRC_NS" addr add 10.123.0.1/24 dev "$VETH_SRC" || bail "addr on $VETH_SRC"
-ip -n "$DST_NS" addr add 10.123.0.2/24 dev "$VETH_DST" || bail "addr on $VETH_DST"
-for ns_if in "$SRC_NS:$VETH_SRC" "$DST_NS:$VETH_DST"; do
-    ip -n "${ns_if%%:*}" link set lo up || bail "lo up in ${ns_if%%:*}"
-    ip -n "${ns_if%%:*}" link set "${ns_if#*:}" up || bail "${ns_if#*:} up"
-done
-
-ACCEL=tcg
-if { exec 3<>/dev/kvm; } 2>/dev/null; then
-    exec 3>&-
-    ACCEL=kvm
-fi
+netns_pair 10.123.0.1 10.123.0.2
 diag "accelerator $ACCEL, namespaces $SRC_NS/$DST_NS, directory $DIR"
 
 # -------------------------------------------------------------------- helpers

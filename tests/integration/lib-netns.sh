@@ -1,0 +1,79 @@
+# lib-netns.sh: shared by the shell tests that put two QEMUs in two network namespaces.
+# Sourced; the caller sets SRC_NS DST_NS VETH_SRC VETH_DST and keeps NAMESPACES=()
+# and a cleanup trap of its own.
+# shellcheck shell=bash disable=SC2034  # ACCEL, N and FAILED are the caller's
+
+skip_all() { echo "1..0 # SKIP $*"; exit 77; }
+bail() { echo "Bail out! $*"; exit 1; }
+
+# pid_of PIDFILE: the QEMU's pid if it is still alive and still QEMU.
+pid_of() {
+    local pid
+    [[ -s $1 ]] || return 1
+    pid=$(<"$1")
+    [[ $pid =~ ^[0-9]+$ ]] || return 1
+    [[ -r /proc/$pid/comm && $(</proc/"$pid"/comm) == qemu* ]] || return 1
+    echo "$pid"
+}
+
+stop_qemu() {   # stop_qemu PIDFILE
+    local pid i
+    pid=$(pid_of "$1") || return 0
+    kill -TERM "$pid" 2>/dev/null
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null
+    for ((i = 0; i < 20; i++)); do
+        kill -0 "$pid" 2>/dev/null || return 0
+        sleep 0.1
+    done
+}
+
+# ------------------------------------------------------------------------ TAP
+N=0 FAILED=0
+ok() {      # ok DESCRIPTION: a passed check
+    N=$((N + 1))
+    echo "ok $N - $1"
+}
+not_ok() {  # not_ok DESCRIPTION [DETAILS-FILE-OR-TEXT...]: a failed check
+    local desc=$1 d
+    shift
+    N=$((N + 1)) FAILED=$((FAILED + 1))
+    echo "not ok $N - $desc"
+    for d in "$@"; do
+        if [[ -f $d ]]; then sed 's/^/# /' "$d"; else printf '%s\n' "$d" | sed 's/^/# /'; fi
+    done
+}
+check() {   # check DESCRIPTION COMMAND...: ok if the command succeeds
+    local desc=$1 out
+    shift
+    if out=$("$@" 2>&1); then ok "$desc"; else not_ok "$desc" "$out"; fi
+}
+diag() { printf '# %s\n' "$*"; }
+
+# netns_pair SRC_IP DST_IP: the two namespaces joined by a veth pair, links up.
+netns_pair() {
+    local ns_if
+    ip netns add "$SRC_NS" || bail "ip netns add $SRC_NS failed"
+    NAMESPACES+=("$SRC_NS")
+    ip netns add "$DST_NS" || bail "ip netns add $DST_NS failed"
+    NAMESPACES+=("$DST_NS")
+    ip link add "$VETH_SRC" type veth peer name "$VETH_DST" || bail "cannot create a veth pair"
+    ip link set "$VETH_SRC" netns "$SRC_NS" || bail "cannot move $VETH_SRC"
+    ip link set "$VETH_DST" netns "$DST_NS" || bail "cannot move $VETH_DST"
+    ip -n "$SRC_NS" addr add "$1/24" dev "$VETH_SRC" || bail "addr on $VETH_SRC"
+    ip -n "$DST_NS" addr add "$2/24" dev "$VETH_DST" || bail "addr on $VETH_DST"
+    for ns_if in "$SRC_NS:$VETH_SRC" "$DST_NS:$VETH_DST"; do
+        ip -n "${ns_if%%:*}" link set lo up || bail "lo up in ${ns_if%%:*}"
+        ip -n "${ns_if%%:*}" link set "${ns_if#*:}" up || bail "${ns_if#*:} up"
+    done
+}
+
+# kvm when /dev/kvm opens, else tcg
+ACCEL=tcg
+if { exec 3<>/dev/kvm; } 2>/dev/null; then
+    exec 3>&-
+    ACCEL=kvm
+fi
