@@ -10,7 +10,7 @@ DEPS=(
     libglib2.0-dev libjson-glib-dev libnbd-dev libnbd-bin
     meson ninja-build pkg-config gcc libc6-dev
     iproute2 procps util-linux coreutils grep sed
-    glib-networking openssl gettext-base systemd
+    glib-networking openssl gettext-base systemd jq
 )
 
 usage() {

@@ -30,7 +30,7 @@ export BENCH_RESULTS
 BENCH_RESULTS=$(mktemp)
 trap 'rm -f "$BENCH_RESULTS"' EXIT
 
-SCRIPTS=(p1-copy p2-live p3-sparse p4-wan p5-converge p6-footprint p7-multidisk p8-bw)
+SCRIPTS=(p1-copy p2-live p3-sparse p4-wan p5-converge p6-footprint p7-multidisk p8-bw tunnel)
 t_start=$(date +%s)
 echo "blkmig bench: BENCH_RUNS=$BENCH_RUNS, $(nproc) CPUs, $(qemu-system-x86_64 --version | head -n 1)" >&2
 if [[ -f $LIBVIRT_PEER ]]; then

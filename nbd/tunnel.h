@@ -12,7 +12,7 @@
  *   CLOSE  either way: that connection ended
  * Each channel starts with TUNNEL_WINDOW bytes of credit each way, so a slow
  * receiver holds at most one window per channel in memory. */
-#define TUNNEL_WINDOW (4 * 1024 * 1024)
+#define TUNNEL_WINDOW (16 * 1024 * 1024)
 
 typedef struct _Tunnel Tunnel;
 
