@@ -134,6 +134,51 @@ test_move_kill_then_recover (Pair *p, gconstpointer data)
   assert_status (p->src, "running");
 }
 
+/* The phase commands, each with its own journal: prepare (destination) and
+ * perform (source) killed after each of their steps. */
+static void
+test_phase_kill_then_recover (Pair *p, gconstpointer data)
+{
+  const KillCase *kc = data;
+  g_autofree char *c1 = rig_path (p->rig, "c1");
+  g_autofree char *c2 = rig_path (p->rig, "c2");
+  g_autofree char *c3 = rig_path (p->rig, "c3");
+  g_autofree char *sock = rig_path (p->rig, "nbd.sock");
+  g_autofree char *listen = g_strdup_printf ("unix:%s", sock);
+  g_autofree char *out = NULL;
+  gboolean in_prepare = g_str_equal (kc->mode, "prepare");
+  int status;
+
+  g_assert_cmpint (blkmig_run (NULL, NULL, "begin", "--qmp", p->src->qmp_path, "-o", c1, NULL), ==, 0);
+  g_setenv ("BLKMIG_TEST_KILL_AT", kc->step, TRUE);
+  status = blkmig_run (NULL, NULL, "prepare", "--qmp", p->dst->qmp_path, "--listen", listen,
+                       "-c", c1, "-o", c2, NULL);
+  if (!in_prepare)
+    {
+      g_assert_cmpint (status, ==, 0);
+      status = blkmig_run (NULL, NULL, "perform", "-q", "--qmp", p->src->qmp_path, "-c", c2,
+                           "-o", c3, NULL);
+    }
+  g_unsetenv ("BLKMIG_TEST_KILL_AT");
+  g_assert_cmpint (status, ==, 128 + 9);
+  g_assert_cmpint (blkmig_run (&out, NULL, "recover", "--all", NULL), ==, 0);
+  g_assert_nonnull (strstr (out, kc->completes ? "had completed" : "rolled back"));
+  assert_nothing_left (p);
+  if (kc->completes)
+    {
+      assert_status (p->src, "postmigrate");
+      g_assert_true (img_identical (p->src_img, p->dst_img));
+    }
+  else
+    assert_status (p->src, "running");
+}
+
+static const KillCase phase_cases[] = {
+  { "prepare", "prepare", FALSE }, { "prepare", "prepared", FALSE },
+  { "perform", "mirror", FALSE }, { "perform", "switch", FALSE },
+  { "perform", "pre-switchover", FALSE }, { "perform", "completed", TRUE },
+};
+
 static const KillCase move_cases[] = {
   { "move", "mirror", FALSE }, { "move", "superseded", FALSE }, { "move", "pivoted", TRUE },
 };
@@ -153,6 +198,13 @@ main (int argc, char **argv)
       g_autofree char *path = g_strdup_printf ("/recover/migrate-%s/killed-at-%s",
                                                kill_cases[i].mode, kill_cases[i].step);
       g_test_add (path, Pair, &kill_cases[i], pair_setup, test_kill_then_recover, pair_teardown);
+    }
+  for (gsize i = 0; i < G_N_ELEMENTS (phase_cases); i++)
+    {
+      g_autofree char *path = g_strdup_printf ("/recover/%s/killed-at-%s", phase_cases[i].mode,
+                                               phase_cases[i].step);
+      g_test_add (path, Pair, &phase_cases[i], pair_setup, test_phase_kill_then_recover,
+                  pair_teardown);
     }
   for (gsize i = 0; i < G_N_ELEMENTS (move_cases); i++)
     {
