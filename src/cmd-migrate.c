@@ -24,6 +24,7 @@ typedef struct {
   char *tls_dir;
   char **tls_authz;
   gboolean insecure;
+  gboolean pass_fds;
 } MigrateArgs;
 
 typedef struct {
@@ -132,6 +133,7 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   sopts.tunnel_command = args->tunnel_command;
   sopts.tls_dir = args->tls_dir;
   sopts.insecure = args->insecure;
+  sopts.pass_fds = args->pass_fds;
   if (!session_journal (run->journal, "begin", run->offer, error)
       || !migrate_prepare (run, args, cancellable, error))
     return FALSE;
@@ -221,6 +223,7 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
     COMMAND_TUNNEL_ENTRIES (&args->tunnel, &args->tunnel_command),
     COMMAND_TLS_ENTRIES (&args->tls_dir, &args->insecure),
     COMMAND_TLS_AUTHZ_ENTRY (&args->tls_authz),
+    COMMAND_PASS_FDS_ENTRY (&args->pass_fds),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };

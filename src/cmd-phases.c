@@ -179,6 +179,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autofree char *tls_dir = NULL;
   g_autofree char *tls_hostname = NULL;
   gboolean insecure = FALSE;
+  gboolean pass_fds = FALSE;
   g_auto(MirrorTuning) mirror = MIRROR_TUNING_INIT;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
@@ -191,6 +192,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
       "Compare source and destination while both are quiescent", NULL },
     COMMAND_TUNNEL_ENTRIES (&tunnel, &tunnel_command),
     COMMAND_TLS_ENTRIES (&tls_dir, &insecure),
+    COMMAND_PASS_FDS_ENTRY (&pass_fds),
     { "tls-hostname", 0, 0, G_OPTION_ARG_STRING, &tls_hostname,
       "The name the destination's certificate carries (default: its address)", "NAME" },
     COMMAND_EVENT_ENTRIES,
@@ -216,6 +218,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   sopts.tls_dir = tls_dir;
   sopts.tls_hostname = tls_hostname;
   sopts.insecure = insecure;
+  sopts.pass_fds = pass_fds;
   sopts.quiet = common_options.quiet;
   sopts.journal = journal = journal_new (dest->id, "perform");
   journal->source_qmp = g_strdup (args.qmp);

@@ -66,6 +66,10 @@ extern CommonOptions common_options;
     "(destination) or client-cert.pem/client-key.pem (source)", "DIR" }, \
   { "insecure", 0, 0, G_OPTION_ARG_NONE, (insecure), \
     "Allow plaintext NBD over TCP to a non-loopback address", NULL }
+#define COMMAND_PASS_FDS_ENTRY(flag) \
+  { "pass-fds", 0, 0, G_OPTION_ARG_NONE, (flag), \
+    "Connect to the destination here and hand QEMU the sockets (getfd): QEMU needs no " \
+    "access to socket paths or the network (no NBD reconnects then)", NULL }
 #define COMMAND_TLS_AUTHZ_ENTRY(dns) \
   { "tls-authz", 0, 0, G_OPTION_ARG_STRING_ARRAY, (dns), \
     "Accept only the client certificate with this distinguished name; repeatable", "DN" }

@@ -2,6 +2,8 @@
 #include "src/session.h"
 
 #include "common/error.h"
+#include <gio/gunixsocketaddress.h>
+
 #include "nbd/nbd-tls.h"
 #include "nbd/verify.h"
 #include "qmp/qmp-wait.h"
@@ -91,6 +93,30 @@ source_tls_hostname (const SourceRun *run)
                                                                   : "localhost";
 }
 
+/* --pass-fds: blkmig connects and hands QEMU the connected socket (getfd), so QEMU
+ * needs no access to the socket path or the network.  Such a node cannot
+ * reconnect: a new connection would need a new fd. */
+static JsonNode *
+source_pass_socket (SourceRun *run, const char *name, GCancellable *cancellable, GError **error)
+{
+  const Cookie *cookie = run->cookie;
+  const char *path = run->tunnel.path != NULL ? run->tunnel.path : cookie->nbd_unix;
+  g_autoptr(GSocketClient) client = g_socket_client_new ();
+  g_autoptr(GSocketConnectable) addr = path != NULL
+      ? G_SOCKET_CONNECTABLE (g_unix_socket_address_new (path))
+      : g_network_address_new (cookie->nbd_host, cookie->nbd_port);
+  g_autoptr(GSocketConnection) conn = g_socket_client_connect (client, addr, cancellable, error);
+  g_autoptr(JsonNode) ret = NULL;
+
+  if (conn == NULL)
+    return NULL;
+  ret = qmp_client_execute_full_sync (run->qmp, "getfd",
+                                      qmp_args_new ("fdname", qmp_str (name), NULL),
+                                      g_socket_get_fd (g_socket_connection_get_socket (conn)), 0,
+                                      cancellable, error);
+  return ret != NULL ? qmp_args_new ("type", qmp_str ("fd"), "str", qmp_str (name), NULL) : NULL;
+}
+
 static gboolean
 source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GError **error)
 {
@@ -99,18 +125,24 @@ source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GErr
   g_autofree char *tls = run->opts->tls_dir != NULL && run->tunnel.path == NULL
                         ? session_node_name (run->cookie, 'c', 0) : NULL;
   g_autoptr(JsonNode) ret = NULL;
+  JsonNode *server = run->opts->pass_fds
+                     ? source_pass_socket (run, node, cancellable, error)
+                     : source_nbd_server_arg (run);
+  gint reconnect = run->opts->pass_fds ? 0 : MIRROR_KNOB (run->opts->mirror.reconnect_delay,
+                                                          MIRROR_DEFAULT_RECONNECT_DELAY);
 
+  if (server == NULL)
+    return g_prefix_error (error, "%s: cannot connect to the destination export: ", disk->name),
+           FALSE;
   /* discard=unmap lets the mirror pre-zero the target cheaply and then copy
    * only allocated data, so sparse disks stay sparse and fast. */
   ret = qmp_client_execute_sync (run->qmp, "blockdev-add",
                                  qmp_args_new ("driver", qmp_str ("nbd"),
                                                "node-name", qmp_str (node),
-                                               "server", source_nbd_server_arg (run),
+                                               "server", server,
                                                "export", qmp_str (disk->export_name),
                                                "discard", qmp_str ("unmap"),
-                                               "reconnect-delay", qmp_int (MIRROR_KNOB (
-                                                   run->opts->mirror.reconnect_delay,
-                                                   MIRROR_DEFAULT_RECONNECT_DELAY)),
+                                               "reconnect-delay", qmp_int (reconnect),
                                                "tls-creds", tls != NULL ? qmp_str (tls) : NULL,
                                                "tls-hostname", tls != NULL
                                                  ? qmp_str (source_tls_hostname (run)) : NULL,

@@ -19,6 +19,7 @@ typedef struct {
   const char *tls_dir;      /* x509 credentials for the NBD client */
   const char *tls_hostname; /* the name the server certificate must carry */
   gboolean insecure;        /* allow plaintext TCP to a non-loopback address */
+  gboolean pass_fds;        /* connect here and hand QEMU the sockets (getfd) */
   /* Called once every mirror has ended without pivot (live, copy): a caller that
    * also drives the destination removes its exports at once. */
   gboolean (*mirrors_ended) (gpointer data, GError **error);

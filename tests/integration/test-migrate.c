@@ -335,6 +335,25 @@ test_verify (Pair *p, gconstpointer data)
   assert_clean (p);
 }
 
+/* --pass-fds: blkmig connects, QEMU gets the connected sockets through getfd. */
+static void
+test_pass_fds (Pair *p, gconstpointer data)
+{
+  g_autofree char *err = NULL;
+
+  pair_images (p, "64M");
+  pair_start (p, "incoming");
+  g_assert_cmpint (blkmig_run (NULL, &err, "migrate", "--pass-fds", "--debug", "--source",
+                               p->src->qmp_path, "--dest", p->dst->qmp_path, NULL), ==, 0);
+  g_assert_nonnull (strstr (err, "source >>> {\"execute\":\"getfd\""));
+  g_assert_nonnull (strstr (err, "\"server\":{\"type\":\"fd\""));
+  g_assert_null (strstr (err, "\"server\":{\"type\":\"unix\""));
+  assert_status (p->dst, "running");
+  g_assert_true (img_identical (p->src_vda, p->dst_vda));
+  g_assert_true (img_identical (p->src_vdb, p->dst_vdb));
+  assert_clean (p);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -349,6 +368,7 @@ main (int argc, char **argv)
   ADD ("/migrate/sigint-before-ready", test_sigint_before_ready);
   ADD ("/migrate/move-mode", test_move_mode);
   ADD ("/migrate/phases", test_phases);
+  ADD ("/migrate/pass-fds", test_pass_fds);
   g_test_add ("/migrate/verify-live", Pair, "live", pair_setup, test_verify, pair_teardown);
   g_test_add ("/migrate/verify-copy", Pair, "copy", pair_setup, test_verify, pair_teardown);
   ADD ("/migrate/phases-tcp-port0", test_phases_tcp_port0);
