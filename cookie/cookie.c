@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "common/json.h"
 
 /* Features this build of blkmig knows. */
 static const char *const known_features[] = { "sparse", "write-blocking", NULL };
@@ -770,33 +771,6 @@ cookie_load (const char *path, CookieKind min_kind, GError **error)
 /* ---- Serialisation ------------------------------------------------------- */
 
 static void
-add_string (JsonBuilder *b, const char *key, const char *value)
-{
-  json_builder_set_member_name (b, key);
-  if (value != NULL)
-    json_builder_add_string_value (b, value);
-  else
-    json_builder_add_null_value (b);
-}
-
-static void
-add_int (JsonBuilder *b, const char *key, gint64 value)
-{
-  json_builder_set_member_name (b, key);
-  json_builder_add_int_value (b, value);
-}
-
-static void
-add_strv (JsonBuilder *b, const char *key, char *const *strv)
-{
-  json_builder_set_member_name (b, key);
-  json_builder_begin_array (b);
-  for (guint i = 0; strv != NULL && strv[i] != NULL; i++)
-    json_builder_add_string_value (b, strv[i]);
-  json_builder_end_array (b);
-}
-
-static void
 build_features (JsonBuilder *b, const Cookie *cookie)
 {
   json_builder_set_member_name (b, "features");
@@ -806,7 +780,7 @@ build_features (JsonBuilder *b, const Cookie *cookie)
       const CookieFeature *feature = g_ptr_array_index (cookie->features, i);
 
       json_builder_begin_object (b);
-      add_string (b, "name", feature->name);
+      blkmig_json_add_string (b, "name", feature->name);
       json_builder_set_member_name (b, "mandatory");
       json_builder_add_boolean_value (b, feature->mandatory);
       json_builder_end_object (b);
@@ -818,19 +792,19 @@ static void
 build_disk (JsonBuilder *b, const CookieDisk *disk, CookieKind kind)
 {
   json_builder_begin_object (b);
-  add_string (b, "name", disk->name);
-  add_string (b, "node", disk->node);
-  add_string (b, "format", disk->format);
-  add_int (b, "virtual-size", disk->virtual_size);
-  add_int (b, "allocated", disk->allocated);
+  blkmig_json_add_string (b, "name", disk->name);
+  blkmig_json_add_string (b, "node", disk->node);
+  blkmig_json_add_string (b, "format", disk->format);
+  blkmig_json_add_int (b, "virtual-size", disk->virtual_size);
+  blkmig_json_add_int (b, "allocated", disk->allocated);
   if (disk->backing != NULL && disk->backing[0] != NULL)
-    add_strv (b, "backing", disk->backing);
+    blkmig_json_add_strv (b, "backing", (const char *const *) disk->backing);
   if (kind >= COOKIE_KIND_DESTINATION)
     {
-      add_string (b, "export", disk->export_name);
-      add_string (b, "target-node", disk->target_node);
+      blkmig_json_add_string (b, "export", disk->export_name);
+      blkmig_json_add_string (b, "target-node", disk->target_node);
       if (disk->target_path != NULL)
-        add_string (b, "target", disk->target_path);
+        blkmig_json_add_string (b, "target", disk->target_path);
       json_builder_set_member_name (b, "created");
       json_builder_add_boolean_value (b, disk->created);
     }
@@ -842,20 +816,20 @@ build_destination (JsonBuilder *b, const Cookie *cookie)
 {
   json_builder_set_member_name (b, "destination");
   json_builder_begin_object (b);
-  add_string (b, "host", cookie->dest_host);
-  add_strv (b, "accepted", cookie->accepted);
+  blkmig_json_add_string (b, "host", cookie->dest_host);
+  blkmig_json_add_strv (b, "accepted", (const char *const *) cookie->accepted);
   json_builder_set_member_name (b, "nbd");
   json_builder_begin_object (b);
   if (cookie->nbd_unix != NULL)
-    add_string (b, "unix", cookie->nbd_unix);
+    blkmig_json_add_string (b, "unix", cookie->nbd_unix);
   else
     {
-      add_string (b, "host", cookie->nbd_host);
-      add_int (b, "port", cookie->nbd_port);
+      blkmig_json_add_string (b, "host", cookie->nbd_host);
+      blkmig_json_add_int (b, "port", cookie->nbd_port);
     }
   json_builder_end_object (b);
   if (cookie->migrate_uri != NULL)
-    add_string (b, "migrate-uri", cookie->migrate_uri);
+    blkmig_json_add_string (b, "migrate-uri", cookie->migrate_uri);
   json_builder_end_object (b);
 }
 
@@ -864,10 +838,10 @@ build_result (JsonBuilder *b, const Cookie *cookie)
 {
   json_builder_set_member_name (b, "result");
   json_builder_begin_object (b);
-  add_string (b, "status", cookie->status);
+  blkmig_json_add_string (b, "status", cookie->status);
   if (cookie->downtime_ms >= 0)
-    add_int (b, "downtime-ms", cookie->downtime_ms);
-  add_int (b, "bytes", cookie->bytes);
+    blkmig_json_add_int (b, "downtime-ms", cookie->downtime_ms);
+  blkmig_json_add_int (b, "bytes", cookie->bytes);
   json_builder_end_object (b);
 }
 
@@ -877,13 +851,13 @@ build_cookie (const Cookie *cookie)
   g_autoptr (JsonBuilder) b = json_builder_new ();
 
   json_builder_begin_object (b);
-  add_int (b, "version", COOKIE_VERSION);
-  add_string (b, "kind", cookie_kind_to_string (cookie->kind));
-  add_string (b, "id", cookie->id);
-  add_string (b, "mode", cookie_mode_to_string (cookie->mode));
+  blkmig_json_add_int (b, "version", COOKIE_VERSION);
+  blkmig_json_add_string (b, "kind", cookie_kind_to_string (cookie->kind));
+  blkmig_json_add_string (b, "id", cookie->id);
+  blkmig_json_add_string (b, "mode", cookie_mode_to_string (cookie->mode));
   json_builder_set_member_name (b, "source");
   json_builder_begin_object (b);
-  add_string (b, "host", cookie->source_host);
+  blkmig_json_add_string (b, "host", cookie->source_host);
   json_builder_end_object (b);
   build_features (b, cookie);
   json_builder_set_member_name (b, "disks");

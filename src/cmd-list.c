@@ -2,6 +2,7 @@
 #include <stdio.h>
 
 #include "common/error.h"
+#include "common/json.h"
 #include "src/commands.h"
 #include "src/disks.h"
 #include "src/util.h"
@@ -151,37 +152,19 @@ list_print_human (GPtrArray *disks, JsonArray *jobs)
 
 /* ---- JSON ---------------------------------------------------------------- */
 
-/* "key": value, or "key": null when @value is NULL. */
-static void
-list_json_string (JsonBuilder *b, const char *key, const char *value)
-{
-  json_builder_set_member_name (b, key);
-  if (value != NULL)
-    json_builder_add_string_value (b, value);
-  else
-    json_builder_add_null_value (b);
-}
-
-static void
-list_json_int (JsonBuilder *b, const char *key, gint64 value)
-{
-  json_builder_set_member_name (b, key);
-  json_builder_add_int_value (b, value);
-}
-
 static void
 list_json_disk (JsonBuilder *b, const DiskInfo *disk)
 {
   g_autofree char *device = disk_info_attached_device (disk);
 
   json_builder_begin_object (b);
-  list_json_string (b, "name", disk->name);
-  list_json_string (b, "node", disk->node);
-  list_json_string (b, "format", disk->format);
-  list_json_int (b, "virtual-size", disk->virtual_size);
-  list_json_int (b, "allocated", disk->allocated);
-  list_json_string (b, "device", device);
-  list_json_string (b, "file", disk->file);
+  blkmig_json_add_string (b, "name", disk->name);
+  blkmig_json_add_string (b, "node", disk->node);
+  blkmig_json_add_string (b, "format", disk->format);
+  blkmig_json_add_int (b, "virtual-size", disk->virtual_size);
+  blkmig_json_add_int (b, "allocated", disk->allocated);
+  blkmig_json_add_string (b, "device", device);
+  blkmig_json_add_string (b, "file", disk->file);
   json_builder_set_member_name (b, "backing");
   json_builder_begin_array (b);
   for (guint i = 0; disk->backing != NULL && disk->backing[i] != NULL; i++)
@@ -195,12 +178,12 @@ static void
 list_json_job (JsonBuilder *b, JsonObject *job)
 {
   json_builder_begin_object (b);
-  list_json_string (b, "id", json_object_get_string_member_with_default (job, "device", ""));
-  list_json_string (b, "type", json_object_get_string_member_with_default (job, "type", ""));
-  list_json_string (b, "status", json_object_get_string_member_with_default (job, "status", ""));
-  list_json_int (b, "offset", json_object_get_int_member_with_default (job, "offset", 0));
-  list_json_int (b, "len", json_object_get_int_member_with_default (job, "len", 0));
-  list_json_int (b, "speed", json_object_get_int_member_with_default (job, "speed", 0));
+  blkmig_json_add_string (b, "id", json_object_get_string_member_with_default (job, "device", ""));
+  blkmig_json_add_string (b, "type", json_object_get_string_member_with_default (job, "type", ""));
+  blkmig_json_add_string (b, "status", json_object_get_string_member_with_default (job, "status", ""));
+  blkmig_json_add_int (b, "offset", json_object_get_int_member_with_default (job, "offset", 0));
+  blkmig_json_add_int (b, "len", json_object_get_int_member_with_default (job, "len", 0));
+  blkmig_json_add_int (b, "speed", json_object_get_int_member_with_default (job, "speed", 0));
   json_builder_end_object (b);
 }
 
@@ -219,7 +202,7 @@ list_print_json (GPtrArray *disks, JsonArray *jobs)
   g_autofree char *text = NULL;
 
   json_builder_begin_object (b);
-  list_json_int (b, "version", LIST_JSON_VERSION);
+  blkmig_json_add_int (b, "version", LIST_JSON_VERSION);
   json_builder_set_member_name (b, "disks");
   json_builder_begin_array (b);
   for (guint i = 0; i < disks->len; i++)
