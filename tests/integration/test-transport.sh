@@ -20,7 +20,7 @@ BLKMIG=${1:-${BLKMIG:-$ROOT/build/blkmig}}
 [[ $BLKMIG == /* ]] || BLKMIG=$PWD/$BLKMIG   # nsenter -m changes the directory
 QEMU=${QEMU:-qemu-system-x86_64}
 MAKE_CERTS=$HERE/make-certs.sh
-PLAN=61
+PLAN=65
 SRC_IP=10.124.0.1 DST_IP=10.124.0.2
 CLIENT_DN="O=blkmig,CN=blkmig-client"
 PLAINTEXT_MSG="refusing plaintext NBD over TCP to $DST_IP: give --tls-creds DIR, or --insecure"
@@ -541,6 +541,67 @@ run "$DIR/$c-abort.log" in_dst_vm "$DIR/$c-dst.pid" abort --qmp "$DIR/$c-dst.qmp
     -c "$DIR/$c-dst.cookie"
 expect_status $c "abort on the destination" 0 "$DIR/$c-abort.log"
 check "$c: no exports left on the destination" dest_clean "$DIR/$c-dst.qmp"
+stop_pair $c
+
+# ------ case 7: the link between the hosts goes down while the disks copy (plain
+# TCP, --insecure): back within --nbd-reconnect-delay, the copy just goes on; down
+# for good, the stall watchdog ends it cleanly instead of hanging.
+link() { ip -n "$SRC_NS" link set "$VETH_SRC" "$1"; }
+# link_case NAME DOWN-SECONDS EXTRA-PERFORM-ARGS...: prepare, perform (background),
+# cut the link once vda copies; sets RC and TOOK.
+link_case() {
+    local c=$1 down=$2 perform i
+    shift 2
+    make_images $c 2
+    start_pair $c 2
+    in_src begin --qmp "$DIR/$c-src.qmp" --mode copy -o "$DIR/$c-src.cookie" >/dev/null 2>&1 ||
+        bail "$c: begin failed"
+    run "$DIR/$c-prepare.log" in_dst prepare --qmp "$DIR/$c-dst.qmp" -c "$DIR/$c-src.cookie" \
+        -o "$DIR/$c-dst.cookie" --listen "tcp:$DST_IP:0" --insecure
+    [[ $RC == 0 ]] || bail "$c: prepare failed: $(cat "$DIR/$c-prepare.log")"
+    in_src perform --qmp "$DIR/$c-src.qmp" -c "$DIR/$c-dst.cookie" -o "$DIR/$c-result.cookie" \
+        --insecure --speed 4194304 "$@" >"$DIR/$c-perform.log" 2>&1 &
+    perform=$!
+    BG_PIDS+=("$perform")
+    for ((i = 0; i < 200; i++)); do
+        grep -q 'blkmig: vda: .*copying' "$DIR/$c-perform.log" && break
+        sleep 0.05
+    done
+    sleep 1
+    link down
+    START=$SECONDS
+    if [[ $down == forever ]]; then
+        wait_exit "$perform" 60
+    else
+        sleep "$down"
+        link up
+        wait_exit "$perform" 60
+    fi
+    TOOK=$((SECONDS - START))
+    link up
+}
+c=blip
+link_case $c 2 --nbd-reconnect-delay 15
+if ((RC == 0)); then ok "$c: a 2 s link outage: perform still succeeds ($TOOK s)"
+else not_ok "$c: a 2 s link outage: perform still succeeds" "status $RC" "$DIR/$c-perform.log"; fi
+run "$DIR/$c-finish.log" in_dst finish --qmp "$DIR/$c-dst.qmp" -c "$DIR/$c-result.cookie"
+if ((RC == 0)) && identical qcow2 "$DIR/$c-src-vda.qcow2" "$DIR/$c-dst-vda.qcow2" &&
+    identical raw "$DIR/$c-src-vdb.raw" "$DIR/$c-dst-vdb.raw"; then
+    ok "$c: finish, and both disks are identical"
+else not_ok "$c: finish, and both disks are identical" "$DIR/$c-finish.log"; fi
+stop_pair $c
+c=cut
+link_case $c forever --nbd-reconnect-delay 2 --stall-timeout 3
+if ((RC == 6 || RC == 5)) && ((TOOK <= 40)) && grep -q 'blkmig perform: ' "$DIR/$c-perform.log"; then
+    ok "$c: the link stays down: perform gives up after $TOOK s (exit $RC)"
+else not_ok "$c: the link stays down: perform gives up within 40 s" "status $RC after $TOOK s" \
+    "$DIR/$c-perform.log"; fi
+run "$DIR/$c-abort.log" in_dst abort --qmp "$DIR/$c-dst.qmp" -c "$DIR/$c-dst.cookie"
+if ((RC == 0)) && source_intact "$DIR/$c-src.qmp" >/dev/null 2>&1 &&
+    dest_clean "$DIR/$c-dst.qmp" >/dev/null 2>&1; then
+    ok "$c: the source runs untouched, abort leaves nothing on the destination"
+else not_ok "$c: the source runs untouched, abort leaves nothing on the destination" \
+    "$DIR/$c-abort.log"; fi
 stop_pair $c
 
 diag "all cases took $((SECONDS - T0)) s"
