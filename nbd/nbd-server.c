@@ -157,7 +157,7 @@ nbd_server_start (QmpClient *qmp, NbdEndpoint *ep, const char *tls_creds, const 
 
 gboolean
 nbd_export_add (QmpClient *qmp, const char *id, const char *node, const char *name,
-                GCancellable *cancellable, GError **error)
+                gboolean writable, GCancellable *cancellable, GError **error)
 {
   g_autoptr(JsonNode) ret = NULL;
 
@@ -166,13 +166,13 @@ nbd_export_add (QmpClient *qmp, const char *id, const char *node, const char *na
                                    qmp_args_new ("type", qmp_str ("nbd"), "id", qmp_str (id),
                                                  "node-name", qmp_str (node),
                                                  "name", qmp_str (name),
-                                                 "writable", qmp_bool (TRUE), NULL),
+                                                 "writable", qmp_bool (writable), NULL),
                                    cancellable, error);
   else
     ret = qmp_client_execute_sync (qmp, "nbd-server-add",
                                    qmp_args_new ("device", qmp_str (node),
                                                  "name", qmp_str (name),
-                                                 "writable", qmp_bool (TRUE), NULL),
+                                                 "writable", qmp_bool (writable), NULL),
                                    cancellable, error);
   return ret != NULL;
 }

@@ -20,10 +20,10 @@ char *nbd_endpoint_uri (const NbdEndpoint *ep, const char *export_name);
  * ep->port then holds the real port. */
 gboolean nbd_server_start (QmpClient *qmp, NbdEndpoint *ep, const char *tls_creds,
                            const char *tls_authz, GCancellable *cancellable, GError **error);
-/* A writable export of @node named @name (block-export-add, or nbd-server-add
- * where the probe says block-export-add is missing). */
+/* An export of @node named @name (block-export-add, or nbd-server-add where the
+ * probe says block-export-add is missing). */
 gboolean nbd_export_add (QmpClient *qmp, const char *id, const char *node, const char *name,
-                         GCancellable *cancellable, GError **error);
+                         gboolean writable, GCancellable *cancellable, GError **error);
 /* Removes the export and waits until QEMU reports it gone.  @hard drops clients. */
 gboolean nbd_export_del (QmpClient *qmp, const char *id, gboolean hard,
                          GCancellable *cancellable, GError **error);

@@ -7,6 +7,7 @@
 #include "src/disks.h"
 #include "src/events.h"
 #include "src/journal.h"
+#include "src/move-verify.h"
 #include "src/progress.h"
 #include "src/util.h"
 
@@ -18,6 +19,7 @@ typedef struct {
   char *to;
   char *format;
   gboolean delete_source;
+  gboolean verify;
   MirrorTuning mirror;
 } MoveArgs;
 
@@ -39,6 +41,7 @@ typedef struct {
   char *node;                 /* our node for the new image */
   char *job_id;
   gboolean created;
+  gboolean was_running;     /* --verify paused it */
   Journal *journal;
 } MoveRun;
 
@@ -79,6 +82,29 @@ move_open_target (MoveRun *run, const MoveArgs *args, const char *format,
   return ret != NULL;
 }
 
+/* stop / cont around a verified pivot (only a guest that was running is resumed) */
+static gboolean
+move_guest_run (MoveRun *run, gboolean run_it, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(JsonNode) ret = NULL;
+
+  if (run_it && !run->was_running)
+    return TRUE;
+  if (!run_it)
+    {
+      g_autoptr(JsonNode) status = qmp_client_execute_sync (run->qmp, "query-status", NULL,
+                                                            cancellable, error);
+      if (status == NULL)
+        return FALSE;
+      run->was_running = json_object_get_boolean_member_with_default (
+          json_node_get_object (status), "running", FALSE);
+      if (!run->was_running)
+        return TRUE;
+    }
+  ret = qmp_client_execute_sync (run->qmp, run_it ? "cont" : "stop", NULL, cancellable, error);
+  return ret != NULL;
+}
+
 static gboolean
 move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *cancellable,
              GError **error)
@@ -100,11 +126,24 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
   if (!job_group_wait_ready_sync (group, cancellable, error))
     return FALSE;
   events_emit ("phase", "phase", qmp_str ("switch"), "mode", qmp_str ("move"), NULL);
+  if (args->verify && !move_guest_run (run, FALSE, cancellable, error))
+    return FALSE;
   /* Like vdsm's ILLEGAL leaf: from here on the new image may be the one in use. */
-  return journal_write (run->journal, "superseded", error)
-         && job_group_complete_all (group, cancellable, error)
-         && job_group_wait_ended_sync (group, cancellable, error)
-         && journal_write (run->journal, "pivoted", error);
+  if (!journal_write (run->journal, "superseded", error)
+      || !job_group_complete_all (group, cancellable, error)
+      || !job_group_wait_ended_sync (group, cancellable, error)
+      || !journal_write (run->journal, "pivoted", error))
+    {
+      if (args->verify)
+        move_guest_run (run, TRUE, NULL, NULL);
+      return FALSE;
+    }
+  /* The guest has not run since the pivot: old and new must be the same. */
+  if (args->verify && !move_verify_pivot (run->qmp, run->disk->name, run->disk->node, run->node,
+                                          run->node + strlen ("blkmig"), common_options.quiet,
+                                          cancellable, error))
+    return FALSE;  /* paused on purpose: the user decides */
+  return !args->verify || move_guest_run (run, TRUE, cancellable, error);
 }
 
 /* After the pivot: drop the old node if the monitor still holds it, then the file. */
@@ -145,6 +184,9 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
       "qcow2 or raw (default: the disk's current format)", "FORMAT" },
     { "delete-source", 0, 0, G_OPTION_ARG_NONE, &args->delete_source,
       "Remove the old image after the pivot", NULL },
+    { "verify", 0, 0, G_OPTION_ARG_NONE, &args->verify,
+      "Pause the guest for the pivot and compare the old and new images before it runs "
+      "again (both must be named nodes, i.e. given with -blockdev)", NULL },
     COMMAND_MIRROR_ENTRIES (&args->mirror),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL

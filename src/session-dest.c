@@ -116,7 +116,7 @@ dest_export_disk (QmpClient *dst, Cookie *reply, guint i, GCancellable *cancella
 
   if (session_is_file_target (reply, i) && !dest_open_file_target (dst, disk, cancellable, error))
     return FALSE;
-  if (!nbd_export_add (dst, name, disk->target_node, name, cancellable, error))
+  if (!nbd_export_add (dst, name, disk->target_node, name, TRUE, cancellable, error))
     {
       g_prefix_error (error, "%s%s: ", disk->name, dest_export_hint ((*error)->message));
       return FALSE;

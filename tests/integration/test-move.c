@@ -56,6 +56,29 @@ test_move_delete_source_raw (void)
   g_assert_cmpuint (vm_count_blkmig_nodes (vm), ==, 1);  /* the new image's node */
 }
 
+/* --verify: the guest pauses for the pivot, old and new are compared, it runs again. */
+static void
+test_move_verify (void)
+{
+  g_autoptr(Rig) rig = rig_new ();
+  g_autofree char *old = NULL;
+  g_autofree char *new_path = rig_path (rig, "moved.qcow2");
+  g_autofree char *err = NULL;
+  g_autofree char *file = NULL;
+  g_autofree char *status = NULL;
+  Vm *vm = start_vm (rig, &old);
+
+  g_assert_cmpint (blkmig_run (NULL, &err, "move", "--verify", "--qmp", vm->qmp_path, "--disk",
+                               "vda", "--to", new_path, NULL), ==, 0);
+  g_assert_nonnull (strstr (err, "\nblkmig: verified 1 disk: identical ("));
+  file = vm_disk_file (vm, "vda");
+  g_assert_cmpstr (file, ==, new_path);
+  status = vm_status (vm);
+  g_assert_cmpstr (status, ==, "running");
+  g_assert_cmpuint (vm_count_exports (vm), ==, 0);
+  g_assert_true (img_identical (old, new_path));
+}
+
 static void
 test_move_target_exists (void)
 {
@@ -82,5 +105,6 @@ main (int argc, char **argv)
   g_test_add_func ("/move/keeps-source", test_move_keeps_source);
   g_test_add_func ("/move/delete-source-raw", test_move_delete_source_raw);
   g_test_add_func ("/move/target-exists", test_move_target_exists);
+  g_test_add_func ("/move/verify", test_move_verify);
   return g_test_run ();
 }
