@@ -204,23 +204,6 @@ run() {
     "$@" >"$log" 2>&1 || RC=$?
 }
 
-vm_running() {  # vm_running SOCKET: the guest runs (waits up to 5 s)
-    local out i
-    for ((i = 0; i < 50; i++)); do
-        out=$(qmp "$1" query-status 2>&1) || { echo "$out"; return 1; }
-        grep -q '"status" : "running"' <<<"$out" && return 0
-        sleep 0.1
-    done
-    echo "$out"
-    return 1
-}
-
-no_block_jobs() {   # no_block_jobs SOCKET
-    local out
-    out=$("$BLKMIG" list --qmp "$1" 2>&1) || { echo "$out"; return 1; }
-    grep -q '^Block jobs: none$' <<<"$out" || { echo "$out"; return 1; }
-}
-
 no_exports() {      # no_exports SOCKET: query-block-exports answers []
     local out
     out=$(qmp "$1" query-block-exports 2>&1) || { echo "$out"; return 1; }
