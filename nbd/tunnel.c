@@ -50,7 +50,6 @@ struct _Tunnel {
   gboolean closed;
   GError *error;
   GCancellable *cancellable;
-  guint64 sent, received, peak_buffered;
   TunnelClosedFunc closed_func;
   gpointer closed_data;
 };
@@ -130,7 +129,6 @@ tunnel_queue (Tunnel *tunnel, guint32 id, guint8 type, guint8 *frame, guint32 le
   *(guint32 *) (frame + 5) = GUINT32_TO_BE (len);
   g_queue_push_tail (&tunnel->outq, g_bytes_new_take (frame, FRAME_HEADER + len));
   tunnel->outq_bytes += FRAME_HEADER + len;
-  tunnel->peak_buffered = MAX (tunnel->peak_buffered, tunnel->outq_bytes);
   tunnel_flush (tunnel);
 }
 
@@ -210,7 +208,6 @@ tunnel_written_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     {
       g_autoptr(GBytes) frame = g_queue_pop_head (&tunnel->outq);
       tunnel->outq_bytes -= g_bytes_get_size (frame);
-      tunnel->sent += g_bytes_get_size (frame);
     }
   tunnel_flush (tunnel);
   if (tunnel->outq_bytes < OUTQ_HIGH / 2)
@@ -369,7 +366,6 @@ tunnel_dispatch (Tunnel *tunnel, guint32 id, guint8 type, guint32 len)
 {
   Channel *ch = g_hash_table_lookup (tunnel->channels, GUINT_TO_POINTER (id));
 
-  tunnel->received += FRAME_HEADER + len;
   switch (type)
     {
     case FRAME_OPEN:
@@ -519,11 +515,6 @@ tunnel_new_connector (GIOStream *stream, const char *nbd_path)
   return tunnel;
 }
 
-gboolean
-tunnel_is_closed (Tunnel *tunnel)
-{
-  return tunnel->closed;
-}
 
 gboolean
 tunnel_run (Tunnel *tunnel, GCancellable *cancellable, GError **error)
@@ -537,13 +528,6 @@ tunnel_run (Tunnel *tunnel, GCancellable *cancellable, GError **error)
   return TRUE;
 }
 
-void
-tunnel_get_stats (Tunnel *tunnel, guint64 *sent, guint64 *received, guint64 *peak_buffered)
-{
-  *sent = tunnel->sent;
-  *received = tunnel->received;
-  *peak_buffered = tunnel->peak_buffered;
-}
 
 static void
 tunnel_unref (Tunnel *tunnel)

@@ -21,15 +21,10 @@ typedef struct _Tunnel Tunnel;
 Tunnel *tunnel_new_listener (GIOStream *stream, const char *listen_path, GError **error);
 /* Far side: every channel the peer opens is connected to the NBD server at @nbd_path. */
 Tunnel *tunnel_new_connector (GIOStream *stream, const char *nbd_path);
-/* Whether the stream has ended; then every channel is closed and the listener
- * refuses new connections. */
-gboolean tunnel_is_closed (Tunnel *tunnel);
 /* Called once when the stream ends, with the reason (NULL: the peer closed it). */
 typedef void (*TunnelClosedFunc) (Tunnel *tunnel, const GError *why, gpointer user_data);
 void tunnel_set_closed_func (Tunnel *tunnel, TunnelClosedFunc func, gpointer user_data);
 /* Iterates the main context until the stream ends (tunnel-endpoint). */
 gboolean tunnel_run (Tunnel *tunnel, GCancellable *cancellable, GError **error);
-/* Bytes carried each way, for benchmarks and progress. */
-void tunnel_get_stats (Tunnel *tunnel, guint64 *sent, guint64 *received, guint64 *peak_buffered);
 void tunnel_free (Tunnel *tunnel);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (Tunnel, tunnel_free)

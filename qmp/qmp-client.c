@@ -899,8 +899,3 @@ qmp_json (const char *text)
   return json_from_string (text, NULL);
 }
 
-char *
-qmp_to_string (JsonNode *node)
-{
-  return json_to_string (node, FALSE);
-}

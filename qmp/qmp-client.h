@@ -88,5 +88,3 @@ JsonNode *qmp_int (gint64 value);
 JsonNode *qmp_bool (gboolean value);
 /* Parses a JSON text into a node (for fixed argument shapes); NULL on bad JSON. */
 JsonNode *qmp_json (const char *text);
-/* Compact JSON text of @node. */
-char *qmp_to_string (JsonNode *node);
