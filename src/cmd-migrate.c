@@ -124,6 +124,7 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
     return FALSE;
   run->journal = journal_new (run->offer->id, "migrate");
   run->journal->source_qmp = g_strdup (args->source);
+  journal_add_created (run->journal, run->private_dir);  /* its sockets, if we die */
   run->journal->dest_qmp = g_strdup (args->dest);
   sopts.journal = run->journal;
   sopts.mirrors_ended = migrate_mirrors_ended;
@@ -186,8 +187,7 @@ migrate_close_journal (MigrateRun *run, const MigrateArgs *args, GError **error)
   if (migrate_side_settled (run->src, args->source, run->reply != NULL ? run->reply : run->offer)
       && migrate_side_settled (run->dst, args->dest, run->reply != NULL ? run->reply : run->offer))
     {
-      for (guint i = 0; i < run->journal->created->len; i++)
-        g_unlink (run->journal->created->pdata[i]);
+      journal_remove_created (run->journal, TRUE);
       journal_remove (run->journal);
       return;
     }

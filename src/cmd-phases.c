@@ -293,8 +293,7 @@ phase_abort_side (QmpClient *qmp, const char *qmp_path, const Cookie *cookie)
   for (guint i = 0; i < journals->len; i++)
     {
       Journal *journal = journals->pdata[i];
-      for (guint k = 0; k < journal->created->len; k++)
-        g_unlink (journal->created->pdata[k]);
+      journal_remove_created (journal, TRUE);
       journal_remove (journal);
     }
 }

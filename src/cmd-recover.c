@@ -65,13 +65,6 @@ recover_result (const Journal *journal, const char *status)
   return result;
 }
 
-static void
-recover_unlink_created (const Journal *journal)
-{
-  for (guint i = 0; i < journal->created->len; i++)
-    g_unlink (journal->created->pdata[i]);
-}
-
 /* Rolls back every side we can reach; FALSE if a side that may hold our state
  * could not be reached (the journal then stays).  A side that is gone is fine. */
 static gboolean
@@ -84,7 +77,7 @@ recover_rollback (const Journal *journal, QmpClient *src, QmpClient *dst, gboole
     session_abort (dst, journal->cookie);
   if (unreachable)
     return *done = "a QEMU could not be reached: nothing removed there", FALSE;
-  recover_unlink_created (journal);
+  journal_remove_created (journal, TRUE);
   *done = "rolled back: the source runs on its own disks";
   return TRUE;
 }
@@ -150,7 +143,7 @@ recover_destination (const RecoverArgs *args, const Journal *journal, const char
 
   if (dst == NULL && gone)
     {
-      recover_unlink_created (journal);
+      journal_remove_created (journal, TRUE);
       return *done = "rolled back: the destination QEMU is gone, created targets removed", TRUE;
     }
   if (dst == NULL)
@@ -159,7 +152,7 @@ recover_destination (const RecoverArgs *args, const Journal *journal, const char
       && journal->cookie->kind >= COOKIE_KIND_DESTINATION)
     return recover_finish (journal, NULL, dst, "completed", done, error);
   session_abort (dst, journal->cookie);
-  recover_unlink_created (journal);
+  journal_remove_created (journal, TRUE);
   *done = "rolled back: exports, NBD server and created targets removed";
   return TRUE;
 }
@@ -182,7 +175,7 @@ recover_move (const RecoverArgs *args, const Journal *journal, const char **done
   if (disk != NULL && g_strcmp0 (disk->file, journal->new_image) == 0)
     return *done = "had completed: the guest runs on the new image", TRUE;
   session_abort_blockdevs (qmp, journal->id);
-  recover_unlink_created (journal);
+  journal_remove_created (journal, TRUE);
   *done = "rolled back: the guest runs on its old image, the new one is removed";
   return TRUE;
 }
@@ -209,7 +202,10 @@ recover_one (const RecoverArgs *args, Journal *journal, GError **error)
     printf ("recover: %s (%s, at step %s): %s\n", journal->id, journal->command,
             journal->step, done);
   if (ok)
-    journal_remove (journal);
+    {
+      journal_remove_created (journal, FALSE);  /* finished: only our private directories */
+      journal_remove (journal);
+    }
   else if (error != NULL && *error == NULL)
     g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_QMP, "%s: %s; the journal %s stays",
                  journal->id, done, journal->path);

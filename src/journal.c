@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "common/error.h"
+#include "src/util.h"
 
 #define JOURNAL_VERSION 1
 
@@ -180,6 +181,19 @@ journal_forget (const char *id, const char *command)
   g_autoptr(Journal) journal = journal_new (id, command);
 
   journal_remove (journal);
+}
+
+void
+journal_remove_created (const Journal *journal, gboolean targets)
+{
+  for (guint i = 0; journal->created != NULL && i < journal->created->len; i++)
+    {
+      const char *path = journal->created->pdata[i];
+      if (g_file_test (path, G_FILE_TEST_IS_DIR))
+        util_private_dir_remove (path);
+      else if (targets)
+        g_unlink (path);
+    }
 }
 
 static char *

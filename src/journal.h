@@ -34,6 +34,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (Journal, journal_free)
 char *journal_dir (void);
 Journal *journal_new (const char *id, const char *command);
 void journal_add_created (Journal *journal, const char *path);
+/* Removes what the journal says blkmig created: its private directories (with what
+ * is in them) always, the target files only with @targets (a rollback). */
+void journal_remove_created (const Journal *journal, gboolean targets);
 /* Records @step (and the journal's current fields) atomically: temp file, fsync,
  * rename, fsync of the directory.  For tests, BLKMIG_TEST_KILL_AT=STEP makes the
  * process SIGKILL itself right after STEP is on disk, BLKMIG_TEST_PAUSE_AT=STEP
