@@ -165,11 +165,7 @@ list_json_disk (JsonBuilder *b, const DiskInfo *disk)
   blkmig_json_add_int (b, "allocated", disk->allocated);
   blkmig_json_add_string (b, "device", device);
   blkmig_json_add_string (b, "file", disk->file);
-  json_builder_set_member_name (b, "backing");
-  json_builder_begin_array (b);
-  for (guint i = 0; disk->backing != NULL && disk->backing[i] != NULL; i++)
-    json_builder_add_string_value (b, disk->backing[i]);
-  json_builder_end_array (b);
+  blkmig_json_add_strv (b, "backing", (const char *const *) disk->backing);
   json_builder_end_object (b);
 }
 

@@ -42,6 +42,7 @@ typedef struct {
   char *job_id;
   gboolean created;
   gboolean was_running;     /* --verify paused it */
+  const char *tag;          /* the move's random id; names derive from it */
   Journal *journal;
 } MoveRun;
 
@@ -140,7 +141,7 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
     }
   /* The guest has not run since the pivot: old and new must be the same. */
   if (args->verify && !move_verify_pivot (run->qmp, run->disk->name, run->disk->node, run->node,
-                                          run->node + strlen ("blkmig"), common_options.quiet,
+                                          run->tag, common_options.quiet,
                                           cancellable, error))
     return FALSE;  /* paused on purpose: the user decides */
   return !args->verify || move_guest_run (run, TRUE, cancellable, error);
@@ -248,6 +249,7 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
       || (chosen = disks_select (disks, names, "the VM", error)) == NULL)
     return FALSE;
   run.disk = chosen->pdata[0];
+  run.tag = tag;
   run.node = node = g_strdup_printf ("blkmig%.8sm0", tag);
   run.job_id = job_id = g_strdup_printf ("blkmig-%.8s-move", tag);
   run.journal = journal = move_journal_new (tag, &args, &run);

@@ -154,22 +154,38 @@ session_yank_nbd (QmpClient *qmp, const char *node)
   ret = session_try (qmp, "yank", qmp_args_new ("instances", json_node_ref (instances), NULL));
 }
 
-static void
-session_yank_ours (QmpClient *qmp, const Cookie *cookie)
+/* The block nodes of this migration: name → driver. */
+static GHashTable *
+session_owned_nodes (QmpClient *qmp, const Cookie *cookie)
 {
   g_autoptr(JsonNode) list = session_try (qmp, "query-named-block-nodes",
                                           qmp_args_new ("flat", qmp_bool (TRUE), NULL));
   JsonArray *nodes = list != NULL ? json_node_get_array (list) : NULL;
+  GHashTable *owned = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
 
   for (guint i = 0; nodes != NULL && i < json_array_get_length (nodes); i++)
     {
       JsonObject *node = json_array_get_object_element (nodes, i);
       const char *name = json_object_get_string_member_with_default (node, "node-name", NULL);
 
-      if (session_owns (cookie, name)
-          && g_strcmp0 (json_object_get_string_member_with_default (node, "drv", NULL), "nbd") == 0)
-        session_yank_nbd (qmp, name);
+      if (session_owns (cookie, name))
+        g_hash_table_insert (owned, g_strdup (name),
+                             g_strdup (json_object_get_string_member_with_default (node, "drv", "")));
     }
+  return owned;
+}
+
+static void
+session_yank_ours (QmpClient *qmp, const Cookie *cookie)
+{
+  g_autoptr(GHashTable) owned = session_owned_nodes (qmp, cookie);
+  GHashTableIter iter;
+  gpointer name, drv;
+
+  g_hash_table_iter_init (&iter, owned);
+  while (g_hash_table_iter_next (&iter, &name, &drv))
+    if (g_str_equal (drv, "nbd"))
+      session_yank_nbd (qmp, name);
 }
 
 /* Deletes our nodes; returns how many were destination file targets. */
@@ -177,23 +193,19 @@ static guint
 session_abort_nodes (QmpClient *qmp, const Cookie *cookie)
 {
   g_autofree char *dest_prefix = session_node_name (cookie, 'd', 0);
+  g_autoptr(GHashTable) owned = session_owned_nodes (qmp, cookie);
+  GHashTableIter iter;
+  gpointer name;
   guint targets = 0;
-  g_autoptr(JsonNode) list = session_try (qmp, "query-named-block-nodes",
-                                          qmp_args_new ("flat", qmp_bool (TRUE), NULL));
-  JsonArray *nodes = list != NULL ? json_node_get_array (list) : NULL;
 
-  for (guint i = 0; nodes != NULL && i < json_array_get_length (nodes); i++)
+  g_hash_table_iter_init (&iter, owned);
+  while (g_hash_table_iter_next (&iter, &name, NULL))
     {
-      JsonObject *node = json_array_get_object_element (nodes, i);
-      const char *name = json_object_get_string_member_with_default (node, "node-name", NULL);
-      g_autoptr(JsonNode) ret = NULL;
-
-      if (!session_owns (cookie, name))
-        continue;
+      g_autoptr(JsonNode) ret = session_try (qmp, "blockdev-del",
+                                             qmp_args_new ("node-name", qmp_str (name), NULL));
       /* "blkmigXXXXXXXXd0" minus its index is the target prefix */
       if (strncmp (name, dest_prefix, strlen (dest_prefix) - 1) == 0)
         targets++;
-      ret = session_try (qmp, "blockdev-del", qmp_args_new ("node-name", qmp_str (name), NULL));
     }
   return targets;
 }
