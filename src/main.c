@@ -4,6 +4,7 @@
 
 #include "common/debug.h"
 #include "common/error.h"
+#include "common/escape.h"
 #include "src/commands.h"
 #include "src/events.h"
 #include "src/util.h"
@@ -83,6 +84,7 @@ static void
 report_error (const char *command, const GError *error)
 {
   g_autofree char *message = NULL;
+  g_autofree char *escaped = NULL;
 
   if (g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
     message = g_strdup ("interrupted by a signal; what it had started was undone");
@@ -91,7 +93,9 @@ report_error (const char *command, const GError *error)
     message = g_strdup (error->message + strlen (command) + 2);  /* "prepare: prepare: " */
   else
     message = g_strdup (error->message);
-  g_printerr ("blkmig %s: %s\n", command, message);
+  /* messages carry peer strings: nothing reaches the terminal unescaped */
+  escaped = blkmig_escape_full (message);
+  g_printerr ("blkmig %s: %s\n", command, escaped);
   events_emit ("error", "message", qmp_str (message),
                "exit-code", qmp_int (blkmig_error_exit_code (error)),
                "class", qmp_str (blkmig_error_class (error)), NULL);
