@@ -1,6 +1,8 @@
 /* Debug switches and the trace printer behind --debug and BLKMIG_DEBUG. */
 #include "common/debug.h"
 
+#include "common/escape.h"
+
 static guint debug_flags;
 static gboolean debug_initialised;
 
@@ -30,6 +32,7 @@ blkmig_debug (BlkmigDebugFlags flag, const char *fmt, ...)
 {
   va_list ap;
   g_autofree char *msg = NULL;
+  g_autofree char *escaped = NULL;
   g_autoptr(GDateTime) now = NULL;
 
   if (!blkmig_debug_enabled (flag))
@@ -37,8 +40,9 @@ blkmig_debug (BlkmigDebugFlags flag, const char *fmt, ...)
   va_start (ap, fmt);
   msg = g_strdup_vprintf (fmt, ap);
   va_end (ap);
+  escaped = blkmig_escape_controls (msg);  /* traces carry whatever the peers sent */
   now = g_date_time_new_now_local ();
   g_printerr ("[%02d:%02d:%02d.%03d] %s\n", g_date_time_get_hour (now),
               g_date_time_get_minute (now), g_date_time_get_second (now),
-              g_date_time_get_microsecond (now) / 1000, msg);
+              g_date_time_get_microsecond (now) / 1000, escaped);
 }

@@ -9,7 +9,7 @@ escape_byte (GString *out, guchar c)
 
 /* Appends one character starting at @p (of @left bytes); returns its length. */
 static gsize
-escape_char (GString *out, const char *p, gsize left)
+escape_char (GString *out, const char *p, gsize left, gboolean backslash)
 {
   gunichar c = g_utf8_get_char_validated (p, left);
   const char *next;
@@ -20,9 +20,11 @@ escape_char (GString *out, const char *p, gsize left)
       return 1;
     }
   next = g_utf8_next_char (p);
-  if (c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0))
+  if (c == '\n' || c == '\t' || c == '\r')
+    g_string_append (out, c == '\n' ? "\\n" : c == '\t' ? "\\t" : "\\r");
+  else if (c < 0x20 || c == 0x7f || (c >= 0x80 && c < 0xa0))
     g_string_append_printf (out, c < 0x80 ? "\\x%02x" : "\\u%04x", c);
-  else if (c == '\\')
+  else if (c == '\\' && backslash)
     g_string_append (out, "\\\\");
   else
     g_string_append_len (out, p, next - p);
@@ -30,7 +32,7 @@ escape_char (GString *out, const char *p, gsize left)
 }
 
 static char *
-escape_limited (const char *text, gsize limit)
+escape_limited (const char *text, gsize limit, gboolean backslash)
 {
   GString *out;
   gsize len;
@@ -46,7 +48,7 @@ escape_limited (const char *text, gsize limit)
           g_string_append (out, "...");
           break;
         }
-      i += escape_char (out, text + i, len - i);
+      i += escape_char (out, text + i, len - i, backslash);
     }
   return g_string_free (out, FALSE);
 }
@@ -54,11 +56,11 @@ escape_limited (const char *text, gsize limit)
 char *
 blkmig_escape (const char *text)
 {
-  return escape_limited (text, BLKMIG_ESCAPE_MAX);
+  return escape_limited (text, BLKMIG_ESCAPE_MAX, TRUE);
 }
 
 char *
-blkmig_escape_full (const char *text)
+blkmig_escape_controls (const char *text)
 {
-  return escape_limited (text, G_MAXSIZE);
+  return escape_limited (text, G_MAXSIZE, FALSE);
 }

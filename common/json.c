@@ -95,7 +95,7 @@ blkmig_json_parse (const char *data, gssize len, const BlkmigJsonLimits *limits,
     return NULL;
   if (!json_parser_load_from_data (parser, data, len, &local))
     {
-      escaped = blkmig_escape_full (local->message);
+      escaped = blkmig_escape_controls (local->message);
       g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED, "not valid JSON: %s", escaped);
       return NULL;
     }

@@ -6,7 +6,14 @@
 #include <string.h>
 
 #include "common/error.h"
+#include "common/escape.h"
 #include "common/json.h"
+
+/* A cookie comes from another host: bounded before json-glib sees it.  Hundreds
+ * of disks fit in far less; the tree stays a few MiB at most. */
+static const BlkmigJsonLimits cookie_json_limits = {
+  .max_bytes = COOKIE_MAX_TEXT, .max_depth = 16, .max_values = 100000,
+};
 
 /* Features this build of blkmig knows. */
 static const char *const known_features[] = { "sparse", "write-blocking", NULL };
@@ -207,16 +214,12 @@ fail (GError **error, const char *fmt, ...)
   return FALSE;
 }
 
-/* A value from the cookie, escaped if need be so that the message stays on one line. */
+/* A value from the cookie, escaped and bounded so that the message stays one
+ * harmless line. */
 static char *
 quote (const char *value)
 {
-  if (value == NULL)
-    return g_strdup ("(none)");
-  for (const char *p = value; *p != '\0'; p++)
-    if ((guchar) *p < 0x20 || *p == 0x7f)
-      return g_strescape (value, NULL);
-  return g_strdup (value);
+  return blkmig_escape (value);
 }
 
 static gboolean
@@ -678,20 +681,15 @@ cookie_from_object (JsonObject *obj, CookieKind min_kind, GError **error)
 Cookie *
 cookie_parse (const char *data, gssize len, CookieKind min_kind, GError **error)
 {
-  g_autoptr (JsonParser) parser = json_parser_new ();
   g_autoptr (GError) local = NULL;
-  JsonNode *root;
+  g_autoptr (JsonNode) root = NULL;
 
   g_return_val_if_fail (data != NULL, NULL);
-  if (!json_parser_load_from_data (parser, data, len, &local))
-    {
-      fail (error, "not valid JSON: %s", local->message);
-      return NULL;
-    }
-  root = json_parser_get_root (parser);
+  root = blkmig_json_parse (data, len, &cookie_json_limits, &local);
   if (root == NULL)
     {
-      fail (error, "the cookie is empty");
+      fail (error, "%s", g_str_equal (local->message, "empty") ? "the cookie is empty"
+                                                               : local->message);
       return NULL;
     }
   if (!JSON_NODE_HOLDS_OBJECT (root))
@@ -702,37 +700,41 @@ cookie_parse (const char *data, gssize len, CookieKind min_kind, GError **error)
   return cookie_from_object (json_node_get_object (root), min_kind, error);
 }
 
+/* Reads at most COOKIE_MAX_TEXT bytes; more is an error, not a truncation. */
 static gboolean
-read_stdin (char **contents, gsize *len, GError **error)
+read_stream (FILE *in, char **contents, gsize *len, GError **error)
 {
-  GString *buf = g_string_new (NULL);
+  g_autoptr (GString) buf = g_string_new (NULL);
   char chunk[65536];
   size_t n;
 
-  while ((n = fread (chunk, 1, sizeof chunk, stdin)) > 0)
-    g_string_append_len (buf, chunk, n);
-  if (ferror (stdin))
+  while ((n = fread (chunk, 1, sizeof chunk, in)) > 0)
     {
-      int saved = errno;
-
-      g_string_free (buf, TRUE);
-      return fail (error, "cannot read standard input: %s", g_strerror (saved));
+      g_string_append_len (buf, chunk, n);
+      if (buf->len > COOKIE_MAX_TEXT)
+        return fail (error, "larger than %d bytes", COOKIE_MAX_TEXT);
     }
+  if (ferror (in))
+    return fail (error, "cannot read: %s", g_strerror (errno));
   *len = buf->len;
-  *contents = g_string_free (buf, FALSE);
+  *contents = g_string_free (g_steal_pointer (&buf), FALSE);
   return TRUE;
 }
 
 static gboolean
 read_cookie_file (const char *path, char **contents, gsize *len, GError **error)
 {
-  g_autoptr (GError) local = NULL;
+  FILE *in;
+  gboolean ok;
 
   if (strcmp (path, "-") == 0)
-    return read_stdin (contents, len, error);
-  if (g_file_get_contents (path, contents, len, &local))
-    return TRUE;
-  return fail (error, "%s", local->message);
+    return read_stream (stdin, contents, len, error);
+  in = fopen (path, "re");
+  if (in == NULL)
+    return fail (error, "cannot open: %s", g_strerror (errno));
+  ok = read_stream (in, contents, len, error);
+  fclose (in);
+  return ok;
 }
 
 /* "cookie: <problem>" becomes "cookie: <where>: <problem>". */
@@ -992,8 +994,10 @@ cookie_check_reply (const Cookie *offer, const Cookie *reply, GError **error)
   if (!check_kind_at_least (reply->kind, COOKIE_KIND_DESTINATION, error))
     return FALSE;
   if (g_strcmp0 (offer->id, reply->id) != 0)
-    return fail (error, "destination answered migration %s, expected %s",
-                 reply->id, offer->id);
+    {
+      g_autofree char *quoted = quote (reply->id);
+      return fail (error, "destination answered migration %s, expected %s", quoted, offer->id);
+    }
   if (offer->mode != reply->mode)
     return fail (error, "destination answered for a %s migration, expected %s",
                  cookie_mode_to_string (reply->mode), cookie_mode_to_string (offer->mode));

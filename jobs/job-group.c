@@ -4,6 +4,7 @@
 #include "common/async.h"
 #include "common/debug.h"
 #include "common/error.h"
+#include "qmp/qmp-json.h"
 
 typedef struct {
   GTask *task;
@@ -75,15 +76,14 @@ static void
 job_group_event_cb (QmpClient *qmp, const char *name, JsonObject *data, gpointer user_data)
 {
   JobGroup *group = user_data;
-  const char *id = json_object_get_string_member_with_default (
-      data, g_str_equal (name, "JOB_STATUS_CHANGE") ? "id" : "device", NULL);
+  const char *id = qmp_member_string (data, g_str_equal (name, "JOB_STATUS_CHANGE") ? "id"
+                                                                                  : "device");
   BlkJob *job = job_group_lookup (group, id);
 
   if (job == NULL || !blk_job_apply_event (job, name, data))
     return;
   if (g_str_equal (name, "JOB_STATUS_CHANGE")
-      && g_strcmp0 (json_object_get_string_member_with_default (data, "status", NULL),
-                    "concluded") == 0)
+      && g_strcmp0 (qmp_member_string (data, "status"), "concluded") == 0)
     qmp_client_execute_async (qmp, "job-dismiss", qmp_args_new ("id", qmp_str (job->id), NULL),
                               -1, 0, NULL, job_group_dismiss_cb, NULL);
   job_group_notify (group, job);
@@ -428,7 +428,7 @@ job_group_refresh_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   /* Checked first: a cancelled refresh may outlive its group. */
   if (g_task_return_error_if_cancelled (task))
     return;
-  if (ret == NULL || !JSON_NODE_HOLDS_ARRAY (ret))
+  if ((list = qmp_node_array (ret)) == NULL)
     {
       if (error != NULL)
         g_task_return_error (task, g_steal_pointer (&error));
@@ -436,17 +436,15 @@ job_group_refresh_cb (GObject *source, GAsyncResult *result, gpointer user_data)
         g_task_return_boolean (task, FALSE);
       return;
     }
-  list = json_node_get_array (ret);
   for (guint i = 0; i < json_array_get_length (list); i++)
     {
-      JsonObject *info = json_array_get_object_element (list, i);
-      BlkJob *job = job_group_lookup (
-          group, json_object_get_string_member_with_default (info, "device", NULL));
+      JsonObject *info = qmp_array_object (list, i);
+      BlkJob *job = job_group_lookup (group, qmp_member_string (info, "device"));
 
       if (job == NULL)
         continue;
-      job->offset = json_object_get_int_member_with_default (info, "offset", job->offset);
-      job->len = json_object_get_int_member_with_default (info, "len", job->len);
+      job->offset = qmp_member_int (info, "offset", job->offset);
+      job->len = qmp_member_int (info, "len", job->len);
     }
   g_task_return_boolean (task, TRUE);
 }

@@ -2,6 +2,7 @@
 #include "jobs/job.h"
 
 #include "common/debug.h"
+#include "qmp/qmp-json.h"
 
 BlkJob *
 blk_job_new (const char *id, const char *label)
@@ -68,8 +69,8 @@ blk_job_fail (BlkJob *job, const char *why)
 static void
 blk_job_take_progress (BlkJob *job, JsonObject *data)
 {
-  job->len = json_object_get_int_member_with_default (data, "len", job->len);
-  job->offset = json_object_get_int_member_with_default (data, "offset", job->offset);
+  job->len = qmp_member_int (data, "len", job->len);
+  job->offset = qmp_member_int (data, "offset", job->offset);
 }
 
 static gboolean
@@ -91,7 +92,7 @@ blk_job_apply_status (BlkJob *job, const char *status)
 static gboolean
 blk_job_apply_end (BlkJob *job, const char *event, JsonObject *data)
 {
-  const char *error = json_object_get_string_member_with_default (data, "error", NULL);
+  const char *error = qmp_member_string (data, "error");
 
   blk_job_take_progress (job, data);
   if (blk_job_is_ended (job))
@@ -107,8 +108,7 @@ gboolean
 blk_job_apply_event (BlkJob *job, const char *event, JsonObject *data)
 {
   if (g_str_equal (event, "JOB_STATUS_CHANGE"))
-    return blk_job_apply_status (job,
-                                 json_object_get_string_member_with_default (data, "status", ""));
+    return blk_job_apply_status (job, qmp_member_string_or (data, "status", ""));
   if (g_str_equal (event, "BLOCK_JOB_READY"))
     {
       blk_job_take_progress (job, data);

@@ -6,6 +6,7 @@
 
 #include "common/error.h"
 #include "qmp/qmp-wait.h"
+#include "qmp/qmp-json.h"
 
 #define NBD_EXPORT_DEL_TIMEOUT_MS (30 * 1000)
 
@@ -223,9 +224,8 @@ nbd_export_list (QmpClient *qmp, GCancellable *cancellable, GError **error)
 
   if (ret == NULL)
     return NULL;
-  list = json_node_get_array (ret);
-  for (guint i = 0; i < json_array_get_length (list); i++)
-    g_strv_builder_add (names, json_object_get_string_member_with_default (
-                                   json_array_get_object_element (list, i), "id", ""));
+  list = qmp_node_array (ret);
+  for (guint i = 0; i < qmp_array_length (list); i++)
+    g_strv_builder_add (names, qmp_member_string_or (qmp_array_object (list, i), "id", ""));
   return g_strv_builder_end (names);
 }

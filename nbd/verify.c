@@ -9,6 +9,7 @@
 #include <json-glib/json-glib.h>
 
 #include "common/error.h"
+#include "qmp/qmp-json.h"
 
 #define VERIFY_READ_SIZE (4 << 20)     /* bytes per read request */
 #define VERIFY_STATUS_SPAN (1 << 30)   /* bytes per block status request */
@@ -73,9 +74,7 @@ verify_image_format (const char *path, GError **error)
   if (proc == NULL || !g_subprocess_communicate_utf8 (proc, NULL, NULL, &out, &err_text, error))
     return NULL;
   info = g_subprocess_get_successful (proc) ? json_from_string (out, NULL) : NULL;
-  if (info != NULL && JSON_NODE_HOLDS_OBJECT (info))
-    format = json_object_get_string_member_with_default (json_node_get_object (info),
-                                                         "format", NULL);
+  format = qmp_member_string (qmp_node_object (info), "format");
   if (format == NULL)
     {
       g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot read %s: %s", path,

@@ -6,11 +6,21 @@
 
 #include "common/async.h"
 #include "common/debug.h"
+#include "common/escape.h"
+#include "common/json.h"
+#include "qmp/qmp-json.h"
 
 #define QMP_DEFAULT_TIMEOUT_MS (60 * 1000)
 #define QMP_READ_CHUNK 65536
-/* QEMU refuses a token over 64 MiB; a line longer than that is not QMP. */
-#define QMP_MAX_LINE (64 * 1024 * 1024)
+/* A peer's line is bounded before json-glib sees it: its length, its nesting
+ * (json-glib recurses; a backing chain nests one level per layer in query-block)
+ * and its node count (the tree costs ~50 bytes a node, whatever the text's size).
+ * QEMU's largest replies (query-qmp-schema, query-named-block-nodes) stay far
+ * below all three. */
+#define QMP_MAX_LINE (16 * 1024 * 1024)
+static const BlkmigJsonLimits qmp_json_limits = {
+  .max_bytes = QMP_MAX_LINE, .max_depth = 1024, .max_values = 1024 * 1024,
+};
 
 G_DEFINE_QUARK (qmp-error-quark, qmp_error)
 
@@ -253,13 +263,29 @@ qmp_error_code_from_class (const char *klass)
   return QMP_ERROR_GENERIC;
 }
 
+/* The command failed: QEMU's error class and text (escaped) in a QMP_ERROR. */
+static void
+qmp_client_return_error (QmpClient *self, GTask *task, const char *command, JsonObject *msg)
+{
+  JsonObject *err = qmp_member_object (msg, "error");
+  const char *klass = qmp_member_string (err, "class");
+  const char *desc = qmp_member_string (err, "desc");
+  g_autofree char *text = blkmig_escape (desc != NULL ? desc : "(no text)");
+  g_autofree char *klass_text = blkmig_escape (klass);
+  QmpErrorCode code = qmp_error_code_from_class (klass);
+
+  if (code == QMP_ERROR_GENERIC)
+    g_task_return_new_error (task, QMP_ERROR, code, "%s: %s: %s", self->label, command, text);
+  else
+    g_task_return_new_error (task, QMP_ERROR, code, "%s: %s: %s (%s)", self->label,
+                             command, text, klass_text);
+}
+
 static void
 qmp_client_handle_reply (QmpClient *self, JsonObject *msg)
 {
-  JsonNode *id_node = json_object_get_member (msg, "id");
   /* QEMU answers input it cannot parse with an error that has no id. */
-  const char *id = id_node != NULL && JSON_NODE_HOLDS_VALUE (id_node)
-                   ? json_node_get_string (id_node) : NULL;
+  const char *id = qmp_member_string (msg, "id");
   QmpPending *pending = id != NULL ? g_hash_table_lookup (self->pending, id) : NULL;
   g_autoptr(GTask) task = NULL;
   g_autofree char *command = NULL;
@@ -275,41 +301,25 @@ qmp_client_handle_reply (QmpClient *self, JsonObject *msg)
   g_hash_table_remove (self->pending, id);
 
   if (json_object_has_member (msg, "return"))
-    {
-      g_task_return_pointer (task, json_node_copy (json_object_get_member (msg, "return")),
-                             (GDestroyNotify) json_node_unref);
-      return;
-    }
-  {
-    JsonObject *err = json_object_get_object_member (msg, "error");
-    const char *klass = json_object_get_string_member_with_default (err, "class", NULL);
-    const char *desc = json_object_get_string_member_with_default (err, "desc", "(no text)");
-    QmpErrorCode code = qmp_error_code_from_class (klass);
-
-    if (code == QMP_ERROR_GENERIC)
-      g_task_return_new_error (task, QMP_ERROR, code, "%s: %s: %s", self->label, command, desc);
-    else
-      g_task_return_new_error (task, QMP_ERROR, code, "%s: %s: %s (%s)", self->label,
-                               command, desc, klass);
-  }
+    g_task_return_pointer (task, json_node_copy (json_object_get_member (msg, "return")),
+                           (GDestroyNotify) json_node_unref);
+  else
+    qmp_client_return_error (self, task, command, msg);
 }
 
 static void
 qmp_client_handle_greeting (QmpClient *self, JsonObject *msg)
 {
-  JsonObject *qmp = json_object_get_object_member (msg, "QMP");
-  JsonObject *version = qmp != NULL && json_object_has_member (qmp, "version")
-                        ? json_object_get_object_member (qmp, "version") : NULL;
-  JsonObject *qemu = version != NULL && json_object_has_member (version, "qemu")
-                     ? json_object_get_object_member (version, "qemu") : NULL;
+  JsonObject *qemu = qmp_member_object (qmp_member_object (qmp_member_object (msg, "QMP"),
+                                                           "version"), "qemu");
 
   if (self->state != QMP_STATE_GREETING)
     return;
   if (qemu != NULL)
     self->version = g_strdup_printf ("%" G_GINT64_FORMAT ".%" G_GINT64_FORMAT ".%" G_GINT64_FORMAT,
-                                     json_object_get_int_member_with_default (qemu, "major", 0),
-                                     json_object_get_int_member_with_default (qemu, "minor", 0),
-                                     json_object_get_int_member_with_default (qemu, "micro", 0));
+                                     qmp_member_int (qemu, "major", 0),
+                                     qmp_member_int (qemu, "minor", 0),
+                                     qmp_member_int (qemu, "micro", 0));
   self->state = QMP_STATE_NEGOTIATING;
   qmp_client_execute_async (self, "qmp_capabilities", NULL, -1, 0, NULL,
                             qmp_negotiated_cb, NULL);
@@ -322,13 +332,12 @@ qmp_client_handle_message (QmpClient *self, JsonObject *msg)
     qmp_client_handle_greeting (self, msg);
   else if (json_object_has_member (msg, "event"))
     {
-      const char *name = json_object_get_string_member_with_default (msg, "event", "");
-      JsonNode *data = json_object_get_member (msg, "data");
+      const char *name = qmp_member_string (msg, "event");
       g_autoptr(JsonObject) empty = json_object_new ();
-      JsonObject *obj = data != NULL && JSON_NODE_HOLDS_OBJECT (data)
-                        ? json_node_get_object (data) : empty;
+      JsonObject *data = qmp_member_object (msg, "data");
 
-      g_signal_emit (self, signals[SIGNAL_EVENT], 0, name, obj);
+      g_signal_emit (self, signals[SIGNAL_EVENT], 0, name != NULL ? name : "",
+                     data != NULL ? data : empty);
     }
   else if (json_object_has_member (msg, "return") || json_object_has_member (msg, "error"))
     qmp_client_handle_reply (self, msg);
@@ -339,21 +348,20 @@ qmp_client_handle_message (QmpClient *self, JsonObject *msg)
 static gboolean
 qmp_client_handle_line (QmpClient *self, const char *line, GError **error)
 {
-  g_autoptr(JsonParser) parser = json_parser_new ();
   g_autoptr(GError) local_error = NULL;
-  JsonNode *root;
+  g_autoptr(JsonNode) root = NULL;
 
   if (*line == '\0' || g_str_equal (line, "\r"))
     return TRUE;
   blkmig_debug (BLKMIG_DEBUG_QMP, "%s <<< %s", self->label, line);
-  if (!json_parser_load_from_data (parser, line, -1, &local_error))
+  root = blkmig_json_parse (line, -1, &qmp_json_limits, &local_error);
+  if (root == NULL)
     {
       g_set_error (error, QMP_ERROR, QMP_ERROR_PROTOCOL, "%s: QMP peer sent bad JSON: %s",
                    self->label, local_error->message);
       return FALSE;
     }
-  root = json_parser_get_root (parser);
-  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))
+  if (!JSON_NODE_HOLDS_OBJECT (root))
     {
       g_set_error (error, QMP_ERROR, QMP_ERROR_PROTOCOL,
                    "%s: QMP peer sent a message that is not a JSON object", self->label);
@@ -651,8 +659,7 @@ qmp_commands_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   list = json_node_get_array (ret);
   for (guint i = 0; i < json_array_get_length (list); i++)
     {
-      JsonObject *cmd = json_array_get_object_element (list, i);
-      const char *name = json_object_get_string_member_with_default (cmd, "name", NULL);
+      const char *name = qmp_member_string (qmp_array_object (list, i), "name");
       if (name != NULL)
         g_hash_table_add (self->commands, g_strdup (name));
     }

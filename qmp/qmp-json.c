@@ -34,6 +34,14 @@ qmp_member_string (JsonObject *obj, const char *key)
   return qmp_holds (node, G_TYPE_STRING) ? json_node_get_string (node) : NULL;
 }
 
+const char *
+qmp_member_string_or (JsonObject *obj, const char *key, const char *fallback)
+{
+  const char *value = qmp_member_string (obj, key);
+
+  return value != NULL ? value : fallback;
+}
+
 gint64
 qmp_member_int (JsonObject *obj, const char *key, gint64 fallback)
 {

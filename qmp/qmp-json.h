@@ -10,6 +10,7 @@
 JsonObject *qmp_node_object (JsonNode *node);
 JsonArray *qmp_node_array (JsonNode *node);
 const char *qmp_member_string (JsonObject *obj, const char *key);
+const char *qmp_member_string_or (JsonObject *obj, const char *key, const char *fallback);
 gint64 qmp_member_int (JsonObject *obj, const char *key, gint64 fallback);
 gboolean qmp_member_bool (JsonObject *obj, const char *key, gboolean fallback);
 JsonObject *qmp_member_object (JsonObject *obj, const char *key);

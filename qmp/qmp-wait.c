@@ -1,5 +1,6 @@
 /* Waiting for one QMP event whose data member matches one of several values. */
 #include "qmp/qmp-wait.h"
+#include "qmp/qmp-json.h"
 
 struct _QmpEventWait {
   QmpClient *qmp;
@@ -22,7 +23,7 @@ qmp_event_wait_event_cb (QmpClient *qmp, const char *name, JsonObject *data,
   if (wait->match != NULL || !g_str_equal (name, wait->event))
     return;
   value = wait->key != NULL
-          ? json_object_get_string_member_with_default (data, wait->key, NULL) : NULL;
+          ? qmp_member_string (data, wait->key) : NULL;
   if (wait->values != NULL && (value == NULL || !g_strv_contains ((const char *const *) wait->values, value)))
     return;
   wait->match = json_object_ref (data);

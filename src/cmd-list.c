@@ -2,7 +2,9 @@
 #include <stdio.h>
 
 #include "common/error.h"
+#include "common/escape.h"
 #include "common/json.h"
+#include "qmp/qmp-json.h"
 #include "src/commands.h"
 #include "src/disks.h"
 #include "src/util.h"
@@ -86,19 +88,20 @@ static ListRow *
 list_disk_row (const DiskInfo *disk)
 {
   ListRow *row = g_new0 (ListRow, 1);
-  char *device = disk_info_attached_device (disk);
+  g_autofree char *device = disk_info_attached_device (disk);
 
-  row->cells[0] = g_strdup (disk->name);
-  row->cells[1] = g_strdup (*disk->node ? disk->node : "-");
-  row->cells[2] = g_strdup (disk->format);
+  row->cells[0] = blkmig_escape_controls (disk->name);
+  row->cells[1] = blkmig_escape_controls (*disk->node ? disk->node : "-");
+  row->cells[2] = blkmig_escape_controls (disk->format);
   row->cells[3] = util_human_size (disk->virtual_size);
   row->cells[4] = util_human_size (disk->allocated);
-  row->cells[5] = device != NULL ? device : g_strdup ("-");
-  row->cells[6] = g_strdup (*disk->file ? disk->file : "-");
+  row->cells[5] = blkmig_escape_controls (device != NULL ? device : "-");
+  row->cells[6] = blkmig_escape_controls (*disk->file ? disk->file : "-");
   if (disk->backing != NULL)
     {
       g_autofree char *chain = g_strjoinv (" -> ", disk->backing);
-      row->note = g_strdup_printf ("backing: %s", chain);
+      g_autofree char *escaped = blkmig_escape_controls (chain);
+      row->note = g_strdup_printf ("backing: %s", escaped);
     }
   return row;
 }
@@ -118,14 +121,14 @@ static ListRow *
 list_job_row (JsonObject *job)
 {
   ListRow *row = g_new0 (ListRow, 1);
-  gint64 speed = json_object_get_int_member_with_default (job, "speed", 0);
+  gint64 speed = qmp_member_int (job, "speed", 0);
   g_autofree char *rate = speed > 0 ? util_human_size (speed) : NULL;
 
-  row->cells[0] = g_strdup (json_object_get_string_member_with_default (job, "device", "-"));
-  row->cells[1] = g_strdup (json_object_get_string_member_with_default (job, "type", "-"));
-  row->cells[2] = g_strdup (json_object_get_string_member_with_default (job, "status", "-"));
-  row->cells[3] = list_job_progress (json_object_get_int_member_with_default (job, "offset", 0),
-                                     json_object_get_int_member_with_default (job, "len", 0));
+  row->cells[0] = blkmig_escape_controls (qmp_member_string_or (job, "device", "-"));
+  row->cells[1] = blkmig_escape_controls (qmp_member_string_or (job, "type", "-"));
+  row->cells[2] = blkmig_escape_controls (qmp_member_string_or (job, "status", "-"));
+  row->cells[3] = list_job_progress (qmp_member_int (job, "offset", 0),
+                                     qmp_member_int (job, "len", 0));
   row->cells[4] = rate != NULL ? g_strdup_printf ("%s/s", rate) : g_strdup ("unlimited");
   return row;
 }
@@ -139,13 +142,13 @@ list_print_human (GPtrArray *disks, JsonArray *jobs)
   for (guint i = 0; i < disks->len; i++)
     g_ptr_array_add (disk_rows, list_disk_row (disks->pdata[i]));
   list_print_table (disk_columns, G_N_ELEMENTS (disk_columns), disk_rows, "");
-  if (json_array_get_length (jobs) == 0)
+  if (qmp_array_length (jobs) == 0)
     {
       printf ("\nBlock jobs: none\n");
       return;
     }
-  for (guint i = 0; i < json_array_get_length (jobs); i++)
-    g_ptr_array_add (job_rows, list_job_row (json_array_get_object_element (jobs, i)));
+  for (guint i = 0; i < qmp_array_length (jobs); i++)
+    g_ptr_array_add (job_rows, list_job_row (qmp_array_object (jobs, i)));
   printf ("\nBlock jobs:\n");
   list_print_table (job_columns, G_N_ELEMENTS (job_columns), job_rows, "  ");
 }
@@ -174,12 +177,12 @@ static void
 list_json_job (JsonBuilder *b, JsonObject *job)
 {
   json_builder_begin_object (b);
-  blkmig_json_add_string (b, "id", json_object_get_string_member_with_default (job, "device", ""));
-  blkmig_json_add_string (b, "type", json_object_get_string_member_with_default (job, "type", ""));
-  blkmig_json_add_string (b, "status", json_object_get_string_member_with_default (job, "status", ""));
-  blkmig_json_add_int (b, "offset", json_object_get_int_member_with_default (job, "offset", 0));
-  blkmig_json_add_int (b, "len", json_object_get_int_member_with_default (job, "len", 0));
-  blkmig_json_add_int (b, "speed", json_object_get_int_member_with_default (job, "speed", 0));
+  blkmig_json_add_string (b, "id", qmp_member_string_or (job, "device", ""));
+  blkmig_json_add_string (b, "type", qmp_member_string_or (job, "type", ""));
+  blkmig_json_add_string (b, "status", qmp_member_string_or (job, "status", ""));
+  blkmig_json_add_int (b, "offset", qmp_member_int (job, "offset", 0));
+  blkmig_json_add_int (b, "len", qmp_member_int (job, "len", 0));
+  blkmig_json_add_int (b, "speed", qmp_member_int (job, "speed", 0));
   json_builder_end_object (b);
 }
 
@@ -206,8 +209,8 @@ list_print_json (GPtrArray *disks, JsonArray *jobs)
   json_builder_end_array (b);
   json_builder_set_member_name (b, "jobs");
   json_builder_begin_array (b);
-  for (guint i = 0; i < json_array_get_length (jobs); i++)
-    list_json_job (b, json_array_get_object_element (jobs, i));
+  for (guint i = 0; i < qmp_array_length (jobs); i++)
+    list_json_job (b, qmp_array_object (jobs, i));
   json_builder_end_array (b);
   json_builder_end_object (b);
   root = json_builder_get_root (b);
@@ -250,8 +253,8 @@ cmd_list (int argc, char **argv, GCancellable *cancellable, GError **error)
                                           error)) == NULL)
     return FALSE;
   if (json)
-    list_print_json (disks, json_node_get_array (jobs));
+    list_print_json (disks, qmp_node_array (jobs));
   else
-    list_print_human (disks, json_node_get_array (jobs));
+    list_print_human (disks, qmp_node_array (jobs));
   return TRUE;
 }

@@ -10,6 +10,7 @@
 #include "src/move-verify.h"
 #include "src/progress.h"
 #include "src/util.h"
+#include "qmp/qmp-json.h"
 
 #define MOVE_ABORT_TIMEOUT_MS (30 * 1000)
 
@@ -97,8 +98,7 @@ move_guest_run (MoveRun *run, gboolean run_it, GCancellable *cancellable, GError
                                                             cancellable, error);
       if (status == NULL)
         return FALSE;
-      run->was_running = json_object_get_boolean_member_with_default (
-          json_node_get_object (status), "running", FALSE);
+      run->was_running = qmp_member_bool (qmp_node_object (status), "running", FALSE);
       if (!run->was_running)
         return TRUE;
     }

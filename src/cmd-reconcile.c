@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "src/commands.h"
 #include "src/journal.h"
+#include "qmp/qmp-json.h"
 
 typedef struct {
   const char *authoritative;
@@ -110,9 +111,7 @@ reconcile_readable (const char *image, gint64 want_size)
   g_autoptr(JsonNode) info = image != NULL && g_file_test (image, G_FILE_TEST_EXISTS)
                              ? reconcile_qemu_img_info (image, FALSE, TRUE, NULL) : NULL;
 
-  return info != NULL && JSON_NODE_HOLDS_OBJECT (info)
-         && json_object_get_int_member_with_default (json_node_get_object (info),
-                                                     "virtual-size", -1) == want_size;
+  return qmp_member_int (qmp_node_object (info), "virtual-size", -1) == want_size;
 }
 
 static gint64
@@ -120,8 +119,7 @@ reconcile_size (const char *image)
 {
   g_autoptr(JsonNode) info = reconcile_qemu_img_info (image, FALSE, TRUE, NULL);
 
-  return info != NULL ? json_object_get_int_member_with_default (json_node_get_object (info),
-                                                                 "virtual-size", -1) : -1;
+  return qmp_member_int (qmp_node_object (info), "virtual-size", -1);
 }
 
 static void

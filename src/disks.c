@@ -2,6 +2,8 @@
 #include "src/disks.h"
 
 #include "common/error.h"
+#include "common/escape.h"
+#include "qmp/qmp-json.h"
 
 #define QOM_PERIPHERAL "/machine/peripheral/"
 
@@ -51,45 +53,43 @@ disks_backing_chain (JsonObject *image)
   g_autoptr(GStrvBuilder) chain = g_strv_builder_new ();
   gboolean any = FALSE;
 
-  while (image != NULL && json_object_has_member (image, "backing-image"))
+  while ((image = qmp_member_object (image, "backing-image")) != NULL)
     {
-      image = json_object_get_object_member (image, "backing-image");
-      g_strv_builder_add (chain, json_object_get_string_member_with_default (image, "filename", ""));
+      g_strv_builder_add (chain, qmp_member_string_or (image, "filename", ""));
       any = TRUE;
     }
   return any ? g_strv_builder_end (chain) : NULL;
 }
 
+/* Size, allocation and backing chain from a query-block "image" object. */
+static void
+disks_take_image (DiskInfo *disk, JsonObject *image)
+{
+  disk->virtual_size = qmp_member_int (image, "virtual-size", 0);
+  disk->allocated = qmp_member_int (image, "actual-size", 0);
+  disk->backing = disks_backing_chain (image);
+}
+
 static DiskInfo *
 disks_parse_one (JsonObject *entry)
 {
-  JsonObject *inserted = json_object_get_object_member (entry, "inserted");
-  JsonObject *image = json_object_has_member (inserted, "image")
-                      ? json_object_get_object_member (inserted, "image") : NULL;
+  JsonObject *inserted = qmp_member_object (entry, "inserted");
+  JsonObject *image = qmp_member_object (inserted, "image");
+  JsonObject *cache = qmp_member_object (inserted, "cache");
   DiskInfo *disk = g_new0 (DiskInfo, 1);
   g_autofree char *qdev_id = NULL;
 
-  disk->qdev = g_strdup (json_object_get_string_member_with_default (entry, "qdev", ""));
-  disk->device = g_strdup (json_object_get_string_member_with_default (entry, "device", ""));
-  disk->node = g_strdup (json_object_get_string_member_with_default (inserted, "node-name", ""));
-  disk->file = g_strdup (json_object_get_string_member_with_default (inserted, "file", ""));
-  disk->read_only = json_object_get_boolean_member_with_default (inserted, "ro", FALSE);
-  if (json_object_has_member (inserted, "cache"))
-    {
-      JsonObject *cache = json_object_get_object_member (inserted, "cache");
-      disk->cache_direct = json_object_get_boolean_member_with_default (cache, "direct", FALSE);
-      disk->cache_no_flush = json_object_get_boolean_member_with_default (cache, "no-flush",
-                                                                          FALSE);
-    }
-  disk->format = g_strdup (image != NULL
-      ? json_object_get_string_member_with_default (image, "format", "raw")
-      : json_object_get_string_member_with_default (inserted, "drv", "raw"));
+  disk->qdev = g_strdup (qmp_member_string_or (entry, "qdev", ""));
+  disk->device = g_strdup (qmp_member_string_or (entry, "device", ""));
+  disk->node = g_strdup (qmp_member_string_or (inserted, "node-name", ""));
+  disk->file = g_strdup (qmp_member_string_or (inserted, "file", ""));
+  disk->read_only = qmp_member_bool (inserted, "ro", FALSE);
+  disk->cache_direct = qmp_member_bool (cache, "direct", FALSE);
+  disk->cache_no_flush = qmp_member_bool (cache, "no-flush", FALSE);
+  disk->format = g_strdup (image != NULL ? qmp_member_string_or (image, "format", "raw")
+                                         : qmp_member_string_or (inserted, "drv", "raw"));
   if (image != NULL)
-    {
-      disk->virtual_size = json_object_get_int_member_with_default (image, "virtual-size", 0);
-      disk->allocated = json_object_get_int_member_with_default (image, "actual-size", 0);
-      disk->backing = disks_backing_chain (image);
-    }
+    disks_take_image (disk, image);
   qdev_id = disks_qdev_id (disk->qdev);
   disk->name = g_strdup (qdev_id != NULL ? qdev_id : *disk->device ? disk->device : disk->node);
   return disk;
@@ -98,19 +98,16 @@ disks_parse_one (JsonObject *entry)
 static DiskInfo *
 disks_parse_node (JsonObject *node)
 {
-  JsonObject *image = json_object_get_object_member (node, "image");
   DiskInfo *disk = g_new0 (DiskInfo, 1);
 
-  disk->node = g_strdup (json_object_get_string_member_with_default (node, "node-name", ""));
+  disk->node = g_strdup (qmp_member_string_or (node, "node-name", ""));
   disk->name = g_strdup (disk->node);
   disk->qdev = g_strdup ("");
   disk->device = g_strdup ("");
-  disk->file = g_strdup (json_object_get_string_member_with_default (node, "file", ""));
-  disk->format = g_strdup (json_object_get_string_member_with_default (node, "drv", "raw"));
-  disk->read_only = json_object_get_boolean_member_with_default (node, "ro", FALSE);
-  disk->virtual_size = json_object_get_int_member_with_default (image, "virtual-size", 0);
-  disk->allocated = json_object_get_int_member_with_default (image, "actual-size", 0);
-  disk->backing = disks_backing_chain (image);
+  disk->file = g_strdup (qmp_member_string_or (node, "file", ""));
+  disk->format = g_strdup (qmp_member_string_or (node, "drv", "raw"));
+  disk->read_only = qmp_member_bool (node, "ro", FALSE);
+  disks_take_image (disk, qmp_member_object (node, "image"));
   return disk;
 }
 
@@ -138,15 +135,15 @@ disks_add_named_nodes (QmpClient *qmp, GPtrArray *disks, GCancellable *cancellab
 
   if (ret == NULL)
     return FALSE;
-  list = json_node_get_array (ret);
-  for (guint i = 0; i < json_array_get_length (list); i++)
+  list = qmp_node_array (ret);
+  for (guint i = 0; i < qmp_array_length (list); i++)
     {
-      JsonObject *node = json_array_get_object_element (list, i);
-      const char *name = json_object_get_string_member_with_default (node, "node-name", "#");
-      const char *drv = json_object_get_string_member_with_default (node, "drv", "");
+      JsonObject *node = qmp_array_object (list, i);
+      const char *name = qmp_member_string_or (node, "node-name", "#");
+      const char *drv = qmp_member_string_or (node, "drv", "");
 
       if (name[0] != '#' && disks_find (disks, name) == NULL
-          && json_object_has_member (node, "image") && !disks_is_protocol (drv))
+          && qmp_member_object (node, "image") != NULL && !disks_is_protocol (drv))
         g_ptr_array_add (disks, disks_parse_node (node));
     }
   return TRUE;
@@ -162,11 +159,11 @@ disks_query (QmpClient *qmp, gboolean with_nodes, GCancellable *cancellable, GEr
 
   if (ret == NULL)
     return NULL;
-  list = json_node_get_array (ret);
-  for (guint i = 0; i < json_array_get_length (list); i++)
+  list = qmp_node_array (ret);
+  for (guint i = 0; i < qmp_array_length (list); i++)
     {
-      JsonObject *entry = json_array_get_object_element (list, i);
-      if (json_object_has_member (entry, "inserted"))
+      JsonObject *entry = qmp_array_object (list, i);
+      if (qmp_member_object (entry, "inserted") != NULL)
         g_ptr_array_add (disks, disks_parse_one (entry));
     }
   if (with_nodes && !disks_add_named_nodes (qmp, disks, cancellable, error))
@@ -195,8 +192,10 @@ disks_names (GPtrArray *disks)
   g_autoptr(GString) names = g_string_new (NULL);
 
   for (guint i = 0; i < disks->len; i++)
-    g_string_append_printf (names, "%s%s", i > 0 ? ", " : "",
-                            ((DiskInfo *) disks->pdata[i])->name);
+    {
+      g_autofree char *name = blkmig_escape (((DiskInfo *) disks->pdata[i])->name);
+      g_string_append_printf (names, "%s%s", i > 0 ? ", " : "", name);
+    }
   return g_string_free (g_steal_pointer (&names), FALSE);
 }
 
@@ -217,8 +216,9 @@ disks_select (GPtrArray *disks, const char *const *names, const char *where, GEr
       if (disk == NULL)
         {
           g_autofree char *known = disks_names (disks);
+          g_autofree char *wanted = blkmig_escape (names[i]);
           g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
-                       "%s has no disk named %s (disks: %s)", where, names[i],
+                       "%s has no disk named %s (disks: %s)", where, wanted,
                        *known ? known : "none");
           return NULL;
         }

@@ -94,7 +94,7 @@ report_error (const char *command, const GError *error)
   else
     message = g_strdup (error->message);
   /* messages carry peer strings: nothing reaches the terminal unescaped */
-  escaped = blkmig_escape_full (message);
+  escaped = blkmig_escape_controls (message);
   g_printerr ("blkmig %s: %s\n", command, escaped);
   events_emit ("error", "message", qmp_str (message),
                "exit-code", qmp_int (blkmig_error_exit_code (error)),

@@ -9,6 +9,7 @@
 #include <json-glib/json-glib.h>
 
 #include "common/error.h"
+#include "qmp/qmp-json.h"
 
 char *
 util_private_dir_new (GError **error)
@@ -142,8 +143,7 @@ util_image_size (const char *path, gint64 *size, GCancellable *cancellable, GErr
                    g_strstrip (err_text));
       return FALSE;
     }
-  *size = json_object_get_int_member_with_default (json_node_get_object (info),
-                                                   "virtual-size", 0);
+  *size = qmp_member_int (json_node_get_object (info), "virtual-size", 0);
   return TRUE;
 }
 
