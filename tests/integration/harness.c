@@ -83,7 +83,10 @@ rig_accel (void)
 
   if (accel == NULL)
     {
-      int fd = open ("/dev/kvm", O_RDWR | O_CLOEXEC);
+      /* a device, not a file some tool left at that path */
+      GStatBuf st;
+      int fd = g_stat ("/dev/kvm", &st) == 0 && S_ISCHR (st.st_mode)
+               ? open ("/dev/kvm", O_RDWR | O_CLOEXEC) : -1;
       accel = fd >= 0 ? "kvm" : "tcg";
       if (fd >= 0)
         close (fd);

@@ -71,9 +71,9 @@ netns_pair() {
     done
 }
 
-# kvm when /dev/kvm opens, else tcg
+# kvm when /dev/kvm is a device that opens, else tcg (<> alone would create a file)
 ACCEL=tcg
-if { exec 3<>/dev/kvm; } 2>/dev/null; then
+if [[ -c /dev/kvm ]] && { exec 3<>/dev/kvm; } 2>/dev/null; then
     exec 3>&-
     ACCEL=kvm
 fi

@@ -40,7 +40,7 @@ check "systemd-analyze verify accepts the socket and service units" \
     systemd-analyze verify --man=no "$DIR/blkmig-tunnel.socket" "$DIR/blkmig-tunnel@.service"
 
 # 2. Two QEMUs and a phases migration whose NBD traffic goes through the unit's command.
-ACCEL=tcg; { exec 3<>/dev/kvm; } 2>/dev/null && { exec 3>&-; ACCEL=kvm; }
+ACCEL=tcg; [[ -c /dev/kvm ]] && { exec 3<>/dev/kvm; } 2>/dev/null && { exec 3>&-; ACCEL=kvm; }
 vm() {  # vm NAME IMAGE [EXTRA...]
     local name=$1 img=$2; shift 2
     qemu-system-x86_64 -machine pc,accel=$ACCEL -m 64 -nodefaults -display none "$@" \
