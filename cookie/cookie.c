@@ -757,12 +757,11 @@ cookie_load (const char *path, CookieKind min_kind, GError **error)
   g_autofree char *contents = NULL;
   g_autoptr (GError) local = NULL;
   gsize len = 0;
-  Cookie *cookie;
+  Cookie *cookie = NULL;
 
   g_return_val_if_fail (path != NULL, NULL);
-  if (!read_cookie_file (path, &contents, &len, error))
-    return NULL;
-  cookie = cookie_parse (contents, (gssize) len, min_kind, &local);
+  if (read_cookie_file (path, &contents, &len, &local))
+    cookie = cookie_parse (contents, (gssize) len, min_kind, &local);
   if (cookie != NULL)
     return cookie;
   prefix_where (local, strcmp (path, "-") == 0 ? "standard input" : path);
