@@ -32,6 +32,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (Journal, journal_free)
 
 /* $BLKMIG_STATE_DIR, else /var/lib/blkmig as root, else $XDG_STATE_HOME/blkmig. */
 char *journal_dir (void);
+/* The state directory must be a directory of the effective user that others cannot
+ * enter (0700): whoever can write there decides what recover removes.  @create
+ * makes it (0700) when missing. */
+gboolean journal_dir_check (const char *dir, gboolean create, GError **error);
 Journal *journal_new (const char *id, const char *command);
 void journal_add_created (Journal *journal, const char *path);
 /* Removes what the journal says blkmig created: its private directories (with what
@@ -47,5 +51,8 @@ void journal_remove (Journal *journal);
 /* Removes the journal @command wrote for migration @id, if there is one. */
 void journal_forget (const char *id, const char *command);
 Journal *journal_load (const char *path, GError **error);
+/* The journal @command wrote for migration @id: NULL without an error when there is
+ * none; an error when the state directory or the journal cannot be trusted. */
+Journal *journal_find (const char *id, const char *command, GError **error);
 /* Every journal in journal_dir(), oldest first. */
 GPtrArray *journal_load_all (GError **error);
