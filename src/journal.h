@@ -38,8 +38,10 @@ char *journal_dir (void);
 gboolean journal_dir_check (const char *dir, gboolean create, GError **error);
 Journal *journal_new (const char *id, const char *command);
 void journal_add_created (Journal *journal, const char *path);
-/* Removes what the journal says blkmig created: its private directories (with what
- * is in them) always, the target files only with @targets (a rollback). */
+/* Removes what the journal says blkmig created, if it still looks like blkmig's:
+ * sockets and private directories (util_is_private_dir, with the files in them)
+ * always, regular files of the effective user (targets) only with @targets (a
+ * rollback).  Nothing through a link, no other directory, no relative path. */
 void journal_remove_created (const Journal *journal, gboolean targets);
 /* Records @step (and the journal's current fields) atomically: temp file, fsync,
  * rename, fsync of the directory.  For tests, BLKMIG_TEST_KILL_AT=STEP makes the

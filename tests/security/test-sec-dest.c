@@ -5,6 +5,7 @@
 
 #include "nbd/nbd-server.h"
 #include "src/journal.h"
+#include "src/util.h"
 #include "tests/integration/harness.h"
 
 #define ID_A "a0000000000000000000000000000001"
@@ -273,6 +274,38 @@ test_recover_planted_journal (void)
   g_assert_cmpuint (rig_count_journals (rig), ==, 0);
 }
 
+/* ---- item 7: making a target never replaces what appeared at its name ------ */
+
+/* A link (or file) that appears after the plan, before the rename: the creation
+ * fails and neither the link's target nor the link is touched. */
+static void
+test_create_new_no_replace (void)
+{
+  g_autoptr(Rig) rig = rig_new ();
+  g_autofree char *path = rig_path (rig, "t.qcow2");
+  g_autofree char *elsewhere = victim (rig, "elsewhere");
+  g_autofree char *staging = NULL;
+  g_autofree char *want = NULL;
+  g_autoptr(GError) error = NULL;
+
+  staging = util_staging_dir_new (rig->dir, &error);
+  g_assert_no_error (error);
+  g_assert_true (util_is_private_dir (staging));
+  g_assert_cmpint (symlink (elsewhere, path), ==, 0);
+  g_assert_false (util_image_create_new (path, staging, "qcow2", 1 << 20, NULL, &error));
+  want = g_strdup_printf ("cannot create %s: File exists", path);
+  g_assert_cmpstr (error->message, ==, want);
+  assert_victim (elsewhere);
+  util_private_dir_remove (staging);
+  g_assert_false (exists (staging));
+  g_clear_error (&error);
+  g_assert_cmpint (g_unlink (path), ==, 0);
+  staging = (g_free (staging), util_staging_dir_new (rig->dir, &error));
+  g_assert_true (util_image_create_new (path, staging, "qcow2", 1 << 20, NULL, &error));
+  g_assert_no_error (error);
+  util_private_dir_remove (staging);
+}
+
 /* ---- item 3: finish and abort remove only what the journal lists ---------- */
 
 typedef struct {
@@ -526,6 +559,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sec-dest/journal-tmp-link", test_journal_tmp_link);
   g_test_add_func ("/sec-dest/recover-insecure-dir", test_recover_insecure_dir);
   g_test_add_func ("/sec-dest/recover-planted-journal", test_recover_planted_journal);
+  g_test_add_func ("/sec-dest/create-new-no-replace", test_create_new_no_replace);
   g_test_add ("/sec-dest/finish-forged", Dest, NULL, dest_setup, test_finish_forged,
               dest_teardown);
   g_test_add ("/sec-dest/abort-forged", Dest, NULL, dest_setup, test_abort_forged,
