@@ -61,15 +61,19 @@ util_is_private_dir (const char *path)
 {
   g_autofree char *base = g_path_get_basename (path);
   g_autofree char *parent = g_path_get_dirname (path);
-  g_autofree char *ours = g_canonicalize_filename (util_private_parent (), "/");
   g_autofree char *there = g_canonicalize_filename (parent, "/");
+  g_autofree char *tmp = g_canonicalize_filename (g_get_tmp_dir (), "/");
+  const char *runtime = g_getenv ("XDG_RUNTIME_DIR");
+  g_autofree char *run = runtime != NULL ? g_canonicalize_filename (runtime, "/") : NULL;
   struct stat st;
 
   if (lstat (path, &st) != 0 || !S_ISDIR (st.st_mode) || st.st_uid != geteuid ()
       || (st.st_mode & 077) != 0)
     return FALSE;
+  /* either parent: recover may run with another environment than the command */
   return util_is_mkdtemp_name (base, UTIL_STAGING_PREFIX)
-         || (util_is_mkdtemp_name (base, "blkmig-") && g_str_equal (ours, there));
+         || (util_is_mkdtemp_name (base, "blkmig-")
+             && (g_str_equal (there, tmp) || g_strcmp0 (there, run) == 0));
 }
 
 void

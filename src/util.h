@@ -9,8 +9,9 @@ char *util_private_dir_new (GError **error);
  * directory, then renamed into place (util_image_create). */
 #define UTIL_STAGING_PREFIX ".blkmig-"
 /* Whether @path is a directory blkmig made: a real directory (not a link) of the
- * effective user, mode 0700, named blkmig-XXXXXX in the directory
- * util_private_dir_new uses, or UTIL_STAGING_PREFIX XXXXXX anywhere. */
+ * effective user, mode 0700, named blkmig-XXXXXX in
+ * $XDG_RUNTIME_DIR or the temp directory (where util_private_dir_new makes them), or
+ * UTIL_STAGING_PREFIX XXXXXX anywhere. */
 gboolean util_is_private_dir (const char *path);
 /* Removes the files in @dir and @dir itself; quiet when it is already gone. */
 void util_private_dir_remove (const char *dir);

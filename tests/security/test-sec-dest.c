@@ -274,6 +274,33 @@ test_recover_planted_journal (void)
   g_assert_cmpuint (rig_count_journals (rig), ==, 0);
 }
 
+/* What recover counts as a private directory of blkmig's: made by
+ * util_private_dir_new, 0700, not a link, not the same name elsewhere. */
+static void
+test_private_dir_rule (void)
+{
+  g_autoptr(Rig) rig = rig_new ();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *dir = util_private_dir_new (&error);
+  g_autofree char *base = g_path_get_basename (dir);
+  g_autofree char *elsewhere = rig_path (rig, base);
+  g_autofree char *parent = g_path_get_dirname (dir);
+  g_autofree char *link_in_tmp = g_strdup_printf ("%s/blkmig-lInK%02d", parent,
+                                                  g_random_int_range (0, 99));
+
+  g_assert_no_error (error);
+  g_assert_true (util_is_private_dir (dir));
+  g_assert_cmpint (g_mkdir (elsewhere, 0700), ==, 0);
+  g_assert_false (util_is_private_dir (elsewhere));
+  g_assert_cmpint (symlink (dir, link_in_tmp), ==, 0);
+  g_assert_false (util_is_private_dir (link_in_tmp));
+  g_assert_cmpint (g_unlink (link_in_tmp), ==, 0);
+  g_assert_cmpint (chmod (dir, 0755), ==, 0);
+  g_assert_false (util_is_private_dir (dir));
+  util_private_dir_remove (dir);
+  g_assert_false (exists (dir));
+}
+
 /* ---- item 7: making a target never replaces what appeared at its name ------ */
 
 /* A link (or file) that appears after the plan, before the rename: the creation
@@ -559,6 +586,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sec-dest/journal-tmp-link", test_journal_tmp_link);
   g_test_add_func ("/sec-dest/recover-insecure-dir", test_recover_insecure_dir);
   g_test_add_func ("/sec-dest/recover-planted-journal", test_recover_planted_journal);
+  g_test_add_func ("/sec-dest/private-dir-rule", test_private_dir_rule);
   g_test_add_func ("/sec-dest/create-new-no-replace", test_create_new_no_replace);
   g_test_add ("/sec-dest/finish-forged", Dest, NULL, dest_setup, test_finish_forged,
               dest_teardown);
