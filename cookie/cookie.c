@@ -517,12 +517,33 @@ parse_features (Cookie *cookie, JsonObject *obj, GError **error)
   return TRUE;
 }
 
+gboolean
+cookie_format_supported (const char *format)
+{
+  static const char *const formats[] = { "raw", "qcow2", NULL };
+
+  return format != NULL && g_strv_contains (formats, format);
+}
+
+/* The format names files and drivers on the destination: only the known ones. */
+static gboolean
+check_format (const char *where, const char *format, GError **error)
+{
+  g_autofree char *quoted = NULL;
+
+  if (cookie_format_supported (format))
+    return TRUE;
+  quoted = quote (format);
+  return fail (error, "%s.format must be raw or qcow2, got '%s'", where, quoted);
+}
+
 static gboolean
 parse_disk_source (CookieDisk *disk, JsonObject *obj, const char *where, GError **error)
 {
   return get_string (obj, where, "name", TRUE, &disk->name, error)
          && get_string (obj, where, "node", TRUE, &disk->node, error)
          && get_string (obj, where, "format", TRUE, &disk->format, error)
+         && check_format (where, disk->format, error)
          && get_int (obj, where, "virtual-size", TRUE, &disk->virtual_size, error)
          && check_size (where, "virtual-size", disk->virtual_size, 1, error)
          && get_int (obj, where, "allocated", TRUE, &disk->allocated, error)

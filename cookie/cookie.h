@@ -72,6 +72,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (Cookie, cookie_free)
 
 /* A new source cookie with a fresh random id and this host's name. */
 Cookie *cookie_new (CookieMode mode);
+/* Whether a disk's format is one blkmig handles (raw, qcow2): a cookie with any
+ * other is refused when it is parsed. */
+gboolean cookie_format_supported (const char *format);
 CookieDisk *cookie_disk_new (const char *name, const char *node, const char *format,
                              gint64 virtual_size, gint64 allocated);
 /* Adds a feature this build offers. */

@@ -59,14 +59,24 @@ nbd_endpoint_parse (const char *spec, NbdEndpoint *ep, GError **error)
   return FALSE;
 }
 
+/* The export name and the socket path come from the peer's cookie: escaped, a
+ * '?', '#', '&' or '%' in them cannot change which socket or export libnbd uses. */
 char *
 nbd_endpoint_uri (const NbdEndpoint *ep, const char *export_name)
 {
+  g_autofree char *name = g_uri_escape_string (export_name, NULL, FALSE);
+  g_autofree char *socket = NULL;
+  g_autofree char *host = NULL;
+
   if (ep->unix_path != NULL)
-    return g_strdup_printf ("nbd+unix:///%s?socket=%s", export_name, ep->unix_path);
+    {
+      socket = g_uri_escape_string (ep->unix_path, "/", FALSE);
+      return g_strdup_printf ("nbd+unix:///%s?socket=%s", name, socket);
+    }
+  host = g_uri_escape_string (ep->host, ":", FALSE);
   if (strchr (ep->host, ':') != NULL)
-    return g_strdup_printf ("nbd://[%s]:%d/%s", ep->host, ep->port, export_name);
-  return g_strdup_printf ("nbd://%s:%d/%s", ep->host, ep->port, export_name);
+    return g_strdup_printf ("nbd://[%s]:%d/%s", host, ep->port, name);
+  return g_strdup_printf ("nbd://%s:%d/%s", host, ep->port, name);
 }
 
 /* The listening socket, made here: a UNIX one is 0600 before anyone can connect,

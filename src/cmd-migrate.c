@@ -145,6 +145,7 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   finish_start = g_get_monotonic_time ();
   if (!session_finish (run->dst, run->result, FALSE, cancellable, error))
     return FALSE;
+  journal_remove_created (run->journal, FALSE);  /* the sockets prepare listened on */
   journal_remove (run->journal);
   migrate_summary (run, g_get_monotonic_time () - finish_start);
   return TRUE;

@@ -96,6 +96,20 @@ prepare_default_incoming (const NbdEndpoint *listen, GError **error)
   return NULL;
 }
 
+/* --target NAME=PATH: a name, and an absolute path. */
+static gboolean
+prepare_check_targets (char **targets, GError **error)
+{
+  for (gsize i = 0; targets != NULL && targets[i] != NULL; i++)
+    {
+      const char *eq = strchr (targets[i], '=');
+      if (eq == NULL || eq == targets[i] || !g_path_is_absolute (eq + 1))
+        return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                            "--target %s: expected NAME=/absolute/path", targets[i]), FALSE;
+    }
+  return TRUE;
+}
+
 gboolean
 cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
 {
@@ -105,6 +119,7 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autofree char *incoming = NULL;
   g_autofree char *tls_dir = NULL;
   g_auto(GStrv) tls_authz = NULL;
+  g_auto(GStrv) targets = NULL;
   gboolean insecure = FALSE;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
@@ -112,6 +127,8 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
       "NBD server address: unix:PATH or tcp:HOST:PORT (PORT 0 = any free port)", "ADDR" },
     { "create-dir", 0, 0, G_OPTION_ARG_FILENAME, &create_dir,
       "Create missing targets in DIR (copy and move modes)", "DIR" },
+    { "target", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &targets,
+      "Use (or create) PATH for disk NAME, even if it exists; repeatable", "NAME=PATH" },
     { "incoming", 0, 0, G_OPTION_ARG_STRING, &incoming,
       "Memory stream URI for a live migration (default: unix:LISTEN-PATH.migrate)", "URI" },
     COMMAND_TLS_ENTRIES (&tls_dir, &insecure),
@@ -130,6 +147,7 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
                     entries, &args, error)
       || !command_require ("--listen", listen, error)
       || !nbd_endpoint_parse (listen, &ep, error)
+      || !prepare_check_targets (targets, error)
       || (offer = cookie_load (phase_in (&args), COOKIE_KIND_SOURCE, error)) == NULL)
     return FALSE;
   if (offer->mode == COOKIE_MODE_LIVE && incoming == NULL
@@ -143,6 +161,7 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   opts.tls_dir = tls_dir;
   opts.tls_authz = (const char *const *) tls_authz;
   opts.insecure = insecure;
+  opts.targets = (const char *const *) targets;
   opts.journal = journal = journal_new (offer->id, "prepare");
   journal->dest_qmp = g_strdup (args.qmp);
   reply = session_prepare (qmp, offer, &opts, cancellable, error);
@@ -150,7 +169,10 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   ok = reply != NULL && session_journal (journal, "prepared", reply, error)
        && cookie_save (reply, phase_out (&args), error);
   if (reply != NULL && !ok)
-    session_abort (qmp, reply);
+    {
+      session_abort (qmp, reply);
+      journal_remove_created (journal, TRUE);
+    }
   if (!ok && qmp_client_get_state (qmp) == QMP_STATE_READY)
     journal_remove (journal);
   return ok;
@@ -241,52 +263,61 @@ cmd_finish (int argc, char **argv, GCancellable *cancellable, GError **error)
   };
   g_autoptr(QmpClient) qmp = NULL;
   g_autoptr(Cookie) result = NULL;
+  g_autoptr(Journal) journal = NULL;
+  g_autoptr(GError) local = NULL;
 
   if (!phase_parse (argc, argv, "Tear down the destination's exports after perform.",
                     entries, &args, error)
-      || (result = cookie_load (phase_in (&args), COOKIE_KIND_RESULT, error)) == NULL
-      || (qmp = qmp_client_connect_sync (args.qmp, "destination", cancellable, error)) == NULL)
+      || (result = cookie_load (phase_in (&args), COOKIE_KIND_RESULT, error)) == NULL)
     return FALSE;
-  if (!session_finish (qmp, result, resume, cancellable, error))
+  /* prepare's journal, not the cookie, names the sockets to remove */
+  if ((journal = journal_find (result->id, "prepare", &local)) == NULL && local != NULL)
+    return g_propagate_error (error, g_steal_pointer (&local)), FALSE;
+  if ((qmp = qmp_client_connect_sync (args.qmp, "destination", cancellable, error)) == NULL
+      || !session_finish (qmp, result, resume, cancellable, error))
     return FALSE;
+  if (journal != NULL && journal->cookie != NULL && journal->cookie->mode != COOKIE_MODE_MOVE)
+    journal_remove_created (journal, FALSE);  /* sockets: a move's exports stay */
   journal_forget (result->id, "prepare");
   return TRUE;
 }
 
 /* This side's journals of migration @id: the ones that name @qmp. */
 static GPtrArray *
-phase_side_journals (const char *id, const char *qmp)
+phase_side_journals (const char *id, const char *qmp, GError **error)
 {
   static const char *const commands[] = { "prepare", "perform", NULL };
-  GPtrArray *found = g_ptr_array_new_with_free_func ((GDestroyNotify) journal_free);
+  g_autoptr(GPtrArray) found = g_ptr_array_new_with_free_func ((GDestroyNotify) journal_free);
 
   for (gsize i = 0; commands[i] != NULL; i++)
     {
-      g_autoptr(Journal) journal = journal_new (id, commands[i]);
-      Journal *stored = journal_load (journal->path, NULL);
+      g_autoptr(GError) local = NULL;
+      g_autoptr(Journal) stored = journal_find (id, commands[i], &local);
 
+      if (g_error_matches (local, BLKMIG_ERROR, BLKMIG_ERROR_FAILED))
+        return g_propagate_error (error, g_steal_pointer (&local)), NULL;
       if (stored != NULL && (g_strcmp0 (stored->source_qmp, qmp) == 0
                              || g_strcmp0 (stored->dest_qmp, qmp) == 0))
-        g_ptr_array_add (found, stored);
-      else
-        journal_free (stored);
+        g_ptr_array_add (found, g_steal_pointer (&stored));
     }
-  return found;
+  return g_steal_pointer (&found);
 }
 
-/* Undoes this side with the richest cookie at hand (prepare's journal knows the
- * exports, sockets and created targets even when the caller has only the
- * source cookie), then drops this side's journals. */
-static void
-phase_abort_side (QmpClient *qmp, const char *qmp_path, const Cookie *cookie)
+/* Undoes this side.  A journal of this side wins over the cookie the caller gives
+ * (which may come from the peer): only the journal names files to remove, and
+ * without one nothing but QEMU's objects named after the migration id goes. */
+static gboolean
+phase_abort_side (QmpClient *qmp, const char *qmp_path, const Cookie *cookie, GError **error)
 {
-  g_autoptr(GPtrArray) journals = phase_side_journals (cookie->id, qmp_path);
+  g_autoptr(GPtrArray) journals = phase_side_journals (cookie->id, qmp_path, error);
   const Cookie *best = cookie;
 
-  for (guint i = 0; i < journals->len; i++)
+  if (journals == NULL)
+    return FALSE;
+  for (guint i = journals->len; i > 0; i--)  /* prepare's first */
     {
-      Journal *journal = journals->pdata[i];
-      if (journal->cookie != NULL && journal->cookie->kind > best->kind)
+      Journal *journal = journals->pdata[i - 1];
+      if (journal->cookie != NULL)
         best = journal->cookie;
     }
   session_abort (qmp, best);
@@ -296,6 +327,7 @@ phase_abort_side (QmpClient *qmp, const char *qmp_path, const Cookie *cookie)
       journal_remove_created (journal, TRUE);
       journal_remove (journal);
     }
+  return TRUE;
 }
 
 gboolean
@@ -313,6 +345,5 @@ cmd_abort (int argc, char **argv, GCancellable *cancellable, GError **error)
       || (cookie = cookie_load (phase_in (&args), COOKIE_KIND_SOURCE, error)) == NULL
       || (qmp = qmp_client_connect_sync (args.qmp, "qemu", cancellable, error)) == NULL)
     return FALSE;
-  phase_abort_side (qmp, args.qmp, cookie);
-  return TRUE;
+  return phase_abort_side (qmp, args.qmp, cookie, error);
 }

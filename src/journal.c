@@ -5,12 +5,16 @@
 #include <fcntl.h>
 #include <glib/gstdio.h>
 #include <signal.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/json.h"
+#include "qmp/qmp-json.h"
 #include "src/util.h"
 
 #define JOURNAL_VERSION 1
+#define JOURNAL_MAX_BYTES (4 * 1024 * 1024)
 
 void
 journal_free (Journal *journal)
@@ -126,6 +130,39 @@ journal_fsync_dir (const char *dir, GError **error)
   return FALSE;
 }
 
+gboolean
+journal_dir_check (const char *dir, gboolean create, GError **error)
+{
+  struct stat st;
+
+  if (create && g_mkdir_with_parents (dir, 0700) != 0)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
+                        "state directory %s: cannot create it: %s", dir, g_strerror (errno)), FALSE;
+  if (stat (dir, &st) != 0)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED, "state directory %s: %s", dir,
+                        g_strerror (errno)), FALSE;
+  if (S_ISDIR (st.st_mode) && st.st_uid == geteuid () && (st.st_mode & 077) == 0)
+    return TRUE;
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
+               "state directory %s has mode %04o and owner uid %u: it must be a directory "
+               "owned by uid %u with no access for others (chmod 700)",
+               dir, (guint) (st.st_mode & 07777), (guint) st.st_uid, (guint) geteuid ());
+  return FALSE;
+}
+
+/* The temp file is ours alone: never a link someone planted, never an old file.  A
+ * stale one (a crash between open and rename) is removed, not reused. */
+static int
+journal_open_tmp (const char *tmp)
+{
+  int flags = O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC;
+  int fd = open (tmp, flags, 0600);
+
+  if (fd < 0 && errno == EEXIST && unlink (tmp) == 0)
+    fd = open (tmp, flags, 0600);
+  return fd;
+}
+
 /* temp file, fsync, rename, fsync of the directory */
 static gboolean
 journal_store (const char *path, const char *text, GError **error)
@@ -134,10 +171,9 @@ journal_store (const char *path, const char *text, GError **error)
   g_autofree char *tmp = g_strdup_printf ("%s.tmp", path);
   int fd;
 
-  if (g_mkdir_with_parents (dir, 0700) != 0)
-    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED, "journal: cannot create %s: %s",
-                        dir, g_strerror (errno)), FALSE;
-  fd = open (tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+  if (!journal_dir_check (dir, TRUE, error))
+    return FALSE;
+  fd = journal_open_tmp (tmp);
   if (fd < 0 || write (fd, text, strlen (text)) != (gssize) strlen (text) || fsync (fd) != 0
       || close (fd) != 0 || rename (tmp, path) != 0)
     {
@@ -183,23 +219,55 @@ journal_forget (const char *id, const char *command)
   journal_remove (journal);
 }
 
+/* Only what looks like blkmig's own: a private directory (util_is_private_dir), a
+ * socket, or (@targets) a regular file of the effective user.  Never through a
+ * symbolic link, never another kind of directory, never a relative path. */
+static void
+journal_remove_one (const char *path, gboolean targets)
+{
+  struct stat st;
+
+  if (!g_path_is_absolute (path) || lstat (path, &st) != 0)
+    return;
+  if (S_ISDIR (st.st_mode) && util_is_private_dir (path))
+    util_private_dir_remove (path);
+  else if (S_ISSOCK (st.st_mode)
+           || (targets && S_ISREG (st.st_mode) && st.st_uid == geteuid ()))
+    g_unlink (path);
+}
+
 void
 journal_remove_created (const Journal *journal, gboolean targets)
 {
   for (guint i = 0; journal->created != NULL && i < journal->created->len; i++)
-    {
-      const char *path = journal->created->pdata[i];
-      if (g_file_test (path, G_FILE_TEST_IS_DIR))
-        util_private_dir_remove (path);
-      else if (targets)
-        g_unlink (path);
-    }
+    journal_remove_one (journal->created->pdata[i], targets);
 }
 
 static char *
 journal_get (JsonObject *obj, const char *key)
 {
-  return g_strdup (json_object_get_string_member_with_default (obj, key, NULL));
+  return g_strdup (qmp_member_string (obj, key));
+}
+
+/* "created": an array of strings, or absent. */
+static gboolean
+journal_parse_created (Journal *journal, JsonNode *node, GError **error)
+{
+  JsonArray *list = node != NULL && JSON_NODE_HOLDS_ARRAY (node) ? json_node_get_array (node) : NULL;
+
+  for (guint i = 0; list != NULL && i < json_array_get_length (list); i++)
+    {
+      JsonNode *item = json_array_get_element (list, i);
+      if (!JSON_NODE_HOLDS_VALUE (item) || json_node_get_value_type (item) != G_TYPE_STRING)
+        list = NULL;
+      else
+        journal_add_created (journal, json_node_get_string (item));
+    }
+  if (node == NULL || list != NULL)
+    return TRUE;
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
+               "journal %s: created must be an array of strings", journal->path);
+  return FALSE;
 }
 
 static gboolean
@@ -216,12 +284,8 @@ journal_parse (Journal *journal, JsonObject *obj, GError **error)
   journal->new_node = journal_get (obj, "new-node");
   journal->job = journal_get (obj, "job");
   journal->created = g_ptr_array_new_with_free_func (g_free);
-  if (json_object_has_member (obj, "created"))
-    {
-      JsonArray *list = json_object_get_array_member (obj, "created");
-      for (guint i = 0; i < json_array_get_length (list); i++)
-        journal_add_created (journal, json_array_get_string_element (list, i));
-    }
+  if (!journal_parse_created (journal, json_object_get_member (obj, "created"), error))
+    return FALSE;
   if (journal->id == NULL || journal->command == NULL || journal->step == NULL)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
                         "journal %s: id, command or step is missing", journal->path), FALSE;
@@ -235,23 +299,70 @@ journal_parse (Journal *journal, JsonObject *obj, GError **error)
   return TRUE;
 }
 
+/* The journal's text, from a regular file of the effective user (not a link). */
+static char *
+journal_read (const char *path, GError **error)
+{
+  int fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  struct stat st;
+  g_autoptr(GIOChannel) channel = NULL;
+  char *text = NULL;
+  gsize len = 0;
+
+  if (fd < 0 || fstat (fd, &st) != 0)
+    {
+      int saved = errno;
+      if (fd >= 0)
+        close (fd);
+      return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED, "journal %s: %s", path,
+                          g_strerror (saved)), NULL;
+    }
+  channel = g_io_channel_unix_new (fd);
+  g_io_channel_set_close_on_unref (channel, TRUE);
+  if (!S_ISREG (st.st_mode) || st.st_uid != geteuid () || st.st_size > JOURNAL_MAX_BYTES)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
+                        "journal %s: not a regular file of uid %u under %d bytes", path,
+                        (guint) geteuid (), JOURNAL_MAX_BYTES), NULL;
+  if (g_io_channel_set_encoding (channel, NULL, error) != G_IO_STATUS_NORMAL
+      || g_io_channel_read_to_end (channel, &text, &len, error) != G_IO_STATUS_NORMAL)
+    return g_prefix_error (error, "journal %s: ", path), NULL;
+  return text;
+}
+
 Journal *
 journal_load (const char *path, GError **error)
 {
+  static const BlkmigJsonLimits limits = { JOURNAL_MAX_BYTES, 32, 1 << 20 };
   g_autoptr(Journal) journal = g_new0 (Journal, 1);
-  g_autoptr(JsonParser) parser = json_parser_new ();
-  JsonNode *root;
+  g_autofree char *text = journal_read (path, error);
+  g_autoptr(JsonNode) root = NULL;
 
   journal->path = g_strdup (path);
-  if (!json_parser_load_from_file (parser, path, error))
+  if (text == NULL)
+    return NULL;
+  root = blkmig_json_parse (text, -1, &limits, error);
+  if (root == NULL)
     return g_prefix_error (error, "journal %s: ", path), NULL;
-  root = json_parser_get_root (parser);
-  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))
+  if (!JSON_NODE_HOLDS_OBJECT (root))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
                         "journal %s: not a JSON object", path), NULL;
   if (!journal_parse (journal, json_node_get_object (root), error))
     return NULL;
   return g_steal_pointer (&journal);
+}
+
+Journal *
+journal_find (const char *id, const char *command, GError **error)
+{
+  g_autoptr(Journal) name = journal_new (id, command);
+  g_autofree char *dir = journal_dir ();
+  struct stat st;
+
+  if (lstat (name->path, &st) != 0)
+    return NULL;
+  if (!journal_dir_check (dir, FALSE, error))
+    return NULL;
+  return journal_load (name->path, error);
 }
 
 static gint
@@ -270,9 +381,13 @@ GPtrArray *
 journal_load_all (GError **error)
 {
   g_autofree char *dir = journal_dir ();
-  g_autoptr(GDir) d = g_dir_open (dir, 0, NULL);
+  g_autoptr(GDir) d = NULL;
   g_autoptr(GPtrArray) all = g_ptr_array_new_with_free_func ((GDestroyNotify) journal_free);
   const char *name;
+
+  if (g_file_test (dir, G_FILE_TEST_EXISTS) && !journal_dir_check (dir, FALSE, error))
+    return NULL;
+  d = g_dir_open (dir, 0, NULL);
 
   while (d != NULL && (name = g_dir_read_name (d)) != NULL)
     {

@@ -32,10 +32,16 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (Journal, journal_free)
 
 /* $BLKMIG_STATE_DIR, else /var/lib/blkmig as root, else $XDG_STATE_HOME/blkmig. */
 char *journal_dir (void);
+/* The state directory must be a directory of the effective user that others cannot
+ * enter (0700): whoever can write there decides what recover removes.  @create
+ * makes it (0700) when missing. */
+gboolean journal_dir_check (const char *dir, gboolean create, GError **error);
 Journal *journal_new (const char *id, const char *command);
 void journal_add_created (Journal *journal, const char *path);
-/* Removes what the journal says blkmig created: its private directories (with what
- * is in them) always, the target files only with @targets (a rollback). */
+/* Removes what the journal says blkmig created, if it still looks like blkmig's:
+ * sockets and private directories (util_is_private_dir, with the files in them)
+ * always, regular files of the effective user (targets) only with @targets (a
+ * rollback).  Nothing through a link, no other directory, no relative path. */
 void journal_remove_created (const Journal *journal, gboolean targets);
 /* Records @step (and the journal's current fields) atomically: temp file, fsync,
  * rename, fsync of the directory.  For tests, BLKMIG_TEST_KILL_AT=STEP makes the
@@ -47,5 +53,8 @@ void journal_remove (Journal *journal);
 /* Removes the journal @command wrote for migration @id, if there is one. */
 void journal_forget (const char *id, const char *command);
 Journal *journal_load (const char *path, GError **error);
+/* The journal @command wrote for migration @id: NULL without an error when there is
+ * none; an error when the state directory or the journal cannot be trusted. */
+Journal *journal_find (const char *id, const char *command, GError **error);
 /* Every journal in journal_dir(), oldest first. */
 GPtrArray *journal_load_all (GError **error);

@@ -1,9 +1,11 @@
 /* Destination side of a migration: targets and exports (prepare), teardown (finish). */
 #include "src/session.h"
 
-#include <glib/gstdio.h>
+#include <errno.h>
+#include <sys/stat.h>
 
 #include "common/error.h"
+#include "common/escape.h"
 #include "nbd/nbd-tls.h"
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
@@ -39,15 +41,85 @@ dest_target_path (const char *dir, CookieDisk *disk)
   return g_build_filename (dir, base, NULL);
 }
 
+/* The operator's --target NAME=PATH for disk @name, or NULL. */
+static const char *
+dest_named_target (const PrepareOptions *opts, const char *name)
+{
+  gsize len = strlen (name);
+
+  for (gsize i = 0; opts->targets != NULL && opts->targets[i] != NULL; i++)
+    if (strncmp (opts->targets[i], name, len) == 0 && opts->targets[i][len] == '=')
+      return opts->targets[i] + len + 1;
+  return NULL;
+}
+
+/* Different disk names can sanitise to one file name: never two disks in one file. */
+static gboolean
+dest_check_unique (Cookie *reply, guint i, GError **error)
+{
+  CookieDisk *disk = reply->disks->pdata[i];
+  g_autofree char *mine = g_canonicalize_filename (disk->target_path, "/");
+
+  for (guint j = 0; j < i; j++)
+    {
+      CookieDisk *other = reply->disks->pdata[j];
+      g_autofree char *theirs = NULL;
+      g_autofree char *a = NULL;
+      g_autofree char *b = NULL;
+
+      if (other->target_path == NULL)
+        continue;
+      theirs = g_canonicalize_filename (other->target_path, "/");
+      if (!g_str_equal (mine, theirs))
+        continue;
+      a = blkmig_escape (other->name);
+      b = blkmig_escape (disk->name);
+      return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                          "disks %s and %s would both use %s: name their targets with "
+                          "--target NAME=PATH", a, b, mine), FALSE;
+    }
+  return TRUE;
+}
+
+/* A file target: made new in create_dir, or the file the operator named.  An
+ * existing file is used only when named (--target): the source's disk names
+ * must not choose which of this host's images gets overwritten. */
+static gboolean
+dest_plan_file (Cookie *reply, guint i, const PrepareOptions *opts, GCancellable *cancellable,
+                GError **error)
+{
+  CookieDisk *disk = reply->disks->pdata[i];
+  const char *named = dest_named_target (opts, disk->name);
+  g_autofree char *name = blkmig_escape (disk->name);
+  gint64 size = 0;
+  struct stat st;
+
+  disk->target_path = named != NULL ? g_strdup (named) : dest_target_path (opts->create_dir, disk);
+  disk->target_node = session_node_name (reply, 'd', i);
+  if (!dest_check_unique (reply, i, error))
+    return FALSE;
+  /* lstat: a link, even a dangling one, counts as there and is never followed */
+  disk->created = lstat (disk->target_path, &st) != 0 && errno == ENOENT;
+  if (disk->created)
+    return TRUE;
+  if (named == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                        "%s: %s already exists: blkmig does not adopt an existing file "
+                        "(name it with --target %s=PATH to use it)",
+                        name, disk->target_path, name), FALSE;
+  return util_image_size (disk->target_path, &size, cancellable, error)
+         && dest_check_size (disk, size, disk->target_path, error);
+}
+
 /* Decides each disk's target: an existing disk of the destination QEMU, or a file
- * in create_dir (existing or to be created).  Checks sizes before anything starts. */
+ * (see dest_plan_file).  Checks sizes before anything starts. */
 static gboolean
 dest_plan_disk (Cookie *reply, guint i, GPtrArray *dst_disks, const PrepareOptions *opts,
                 GCancellable *cancellable, GError **error)
 {
   CookieDisk *disk = reply->disks->pdata[i];
   DiskInfo *have = disks_find (dst_disks, disk->name);
-  gint64 size = 0;
+  g_autofree char *name = NULL;
 
   if (have != NULL)
     {
@@ -56,32 +128,77 @@ dest_plan_disk (Cookie *reply, guint i, GPtrArray *dst_disks, const PrepareOptio
       return dest_check_size (disk, have->virtual_size,
                               *have->file ? have->file : "the destination disk", error);
     }
-  if (reply->mode == COOKIE_MODE_LIVE || opts->create_dir == NULL)
-    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
-                        "%s: the destination has no disk of that name%s", disk->name,
-                        reply->mode == COOKIE_MODE_LIVE
-                          ? " (a live migration needs the destination VM's disks)"
-                          : " and no --create-dir was given"), FALSE;
-  disk->target_path = dest_target_path (opts->create_dir, disk);
-  disk->target_node = session_node_name (reply, 'd', i);
-  /* Marked before it exists, so the journal already says what to remove. */
-  disk->created = !g_file_test (disk->target_path, G_FILE_TEST_EXISTS);
-  if (disk->created)
-    return TRUE;
-  return util_image_size (disk->target_path, &size, cancellable, error)
-         && dest_check_size (disk, size, disk->target_path, error);
+  if (reply->mode != COOKIE_MODE_LIVE
+      && (opts->create_dir != NULL || dest_named_target (opts, disk->name) != NULL))
+    return dest_plan_file (reply, i, opts, cancellable, error);
+  name = blkmig_escape (disk->name);
+  return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                      "%s: the destination has no disk of that name%s", name,
+                      reply->mode == COOKIE_MODE_LIVE
+                        ? " (a live migration needs the destination VM's disks)"
+                        : " and no --create-dir was given"), FALSE;
+}
+
+/* Every --target names a disk of the cookie. */
+static gboolean
+dest_check_named (Cookie *reply, const PrepareOptions *opts, GError **error)
+{
+  for (gsize i = 0; opts->targets != NULL && opts->targets[i] != NULL; i++)
+    {
+      g_autofree char *name = g_strndup (opts->targets[i], strcspn (opts->targets[i], "="));
+      if (cookie_find_disk (reply, name) == NULL)
+        return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                            "--target %s: the source cookie has no disk %s", opts->targets[i],
+                            name), FALSE;
+    }
+  return TRUE;
 }
 
 /* ---- setting up --------------------------------------------------------- */
 
+/* The reply is not a complete destination cookie yet: the journal gets its source
+ * part, and the files blkmig made. */
 static gboolean
-dest_open_file_target (QmpClient *dst, CookieDisk *disk, GCancellable *cancellable,
-                       GError **error)
+dest_journal_write (Journal *journal, Cookie *reply, GError **error)
+{
+  gboolean ok;
+
+  reply->kind = COOKIE_KIND_SOURCE;
+  ok = session_journal (journal, "prepare", reply, error);
+  reply->kind = COOKIE_KIND_DESTINATION;
+  return ok;
+}
+
+/* The staging directory is in the journal before anything is made in it; the
+ * target only once it exists under its name (a crash in between leaves a file,
+ * never removes one that was there). */
+static gboolean
+dest_create_target (Journal *journal, Cookie *reply, CookieDisk *disk,
+                    GCancellable *cancellable, GError **error)
+{
+  g_autofree char *parent = g_path_get_dirname (disk->target_path);
+  g_autofree char *staging = util_staging_dir_new (parent, error);
+  gboolean ok;
+
+  if (staging == NULL)
+    return FALSE;
+  journal_add_created (journal, staging);
+  ok = dest_journal_write (journal, reply, error)
+       && util_image_create_new (disk->target_path, staging, disk->format, disk->virtual_size,
+                                 cancellable, error);
+  if (ok)
+    journal_add_created (journal, disk->target_path);
+  util_private_dir_remove (staging);
+  return ok && dest_journal_write (journal, reply, error);
+}
+
+static gboolean
+dest_open_file_target (QmpClient *dst, Journal *journal, Cookie *reply, CookieDisk *disk,
+                       GCancellable *cancellable, GError **error)
 {
   g_autoptr(JsonNode) ret = NULL;
 
-  if (disk->created && !util_image_create (disk->target_path, disk->format,
-                                           disk->virtual_size, cancellable, error))
+  if (disk->created && !dest_create_target (journal, reply, disk, cancellable, error))
     return FALSE;
   ret = qmp_client_execute_sync (dst, "blockdev-add",
                                  qmp_args_new ("driver", qmp_str (disk->format),
@@ -108,17 +225,20 @@ dest_export_hint (const char *message)
 }
 
 static gboolean
-dest_export_disk (QmpClient *dst, Cookie *reply, guint i, GCancellable *cancellable,
-                  GError **error)
+dest_export_disk (QmpClient *dst, Journal *journal, Cookie *reply, guint i,
+                  GCancellable *cancellable, GError **error)
 {
   CookieDisk *disk = reply->disks->pdata[i];
   g_autofree char *name = session_job_id (reply, i);
+  g_autofree char *shown = NULL;
 
-  if (session_is_file_target (reply, i) && !dest_open_file_target (dst, disk, cancellable, error))
+  if (session_is_file_target (reply, i)
+      && !dest_open_file_target (dst, journal, reply, disk, cancellable, error))
     return FALSE;
   if (!nbd_export_add (dst, name, disk->target_node, name, TRUE, cancellable, error))
     {
-      g_prefix_error (error, "%s%s: ", disk->name, dest_export_hint ((*error)->message));
+      shown = blkmig_escape (disk->name);
+      g_prefix_error (error, "%s%s: ", shown, dest_export_hint ((*error)->message));
       return FALSE;
     }
   disk->export_name = g_steal_pointer (&name);
@@ -161,25 +281,6 @@ dest_start_incoming (QmpClient *dst, Cookie *reply, const char *uri,
   return TRUE;
 }
 
-/* The reply is not a complete destination cookie yet: the journal gets its source
- * part and, separately, the files about to be created. */
-static gboolean
-dest_journal_plan (Journal *journal, Cookie *reply, GError **error)
-{
-  gboolean ok;
-
-  for (guint i = 0; journal != NULL && i < reply->disks->len; i++)
-    {
-      CookieDisk *disk = reply->disks->pdata[i];
-      if (disk->created)
-        journal_add_created (journal, disk->target_path);
-    }
-  reply->kind = COOKIE_KIND_SOURCE;
-  ok = session_journal (journal, "prepare", reply, error);
-  reply->kind = COOKIE_KIND_DESTINATION;
-  return ok;
-}
-
 /* The server's credentials and, with --tls-authz, who may connect. */
 static gboolean
 dest_add_tls (QmpClient *dst, Cookie *reply, const PrepareOptions *opts,
@@ -211,10 +312,12 @@ dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean 
   if (!session_check_plaintext (opts->listen.host, opts->tls_dir != NULL, opts->insecure, error)
       || (reply->mode == COOKIE_MODE_LIVE && !dest_expect_incoming (dst, cancellable, error)))
     return FALSE;
+  if (!dest_check_named (reply, opts, error))
+    return FALSE;
   for (guint i = 0; i < reply->disks->len; i++)
     if (!dest_plan_disk (reply, i, dst_disks, opts, cancellable, error))
       return FALSE;
-  if (!dest_journal_plan (opts->journal, reply, error)
+  if (!dest_journal_write (opts->journal, reply, error)
       || !dest_add_tls (dst, reply, opts, cancellable, error))
     return FALSE;
   ok = nbd_server_start (dst, &ep, opts->tls_dir != NULL ? tls_id : NULL,
@@ -222,15 +325,20 @@ dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean 
   *server_started = ok;
   if (ok)
     {
+      /* ours once it listens (bind never replaces a file), so finish removes it */
+      if (ep.unix_path != NULL)
+        journal_add_created (opts->journal, ep.unix_path);
       reply->nbd_unix = g_steal_pointer (&ep.unix_path);
       reply->nbd_host = g_steal_pointer (&ep.host);
       reply->nbd_port = ep.port;
     }
   for (guint i = 0; ok && i < reply->disks->len; i++)
-    ok = dest_export_disk (dst, reply, i, cancellable, error);
+    ok = dest_export_disk (dst, opts->journal, reply, i, cancellable, error);
   nbd_endpoint_clear (&ep);
   if (ok && reply->mode == COOKIE_MODE_LIVE)
     ok = dest_start_incoming (dst, reply, opts->incoming_uri, cancellable, error);
+  if (ok && reply->mode == COOKIE_MODE_LIVE && g_str_has_prefix (opts->incoming_uri, "unix:"))
+    journal_add_created (opts->journal, opts->incoming_uri + 5);
   return ok;
 }
 
@@ -269,6 +377,8 @@ session_prepare (QmpClient *dst, Cookie *offer, const PrepareOptions *opts,
     {
       g_prefix_error (error, "prepare: ");
       session_abort_dest (dst, reply, server_started);
+      if (opts->journal != NULL)
+        journal_remove_created (opts->journal, TRUE);
       return NULL;
     }
   return g_steal_pointer (&reply);
@@ -313,13 +423,14 @@ session_remove_exports (QmpClient *dst, const Cookie *cookie, GCancellable *canc
 
   if (exports == NULL)
     return FALSE;
+  /* Our names, not the cookie's: a forged export name must not reach another's. */
   for (guint i = 0; i < cookie->disks->len; i++)
     {
-      CookieDisk *disk = cookie->disks->pdata[i];
-      if (!g_strv_contains ((const char *const *) exports, disk->export_name))
+      g_autofree char *name = session_job_id (cookie, i);
+      if (!g_strv_contains ((const char *const *) exports, name))
         continue;
       any = TRUE;
-      if (!nbd_export_del (dst, disk->export_name, FALSE, cancellable, error))
+      if (!nbd_export_del (dst, name, FALSE, cancellable, error))
         return FALSE;
     }
   if (!any)
@@ -327,8 +438,6 @@ session_remove_exports (QmpClient *dst, const Cookie *cookie, GCancellable *canc
   if (!nbd_server_stop (dst, cancellable, error))
     return FALSE;
   session_del_tls_objects (dst, cookie);
-  if (cookie->nbd_unix != NULL)
-    g_unlink (cookie->nbd_unix);
   return TRUE;
 }
 
@@ -368,8 +477,6 @@ dest_finish (QmpClient *dst, const Cookie *result, gboolean resume,
   if (!session_remove_exports (dst, result, cancellable, error)
       || !dest_detach_created (dst, result, cancellable, error))
     return FALSE;
-  if (result->migrate_uri != NULL && g_str_has_prefix (result->migrate_uri, "unix:"))
-    g_unlink (result->migrate_uri + 5);
   if (!live && !resume)
     return TRUE;
   cont = qmp_client_execute_sync (dst, "cont", NULL, cancellable, error);

@@ -1,8 +1,6 @@
 /* Names shared by both sides of a migration, and the best-effort abort of either side. */
 #include "src/session.h"
 
-#include <glib/gstdio.h>
-
 #include "common/debug.h"
 #include "common/error.h"
 #include "nbd/nbd-tls.h"
@@ -188,26 +186,20 @@ session_yank_ours (QmpClient *qmp, const Cookie *cookie)
       session_yank_nbd (qmp, name);
 }
 
-/* Deletes our nodes; returns how many were destination file targets. */
-static guint
+/* Deletes our nodes (QEMU's side only: files are the journal's business). */
+static void
 session_abort_nodes (QmpClient *qmp, const Cookie *cookie)
 {
-  g_autofree char *dest_prefix = session_node_name (cookie, 'd', 0);
   g_autoptr(GHashTable) owned = session_owned_nodes (qmp, cookie);
   GHashTableIter iter;
   gpointer name;
-  guint targets = 0;
 
   g_hash_table_iter_init (&iter, owned);
   while (g_hash_table_iter_next (&iter, &name, NULL))
     {
       g_autoptr(JsonNode) ret = session_try (qmp, "blockdev-del",
                                              qmp_args_new ("node-name", qmp_str (name), NULL));
-      /* "blkmigXXXXXXXXd0" minus its index is the target prefix */
-      if (strncmp (name, dest_prefix, strlen (dest_prefix) - 1) == 0)
-        targets++;
     }
-  return targets;
 }
 
 static void
@@ -224,12 +216,14 @@ session_abort_migration (QmpClient *qmp)
     ret = session_try (qmp, "migrate_cancel", NULL);
 }
 
+/* Only names that carry the migration id, and no file: a cookie may come from the
+ * peer, so the sockets and targets to remove come from this side's journal
+ * (journal_remove_created), never from here. */
 void
 session_abort_dest (QmpClient *dst, const Cookie *cookie, gboolean stop_server)
 {
   g_auto(GStrv) exports = nbd_export_list (dst, NULL, NULL);
   gboolean ours = stop_server;
-  guint targets;
 
   for (gsize i = 0; exports != NULL && exports[i] != NULL; i++)
     {
@@ -244,23 +238,9 @@ session_abort_dest (QmpClient *dst, const Cookie *cookie, gboolean stop_server)
   if (ours)
     {
       g_autoptr(JsonNode) ret = session_try (dst, "nbd-server-stop", NULL);
-      if (cookie->nbd_unix != NULL)
-        g_unlink (cookie->nbd_unix);
-      if (cookie->migrate_uri != NULL && g_str_has_prefix (cookie->migrate_uri, "unix:"))
-        g_unlink (cookie->migrate_uri + 5);
     }
-  /* Created files are removed only on the side that holds our exports or target
-   * nodes: on the source host the same path may be the guest's own disk. */
-  targets = session_abort_nodes (dst, cookie);
+  session_abort_nodes (dst, cookie);
   session_del_tls_objects (dst, cookie);  /* unused once server and nodes are gone */
-  if (targets == 0 && !ours)
-    return;
-  for (guint i = 0; i < cookie->disks->len; i++)
-    {
-      CookieDisk *disk = cookie->disks->pdata[i];
-      if (disk->created && disk->target_path != NULL)
-        g_unlink (disk->target_path);
-    }
 }
 
 void

@@ -37,6 +37,7 @@ typedef struct {
   const char *tls_dir;      /* x509 credentials: the NBD server requires TLS */
   const char *const *tls_authz; /* client certificate DNs allowed, NULL = any the CA signed */
   gboolean insecure;        /* allow plaintext TCP to a non-loopback address */
+  const char *const *targets; /* --target NAME=PATH: the file for disk NAME, may exist */
 } PrepareOptions;
 
 /* Begin: the source cookie for the selected disks (all when @disks is empty). */
@@ -59,7 +60,7 @@ Cookie *session_perform (QmpClient *src, const Cookie *dest, const SourceOptions
 
 /* Finish: waits for the incoming migration (live), removes exports, stops the
  * NBD server, detaches targets blkmig created (copy), resumes the guest (live or
- * @resume). */
+ * @resume).  Removes no file: the caller removes the sockets its journal lists. */
 gboolean session_finish (QmpClient *dst, const Cookie *result, gboolean resume,
                          GCancellable *cancellable, GError **error);
 
@@ -69,7 +70,9 @@ gboolean session_remove_exports (QmpClient *dst, const Cookie *cookie,
                                  GCancellable *cancellable, GError **error);
 
 /* Abort: best-effort cleanup of whatever this migration left on the QEMU behind
- * @qmp, on either side: jobs, NBD client nodes, exports, server, created files. */
+ * @qmp, on either side: jobs, NBD client nodes, exports, server, TLS objects, all
+ * found by the migration id's prefix.  No file is removed: that is done from this
+ * side's own journal (journal_remove_created), whatever a cookie says. */
 void session_abort (QmpClient *qmp, const Cookie *cookie);
 
 /* Records @step with a copy of @cookie in @journal (a no-op without a journal). */

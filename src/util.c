@@ -1,27 +1,39 @@
 /* Small helpers for commands: private directories, image creation, signals. */
+#define _GNU_SOURCE  /* renameat2 */
 #include "src/util.h"
+
+#include <fcntl.h>
+#include <stdio.h>
 
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <gio/gunixsocketaddress.h>
 #include <glib-unix.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <json-glib/json-glib.h>
 
 #include "common/error.h"
 #include "qmp/qmp-json.h"
 
+/* Where util_private_dir_new makes its directories. */
+static const char *
+util_private_parent (void)
+{
+  const char *runtime = g_getenv ("XDG_RUNTIME_DIR");
+
+  if (runtime != NULL && g_file_test (runtime, G_FILE_TEST_IS_DIR))
+    return runtime;
+  return g_get_tmp_dir ();
+}
+
 char *
 util_private_dir_new (GError **error)
 {
-  const char *runtime = g_getenv ("XDG_RUNTIME_DIR");
-  g_autofree char *tmpl = NULL;
+  g_autofree char *tmpl = g_build_filename (util_private_parent (), "blkmig-XXXXXX", NULL);
   char *dir;
 
-  if (runtime != NULL && g_file_test (runtime, G_FILE_TEST_IS_DIR))
-    tmpl = g_build_filename (runtime, "blkmig-XXXXXX", NULL);
-  else
-    tmpl = g_build_filename (g_get_tmp_dir (), "blkmig-XXXXXX", NULL);
   dir = g_mkdtemp_full (tmpl, 0700);
   if (dir == NULL)
     {
@@ -31,6 +43,38 @@ util_private_dir_new (GError **error)
       return NULL;
     }
   return g_steal_pointer (&tmpl);
+}
+
+/* "PREFIX" followed by the six characters mkdtemp puts in place of XXXXXX. */
+static gboolean
+util_is_mkdtemp_name (const char *name, const char *prefix)
+{
+  if (!g_str_has_prefix (name, prefix) || strlen (name) != strlen (prefix) + 6)
+    return FALSE;
+  for (const char *p = name + strlen (prefix); *p != '\0'; p++)
+    if (!g_ascii_isalnum (*p))
+      return FALSE;
+  return TRUE;
+}
+
+gboolean
+util_is_private_dir (const char *path)
+{
+  g_autofree char *base = g_path_get_basename (path);
+  g_autofree char *parent = g_path_get_dirname (path);
+  g_autofree char *there = g_canonicalize_filename (parent, "/");
+  g_autofree char *tmp = g_canonicalize_filename (g_get_tmp_dir (), "/");
+  const char *runtime = g_getenv ("XDG_RUNTIME_DIR");
+  g_autofree char *run = runtime != NULL ? g_canonicalize_filename (runtime, "/") : NULL;
+  struct stat st;
+
+  if (lstat (path, &st) != 0 || !S_ISDIR (st.st_mode) || st.st_uid != geteuid ()
+      || (st.st_mode & 077) != 0)
+    return FALSE;
+  /* either parent: recover may run with another environment than the command */
+  return util_is_mkdtemp_name (base, UTIL_STAGING_PREFIX)
+         || (util_is_mkdtemp_name (base, "blkmig-")
+             && (g_str_equal (there, tmp) || g_strcmp0 (there, run) == 0));
 }
 
 void
@@ -68,6 +112,49 @@ util_image_create (const char *path, const char *format, gint64 size,
     return TRUE;
   g_strstrip (err_text);
   g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot create %s: %s", path, err_text);
+  return FALSE;
+}
+
+char *
+util_staging_dir_new (const char *parent, GError **error)
+{
+  g_autofree char *tmpl = g_build_filename (parent, UTIL_STAGING_PREFIX "XXXXXX", NULL);
+
+  if (g_mkdtemp_full (tmpl, 0700) != NULL)
+    return g_steal_pointer (&tmpl);
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot create a directory in %s: %s",
+               parent, g_strerror (errno));
+  return NULL;
+}
+
+/* rename that fails rather than replace anything at @to (a file, a link, a socket);
+ * link + unlink where the filesystem has no RENAME_NOREPLACE. */
+static int
+util_rename_noreplace (const char *from, const char *to)
+{
+  if (renameat2 (AT_FDCWD, from, AT_FDCWD, to, RENAME_NOREPLACE) == 0)
+    return 0;
+  if (errno != EINVAL && errno != ENOSYS)
+    return -1;
+  if (link (from, to) != 0)
+    return -1;
+  return unlink (from);
+}
+
+gboolean
+util_image_create_new (const char *path, const char *staging, const char *format, gint64 size,
+                       GCancellable *cancellable, GError **error)
+{
+  g_autofree char *base = g_path_get_basename (path);
+  g_autofree char *made = g_build_filename (staging, base, NULL);
+
+  if (!util_image_create (made, format, size, cancellable, error))
+    return FALSE;
+  if (util_rename_noreplace (made, path) == 0)
+    return TRUE;
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot create %s: %s", path,
+               g_strerror (errno));
+  g_unlink (made);
   return FALSE;
 }
 

@@ -5,11 +5,29 @@
 
 /* A new 0700 directory under $XDG_RUNTIME_DIR (or the temp dir) for sockets. */
 char *util_private_dir_new (GError **error);
+/* A target is made in a private directory named like this inside the target's own
+ * directory, then renamed into place (util_image_create). */
+#define UTIL_STAGING_PREFIX ".blkmig-"
+/* Whether @path is a directory blkmig made: a real directory (not a link) of the
+ * effective user, mode 0700, named blkmig-XXXXXX in
+ * $XDG_RUNTIME_DIR or the temp directory (where util_private_dir_new makes them), or
+ * UTIL_STAGING_PREFIX XXXXXX anywhere. */
+gboolean util_is_private_dir (const char *path);
 /* Removes the files in @dir and @dir itself; quiet when it is already gone. */
 void util_private_dir_remove (const char *dir);
 /* qemu-img create -f FORMAT PATH SIZE. */
 gboolean util_image_create (const char *path, const char *format, gint64 size,
                             GCancellable *cancellable, GError **error);
+/* A new 0700 directory PARENT/.blkmig-XXXXXX where targets are made before they
+ * are renamed into place. */
+char *util_staging_dir_new (const char *parent, GError **error);
+/* Makes a new image at @path and never touches anything already there: qemu-img
+ * creates it inside @staging (a util_staging_dir_new of @path's directory, where
+ * nobody else can plant a link), then it is renamed to @path with
+ * RENAME_NOREPLACE; an existing @path (a file, a link, anything) fails with
+ * BLKMIG_ERROR_DISK. */
+gboolean util_image_create_new (const char *path, const char *staging, const char *format,
+                                gint64 size, GCancellable *cancellable, GError **error);
 /* "vd-a_1" from any string: keeps [A-Za-z0-9-_.], replaces the rest with '_'. */
 char *util_sanitize_name (const char *name);
 /* Cancels @cancellable on SIGINT and SIGTERM for as long as the process runs. */
