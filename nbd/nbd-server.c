@@ -5,8 +5,8 @@
 #include <sys/stat.h>
 
 #include "common/error.h"
-#include "qmp/qmp-wait.h"
 #include "qmp/qmp-json.h"
+#include "qmp/qmp-wait.h"
 
 #define NBD_EXPORT_DEL_TIMEOUT_MS (30 * 1000)
 

@@ -1,6 +1,6 @@
 /* Waiting for one QMP event whose data member matches one of several values. */
-#include "qmp/qmp-wait.h"
 #include "qmp/qmp-json.h"
+#include "qmp/qmp-wait.h"
 
 struct _QmpEventWait {
   QmpClient *qmp;

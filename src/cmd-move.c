@@ -3,6 +3,7 @@
 
 #include "common/error.h"
 #include "jobs/job-group.h"
+#include "qmp/qmp-json.h"
 #include "src/commands.h"
 #include "src/disks.h"
 #include "src/events.h"
@@ -10,7 +11,6 @@
 #include "src/move-verify.h"
 #include "src/progress.h"
 #include "src/util.h"
-#include "qmp/qmp-json.h"
 
 #define MOVE_ABORT_TIMEOUT_MS (30 * 1000)
 

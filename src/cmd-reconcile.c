@@ -3,9 +3,9 @@
 #include <stdio.h>
 
 #include "common/error.h"
+#include "qmp/qmp-json.h"
 #include "src/commands.h"
 #include "src/journal.h"
-#include "qmp/qmp-json.h"
 
 typedef struct {
   const char *authoritative;

@@ -3,6 +3,7 @@
 #include <stdio.h>
 
 #include "common/error.h"
+#include "qmp/qmp-json.h"
 #include "src/commands.h"
 #include "src/disks.h"
 #include "src/session.h"
@@ -44,8 +45,8 @@ recover_migration_status (QmpClient *qmp)
       ? qmp_client_execute_sync (qmp, "query-migrate", NULL, NULL, NULL) : NULL;
   static char status[32];
 
-  g_strlcpy (status, info != NULL ? json_object_get_string_member_with_default (
-                 json_node_get_object (info), "status", "none") : "unknown", sizeof status);
+  g_strlcpy (status, info != NULL ? qmp_member_string_or (qmp_node_object (info), "status", "none")
+                                  : "unknown", sizeof status);
   return status;
 }
 

@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "common/escape.h"
 #include "nbd/nbd-tls.h"
+#include "qmp/qmp-json.h"
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
 #include "src/events.h"
@@ -251,13 +252,14 @@ dest_expect_incoming (QmpClient *dst, GCancellable *cancellable, GError **error)
   g_autoptr(JsonNode) status = qmp_client_execute_sync (dst, "query-status", NULL,
                                                         cancellable, error);
   const char *state;
+  g_autofree char *escaped = NULL;
 
   if (status == NULL)
     return FALSE;
-  state = json_object_get_string_member_with_default (json_node_get_object (status),
-                                                      "status", "?");
+  state = qmp_member_string_or (qmp_node_object (status), "status", "?");
   if (g_str_equal (state, "inmigrate"))
     return TRUE;
+  state = escaped = blkmig_escape (state);
   g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                "the destination QEMU is %s, not waiting for a migration: start it with "
                "-incoming defer -S", state);
@@ -398,14 +400,13 @@ dest_wait_incoming (QmpClient *dst, GCancellable *cancellable, GError **error)
 
   if (info == NULL)
     return FALSE;
-  status = json_object_get_string_member_with_default (json_node_get_object (info),
-                                                       "status", "none");
+  status = qmp_member_string_or (qmp_node_object (info), "status", "none");
   if (!g_strv_contains (ends, status))
     {
       data = qmp_event_wait_sync (wait, INCOMING_TIMEOUT_MS, cancellable, error);
       if (data == NULL)
         return FALSE;
-      status = json_object_get_string_member_with_default (data, "status", "?");
+      status = qmp_member_string_or (data, "status", "?");
     }
   if (g_str_equal (status, "completed"))
     return TRUE;

@@ -4,6 +4,7 @@
 #include "common/debug.h"
 #include "common/error.h"
 #include "nbd/nbd-tls.h"
+#include "qmp/qmp-json.h"
 
 #define ABORT_TIMEOUT_MS (30 * 1000)
 #define ABORT_COMMAND_MS (10 * 1000)
@@ -116,13 +117,13 @@ session_abort_jobs (QmpClient *qmp, const Cookie *cookie)
 {
   g_autoptr(JsonNode) list = session_try (qmp, "query-block-jobs", NULL);
   g_autoptr(JobGroup) group = job_group_new (qmp);
-  JsonArray *jobs = list != NULL ? json_node_get_array (list) : NULL;
+  JsonArray *jobs = qmp_node_array (list);
 
-  for (guint i = 0; jobs != NULL && i < json_array_get_length (jobs); i++)
+  for (guint i = 0; i < qmp_array_length (jobs); i++)
     {
-      JsonObject *info = json_array_get_object_element (jobs, i);
-      const char *id = json_object_get_string_member_with_default (info, "device", NULL);
-      const char *status = json_object_get_string_member_with_default (info, "status", "");
+      JsonObject *info = qmp_array_object (jobs, i);
+      const char *id = qmp_member_string (info, "device");
+      const char *status = qmp_member_string_or (info, "status", "");
 
       if (!session_owns (cookie, id))
         continue;
@@ -158,17 +159,17 @@ session_owned_nodes (QmpClient *qmp, const Cookie *cookie)
 {
   g_autoptr(JsonNode) list = session_try (qmp, "query-named-block-nodes",
                                           qmp_args_new ("flat", qmp_bool (TRUE), NULL));
-  JsonArray *nodes = list != NULL ? json_node_get_array (list) : NULL;
+  JsonArray *nodes = qmp_node_array (list);
   GHashTable *owned = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
 
-  for (guint i = 0; nodes != NULL && i < json_array_get_length (nodes); i++)
+  for (guint i = 0; i < qmp_array_length (nodes); i++)
     {
-      JsonObject *node = json_array_get_object_element (nodes, i);
-      const char *name = json_object_get_string_member_with_default (node, "node-name", NULL);
+      JsonObject *node = qmp_array_object (nodes, i);
+      const char *name = qmp_member_string (node, "node-name");
 
       if (session_owns (cookie, name))
         g_hash_table_insert (owned, g_strdup (name),
-                             g_strdup (json_object_get_string_member_with_default (node, "drv", "")));
+                             g_strdup (qmp_member_string_or (node, "drv", "")));
     }
   return owned;
 }
@@ -206,9 +207,7 @@ static void
 session_abort_migration (QmpClient *qmp)
 {
   g_autoptr(JsonNode) info = session_try (qmp, "query-migrate", NULL);
-  const char *status = info != NULL
-      ? json_object_get_string_member_with_default (json_node_get_object (info), "status", "none")
-      : "none";
+  const char *status = qmp_member_string_or (qmp_node_object (info), "status", "none");
   static const char *const idle[] = { "none", "completed", "failed", "cancelled", NULL };
   g_autoptr(JsonNode) ret = NULL;
 
