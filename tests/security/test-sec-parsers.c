@@ -253,6 +253,27 @@ test_cookie_disk_name_escaped (void)
   g_assert_cmpuint (fake_qmp_count (fake, "query-block"), ==, 1);
 }
 
+/* prepare and its rollback against a QEMU whose every reply is an empty object:
+ * lists that are not lists are empty, no GLib critical. */
+static void
+test_qmp_mistyped_prepare (void)
+{
+  g_autoptr(FakeQmp) fake = fake_qmp_new ();
+  const char *argv[] = { "prepare", "--qmp", fake_qmp_path (fake), "--listen",
+                         "unix:/nonexistent/nbd.sock", NULL };
+  const char *cookie =
+    "{\"version\": 1, \"kind\": \"source\", \"id\": \"0123456789abcdef0123456789abcdef\", "
+    "\"mode\": \"copy\", \"source\": {\"host\": \"h\"}, \"features\": [], \"disks\": "
+    "[{\"name\": \"vda\", \"node\": \"n\", \"format\": \"raw\", \"virtual-size\": 1048576, "
+    "\"allocated\": 0}]}";
+  g_autofree char *err = NULL;
+
+  g_assert_cmpint (run_blkmig (cookie, &err, argv), ==, 4);
+  g_assert_cmpstr (err, ==, "blkmig prepare: vda: the destination has no disk of that name and "
+                   "no --create-dir was given\n");
+  g_assert_cmpuint (fake_qmp_count (fake, "query-block"), ==, 1);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -262,6 +283,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sec/qmp/many-values", test_qmp_many_values);
   g_test_add_func ("/sec/qmp/mistyped", test_qmp_mistyped);
   g_test_add_func ("/sec/qmp/error-escaped", test_qmp_error_escaped);
+  g_test_add_func ("/sec/qmp/mistyped-prepare", test_qmp_mistyped_prepare);
   g_test_add_func ("/sec/cookie/deep", test_cookie_deep);
   g_test_add_func ("/sec/cookie/huge", test_cookie_huge);
   g_test_add_func ("/sec/cookie/bad-json-escaped", test_cookie_bad_json_escaped);
