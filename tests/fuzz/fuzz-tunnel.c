@@ -18,7 +18,7 @@
  * keeps an input's file descriptors bounded. */
 #define FRAME_HEADER 9
 #define MAX_OPENS 32
-#define ECHO_CHUNK 65536
+#define ECHO_CHUNK 16384
 
 typedef struct {
   GIOStream *conn;
@@ -72,7 +72,7 @@ static gboolean
 echo_incoming_cb (GSocketService *service, GSocketConnection *conn, GObject *source,
                   gpointer user_data)
 {
-  Echo *echo = g_new0 (Echo, 1);
+  Echo *echo = g_new (Echo, 1);
 
   echo->conn = G_IO_STREAM (g_object_ref (conn));
   echo_read (echo);
