@@ -17,5 +17,6 @@ int LLVMFuzzerTestOneInput (const uint8_t *data, size_t size);
   } while (0)
 
 void fuzz_fail (const char *file, int line, const char *what) __attribute__ ((noreturn));
-/* Common set-up: no GSlice caching (so leaks are per input), fatal criticals. */
+/* Common set-up: no GSlice caching (leaks show per input); a GLib critical or
+ * warning aborts (a finding libFuzzer keeps). */
 void fuzz_init_glib (void);
