@@ -206,7 +206,7 @@ fuzz_run() {
     local name=$1 seconds=$2 seeds=tests/fuzz/corpus/$1 out rc=0
     [[ $name == cookie ]] && seeds=tests/golden/cookie
     out=build-fuzz/fuzz-$name.log
-    local before
+    local before start=$SECONDS
     before=$(find build-fuzz/artifacts -name "$name-*" | wc -l)
     ASAN_OPTIONS=detect_leaks=1 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
@@ -221,9 +221,10 @@ fuzz_run() {
     if ((rc != 0 && crashes == 0)); then
         crashes=1    # died without an artifact (timeout(1), a harness check)
     fi
-    echo "fuzz-$name: ${runs:-?} execs in ${seconds} s (${rate:-?}/s), $crashes crashes"
+    echo "fuzz-$name: ${runs:-?} execs in $((SECONDS - start)) s (${rate:-?}/s), $crashes crashes"
     if ((crashes > 0)); then
-        grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error|.*harness check failed)' "$out" \
+        # the sanitizer's verdict, or the GLib critical / harness check behind an abort
+        grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error|.*harness check failed|[A-Za-z-]+: .*assertion)' "$out" \
             | head -n 5 >&2 || true
         log "fuzz-$name: see $out; inputs in build-fuzz/artifacts/$name-*"
         return 1
