@@ -31,8 +31,8 @@ Commands:
                 deps, then build the libFuzzer harnesses (clang, ASan+UBSan, in
                 build-fuzz) and run each for SECONDS (default 60); prints execs
                 and crashes per harness, exits 1 on any crash, leak or hang.
-                Crash inputs go to build-fuzz/artifacts/, new corpus entries to
-                build-fuzz/corpus/ (tests/fuzz/README.md)
+                Crash inputs go to build-fuzz/artifacts/NAME/, new corpus entries
+                to build-fuzz/corpus/NAME/ (tests/fuzz/README.md)
   demo          deps + build, then examples/demo.sh (a live migration between two
                 local QEMUs, checked with qemu-img compare)
   bench [ARGS]  deps + build, then bench/run-all.sh ARGS (P1..P8 performance
@@ -189,35 +189,37 @@ cmd_test() {
 
 # ---- fuzzing (tests/fuzz) ----------------------------------------------------
 
-FUZZ_HARNESSES=(cookie qmp tunnel)
+FUZZ_HARNESSES=(cookie qmp tunnel tunnel-listener)
 
 # Builds only the harnesses, with clang, under ASan+UBSan, in build-fuzz.
 fuzz_build() {
     CC=clang-14 setup_dir build-fuzz -Dfuzzing=true -Dintegration=false \
         -Db_sanitize=address,undefined -Db_lundef=false || return 1
     ninja -C build-fuzz "${FUZZ_HARNESSES[@]/#/tests/fuzz/fuzz-}" || return 1
-    mkdir -p build-fuzz/artifacts "${FUZZ_HARNESSES[@]/#/build-fuzz/corpus/}"
+    mkdir -p "${FUZZ_HARNESSES[@]/#/build-fuzz/artifacts/}" \
+        "${FUZZ_HARNESSES[@]/#/build-fuzz/corpus/}"
 }
 
 # fuzz_run NAME SECONDS: runs one harness; prints one line; fails on a crash.
 # New inputs go to build-fuzz/corpus/NAME (first corpus: the one libFuzzer
 # writes to), the seeds in the tree are only read.
 fuzz_run() {
-    local name=$1 seconds=$2 seeds=tests/fuzz/corpus/$1 out rc=0
+    local name=$1 seconds=$2 kind=${1%-listener} out rc=0
+    local seeds=tests/fuzz/corpus/$kind    # tunnel-listener: the tunnel's seeds
     [[ $name == cookie ]] && seeds=tests/golden/cookie
     out=build-fuzz/fuzz-$name.log
     local before start=$SECONDS
-    before=$(find build-fuzz/artifacts -name "$name-*" | wc -l)
+    before=$(find "build-fuzz/artifacts/$name" -type f | wc -l)
     ASAN_OPTIONS=detect_leaks=1 \
     UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
         timeout $((seconds + 120)) "build-fuzz/tests/fuzz/fuzz-$name" \
         -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
-        -dict="tests/fuzz/$name.dict" -artifact_prefix="build-fuzz/artifacts/$name-" \
+        -dict="tests/fuzz/$kind.dict" -artifact_prefix="build-fuzz/artifacts/$name/" \
         -print_final_stats=1 "build-fuzz/corpus/$name" "$seeds" >"$out" 2>&1 || rc=$?
     local runs rate crashes
     runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out" | tail -n 1)
     rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out" | tail -n 1)
-    crashes=$(( $(find build-fuzz/artifacts -name "$name-*" | wc -l) - before ))
+    crashes=$(( $(find "build-fuzz/artifacts/$name" -type f | wc -l) - before ))
     if ((rc != 0 && crashes == 0)); then
         crashes=1    # died without an artifact (timeout(1), a harness check)
     fi
@@ -226,7 +228,7 @@ fuzz_run() {
         # the sanitizer's verdict, or the GLib critical / harness check behind an abort
         grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error|.*harness check failed|[A-Za-z-]+: .*assertion)' "$out" \
             | head -n 5 >&2 || true
-        log "fuzz-$name: see $out; inputs in build-fuzz/artifacts/$name-*"
+        log "fuzz-$name: see $out; inputs in build-fuzz/artifacts/$name/"
         return 1
     fi
 }

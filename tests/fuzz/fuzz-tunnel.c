@@ -1,4 +1,4 @@
-/* Fuzz harness: the tunnel's frame decoder, as the connector side of a stream fed by the fuzz input. */
+/* Fuzz harness: the tunnel's frame decoder, connector or listener side, on a stream fed by the fuzz input. */
 #include "fuzz.h"
 #include "fuzz-peer.h"
 
@@ -15,10 +15,16 @@
  * the main context run in between.  Channels the input OPENs connect to a
  * local echo server standing in for the NBD server, so DATA comes back and
  * CREDIT matters.  OPEN frames after the first MAX_OPENS are not sent, which
- * keeps an input's file descriptors bounded. */
+ * keeps an input's file descriptors bounded.
+ *
+ * Built with -DFUZZ_TUNNEL_LISTENER (fuzz-tunnel-listener) it tests the
+ * source's side instead: the tunnel listens, LISTENER_CLIENTS local clients
+ * (echoing, like the NBD clients of QEMU) connect first and become channels
+ * 1 and 2, and the input is what tunnel-endpoint sends back. */
 #define FRAME_HEADER 9
 #define MAX_OPENS 32
 #define ECHO_CHUNK 16384
+#define LISTENER_CLIENTS 2
 
 typedef struct {
   GIOStream *conn;
@@ -146,6 +152,38 @@ feed (FuzzPeer *peer, const uint8_t *data, size_t size, const gboolean *closed)
     }
 }
 
+#ifdef FUZZ_TUNNEL_LISTENER
+/* Listens in the private directory; the local clients connect and echo. */
+static Tunnel *
+tunnel_under_test (GIOStream *stream)
+{
+  g_autofree char *path = g_build_filename (echo_dir, "listen.sock", NULL);
+  g_autoptr(GError) error = NULL;
+  Tunnel *tunnel = tunnel_new_listener (stream, path, &error);
+
+  FUZZ_CHECK (tunnel != NULL, "tunnel_new_listener failed");
+  for (int i = 0; i < LISTENER_CLIENTS; i++)
+    {
+      g_autoptr(GSocketClient) client = g_socket_client_new ();
+      g_autoptr(GSocketAddress) addr = g_unix_socket_address_new (path);
+      GSocketConnection *conn = g_socket_client_connect (client, G_SOCKET_CONNECTABLE (addr),
+                                                         NULL, &error);
+
+      FUZZ_CHECK (conn != NULL, "cannot connect to the tunnel's socket");
+      echo_incoming_cb (NULL, conn, NULL, NULL);  /* takes its own reference */
+      g_object_unref (conn);
+      fuzz_peer_settle ();                       /* accepted: channel i + 1 */
+    }
+  return tunnel;
+}
+#else
+static Tunnel *
+tunnel_under_test (GIOStream *stream)
+{
+  return tunnel_new_connector (stream, echo_path);
+}
+#endif
+
 int
 LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
 {
@@ -161,7 +199,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   socket = g_socket_new_from_fd (fd, &error);
   FUZZ_CHECK (socket != NULL, "g_socket_new_from_fd failed");
   stream = g_socket_connection_factory_create_connection (socket);
-  tunnel = tunnel_new_connector (G_IO_STREAM (stream), echo_path);
+  tunnel = tunnel_under_test (G_IO_STREAM (stream));
   tunnel_set_closed_func (tunnel, closed_cb, &closed);
   fuzz_peer_settle ();
   feed (&peer, data, size, &closed);
