@@ -11,6 +11,7 @@ DEPS=(
     meson ninja-build pkg-config gcc libc6-dev
     iproute2 procps util-linux coreutils grep sed
     glib-networking openssl gettext-base systemd jq
+    clang-14 libclang-rt-14-dev
 )
 
 usage() {
@@ -23,7 +24,15 @@ Commands:
   test [ARGS]   deps + build, then all test suites (unit, integration), then a
                 sanitizer build (ASan+UBSan) running the unit suite; ARGS go to
                 the first `meson test`.  Ends with "N passed, N failed[, N skipped]".
-                BLKMIG_TEST_SLOW=1 also runs the slow suite.
+                BLKMIG_TEST_SLOW=1 also runs the slow suite.  Last, every fuzz
+                harness for BLKMIG_TEST_FUZZ_SECONDS seconds each (default 20,
+                0 skips it); each harness counts as one test.
+  fuzz [SECONDS]
+                deps, then build the libFuzzer harnesses (clang, ASan+UBSan, in
+                build-fuzz) and run each for SECONDS (default 60); prints execs
+                and crashes per harness, exits 1 on any crash, leak or hang.
+                Crash inputs go to build-fuzz/artifacts/NAME/, new corpus entries
+                to build-fuzz/corpus/NAME/ (tests/fuzz/README.md)
   demo          deps + build, then examples/demo.sh (a live migration between two
                 local QEMUs, checked with qemu-img compare)
   bench [ARGS]  deps + build, then bench/run-all.sh ARGS (P1..P8 performance
@@ -155,8 +164,85 @@ cmd_test() {
         FAILED=$((FAILED + 1))
     fi
 
+    # 4. Each fuzz harness for a short fixed time: a parser regression fails.
+    local fuzz_seconds=${BLKMIG_TEST_FUZZ_SECONDS:-20} name
+    if ((fuzz_seconds > 0)); then
+        if fuzz_build; then
+            for name in "${FUZZ_HARNESSES[@]}"; do
+                if fuzz_run "$name" "$fuzz_seconds"; then
+                    PASSED=$((PASSED + 1))
+                else
+                    FAILED=$((FAILED + 1))
+                fi
+            done
+        else
+            log "fuzz: building the harnesses failed (counted as 1 failure)"
+            FAILED=$((FAILED + 1))
+        fi
+    fi
+
     print_totals
     if ((STATUS != 0 || FAILED > 0)); then
+        exit 1
+    fi
+}
+
+# ---- fuzzing (tests/fuzz) ----------------------------------------------------
+
+FUZZ_HARNESSES=(cookie qmp tunnel tunnel-listener)
+
+# Builds only the harnesses, with clang, under ASan+UBSan, in build-fuzz.
+fuzz_build() {
+    CC=clang-14 setup_dir build-fuzz -Dfuzzing=true -Dintegration=false \
+        -Db_sanitize=address,undefined -Db_lundef=false || return 1
+    ninja -C build-fuzz "${FUZZ_HARNESSES[@]/#/tests/fuzz/fuzz-}" || return 1
+    mkdir -p "${FUZZ_HARNESSES[@]/#/build-fuzz/artifacts/}" \
+        "${FUZZ_HARNESSES[@]/#/build-fuzz/corpus/}"
+}
+
+# fuzz_run NAME SECONDS: runs one harness; prints one line; fails on a crash.
+# New inputs go to build-fuzz/corpus/NAME (first corpus: the one libFuzzer
+# writes to), the seeds in the tree are only read.
+fuzz_run() {
+    local name=$1 seconds=$2 kind=${1%-listener} out rc=0
+    local seeds=tests/fuzz/corpus/$kind    # tunnel-listener: the tunnel's seeds
+    [[ $name == cookie ]] && seeds=tests/golden/cookie
+    out=build-fuzz/fuzz-$name.log
+    local before start=$SECONDS
+    before=$(find "build-fuzz/artifacts/$name" -type f | wc -l)
+    ASAN_OPTIONS=detect_leaks=1 \
+    UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+        timeout $((seconds + 120)) "build-fuzz/tests/fuzz/fuzz-$name" \
+        -max_total_time="$seconds" -timeout=10 -rss_limit_mb=2048 \
+        -dict="tests/fuzz/$kind.dict" -artifact_prefix="build-fuzz/artifacts/$name/" \
+        -print_final_stats=1 "build-fuzz/corpus/$name" "$seeds" >"$out" 2>&1 || rc=$?
+    local runs rate crashes
+    runs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$out" | tail -n 1)
+    rate=$(sed -n 's/^stat::average_exec_per_sec: *//p' "$out" | tail -n 1)
+    crashes=$(( $(find "build-fuzz/artifacts/$name" -type f | wc -l) - before ))
+    if ((rc != 0 && crashes == 0)); then
+        crashes=1    # died without an artifact (timeout(1), a harness check)
+    fi
+    echo "fuzz-$name: ${runs:-?} execs in $((SECONDS - start)) s (${rate:-?}/s), $crashes crashes"
+    if ((crashes > 0)); then
+        # the sanitizer's verdict, or the GLib critical / harness check behind an abort
+        grep -E '^(==[0-9]+==ERROR|SUMMARY|.*runtime error|.*harness check failed|[A-Za-z-]+: .*assertion)' "$out" \
+            | head -n 5 >&2 || true
+        log "fuzz-$name: see $out; inputs in build-fuzz/artifacts/$name/"
+        return 1
+    fi
+}
+
+cmd_fuzz() {
+    local seconds=${1:-60} failed=0 name
+    [[ $seconds =~ ^[0-9]+$ ]] && ((seconds > 0)) || die "fuzz: SECONDS must be a positive number"
+    cmd_deps || die "fuzz: installing dependencies failed"
+    fuzz_build || die "fuzz: building the harnesses failed"
+    for name in "${FUZZ_HARNESSES[@]}"; do
+        fuzz_run "$name" "$seconds" || failed=$((failed + 1))
+    done
+    if ((failed > 0)); then
+        log "fuzz: $failed of ${#FUZZ_HARNESSES[@]} harnesses crashed"
         exit 1
     fi
 }
@@ -177,6 +263,7 @@ case ${1:-} in
     test)  shift; cmd_test "$@" ;;
     demo)  shift; cmd_demo ;;
     bench) shift; cmd_bench "$@" ;;
+    fuzz)  shift; cmd_fuzz "$@" ;;
     ''|-h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;
 esac
