@@ -100,7 +100,7 @@ reply_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   if (ret != NULL)
     read_reply (ret);
   else
-    g_free (blkmig_escape_full (error->message));
+    g_free (blkmig_escape_controls (error->message));
   run->outstanding--;
 }
 
