@@ -54,6 +54,24 @@ struct _Tunnel {
   gpointer closed_data;
 };
 
+/* Big-endian u32 at any address: frames put them at odd offsets. */
+static guint32
+get_be32 (const guint8 *p)
+{
+  guint32 be;
+
+  memcpy (&be, p, sizeof be);
+  return GUINT32_FROM_BE (be);
+}
+
+static void
+put_be32 (guint8 *p, guint32 value)
+{
+  guint32 be = GUINT32_TO_BE (value);
+
+  memcpy (p, &be, sizeof be);
+}
+
 static void tunnel_read_header (Tunnel *tunnel);
 static void tunnel_unref (Tunnel *tunnel);
 
@@ -124,9 +142,9 @@ tunnel_queue (Tunnel *tunnel, guint32 id, guint8 type, guint8 *frame, guint32 le
 {
   if (tunnel->closed)
     return g_free (frame);
-  *(guint32 *) frame = GUINT32_TO_BE (id);
+  put_be32 (frame, id);
   frame[4] = type;
-  *(guint32 *) (frame + 5) = GUINT32_TO_BE (len);
+  put_be32 (frame + 5, len);
   g_queue_push_tail (&tunnel->outq, g_bytes_new_take (frame, FRAME_HEADER + len));
   tunnel->outq_bytes += FRAME_HEADER + len;
   tunnel_flush (tunnel);
@@ -145,9 +163,10 @@ tunnel_send (Tunnel *tunnel, guint32 id, guint8 type, const void *data, guint32 
 static void
 tunnel_send_u32 (Tunnel *tunnel, guint32 id, guint8 type, guint32 value)
 {
-  guint32 be = GUINT32_TO_BE (value);
+  guint8 be[4];
 
-  tunnel_send (tunnel, id, type, &be, sizeof be);
+  put_be32 (be, value);
+  tunnel_send (tunnel, id, type, be, sizeof be);
 }
 
 static void
@@ -380,7 +399,7 @@ tunnel_dispatch (Tunnel *tunnel, guint32 id, guint8 type, guint32 len)
     case FRAME_CREDIT:
       if (ch != NULL && len == 4)
         {
-          ch->credit += GUINT32_FROM_BE (*(guint32 *) tunnel->payload);
+          ch->credit += get_be32 (tunnel->payload);
           channel_read (ch);
         }
       break;
@@ -404,14 +423,14 @@ tunnel_payload_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   Tunnel *tunnel = user_data;
   g_autoptr(GError) error = NULL;
   gsize got = 0;
-  guint32 len = GUINT32_FROM_BE (*(guint32 *) (tunnel->header + 5));
+  guint32 len = get_be32 (tunnel->header + 5);
 
   if (!g_input_stream_read_all_finish (G_INPUT_STREAM (source), result, &got, &error)
       || got < len)
     tunnel_close (tunnel, g_steal_pointer (&error));
   else
     {
-      tunnel_dispatch (tunnel, GUINT32_FROM_BE (*(guint32 *) tunnel->header), tunnel->header[4],
+      tunnel_dispatch (tunnel, get_be32 (tunnel->header), tunnel->header[4],
                        len);
       tunnel_read_header (tunnel);
     }
@@ -426,7 +445,7 @@ tunnel_header_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   gsize got = 0;
   guint32 len;
 
-  len = GUINT32_FROM_BE (*(guint32 *) (tunnel->header + 5));
+  len = get_be32 (tunnel->header + 5);
   if (!g_input_stream_read_all_finish (G_INPUT_STREAM (source), result, &got, &error)
       || got < FRAME_HEADER)
     tunnel_close (tunnel, g_steal_pointer (&error));  /* NULL error: the peer ended it */
@@ -435,7 +454,7 @@ tunnel_header_cb (GObject *source, GAsyncResult *result, gpointer user_data)
                                        "tunnel: frame of %u bytes", len));
   else if (len == 0)
     {
-      tunnel_dispatch (tunnel, GUINT32_FROM_BE (*(guint32 *) tunnel->header), tunnel->header[4], 0);
+      tunnel_dispatch (tunnel, get_be32 (tunnel->header), tunnel->header[4], 0);
       tunnel_read_header (tunnel);
     }
   else
