@@ -16,6 +16,10 @@ enum { FRAME_OPEN = 1, FRAME_DATA = 2, FRAME_CREDIT = 3, FRAME_CLOSE = 4 };
 #define WRITEV_FRAMES 64
 /* Local reads pause while this much is queued for the stream. */
 #define OUTQ_HIGH (8 * 1024 * 1024)
+/* Reading the stream pauses while our queue for it costs this much (a peer that
+ * never reads what we send); each queued frame counts OUTQ_FRAME_COST more. */
+#define OUTQ_PAUSE (32 * 1024 * 1024)
+#define OUTQ_FRAME_COST 64
 
 typedef struct {
   Tunnel *tunnel;
@@ -23,6 +27,7 @@ typedef struct {
   gint refs;
   GIOStream *conn;            /* the local NBD connection; NULL until connected */
   gint64 credit;              /* bytes we may still send the peer */
+  gint64 window;              /* bytes the peer may still send us */
   gboolean reading;
   gboolean writing;
   gboolean local_eof;         /* CLOSE sent */
@@ -47,6 +52,7 @@ struct _Tunnel {
   GOutputVector out_vecs[WRITEV_FRAMES];
   guint8 header[FRAME_HEADER];
   guint8 *payload;
+  gboolean read_paused;       /* our output queue is full: the stream is not read */
   gboolean closed;
   GError *error;
   GCancellable *cancellable;
@@ -74,6 +80,28 @@ put_be32 (guint8 *p, guint32 value)
 
 static void tunnel_read_header (Tunnel *tunnel);
 static void tunnel_unref (Tunnel *tunnel);
+static void tunnel_close (Tunnel *tunnel, GError *error);
+
+/* What the frames queued for the stream cost in memory, roughly. */
+static gsize
+tunnel_outq_cost (const Tunnel *tunnel)
+{
+  return tunnel->outq_bytes + tunnel->outq.length * OUTQ_FRAME_COST;
+}
+
+/* Ends the stream: the peer broke the protocol (a broken or hostile peer). */
+static void G_GNUC_PRINTF (2, 3)
+tunnel_violation (Tunnel *tunnel, const char *format, ...)
+{
+  va_list args;
+  g_autofree char *what = NULL;
+
+  va_start (args, format);
+  what = g_strdup_vprintf (format, args);
+  va_end (args);
+  tunnel_close (tunnel, g_error_new (BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
+                                     "tunnel: the peer broke the protocol: %s", what));
+}
 
 static Tunnel *
 tunnel_ref (Tunnel *tunnel)
@@ -116,6 +144,7 @@ channel_new (Tunnel *tunnel, guint32 id, GIOStream *conn)
   ch->refs = 1;                       /* the table's */
   ch->conn = conn != NULL ? g_object_ref (conn) : NULL;
   ch->credit = TUNNEL_WINDOW;
+  ch->window = TUNNEL_WINDOW;
   ch->cancellable = g_cancellable_new ();
   g_queue_init (&ch->writes);
   g_hash_table_insert (tunnel->channels, GUINT_TO_POINTER (id), ch);
@@ -231,6 +260,11 @@ tunnel_written_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   tunnel_flush (tunnel);
   if (tunnel->outq_bytes < OUTQ_HIGH / 2)
     tunnel_resume_reads (tunnel);
+  if (tunnel->read_paused && tunnel_outq_cost (tunnel) < OUTQ_PAUSE / 2)
+    {
+      tunnel->read_paused = FALSE;
+      tunnel_read_header (tunnel);
+    }
   tunnel_unref (tunnel);
 }
 
@@ -312,7 +346,10 @@ channel_written_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     }
   data = g_queue_pop_head (&ch->writes);
   if (!ch->dead)
-    tunnel_send_u32 (ch->tunnel, ch->id, FRAME_CREDIT, g_bytes_get_size (data));
+    {
+      tunnel_send_u32 (ch->tunnel, ch->id, FRAME_CREDIT, g_bytes_get_size (data));
+      ch->window += g_bytes_get_size (data);
+    }
   channel_write (ch);
   channel_unref (ch);
 }
@@ -373,8 +410,9 @@ tunnel_open_channel (Tunnel *tunnel, guint32 id)
   Channel *ch;
 
   if (tunnel->nbd_path == NULL || g_hash_table_contains (tunnel->channels, GUINT_TO_POINTER (id)))
-    return tunnel_close (tunnel, g_error_new (BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
-                                              "tunnel: unexpected OPEN for channel %u", id));
+    return tunnel_violation (tunnel, "unexpected OPEN for channel %u", id);
+  if (g_hash_table_size (tunnel->channels) >= TUNNEL_MAX_CHANNELS)
+    return tunnel_violation (tunnel, "more than %d channels open", TUNNEL_MAX_CHANNELS);
   ch = channel_new (tunnel, id, NULL);
   g_socket_client_connect_async (client, G_SOCKET_CONNECTABLE (addr), ch->cancellable,
                                  channel_connected_cb, channel_ref (ch));
@@ -393,15 +431,22 @@ tunnel_dispatch (Tunnel *tunnel, guint32 id, guint8 type, guint32 len)
     case FRAME_DATA:
       if (ch == NULL)
         break;  /* that connection already ended here */
+      if (len > ch->window)
+        return tunnel_violation (tunnel, "%u bytes of DATA on channel %u beyond the credit it "
+                                 "was given", len, id);
+      ch->window -= len;
       g_queue_push_tail (&ch->writes, g_bytes_new_take (g_steal_pointer (&tunnel->payload), len));
       channel_write (ch);
       break;
     case FRAME_CREDIT:
-      if (ch != NULL && len == 4)
-        {
-          ch->credit += get_be32 (tunnel->payload);
-          channel_read (ch);
-        }
+      if (len != 4)
+        return tunnel_violation (tunnel, "CREDIT of %u bytes", len);
+      if (ch == NULL)
+        break;
+      ch->credit += get_be32 (tunnel->payload);
+      if (ch->credit > TUNNEL_WINDOW)
+        return tunnel_violation (tunnel, "more CREDIT on channel %u than was sent", id);
+      channel_read (ch);
       break;
     case FRAME_CLOSE:
       if (ch != NULL)
@@ -412,8 +457,7 @@ tunnel_dispatch (Tunnel *tunnel, guint32 id, guint8 type, guint32 len)
         }
       break;
     default:
-      tunnel_close (tunnel, g_error_new (BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
-                                         "tunnel: unknown frame type %u", type));
+      tunnel_violation (tunnel, "unknown frame type %u", type);
     }
 }
 
@@ -450,8 +494,7 @@ tunnel_header_cb (GObject *source, GAsyncResult *result, gpointer user_data)
       || got < FRAME_HEADER)
     tunnel_close (tunnel, g_steal_pointer (&error));  /* NULL error: the peer ended it */
   else if (len > FRAME_MAX)
-    tunnel_close (tunnel, g_error_new (BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
-                                       "tunnel: frame of %u bytes", len));
+    tunnel_violation (tunnel, "frame of %u bytes", len);
   else if (len == 0)
     {
       tunnel_dispatch (tunnel, get_be32 (tunnel->header), tunnel->header[4], 0);
@@ -470,6 +513,11 @@ tunnel_read_header (Tunnel *tunnel)
 {
   if (tunnel->closed)
     return;
+  if (tunnel_outq_cost (tunnel) >= OUTQ_PAUSE)
+    {
+      tunnel->read_paused = TRUE;  /* the peer is not reading: tunnel_written_cb resumes */
+      return;
+    }
   g_input_stream_read_all_async (g_io_stream_get_input_stream (tunnel->stream), tunnel->header,
                                  FRAME_HEADER, G_PRIORITY_DEFAULT, tunnel->cancellable,
                                  tunnel_header_cb, tunnel_ref (tunnel));

@@ -4,6 +4,7 @@
 #include <string.h>
 #include <sys/socket.h>
 
+#include "common/error.h"
 #include "nbd/tunnel.h"
 
 #define ECHO_BYTES (3 * 1024 * 1024 + 12345)
@@ -15,7 +16,7 @@ typedef struct {
   GIOStream *ends[2];
   GSocketService *echo;
   GError *closed_error;
-  gboolean closed;
+  gint closed;
 } Fixture;
 
 static GIOStream *
@@ -195,10 +196,120 @@ test_echo (Fixture *fx, gconstpointer data)
   g_assert_false (fx->closed);
 }
 
+/* ---- a hostile peer: raw frames into a connector tunnel ------------------ */
+
+enum { OPEN = 1, DATA = 2, CREDIT = 3 };
+
+static void
+frame_append (GByteArray *out, guint32 id, guint8 type, const guint8 *payload, guint32 len)
+{
+  guint8 header[9] = { id >> 24, id >> 16, id >> 8, id, type, len >> 24, len >> 16, len >> 8, len };
+
+  g_byte_array_append (out, header, sizeof header);
+  if (len > 0)
+    g_byte_array_append (out, payload, len);
+}
+
+typedef struct {
+  GIOStream *stream;
+  GByteArray *frames;
+} RawPeer;
+
+static gpointer
+raw_peer_thread (gpointer data)
+{
+  RawPeer *peer = data;
+
+  /* fails once the tunnel gives up on the stream: that is the point */
+  g_output_stream_write_all (g_io_stream_get_output_stream (peer->stream), peer->frames->data,
+                             peer->frames->len, NULL, NULL, NULL);
+  return NULL;
+}
+
+/* Sends @frames to a connector tunnel whose NBD server never reads (@echo:
+ * one that echoes) and waits up to 10 s for the tunnel to close (fx->closed). */
+static void
+run_hostile (Fixture *fx, GByteArray *frames, gboolean echo)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GSocketListener) mute = g_socket_listener_new ();  /* connects, never accepts */
+  g_autoptr(GSocketAddress) addr = g_unix_socket_address_new (fx->nbd_path);
+  g_autoptr(Tunnel) connector = NULL;
+  RawPeer peer = { fx->ends[0], frames };
+  GThread *thread;
+
+  if (echo)
+    echo_start (fx);
+  else
+    g_socket_listener_add_address (mute, addr, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT,
+                                   NULL, NULL, &error);
+  g_assert_no_error (error);
+  connector = tunnel_new_connector (fx->ends[1], fx->nbd_path);
+  tunnel_set_closed_func (connector, closed_cb, fx);
+  thread = g_thread_new ("raw-peer", raw_peer_thread, &peer);
+  iterate_until (&fx->closed, 10);
+  g_clear_pointer (&connector, tunnel_free);  /* closes the stream: the writer ends */
+  g_thread_join (thread);
+}
+
+/* DATA past the 16 MiB window on a channel whose NBD server is stuck: without
+ * the check the tunnel buffered all of it (1.5 GiB in the issue). */
+static void
+test_data_beyond_window (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GByteArray) frames = g_byte_array_new ();
+  g_autofree guint8 *chunk = g_malloc0 (1024 * 1024);
+
+  frame_append (frames, 1, OPEN, NULL, 0);
+  for (guint i = 0; i <= TUNNEL_WINDOW / (1024 * 1024); i++)
+    frame_append (frames, 1, DATA, chunk, 1024 * 1024);
+  run_hostile (fx, frames, FALSE);
+  g_assert_true (fx->closed);
+  g_assert_error (fx->closed_error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED);
+  g_assert_cmpstr (fx->closed_error->message, ==, "tunnel: the peer broke the protocol: "
+                   "1048576 bytes of DATA on channel 1 beyond the credit it was given");
+}
+
+/* More channels than TUNNEL_MAX_CHANNELS, each kept open by the echo server. */
+static void
+test_too_many_channels (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GByteArray) frames = g_byte_array_new ();
+  g_autofree char *expected = g_strdup_printf ("tunnel: the peer broke the protocol: more than "
+                                               "%d channels open", TUNNEL_MAX_CHANNELS);
+
+  for (guint i = 1; i <= TUNNEL_MAX_CHANNELS + 1; i++)
+    frame_append (frames, i, OPEN, NULL, 0);
+  run_hostile (fx, frames, TRUE);
+  g_assert_true (fx->closed);
+  g_assert_cmpstr (fx->closed_error->message, ==, expected);
+}
+
+/* CREDIT for bytes never sent. */
+static void
+test_credit_never_sent (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GByteArray) frames = g_byte_array_new ();
+  static const guint8 one[4] = { 0, 0, 0, 1 };
+
+  frame_append (frames, 1, OPEN, NULL, 0);
+  frame_append (frames, 1, CREDIT, one, sizeof one);
+  run_hostile (fx, frames, FALSE);
+  g_assert_true (fx->closed);
+  g_assert_cmpstr (fx->closed_error->message, ==, "tunnel: the peer broke the protocol: "
+                   "more CREDIT on channel 1 than was sent");
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add ("/tunnel/echo", Fixture, NULL, fixture_setup, test_echo, fixture_teardown);
+  g_test_add ("/tunnel/hostile/data-beyond-window", Fixture, NULL, fixture_setup,
+              test_data_beyond_window, fixture_teardown);
+  g_test_add ("/tunnel/hostile/too-many-channels", Fixture, NULL, fixture_setup,
+              test_too_many_channels, fixture_teardown);
+  g_test_add ("/tunnel/hostile/credit-never-sent", Fixture, NULL, fixture_setup,
+              test_credit_never_sent, fixture_teardown);
   return g_test_run ();
 }
