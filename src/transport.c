@@ -133,8 +133,9 @@ gate_load (Gate *gate, const char *dir, const char *const *authz, GError **error
   return TRUE;
 }
 
-/* The subject DN of @cert as GnuTLS writes it ("O=example,CN=host", the form
- * QEMU's tls-authz compares too), if it is in @authz. */
+/* Whether @authz (NULL: anyone) lists @cert's subject DN as GnuTLS writes it
+ * ("O=example,CN=host", the form QEMU's tls-authz compares too); if not,
+ * *dn_out gets the DN for the message. */
 static gboolean
 transport_authorized (GTlsCertificate *cert, const char *const *authz, char **dn_out)
 {
