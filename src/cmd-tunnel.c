@@ -1,5 +1,8 @@
 /* blkmig tunnel-endpoint: the far end of --tunnel, next to the destination's NBD server. */
 #include <stdio.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/error.h"
 #include "nbd/nbd-server.h"
@@ -16,7 +19,30 @@ tunnel_print_port (guint16 port)
   fflush (stdout);
 }
 
-/* The NBD plaintext rule for --listen: TLS, loopback, or --insecure. */
+/* Under inetd or systemd (Accept=yes) stdin is the accepted TCP connection: its
+ * local address, as if it were --listen's; NULL for pipes and UNIX sockets. */
+static char *
+tunnel_stdin_tcp_host (void)
+{
+  struct sockaddr_storage native;
+  socklen_t len = sizeof native;
+  g_autoptr(GSocketAddress) addr = NULL;
+  g_autofree char *host = NULL;
+
+  if (getsockname (STDIN_FILENO, (struct sockaddr *) &native, &len) != 0
+      || (native.ss_family != AF_INET && native.ss_family != AF_INET6))
+    return NULL;
+  addr = g_socket_address_new_from_native (&native, len);
+  if (addr == NULL)
+    return NULL;
+  host = g_inet_address_to_string (
+      g_inet_socket_address_get_address (G_INET_SOCKET_ADDRESS (addr)));
+  if (g_str_has_prefix (host, "::ffff:") && strchr (host, '.') != NULL)
+    return g_strdup (host + strlen ("::ffff:"));  /* IPv4 on a dual-stack socket */
+  return g_steal_pointer (&host);
+}
+
+/* The NBD plaintext rule for --listen (or a TCP stdin): TLS, loopback, or --insecure. */
 static gboolean
 tunnel_check_options (const char *listen, const char *tls_dir, char **tls_authz,
                       gboolean insecure, GError **error)
@@ -27,8 +53,8 @@ tunnel_check_options (const char *listen, const char *tls_dir, char **tls_authz,
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                         "--tls-authz needs --tls-creds"), FALSE;
   if (listen == NULL)
-    return TRUE;
-  if (!nbd_endpoint_parse (listen, &ep, error))
+    ep.host = tunnel_stdin_tcp_host ();
+  else if (!nbd_endpoint_parse (listen, &ep, error))
     return FALSE;
   return session_check_plaintext (ep.host, tls_dir != NULL, insecure, error);
 }
@@ -69,8 +95,8 @@ cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, GError **
       "e.g. under systemd); the source must present a certificate the CA signed", "DIR" },
     COMMAND_TLS_AUTHZ_ENTRY (&tls_authz),
     { "insecure", 0, 0, G_OPTION_ARG_NONE, &insecure,
-      "Allow --listen on a non-loopback address without --tls-creds (the first client "
-      "to connect gets the stream)", NULL },
+      "Allow --listen on a non-loopback address (or such a TCP connection as stdin) "
+      "without --tls-creds; the first client to connect gets the stream", NULL },
     G_OPTION_ENTRY_NULL
   };
   g_autoptr(GIOStream) stream = NULL;

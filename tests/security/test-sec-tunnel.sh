@@ -137,6 +137,21 @@ check "insecure: --listen tcp:10.126.0.1:0 --insecure carries a plaintext client
 check "insecure: the first client took it, a second one is refused" \
     ip netns exec "$NS" bash -c '! { exec 3<>/dev/tcp/10.126.0.1/$1; } 2>/dev/null' _ "$EP_PORT"
 expect_exit insecure "$EP_PID" 0 ""
+# the same rule when stdin is the TCP connection (inetd, systemd Accept=yes)
+ip netns exec "$NS" systemd-socket-activate -l 10.126.0.1:7000 --accept --inetd \
+    "$BLKMIG" tunnel-endpoint --nbd-socket "$NBD" 2>"$DIR/inetd-plain.err" &
+PIDS+=($!)
+sleep 0.3
+# shellcheck disable=SC2016
+ip netns exec "$NS" bash -c 'exec 3<>/dev/tcp/10.126.0.1/7000 || exit 1
+    printf "$1" >&3; timeout 3 dd bs=1 count=27 <&3 >"$2" 2>/dev/null; exit 0' _ "$OPEN_FRAME" \
+    "$DIR/inetd-plain.out" 2>/dev/null
+if grep -qa NBDMAGIC "$DIR/inetd-plain.out"; then
+    not_ok "stdio: a plaintext TCP stdin on 10.126.0.1 gets no stream"
+else ok "stdio: a plaintext TCP stdin on 10.126.0.1 gets no stream"; fi
+# shellcheck disable=SC2059
+check "stdio: and its endpoint refuses it as --listen would" grep -qxF \
+    "blkmig tunnel-endpoint: $(printf "$REFUSAL" 10.126.0.1)" "$DIR/inetd-plain.err"
 
 # --------- 3. TLS with --tls-authz: the wrong clients come first and are turned away
 start_endpoint tls --listen tcp:127.0.0.1:0 --tls-creds "$DIR/ca" \
