@@ -16,10 +16,6 @@ enum { FRAME_OPEN = 1, FRAME_DATA = 2, FRAME_CREDIT = 3, FRAME_CLOSE = 4 };
 #define WRITEV_FRAMES 64
 /* Local reads pause while this much is queued for the stream. */
 #define OUTQ_HIGH (8 * 1024 * 1024)
-/* Reading the stream pauses while our queue for it costs this much (a peer that
- * never reads what we send); each queued frame counts OUTQ_FRAME_COST more. */
-#define OUTQ_PAUSE (32 * 1024 * 1024)
-#define OUTQ_FRAME_COST 64
 
 typedef struct {
   Tunnel *tunnel;
@@ -28,6 +24,8 @@ typedef struct {
   GIOStream *conn;            /* the local NBD connection; NULL until connected */
   gint64 credit;              /* bytes we may still send the peer */
   gint64 window;              /* bytes the peer may still send us */
+  gint64 owed;                /* bytes written out, not yet in a CREDIT frame */
+  gboolean owing;             /* in tunnel->owing */
   gboolean reading;
   gboolean writing;
   gboolean local_eof;         /* CLOSE sent */
@@ -47,12 +45,12 @@ struct _Tunnel {
   GHashTable *channels;       /* id → Channel */
   guint32 next_id;
   GQueue outq;                /* GBytes frames for the stream */
+  GQueue owing;               /* Channels (a ref each) with credit to return */
   gsize outq_bytes;
   guint out_frames;           /* frames of the writev in flight, 0 = none */
   GOutputVector out_vecs[WRITEV_FRAMES];
   guint8 header[FRAME_HEADER];
   guint8 *payload;
-  gboolean read_paused;       /* our output queue is full: the stream is not read */
   gboolean closed;
   GError *error;
   GCancellable *cancellable;
@@ -81,13 +79,6 @@ put_be32 (guint8 *p, guint32 value)
 static void tunnel_read_header (Tunnel *tunnel);
 static void tunnel_unref (Tunnel *tunnel);
 static void tunnel_close (Tunnel *tunnel, GError *error);
-
-/* What the frames queued for the stream cost in memory, roughly. */
-static gsize
-tunnel_outq_cost (const Tunnel *tunnel)
-{
-  return tunnel->outq_bytes + tunnel->outq.length * OUTQ_FRAME_COST;
-}
 
 /* Ends the stream: the peer broke the protocol (a broken or hostile peer). */
 static void G_GNUC_PRINTF (2, 3)
@@ -165,18 +156,67 @@ channel_destroy (Channel *ch)
 
 /* ---- the stream: writing ------------------------------------------------ */
 
+/* Puts the header on @frame (FRAME_HEADER + len bytes, payload in place) and
+ * wraps it for the output queue. */
+static GBytes *
+frame_finish (guint32 id, guint8 type, guint8 *frame, guint32 len)
+{
+  put_be32 (frame, id);
+  frame[4] = type;
+  put_be32 (frame + 5, len);
+  return g_bytes_new_take (frame, FRAME_HEADER + len);
+}
+
 /* Queues @frame (FRAME_HEADER + len bytes, payload already in place; taken). */
 static void
 tunnel_queue (Tunnel *tunnel, guint32 id, guint8 type, guint8 *frame, guint32 len)
 {
   if (tunnel->closed)
     return g_free (frame);
-  put_be32 (frame, id);
-  frame[4] = type;
-  put_be32 (frame + 5, len);
-  g_queue_push_tail (&tunnel->outq, g_bytes_new_take (frame, FRAME_HEADER + len));
+  g_queue_push_tail (&tunnel->outq, frame_finish (id, type, frame, len));
   tunnel->outq_bytes += FRAME_HEADER + len;
   tunnel_flush (tunnel);
+}
+
+/* @ch wrote @n bytes out: the peer may send that much more.  The credit goes
+ * out with the next write to the stream, one CREDIT per channel however many
+ * writes it sums up, so a peer that does not read cannot make us pile them up. */
+static void
+channel_owe (Channel *ch, gsize n)
+{
+  ch->owed += n;
+  if (!ch->owing)
+    {
+      ch->owing = TRUE;
+      g_queue_push_tail (&ch->tunnel->owing, channel_ref (ch));
+    }
+  tunnel_flush (ch->tunnel);
+}
+
+/* Puts a CREDIT for every channel that owes one at the head of the output queue
+ * (credit is never held up behind data); the window grows as it is sent. */
+static void
+tunnel_queue_credits (Tunnel *tunnel)
+{
+  Channel *ch;
+
+  while ((ch = g_queue_pop_head (&tunnel->owing)) != NULL)
+    {
+      guint8 *frame = g_malloc (FRAME_HEADER + 4);
+
+      ch->owing = FALSE;
+      put_be32 (frame + FRAME_HEADER, ch->owed);  /* at most one window */
+      if (ch->dead)
+        g_free (frame);
+      else
+        {
+          g_queue_push_head (&tunnel->outq, frame_finish (ch->id, FRAME_CREDIT, frame, 4));
+          tunnel->outq_bytes += FRAME_HEADER + 4;
+          ch->window += ch->owed;
+        }
+      ch->owed = 0;
+      channel_unref (ch);
+    }
 }
 
 static void
@@ -187,15 +227,6 @@ tunnel_send (Tunnel *tunnel, guint32 id, guint8 type, const void *data, guint32 
   if (len > 0)
     memcpy (frame + FRAME_HEADER, data, len);
   tunnel_queue (tunnel, id, type, frame, len);
-}
-
-static void
-tunnel_send_u32 (Tunnel *tunnel, guint32 id, guint8 type, guint32 value)
-{
-  guint8 be[4];
-
-  put_be32 (be, value);
-  tunnel_send (tunnel, id, type, be, sizeof be);
 }
 
 static void
@@ -260,11 +291,6 @@ tunnel_written_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   tunnel_flush (tunnel);
   if (tunnel->outq_bytes < OUTQ_HIGH / 2)
     tunnel_resume_reads (tunnel);
-  if (tunnel->read_paused && tunnel_outq_cost (tunnel) < OUTQ_PAUSE / 2)
-    {
-      tunnel->read_paused = FALSE;
-      tunnel_read_header (tunnel);
-    }
   tunnel_unref (tunnel);
 }
 
@@ -275,6 +301,7 @@ tunnel_flush (Tunnel *tunnel)
 
   if (tunnel->out_frames > 0 || tunnel->closed)
     return;
+  tunnel_queue_credits (tunnel);
   for (GList *l = tunnel->outq.head; l != NULL && n < WRITEV_FRAMES; l = l->next, n++)
     tunnel->out_vecs[n].buffer = g_bytes_get_data (l->data, &tunnel->out_vecs[n].size);
   if (n == 0)
@@ -346,10 +373,7 @@ channel_written_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     }
   data = g_queue_pop_head (&ch->writes);
   if (!ch->dead)
-    {
-      tunnel_send_u32 (ch->tunnel, ch->id, FRAME_CREDIT, g_bytes_get_size (data));
-      ch->window += g_bytes_get_size (data);
-    }
+    channel_owe (ch, g_bytes_get_size (data));
   channel_write (ch);
   channel_unref (ch);
 }
@@ -513,11 +537,6 @@ tunnel_read_header (Tunnel *tunnel)
 {
   if (tunnel->closed)
     return;
-  if (tunnel_outq_cost (tunnel) >= OUTQ_PAUSE)
-    {
-      tunnel->read_paused = TRUE;  /* the peer is not reading: tunnel_written_cb resumes */
-      return;
-    }
   g_input_stream_read_all_async (g_io_stream_get_input_stream (tunnel->stream), tunnel->header,
                                  FRAME_HEADER, G_PRIORITY_DEFAULT, tunnel->cancellable,
                                  tunnel_header_cb, tunnel_ref (tunnel));
@@ -536,6 +555,7 @@ tunnel_new (GIOStream *stream)
   tunnel->payload = NULL;  /* one buffer per frame: DATA hands it on without a copy */
   tunnel->cancellable = g_cancellable_new ();
   g_queue_init (&tunnel->outq);
+  g_queue_init (&tunnel->owing);
   tunnel_read_header (tunnel);
   return tunnel;
 }
@@ -601,6 +621,7 @@ tunnel_unref (Tunnel *tunnel)
 {
   if (--tunnel->refs > 0)
     return;
+  g_queue_clear_full (&tunnel->owing, (GDestroyNotify) channel_unref);
   g_hash_table_unref (tunnel->channels);
   g_queue_clear_full (&tunnel->outq, (GDestroyNotify) g_bytes_unref);
   g_clear_error (&tunnel->error);

@@ -90,6 +90,25 @@ echo_thread (gpointer data)
   return NULL;
 }
 
+static gpointer
+sink_thread (gpointer data)
+{
+  g_autoptr(GIOStream) conn = data;
+  g_autofree guint8 *buf = g_malloc (65536);
+
+  while (g_input_stream_read (g_io_stream_get_input_stream (conn), buf, 65536, NULL, NULL) > 0)
+    ;
+  return NULL;
+}
+
+static gboolean
+sink_incoming_cb (GSocketService *service, GSocketConnection *conn, GObject *source,
+                  gpointer user_data)
+{
+  g_thread_unref (g_thread_new ("sink", sink_thread, g_object_ref (conn)));
+  return TRUE;
+}
+
 static gboolean
 echo_incoming_cb (GSocketService *service, GSocketConnection *conn, GObject *source,
                   gpointer user_data)
@@ -98,8 +117,9 @@ echo_incoming_cb (GSocketService *service, GSocketConnection *conn, GObject *sou
   return TRUE;
 }
 
+/* The "NBD server" at fx->nbd_path: an echo, or (@sink) one that only reads. */
 static void
-echo_start (Fixture *fx)
+server_start (Fixture *fx, gboolean sink)
 {
   g_autoptr(GError) error = NULL;
   g_autoptr(GSocketAddress) addr = g_unix_socket_address_new (fx->nbd_path);
@@ -108,7 +128,8 @@ echo_start (Fixture *fx)
   g_socket_listener_add_address (G_SOCKET_LISTENER (fx->echo), addr, G_SOCKET_TYPE_STREAM,
                                  G_SOCKET_PROTOCOL_DEFAULT, NULL, NULL, &error);
   g_assert_no_error (error);
-  g_signal_connect (fx->echo, "incoming", G_CALLBACK (echo_incoming_cb), NULL);
+  g_signal_connect (fx->echo, "incoming",
+                    sink ? G_CALLBACK (sink_incoming_cb) : G_CALLBACK (echo_incoming_cb), NULL);
   g_socket_service_start (fx->echo);
 }
 
@@ -176,7 +197,7 @@ test_echo (Fixture *fx, gconstpointer data)
   Client clients[3] = { { 0 } };
   GThread *threads[G_N_ELEMENTS (clients)];
 
-  echo_start (fx);
+  server_start (fx, FALSE);
   listener = tunnel_new_listener (fx->ends[0], fx->listen_path, &error);
   g_assert_no_error (error);
   connector = tunnel_new_connector (fx->ends[1], fx->nbd_path);
@@ -239,7 +260,7 @@ run_hostile (Fixture *fx, GByteArray *frames, gboolean echo)
   GThread *thread;
 
   if (echo)
-    echo_start (fx);
+    server_start (fx, FALSE);
   else
     g_socket_listener_add_address (mute, addr, G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT,
                                    NULL, NULL, &error);
@@ -300,6 +321,71 @@ test_credit_never_sent (Fixture *fx, gconstpointer data)
                    "more CREDIT on channel 1 than was sent");
 }
 
+/* ---- a peer that never reads: our CREDIT frames must not pile up ---------- */
+
+#define TINY_FRAMES 100000
+
+typedef struct {
+  GIOStream *stream;
+  guint credit_frames;
+  guint64 credit;
+  gint done;
+} Miser;
+
+static gpointer
+miser_thread (gpointer data)
+{
+  Miser *miser = data;
+  g_autoptr(GByteArray) frames = g_byte_array_new ();
+  static const guint8 byte = 0x5a;
+  guint8 header[9], value[4];
+
+  frame_append (frames, 1, OPEN, NULL, 0);
+  for (guint i = 0; i < TINY_FRAMES; i++)
+    frame_append (frames, 1, DATA, &byte, 1);
+  if (!g_output_stream_write_all (g_io_stream_get_output_stream (miser->stream), frames->data,
+                                  frames->len, NULL, NULL, NULL))
+    return g_atomic_int_set (&miser->done, 1), NULL;
+  /* only now read what came back: every CREDIT, until all bytes are credited */
+  while (miser->credit < TINY_FRAMES
+         && g_input_stream_read_all (g_io_stream_get_input_stream (miser->stream), header, 9,
+                                     NULL, NULL, NULL)
+         && header[4] == CREDIT
+         && g_input_stream_read_all (g_io_stream_get_input_stream (miser->stream), value, 4,
+                                     NULL, NULL, NULL))
+    {
+      miser->credit_frames++;
+      miser->credit += (guint32) value[0] << 24 | value[1] << 16 | value[2] << 8 | value[3];
+    }
+  g_atomic_int_set (&miser->done, 1);
+  return NULL;
+}
+
+/* 100000 one-byte DATA frames and the peer reads nothing meanwhile: the credit
+ * for them comes back in far fewer frames (the old code queued one CREDIT per
+ * DATA frame, without bound, for as long as the peer did not read). */
+static void
+test_credit_coalesced (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(Tunnel) connector = NULL;
+  Miser miser = { fx->ends[0], 0, 0, 0 };
+  GThread *thread;
+
+  g_socket_set_timeout (g_socket_connection_get_socket (G_SOCKET_CONNECTION (fx->ends[0])), 20);
+  server_start (fx, TRUE);
+  connector = tunnel_new_connector (fx->ends[1], fx->nbd_path);
+  tunnel_set_closed_func (connector, closed_cb, fx);
+  thread = g_thread_new ("miser", miser_thread, &miser);
+  iterate_until (&miser.done, 30);
+  g_assert_true (g_atomic_int_get (&miser.done));
+  g_thread_join (thread);
+  g_test_message ("credit for %" G_GUINT64_FORMAT " bytes in %u CREDIT frames", miser.credit,
+                  miser.credit_frames);
+  g_assert_false (fx->closed);
+  g_assert_cmpuint (miser.credit, ==, TINY_FRAMES);
+  g_assert_cmpuint (miser.credit_frames, <, TINY_FRAMES / 2);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -309,6 +395,8 @@ main (int argc, char **argv)
               test_data_beyond_window, fixture_teardown);
   g_test_add ("/tunnel/hostile/too-many-channels", Fixture, NULL, fixture_setup,
               test_too_many_channels, fixture_teardown);
+  g_test_add ("/tunnel/hostile/credit-coalesced", Fixture, NULL, fixture_setup,
+              test_credit_coalesced, fixture_teardown);
   g_test_add ("/tunnel/hostile/credit-never-sent", Fixture, NULL, fixture_setup,
               test_credit_never_sent, fixture_teardown);
   return g_test_run ();
