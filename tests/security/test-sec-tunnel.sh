@@ -8,7 +8,7 @@
 # server's greeting (NBDMAGIC).  Only loopback and one network namespace of the
 # test's own are used.  Exit 77 (skip) without root (the namespace case needs it).
 # Usage: test-sec-tunnel.sh [BLKMIG]
-# shellcheck disable=SC2317  # cleanup is called by the trap
+# shellcheck disable=SC2317,SC2015,SC2059  # trap-called cleanup; A && B || bail; frames as printf formats
 set -uo pipefail
 
 HERE=$(cd "$(dirname "$(readlink -f "$0")")" && pwd)
