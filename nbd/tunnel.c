@@ -23,6 +23,9 @@ typedef struct {
   gint refs;
   GIOStream *conn;            /* the local NBD connection; NULL until connected */
   gint64 credit;              /* bytes we may still send the peer */
+  gint64 window;              /* bytes the peer may still send us */
+  gint64 owed;                /* bytes written out, not yet in a CREDIT frame */
+  gboolean owing;             /* in tunnel->owing */
   gboolean reading;
   gboolean writing;
   gboolean local_eof;         /* CLOSE sent */
@@ -42,6 +45,7 @@ struct _Tunnel {
   GHashTable *channels;       /* id → Channel */
   guint32 next_id;
   GQueue outq;                /* GBytes frames for the stream */
+  GQueue owing;               /* Channels (a ref each) with credit to return */
   gsize outq_bytes;
   guint out_frames;           /* frames of the writev in flight, 0 = none */
   GOutputVector out_vecs[WRITEV_FRAMES];
@@ -54,8 +58,41 @@ struct _Tunnel {
   gpointer closed_data;
 };
 
+/* Big-endian u32 at any address: frames put them at odd offsets. */
+static guint32
+get_be32 (const guint8 *p)
+{
+  guint32 be;
+
+  memcpy (&be, p, sizeof be);
+  return GUINT32_FROM_BE (be);
+}
+
+static void
+put_be32 (guint8 *p, guint32 value)
+{
+  guint32 be = GUINT32_TO_BE (value);
+
+  memcpy (p, &be, sizeof be);
+}
+
 static void tunnel_read_header (Tunnel *tunnel);
 static void tunnel_unref (Tunnel *tunnel);
+static void tunnel_close (Tunnel *tunnel, GError *error);
+
+/* Ends the stream: the peer broke the protocol (a broken or hostile peer). */
+static void G_GNUC_PRINTF (2, 3)
+tunnel_violation (Tunnel *tunnel, const char *format, ...)
+{
+  va_list args;
+  g_autofree char *what = NULL;
+
+  va_start (args, format);
+  what = g_strdup_vprintf (format, args);
+  va_end (args);
+  tunnel_close (tunnel, g_error_new (BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
+                                     "tunnel: the peer broke the protocol: %s", what));
+}
 
 static Tunnel *
 tunnel_ref (Tunnel *tunnel)
@@ -98,6 +135,7 @@ channel_new (Tunnel *tunnel, guint32 id, GIOStream *conn)
   ch->refs = 1;                       /* the table's */
   ch->conn = conn != NULL ? g_object_ref (conn) : NULL;
   ch->credit = TUNNEL_WINDOW;
+  ch->window = TUNNEL_WINDOW;
   ch->cancellable = g_cancellable_new ();
   g_queue_init (&ch->writes);
   g_hash_table_insert (tunnel->channels, GUINT_TO_POINTER (id), ch);
@@ -118,18 +156,67 @@ channel_destroy (Channel *ch)
 
 /* ---- the stream: writing ------------------------------------------------ */
 
+/* Puts the header on @frame (FRAME_HEADER + len bytes, payload in place) and
+ * wraps it for the output queue. */
+static GBytes *
+frame_finish (guint32 id, guint8 type, guint8 *frame, guint32 len)
+{
+  put_be32 (frame, id);
+  frame[4] = type;
+  put_be32 (frame + 5, len);
+  return g_bytes_new_take (frame, FRAME_HEADER + len);
+}
+
 /* Queues @frame (FRAME_HEADER + len bytes, payload already in place; taken). */
 static void
 tunnel_queue (Tunnel *tunnel, guint32 id, guint8 type, guint8 *frame, guint32 len)
 {
   if (tunnel->closed)
     return g_free (frame);
-  *(guint32 *) frame = GUINT32_TO_BE (id);
-  frame[4] = type;
-  *(guint32 *) (frame + 5) = GUINT32_TO_BE (len);
-  g_queue_push_tail (&tunnel->outq, g_bytes_new_take (frame, FRAME_HEADER + len));
+  g_queue_push_tail (&tunnel->outq, frame_finish (id, type, frame, len));
   tunnel->outq_bytes += FRAME_HEADER + len;
   tunnel_flush (tunnel);
+}
+
+/* @ch wrote @n bytes out: the peer may send that much more.  The credit goes
+ * out with the next write to the stream, one CREDIT per channel however many
+ * writes it sums up, so a peer that does not read cannot make us pile them up. */
+static void
+channel_owe (Channel *ch, gsize n)
+{
+  ch->owed += n;
+  if (!ch->owing)
+    {
+      ch->owing = TRUE;
+      g_queue_push_tail (&ch->tunnel->owing, channel_ref (ch));
+    }
+  tunnel_flush (ch->tunnel);
+}
+
+/* Puts a CREDIT for every channel that owes one at the head of the output queue
+ * (credit is never held up behind data); the window grows as it is sent. */
+static void
+tunnel_queue_credits (Tunnel *tunnel)
+{
+  Channel *ch;
+
+  while ((ch = g_queue_pop_head (&tunnel->owing)) != NULL)
+    {
+      guint8 *frame = g_malloc (FRAME_HEADER + 4);
+
+      ch->owing = FALSE;
+      put_be32 (frame + FRAME_HEADER, ch->owed);  /* at most one window */
+      if (ch->dead)
+        g_free (frame);
+      else
+        {
+          g_queue_push_head (&tunnel->outq, frame_finish (ch->id, FRAME_CREDIT, frame, 4));
+          tunnel->outq_bytes += FRAME_HEADER + 4;
+          ch->window += ch->owed;
+        }
+      ch->owed = 0;
+      channel_unref (ch);
+    }
 }
 
 static void
@@ -140,14 +227,6 @@ tunnel_send (Tunnel *tunnel, guint32 id, guint8 type, const void *data, guint32 
   if (len > 0)
     memcpy (frame + FRAME_HEADER, data, len);
   tunnel_queue (tunnel, id, type, frame, len);
-}
-
-static void
-tunnel_send_u32 (Tunnel *tunnel, guint32 id, guint8 type, guint32 value)
-{
-  guint32 be = GUINT32_TO_BE (value);
-
-  tunnel_send (tunnel, id, type, &be, sizeof be);
 }
 
 static void
@@ -222,6 +301,7 @@ tunnel_flush (Tunnel *tunnel)
 
   if (tunnel->out_frames > 0 || tunnel->closed)
     return;
+  tunnel_queue_credits (tunnel);
   for (GList *l = tunnel->outq.head; l != NULL && n < WRITEV_FRAMES; l = l->next, n++)
     tunnel->out_vecs[n].buffer = g_bytes_get_data (l->data, &tunnel->out_vecs[n].size);
   if (n == 0)
@@ -293,7 +373,7 @@ channel_written_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     }
   data = g_queue_pop_head (&ch->writes);
   if (!ch->dead)
-    tunnel_send_u32 (ch->tunnel, ch->id, FRAME_CREDIT, g_bytes_get_size (data));
+    channel_owe (ch, g_bytes_get_size (data));
   channel_write (ch);
   channel_unref (ch);
 }
@@ -354,8 +434,9 @@ tunnel_open_channel (Tunnel *tunnel, guint32 id)
   Channel *ch;
 
   if (tunnel->nbd_path == NULL || g_hash_table_contains (tunnel->channels, GUINT_TO_POINTER (id)))
-    return tunnel_close (tunnel, g_error_new (BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
-                                              "tunnel: unexpected OPEN for channel %u", id));
+    return tunnel_violation (tunnel, "unexpected OPEN for channel %u", id);
+  if (g_hash_table_size (tunnel->channels) >= TUNNEL_MAX_CHANNELS)
+    return tunnel_violation (tunnel, "more than %d channels open", TUNNEL_MAX_CHANNELS);
   ch = channel_new (tunnel, id, NULL);
   g_socket_client_connect_async (client, G_SOCKET_CONNECTABLE (addr), ch->cancellable,
                                  channel_connected_cb, channel_ref (ch));
@@ -374,15 +455,22 @@ tunnel_dispatch (Tunnel *tunnel, guint32 id, guint8 type, guint32 len)
     case FRAME_DATA:
       if (ch == NULL)
         break;  /* that connection already ended here */
+      if (len > ch->window)
+        return tunnel_violation (tunnel, "%u bytes of DATA on channel %u beyond the credit it "
+                                 "was given", len, id);
+      ch->window -= len;
       g_queue_push_tail (&ch->writes, g_bytes_new_take (g_steal_pointer (&tunnel->payload), len));
       channel_write (ch);
       break;
     case FRAME_CREDIT:
-      if (ch != NULL && len == 4)
-        {
-          ch->credit += GUINT32_FROM_BE (*(guint32 *) tunnel->payload);
-          channel_read (ch);
-        }
+      if (len != 4)
+        return tunnel_violation (tunnel, "CREDIT of %u bytes", len);
+      if (ch == NULL)
+        break;
+      ch->credit += get_be32 (tunnel->payload);
+      if (ch->credit > TUNNEL_WINDOW)
+        return tunnel_violation (tunnel, "more CREDIT on channel %u than was sent", id);
+      channel_read (ch);
       break;
     case FRAME_CLOSE:
       if (ch != NULL)
@@ -393,8 +481,7 @@ tunnel_dispatch (Tunnel *tunnel, guint32 id, guint8 type, guint32 len)
         }
       break;
     default:
-      tunnel_close (tunnel, g_error_new (BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
-                                         "tunnel: unknown frame type %u", type));
+      tunnel_violation (tunnel, "unknown frame type %u", type);
     }
 }
 
@@ -404,14 +491,14 @@ tunnel_payload_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   Tunnel *tunnel = user_data;
   g_autoptr(GError) error = NULL;
   gsize got = 0;
-  guint32 len = GUINT32_FROM_BE (*(guint32 *) (tunnel->header + 5));
+  guint32 len = get_be32 (tunnel->header + 5);
 
   if (!g_input_stream_read_all_finish (G_INPUT_STREAM (source), result, &got, &error)
       || got < len)
     tunnel_close (tunnel, g_steal_pointer (&error));
   else
     {
-      tunnel_dispatch (tunnel, GUINT32_FROM_BE (*(guint32 *) tunnel->header), tunnel->header[4],
+      tunnel_dispatch (tunnel, get_be32 (tunnel->header), tunnel->header[4],
                        len);
       tunnel_read_header (tunnel);
     }
@@ -426,16 +513,15 @@ tunnel_header_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   gsize got = 0;
   guint32 len;
 
-  len = GUINT32_FROM_BE (*(guint32 *) (tunnel->header + 5));
+  len = get_be32 (tunnel->header + 5);
   if (!g_input_stream_read_all_finish (G_INPUT_STREAM (source), result, &got, &error)
       || got < FRAME_HEADER)
     tunnel_close (tunnel, g_steal_pointer (&error));  /* NULL error: the peer ended it */
   else if (len > FRAME_MAX)
-    tunnel_close (tunnel, g_error_new (BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
-                                       "tunnel: frame of %u bytes", len));
+    tunnel_violation (tunnel, "frame of %u bytes", len);
   else if (len == 0)
     {
-      tunnel_dispatch (tunnel, GUINT32_FROM_BE (*(guint32 *) tunnel->header), tunnel->header[4], 0);
+      tunnel_dispatch (tunnel, get_be32 (tunnel->header), tunnel->header[4], 0);
       tunnel_read_header (tunnel);
     }
   else
@@ -469,6 +555,7 @@ tunnel_new (GIOStream *stream)
   tunnel->payload = NULL;  /* one buffer per frame: DATA hands it on without a copy */
   tunnel->cancellable = g_cancellable_new ();
   g_queue_init (&tunnel->outq);
+  g_queue_init (&tunnel->owing);
   tunnel_read_header (tunnel);
   return tunnel;
 }
@@ -534,6 +621,7 @@ tunnel_unref (Tunnel *tunnel)
 {
   if (--tunnel->refs > 0)
     return;
+  g_queue_clear_full (&tunnel->owing, (GDestroyNotify) channel_unref);
   g_hash_table_unref (tunnel->channels);
   g_queue_clear_full (&tunnel->outq, (GDestroyNotify) g_bytes_unref);
   g_clear_error (&tunnel->error);

@@ -11,8 +11,17 @@
  *          the sender may send that much more
  *   CLOSE  either way: that connection ended
  * Each channel starts with TUNNEL_WINDOW bytes of credit each way, so a slow
- * receiver holds at most one window per channel in memory. */
+ * receiver holds at most one window per channel in memory.  The receiver
+ * enforces that: DATA beyond the credit it granted, CREDIT beyond what was
+ * sent, or an OPEN past TUNNEL_MAX_CHANNELS open channels ends the whole
+ * stream with an error (the peer is broken or hostile).  Credit returned while
+ * a write to the stream is under way is summed up into one CREDIT per channel,
+ * so a peer that never reads cannot make us queue frames without end either.
+ * Memory is then bounded by TUNNEL_WINDOW x TUNNEL_MAX_CHANNELS. */
 #define TUNNEL_WINDOW (16 * 1024 * 1024)
+/* Channels one stream may have open at once: one per disk (and briefly one more
+ * while QEMU reconnects), far above any VM's disk count. */
+#define TUNNEL_MAX_CHANNELS 64
 
 typedef struct _Tunnel Tunnel;
 

@@ -35,7 +35,8 @@ sed -e "s|/usr/local/bin/blkmig|$BLKMIG|" -e "s|/etc/default/blkmig-tunnel|$DIR/
     "$ROOT/examples/blkmig-tunnel@.service" > "$DIR/blkmig-tunnel@.service"
 cp "$ROOT/examples/blkmig-tunnel.socket" "$DIR/"
 "$HERE/make-certs.sh" "$DIR/certs" 127.0.0.1 >/dev/null
-printf 'BLKMIG_NBD_SOCKET=%s\nBLKMIG_TLS_CREDS=%s\n' "$DIR/nbd.sock" "$DIR/certs" > "$DIR/env"
+printf 'BLKMIG_NBD_SOCKET=%s\nBLKMIG_TLS_CREDS=%s\nBLKMIG_TLS_AUTHZ=%s\n' "$DIR/nbd.sock" \
+    "$DIR/certs" "O=blkmig,CN=blkmig-client" > "$DIR/env"
 check "systemd-analyze verify accepts the socket and service units" \
     systemd-analyze verify --man=no "$DIR/blkmig-tunnel.socket" "$DIR/blkmig-tunnel@.service"
 
