@@ -6,6 +6,7 @@
 #include "common/debug.h"
 #include "common/error.h"
 #include "nbd/nbd-tls.h"
+#include "qmp/qmp-json.h"
 
 #define ABORT_TIMEOUT_MS (30 * 1000)
 #define ABORT_COMMAND_MS (10 * 1000)
@@ -55,10 +56,41 @@ session_journal (Journal *journal, const char *step, const Cookie *cookie, GErro
   return journal->cookie != NULL && journal_write (journal, step, error);
 }
 
+static JsonNode *session_try (QmpClient *qmp, const char *command, JsonNode *args);
+
+/* Migration parameters that name one of @ids go back to "" (no TLS) before the
+ * objects go: QEMU would keep pointing at deleted objects for its next migration. */
+static void
+session_reset_migration_tls (QmpClient *qmp, const char *const *ids)
+{
+  static const char *const keys[] = { "tls-creds", "tls-authz", NULL };
+  g_autoptr(JsonNode) params = NULL;
+  g_autoptr(JsonNode) ret = NULL;
+  JsonObject *obj;
+  gboolean ours = FALSE;
+
+  if (qmp_client_get_state (qmp) != QMP_STATE_READY
+      || !qmp_client_has_command (qmp, "query-migrate-parameters"))
+    return;
+  params = session_try (qmp, "query-migrate-parameters", NULL);
+  obj = qmp_node_object (params);
+  for (gsize i = 0; keys[i] != NULL; i++)
+    ours |= g_strv_contains (ids, qmp_member_string (obj, keys[i]) ?: "");
+  if (ours)
+    ret = session_try (qmp, "migrate-set-parameters",
+                       qmp_args_new ("tls-creds", qmp_str (""), "tls-hostname", qmp_str (""),
+                                     "tls-authz", qmp_str (""), NULL));
+}
+
 void
 session_del_tls_objects (QmpClient *qmp, const Cookie *cookie)
 {
   static const char kinds[] = { 't', 'z', 'c' };
+  g_auto(GStrv) ids = g_new0 (char *, G_N_ELEMENTS (kinds) + 1);
+
+  for (gsize i = 0; i < G_N_ELEMENTS (kinds); i++)
+    ids[i] = session_node_name (cookie, kinds[i], 0);
+  session_reset_migration_tls (qmp, (const char *const *) ids);
 
   for (gsize i = 0; i < G_N_ELEMENTS (kinds); i++)
     {
