@@ -223,7 +223,8 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
     { "migrate-uri", 0, 0, G_OPTION_ARG_STRING, &uri,
-      "Memory stream URI (default: the destination cookie's)", "URI" },
+      "Memory stream URI (default: the destination cookie's, if it is tcp: to the host the "
+      "disks go to, or unix: with --local-destination)", "URI" },
     { "no-migrate", 0, 0, G_OPTION_ARG_NONE, &no_migrate,
       "Live mode: copy the disks but do not migrate the VM", NULL },
     COMMAND_MIRROR_ENTRIES (&mirror),
