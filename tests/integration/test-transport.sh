@@ -503,7 +503,9 @@ perform=$!
 BG_PIDS+=("$perform")
 mirroring=no
 for ((i = 0; i < 200; i++)); do
-    if grep -q 'blkmig: vda: .*copying' "$DIR/$c-perform.log"; then
+    # vdc, the last disk: every mirror runs through the tunnel (on a loaded host the
+    # last NBD connection can take more than the second below)
+    if grep -q 'blkmig: vdc: .*copying' "$DIR/$c-perform.log"; then
         mirroring=yes
         break
     fi

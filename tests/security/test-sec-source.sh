@@ -257,6 +257,21 @@ check "the parameters are reset and no TLS object is left on either side" eval \
 stop_qemu "$DIR/t-src.pid"
 stop_qemu "$DIR/t-dst.pid"
 
+# --------------- item 5: an aborted TLS prepare leaves no parameter behind either
+start_pair a
+in_ns begin --qmp "$DIR/a-src.qmp" -o "$DIR/a.c1" >/dev/null 2>&1 || bail "begin failed"
+in_ns prepare --qmp "$DIR/a-dst.qmp" -c "$DIR/a.c1" -o "$DIR/a.c2" --listen tcp:127.0.0.1:0 \
+    --incoming "tcp:127.0.0.1:$((PORT + 1))" --tls-creds "$DIR/dst-tls" >"$DIR/a.log" 2>&1 ||
+    bail "prepare --tls-creds failed: $(cat "$DIR/a.log")"
+ID8=$(jq -r .id "$DIR/a.c2" | cut -c1-8)
+check "prepare --tls-creds: the incoming stream waits with tls-creds blkmig${ID8}t0" eval \
+    '[[ $(params "$DIR/a-dst.mon") == "blkmig${ID8}t0,," ]]'
+check "abort on the destination resets the parameters before the objects go" eval \
+    'in_ns abort --qmp "$DIR/a-dst.qmp" -c "$DIR/a.c2" && [[ $(params "$DIR/a-dst.mon") == ",," ]] &&
+     no_blkmig_objects "$DIR/a-dst.mon"'
+stop_qemu "$DIR/a-src.pid"
+stop_qemu "$DIR/a-dst.pid"
+
 echo "1..$N"
 ((FAILED == 0)) || { diag "$FAILED checks failed"; exit 1; }
 exit 0
