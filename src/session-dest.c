@@ -145,7 +145,8 @@ dest_expect_incoming (QmpClient *dst, GCancellable *cancellable, GError **error)
 }
 
 /* With --tls-creds the memory stream is TLS too, with the NBD server's credentials
- * and --tls-authz; session_del_tls_objects resets these before the objects go. */
+ * and --tls-authz (left alone without: QEMU 7.2 looks up even a tls-authz of "");
+ * session_del_tls_objects unsets them before the objects go. */
 static gboolean
 dest_start_incoming (QmpClient *dst, Cookie *reply, const PrepareOptions *opts,
                      GCancellable *cancellable, GError **error)
@@ -161,8 +162,8 @@ dest_start_incoming (QmpClient *dst, Cookie *reply, const PrepareOptions *opts,
   if (opts->tls_dir != NULL
       && (params = qmp_client_execute_sync (dst, "migrate-set-parameters",
                                             qmp_args_new ("tls-creds", qmp_str (tls_id),
-                                                          "tls-authz", qmp_str (
-                                                            opts->tls_authz != NULL ? authz_id : ""),
+                                                          "tls-authz", opts->tls_authz != NULL
+                                                            ? qmp_str (authz_id) : NULL,
                                                           NULL),
                                             cancellable, error)) == NULL)
     return FALSE;

@@ -272,6 +272,24 @@ check "abort on the destination resets the parameters before the objects go" eva
 stop_qemu "$DIR/a-src.pid"
 stop_qemu "$DIR/a-dst.pid"
 
+# ------ item 5: migrate (both sides local, UNIX sockets) with TLS and no authz list
+start_pair m
+rc=0
+in_ns migrate -q --source "$DIR/m-src.qmp" --dest "$DIR/m-dst.qmp" --tls-creds "$DIR/pki" \
+    >"$DIR/m.log" 2>&1 || rc=$?
+if ((rc == 0)) && qemu-img compare -U "$DIR/m-src.qcow2" "$DIR/m-dst.qcow2" >>"$DIR/m.log" 2>&1
+then
+    ok "migrate --tls-creds over UNIX sockets (memory stream TLS, no authz) exits 0, identical"
+else
+    not_ok "migrate --tls-creds over UNIX sockets exits 0, identical (status $rc)" "$DIR/m.log"
+fi
+check "migrate --tls-creds: the destination runs, no parameter or TLS object is left" eval \
+    'vm_running "$DIR/m-dst.mon" && [[ $(params "$DIR/m-src.mon") == ",," &&
+     $(params "$DIR/m-dst.mon") == ",," ]] && no_blkmig_objects "$DIR/m-src.mon" &&
+     no_blkmig_objects "$DIR/m-dst.mon"'
+stop_qemu "$DIR/m-src.pid"
+stop_qemu "$DIR/m-dst.pid"
+
 echo "1..$N"
 ((FAILED == 0)) || { diag "$FAILED checks failed"; exit 1; }
 exit 0
