@@ -546,38 +546,46 @@ source_check (SourceRun *run, const char *migrate_uri, gboolean no_migrate, GErr
   return source_trust_check (run->cookie, run->opts, migrate_uri, no_migrate, &run->plan, error);
 }
 
+/* Mirrors and switch with the checked plan; on failure the source is rolled back. */
+static Cookie *
+source_run (SourceRun *run, gboolean no_migrate, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr(JobGroup) group = job_group_new (run->qmp);
+  g_autoptr(Progress) progress = NULL;
+  g_autoptr(GError) journal_error = NULL;
+  const SourceOptions *opts = run->opts;
+  Cookie *result;
+  gboolean ok;
+
+  run->group = group;
+  run->files = files;
+  job_group_set_stall_timeout (group, 1000 * MIRROR_KNOB (opts->mirror.stall_timeout,
+                                                          MIRROR_DEFAULT_STALL_TIMEOUT));
+  progress = progress_start (group, opts->quiet, opts->progress_ms);
+  ok = source_mirror_and_switch (run, run->plan.migrate_uri, no_migrate, cancellable, error);
+  g_clear_pointer (&progress, progress_stop);
+  if (!ok)
+    session_abort (run->qmp, run->cookie);  /* the NBD clients go before the tunnel does */
+  source_tunnel_close (&run->tunnel);
+  if (!ok)
+    return NULL;
+  result = source_result (run, run->cookie->mode == COOKIE_MODE_LIVE && !no_migrate, error);
+  if (result != NULL && !session_journal (opts->journal, result->status, result, &journal_error))
+    g_printerr ("blkmig: warning: %s\n", journal_error->message);
+  return result;
+}
+
 Cookie *
 session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
                  const char *migrate_uri, gboolean no_migrate,
                  GCancellable *cancellable, GError **error)
 {
   SourceRun run = { src, dest, opts, NULL, 0, NULL, { 0 }, { 0 } };
-  g_autoptr(GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
-  g_autoptr(JobGroup) group = job_group_new (src);
-  g_autoptr(Progress) progress = NULL;
-  g_autoptr(GError) journal_error = NULL;
-  g_auto(SourcePlan) plan = { 0 };
-  Cookie *result;
-  gboolean ok;
+  Cookie *result = NULL;
 
-  ok = source_check (&run, migrate_uri, no_migrate, error);
-  plan = run.plan;  /* freed on return */
-  if (!ok)
-    return NULL;
-  run.group = group;
-  run.files = files;
-  job_group_set_stall_timeout (group, 1000 * MIRROR_KNOB (opts->mirror.stall_timeout,
-                                                          MIRROR_DEFAULT_STALL_TIMEOUT));
-  progress = progress_start (group, opts->quiet, opts->progress_ms);
-  ok = source_mirror_and_switch (&run, plan.migrate_uri, no_migrate, cancellable, error);
-  g_clear_pointer (&progress, progress_stop);
-  if (!ok)
-    session_abort (src, dest);  /* the NBD clients go before the tunnel does */
-  source_tunnel_close (&run.tunnel);
-  if (!ok)
-    return NULL;
-  result = source_result (&run, dest->mode == COOKIE_MODE_LIVE && !no_migrate, error);
-  if (result != NULL && !session_journal (opts->journal, result->status, result, &journal_error))
-    g_printerr ("blkmig: warning: %s\n", journal_error->message);
+  if (source_check (&run, migrate_uri, no_migrate, error))
+    result = source_run (&run, no_migrate, cancellable, error);
+  source_plan_clear (&run.plan);
   return result;
 }
