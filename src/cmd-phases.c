@@ -4,6 +4,7 @@
 #include <glib/gstdio.h>
 
 #include "common/error.h"
+#include "common/escape.h"
 #include "src/commands.h"
 #include "src/session.h"
 
@@ -187,10 +188,13 @@ perform_check_offer (const Cookie *dest, GError **error)
                         "offer is gone)", dest->id), FALSE;
   offer = journal_load (want->path, &local_error);
   if (offer == NULL || offer->cookie == NULL)
-    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_COOKIE,
-                        "cookie: the offer of migration %s is unreadable: %s", dest->id,
-                        local_error != NULL ? local_error->message : "it holds no cookie"),
-           FALSE;
+    {
+      g_autofree char *why = blkmig_escape_full (local_error != NULL ? local_error->message
+                                                                     : "it holds no cookie");
+      return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_COOKIE,
+                          "cookie: the offer of migration %s is unreadable: %s", dest->id, why),
+             FALSE;
+    }
   return cookie_check_reply (offer->cookie, dest, error);
 }
 

@@ -2,10 +2,12 @@
 #include "src/session.h"
 
 #include "common/error.h"
+#include "common/escape.h"
 #include <gio/gunixsocketaddress.h>
 
 #include "nbd/nbd-tls.h"
 #include "nbd/verify.h"
+#include "qmp/qmp-json.h"
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
 #include "src/events.h"
@@ -301,21 +303,24 @@ source_mirrors_ended (SourceRun *run, GError **error)
          || run->opts->mirrors_ended (run->opts->mirrors_ended_data, error);
 }
 
+/* QEMU's status and error-desc are escaped: they reach the message. */
 static gboolean
 source_migration_status (JsonObject *data, const char *want, QmpClient *qmp, GError **error)
 {
-  const char *status = json_object_get_string_member_with_default (data, "status", "?");
+  const char *status = qmp_member_string (data, "status");
   g_autoptr(JsonNode) info = NULL;
-  const char *desc = NULL;
+  g_autofree char *shown = NULL;
+  g_autofree char *desc = NULL;
+  const char *raw_desc;
 
-  if (g_str_equal (status, want))
+  if (g_strcmp0 (status, want) == 0)
     return TRUE;
   info = qmp_client_execute_sync (qmp, "query-migrate", NULL, NULL, NULL);
-  if (info != NULL && JSON_NODE_HOLDS_OBJECT (info))
-    desc = json_object_get_string_member_with_default (json_node_get_object (info),
-                                                       "error-desc", NULL);
-  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_MIGRATION, "migration %s%s%s", status,
-               desc != NULL ? ": " : "", desc != NULL ? desc : "");
+  raw_desc = qmp_member_string (qmp_node_object (info), "error-desc");
+  shown = blkmig_escape (status != NULL ? status : "?");
+  desc = blkmig_escape (raw_desc);
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_MIGRATION, "migration %s%s%s", shown,
+               raw_desc != NULL ? ": " : "", raw_desc != NULL ? desc : "");
   return FALSE;
 }
 
@@ -324,13 +329,9 @@ source_migration_transferred (QmpClient *qmp, GCancellable *cancellable)
 {
   g_autoptr(JsonNode) info = qmp_client_execute_sync (qmp, "query-migrate", NULL, cancellable,
                                                       NULL);
-  JsonObject *ram;
+  JsonObject *ram = qmp_member_object (qmp_node_object (info), "ram");
 
-  if (info == NULL || !JSON_NODE_HOLDS_OBJECT (info)
-      || !json_object_has_member (json_node_get_object (info), "ram"))
-    return -1;
-  ram = json_object_get_object_member (json_node_get_object (info), "ram");
-  return json_object_get_int_member_with_default (ram, "transferred", -1);
+  return qmp_member_int (ram, "transferred", -1);
 }
 
 /* Waits for the MIGRATION event @wait expects; fails when the memory stream makes
