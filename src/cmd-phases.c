@@ -91,8 +91,8 @@ cmd_begin (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autoptr(Cookie) cookie = NULL;
   CookieMode mode;
 
-  if (!phase_parse (argc, argv, "Describe the source's disks in a source cookie.", entries,
-                    &args, error))
+  if (!phase_parse (argc, argv, "Describe the source's disks in a source cookie, and record "
+                    "it as the offer perform checks the answer against.", entries, &args, error))
     return FALSE;
   if (!cookie_mode_from_string (mode_str != NULL ? mode_str : "live", &mode))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
