@@ -38,7 +38,7 @@ copy_once() {
     "$BLKMIG" begin --qmp "$W/src.qmp" --mode copy -o "$W/c1"
     "$BLKMIG" prepare --qmp "$W/dst.qmp" --listen "unix:$W/nbd.sock" -c "$W/c1" -o "$W/c2"
     drop_caches
-    timed "$BLKMIG" perform -q --qmp "$W/src.qmp" -c "$W/c2" -o "$W/c3" "$@"
+    timed "$BLKMIG" perform -q --local-destination --qmp "$W/src.qmp" -c "$W/c2" -o "$W/c3" "$@"
     "$BLKMIG" finish --qmp "$W/dst.qmp" -c "$W/c3"
     vm_stop dst
     vm_stop src

@@ -21,7 +21,8 @@
 #   --dest HOST       the destination, as the remote command takes it (ssh: [user@]host)
 #   --dest-qmp PATH   the destination QEMU's QMP socket (on the destination host)
 #   --listen ADDR     the destination's NBD address: tcp:HOST:PORT (PORT 0 = any free
-#                     port) or unix:PATH (only when both QEMUs share a host)
+#                     port) or unix:PATH (only when both QEMUs share a host); with
+#                     unix:PATH or a loopback HOST perform gets --local-destination
 #   --incoming URI    the destination's memory stream URI (live mode over TCP)
 #   --disk NAME       migrate only this disk; repeatable (default: all disks)
 #   --mode MODE       live (default), copy or move
@@ -215,6 +216,10 @@ STEP=perform
 perform_args=(perform --qmp "$SRC_QMP" -c "$WORK/dest.cookie" -o "$WORK/result.cookie")
 [[ -z $SPEED ]] || perform_args+=(--speed "$SPEED")
 perform_args+=("${INSECURE[@]}")
+# The destination is this host only when our own --listen says so (never the cookie).
+case $LISTEN in
+unix:* | tcp:127.* | tcp:localhost:* | tcp:\[::1\]:*) perform_args+=(--local-destination) ;;
+esac
 say "perform: mirroring the disks to $DEST"
 run "$BLKMIG" "${perform_args[@]}"
 LOCAL_COOKIE=$WORK/result.cookie

@@ -135,6 +135,7 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   sopts.tls_dir = args->tls_dir;
   sopts.insecure = args->insecure;
   sopts.pass_fds = args->pass_fds;
+  sopts.local_destination = TRUE;  /* one process drives both QEMUs: both are local */
   if (!session_journal (run->journal, "begin", run->offer, error)
       || !migrate_prepare (run, args, cancellable, error))
     return FALSE;

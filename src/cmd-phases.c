@@ -4,6 +4,7 @@
 #include <glib/gstdio.h>
 
 #include "common/error.h"
+#include "common/escape.h"
 #include "src/commands.h"
 #include "src/session.h"
 
@@ -58,6 +59,22 @@ phase_out (const PhaseArgs *args)
   return args->output != NULL ? args->output : "-";
 }
 
+/* The offer goes into a journal of its own before it leaves: perform accepts only
+ * an answer to an offer this host made (and removes it once done or rolled back). */
+static gboolean
+begin_record (const Cookie *offer, const char *qmp, const char *out, GError **error)
+{
+  g_autoptr(Journal) journal = journal_new (offer->id, "begin");
+
+  journal->source_qmp = g_strdup (qmp);
+  if (!session_journal (journal, "offered", offer, error))
+    return FALSE;
+  if (cookie_save (offer, out, error))
+    return TRUE;
+  journal_remove (journal);
+  return FALSE;
+}
+
 gboolean
 cmd_begin (int argc, char **argv, GCancellable *cancellable, GError **error)
 {
@@ -74,8 +91,8 @@ cmd_begin (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autoptr(Cookie) cookie = NULL;
   CookieMode mode;
 
-  if (!phase_parse (argc, argv, "Describe the source's disks in a source cookie.", entries,
-                    &args, error))
+  if (!phase_parse (argc, argv, "Describe the source's disks in a source cookie, and record "
+                    "it as the offer perform checks the answer against.", entries, &args, error))
     return FALSE;
   if (!cookie_mode_from_string (mode_str != NULL ? mode_str : "live", &mode))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
@@ -83,7 +100,7 @@ cmd_begin (int argc, char **argv, GCancellable *cancellable, GError **error)
   if ((qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
     return FALSE;
   cookie = session_begin (qmp, mode, (const char *const *) disks, cancellable, error);
-  return cookie != NULL && cookie_save (cookie, phase_out (&args), error);
+  return cookie != NULL && begin_record (cookie, args.qmp, phase_out (&args), error);
 }
 
 static char *
@@ -178,6 +195,31 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   return ok;
 }
 
+/* The destination's answer must answer this host's own offer: the journal begin
+ * wrote, with the same id, mode, disks, sizes and mandatory features. */
+static gboolean
+perform_check_offer (const Cookie *dest, GError **error)
+{
+  g_autoptr(Journal) want = journal_new (dest->id, "begin");
+  g_autoptr(Journal) offer = NULL;
+  g_autoptr(GError) local_error = NULL;
+
+  if (!g_file_test (want->path, G_FILE_TEST_EXISTS))
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_COOKIE,
+                        "cookie: migration %s was not offered by begin on this host (or its "
+                        "offer is gone)", dest->id), FALSE;
+  offer = journal_load (want->path, &local_error);
+  if (offer == NULL || offer->cookie == NULL)
+    {
+      g_autofree char *why = blkmig_escape_controls (local_error != NULL ? local_error->message
+                                                                     : "it holds no cookie");
+      return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_COOKIE,
+                          "cookie: the offer of migration %s is unreadable: %s", dest->id, why),
+             FALSE;
+    }
+  return cookie_check_reply (offer->cookie, dest, error);
+}
+
 /* Events on stdout and the result cookie cannot share it. */
 static gboolean
 perform_check_outputs (const PhaseArgs *args, GError **error)
@@ -202,11 +244,13 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autofree char *tls_hostname = NULL;
   gboolean insecure = FALSE;
   gboolean pass_fds = FALSE;
+  gboolean local_destination = FALSE;
   g_auto(MirrorTuning) mirror = MIRROR_TUNING_INIT;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
     { "migrate-uri", 0, 0, G_OPTION_ARG_STRING, &uri,
-      "Memory stream URI (default: the destination cookie's)", "URI" },
+      "Memory stream URI (default: the destination cookie's, if it is tcp: to the host the "
+      "disks go to, or unix: with --local-destination)", "URI" },
     { "no-migrate", 0, 0, G_OPTION_ARG_NONE, &no_migrate,
       "Live mode: copy the disks but do not migrate the VM", NULL },
     COMMAND_MIRROR_ENTRIES (&mirror),
@@ -216,7 +260,11 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
     COMMAND_TLS_ENTRIES (&tls_dir, &insecure),
     COMMAND_PASS_FDS_ENTRY (&pass_fds),
     { "tls-hostname", 0, 0, G_OPTION_ARG_STRING, &tls_hostname,
-      "The name the destination's certificate carries (default: its address)", "NAME" },
+      "The name the destination's certificate carries (needed with --tls-creds unless the "
+      "destination is local)", "NAME" },
+    { "local-destination", 0, 0, G_OPTION_ARG_NONE, &local_destination,
+      "The destination runs on this host: accept a UNIX socket or a loopback address from "
+      "its cookie", NULL },
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -231,6 +279,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
       || !perform_check_outputs (&args, error)
       || !mirror_tuning_check (&mirror, error)
       || (dest = cookie_load (phase_in (&args), COOKIE_KIND_DESTINATION, error)) == NULL
+      || !perform_check_offer (dest, error)
       || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
     return FALSE;
   sopts.mirror = mirror;
@@ -241,12 +290,17 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   sopts.tls_hostname = tls_hostname;
   sopts.insecure = insecure;
   sopts.pass_fds = pass_fds;
+  sopts.local_destination = local_destination;
   sopts.quiet = common_options.quiet;
   sopts.journal = journal = journal_new (dest->id, "perform");
   journal->source_qmp = g_strdup (args.qmp);
   result = session_perform (qmp, dest, &sopts, uri, no_migrate, cancellable, error);
-  if (result != NULL || qmp_client_get_state (qmp) == QMP_STATE_READY)
-    journal_remove (journal);  /* done, or rolled back */
+  if (journal->step != NULL
+      && (result != NULL || qmp_client_get_state (qmp) == QMP_STATE_READY))
+    {
+      journal_remove (journal);  /* done, or rolled back */
+      journal_forget (dest->id, "begin");
+    }
   return result != NULL && cookie_save (result, phase_out (&args), error);
 }
 
@@ -286,7 +340,7 @@ cmd_finish (int argc, char **argv, GCancellable *cancellable, GError **error)
 static GPtrArray *
 phase_side_journals (const char *id, const char *qmp, GError **error)
 {
-  static const char *const commands[] = { "prepare", "perform", NULL };
+  static const char *const commands[] = { "begin", "prepare", "perform", NULL };
   g_autoptr(GPtrArray) found = g_ptr_array_new_with_free_func ((GDestroyNotify) journal_free);
 
   for (gsize i = 0; commands[i] != NULL; i++)

@@ -189,6 +189,8 @@ recover_one (const RecoverArgs *args, Journal *journal, GError **error)
 
   if (journal->cookie == NULL && !g_str_equal (journal->command, "move"))
     ok = (done = "nothing had been started", TRUE);
+  else if (g_str_equal (journal->command, "begin"))
+    ok = (done = "an offer no perform finished: withdrawn", TRUE);
   else if (g_str_equal (journal->command, "migrate"))
     ok = recover_migration (args, journal, &done, error);
   else if (g_str_equal (journal->command, "perform"))

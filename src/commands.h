@@ -57,15 +57,17 @@ extern CommonOptions common_options;
     "tcp:HOST:PORT", "ADDR" }, \
   { "tunnel-command", 0, 0, G_OPTION_ARG_STRING, (command), \
     "Carry them through the stdin/stdout of CMD (e.g. ssh HOST blkmig tunnel-endpoint " \
-    "--nbd-socket {nbd-socket}); {nbd-socket} is replaced by the destination's socket", "CMD" }
+    "--nbd-socket {nbd-socket}), split into words and run without a shell; the word " \
+    "{nbd-socket} is replaced by the destination's socket", "CMD" }
 
 /* TLS options: x509 credentials and the plaintext guard. */
 #define COMMAND_TLS_ENTRIES(dir, insecure) \
   { "tls-creds", 0, 0, G_OPTION_ARG_FILENAME, (dir), \
-    "x509 credentials for NBD: DIR holds ca-cert.pem and server-cert.pem/server-key.pem " \
-    "(destination) or client-cert.pem/client-key.pem (source)", "DIR" }, \
+    "x509 credentials for NBD and the memory stream (or the tunnel): DIR holds ca-cert.pem " \
+    "and server-cert.pem/server-key.pem (destination) or client-cert.pem/client-key.pem " \
+    "(source)", "DIR" }, \
   { "insecure", 0, 0, G_OPTION_ARG_NONE, (insecure), \
-    "Allow plaintext NBD over TCP to a non-loopback address", NULL }
+    "Allow plaintext NBD or memory stream over TCP to a non-loopback address", NULL }
 #define COMMAND_PASS_FDS_ENTRY(flag) \
   { "pass-fds", 0, 0, G_OPTION_ARG_NONE, (flag), \
     "Connect to the destination here and hand QEMU the sockets (getfd): QEMU needs no " \

@@ -8,6 +8,7 @@
  *            completed|copied|moved (then the journal goes)
  *   perform: mirror → switch → [pre-switchover] → (gone)
  *   prepare: prepare → prepared (gone after finish or abort)
+ *   begin:   offered (gone when perform is done or rolled back, or by abort/recover)
  *   move:    mirror → superseded (old leaf marked, pivot about to be asked) →
  *            pivoted (then the journal goes) */
 typedef struct {

@@ -266,20 +266,35 @@ dest_expect_incoming (QmpClient *dst, GCancellable *cancellable, GError **error)
   return FALSE;
 }
 
+/* With --tls-creds the memory stream is TLS too, with the NBD server's credentials
+ * and --tls-authz (left alone without: QEMU 7.2 looks up even a tls-authz of "");
+ * session_del_tls_objects unsets them before the objects go. */
 static gboolean
-dest_start_incoming (QmpClient *dst, Cookie *reply, const char *uri,
+dest_start_incoming (QmpClient *dst, Cookie *reply, const PrepareOptions *opts,
                      GCancellable *cancellable, GError **error)
 {
   static const char *const caps[] = { "events", "late-block-activate", NULL };
+  g_autofree char *tls_id = session_node_name (reply, 't', 0);
+  g_autofree char *authz_id = session_node_name (reply, 'z', 0);
+  g_autoptr(JsonNode) params = NULL;
   g_autoptr(JsonNode) inc = NULL;
 
   if (!session_set_capabilities (dst, caps, cancellable, error))
     return FALSE;
-  inc = qmp_client_execute_sync (dst, "migrate-incoming", qmp_args_new ("uri", qmp_str (uri), NULL),
+  if (opts->tls_dir != NULL
+      && (params = qmp_client_execute_sync (dst, "migrate-set-parameters",
+                                            qmp_args_new ("tls-creds", qmp_str (tls_id),
+                                                          "tls-authz", opts->tls_authz != NULL
+                                                            ? qmp_str (authz_id) : NULL,
+                                                          NULL),
+                                            cancellable, error)) == NULL)
+    return FALSE;
+  inc = qmp_client_execute_sync (dst, "migrate-incoming",
+                                 qmp_args_new ("uri", qmp_str (opts->incoming_uri), NULL),
                                  cancellable, error);
   if (inc == NULL)
     return FALSE;
-  reply->migrate_uri = g_strdup (uri);
+  reply->migrate_uri = g_strdup (opts->incoming_uri);
   return TRUE;
 }
 
@@ -338,7 +353,7 @@ dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean 
     ok = dest_export_disk (dst, opts->journal, reply, i, cancellable, error);
   nbd_endpoint_clear (&ep);
   if (ok && reply->mode == COOKIE_MODE_LIVE)
-    ok = dest_start_incoming (dst, reply, opts->incoming_uri, cancellable, error);
+    ok = dest_start_incoming (dst, reply, opts, cancellable, error);
   if (ok && reply->mode == COOKIE_MODE_LIVE && g_str_has_prefix (opts->incoming_uri, "unix:"))
     journal_add_created (opts->journal, opts->incoming_uri + 5);
   return ok;

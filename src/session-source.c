@@ -2,14 +2,17 @@
 #include "src/session.h"
 
 #include "common/error.h"
+#include "common/escape.h"
 #include <gio/gunixsocketaddress.h>
 
 #include "nbd/nbd-tls.h"
 #include "nbd/verify.h"
+#include "qmp/qmp-json.h"
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
 #include "src/events.h"
 #include "src/progress.h"
+#include "src/source-trust.h"
 #include "src/source-tunnel.h"
 
 /* The memory migration has no natural bound; this only guards against a hang. */
@@ -23,6 +26,7 @@ typedef struct {
   gint64 stopped_us;          /* when the source paused for switchover */
   GPtrArray *files;           /* per disk: the source image, for --verify */
   SourceTunnel tunnel;        /* --tunnel: where QEMU's NBD clients connect instead */
+  SourcePlan plan;            /* what was decided from the cookie and the options */
 } SourceRun;
 
 static Cookie *
@@ -83,16 +87,6 @@ source_nbd_server_arg (const SourceRun *run)
                        "port", qmp_str (port), NULL);
 }
 
-/* The name the destination's certificate must carry. */
-static const char *
-source_tls_hostname (const SourceRun *run)
-{
-  if (run->opts->tls_hostname != NULL)
-    return run->opts->tls_hostname;
-  return run->cookie->nbd_host != NULL && run->tunnel.path == NULL ? run->cookie->nbd_host
-                                                                  : "localhost";
-}
-
 /* --pass-fds: blkmig connects and hands QEMU the connected socket (getfd), so QEMU
  * needs no access to the socket path or the network.  Such a node cannot
  * reconnect: a new connection would need a new fd. */
@@ -145,7 +139,7 @@ source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GErr
                                                "reconnect-delay", qmp_int (reconnect),
                                                "tls-creds", tls != NULL ? qmp_str (tls) : NULL,
                                                "tls-hostname", tls != NULL
-                                                 ? qmp_str (source_tls_hostname (run)) : NULL,
+                                                 ? qmp_str (run->plan.tls_hostname) : NULL,
                                                NULL),
                                  cancellable, error);
   if (ret == NULL)
@@ -253,8 +247,9 @@ source_delete_target_nodes (SourceRun *run, GCancellable *cancellable, GError **
       if (ret == NULL)
         return FALSE;
     }
-  if (run->opts->tls_dir != NULL)
-    nbd_tls_del (run->qmp, tls);  /* the client nodes that used it are gone */
+  /* the client nodes that used it are gone; the memory stream may still need it */
+  if (run->opts->tls_dir != NULL && !run->plan.migration_tls)
+    nbd_tls_del (run->qmp, tls);
   return TRUE;
 }
 
@@ -262,7 +257,8 @@ source_delete_target_nodes (SourceRun *run, GCancellable *cancellable, GError **
 static gboolean
 source_verify (SourceRun *run, GCancellable *cancellable, GError **error)
 {
-  NbdEndpoint ep = { run->cookie->nbd_unix, run->cookie->nbd_host, run->cookie->nbd_port };
+  const char *path = run->tunnel.path != NULL ? run->tunnel.path : run->cookie->nbd_unix;
+  NbdEndpoint ep = { (char *) path, run->cookie->nbd_host, run->cookie->nbd_port };
   gint64 start = g_get_monotonic_time ();
 
   for (guint i = 0; run->opts->verify && i < run->cookie->disks->len; i++)
@@ -307,21 +303,24 @@ source_mirrors_ended (SourceRun *run, GError **error)
          || run->opts->mirrors_ended (run->opts->mirrors_ended_data, error);
 }
 
+/* QEMU's status and error-desc are escaped: they reach the message. */
 static gboolean
 source_migration_status (JsonObject *data, const char *want, QmpClient *qmp, GError **error)
 {
-  const char *status = json_object_get_string_member_with_default (data, "status", "?");
+  const char *status = qmp_member_string (data, "status");
   g_autoptr(JsonNode) info = NULL;
-  const char *desc = NULL;
+  g_autofree char *shown = NULL;
+  g_autofree char *desc = NULL;
+  const char *raw_desc;
 
-  if (g_str_equal (status, want))
+  if (g_strcmp0 (status, want) == 0)
     return TRUE;
   info = qmp_client_execute_sync (qmp, "query-migrate", NULL, NULL, NULL);
-  if (info != NULL && JSON_NODE_HOLDS_OBJECT (info))
-    desc = json_object_get_string_member_with_default (json_node_get_object (info),
-                                                       "error-desc", NULL);
-  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_MIGRATION, "migration %s%s%s", status,
-               desc != NULL ? ": " : "", desc != NULL ? desc : "");
+  raw_desc = qmp_member_string (qmp_node_object (info), "error-desc");
+  shown = blkmig_escape (status != NULL ? status : "?");
+  desc = blkmig_escape (raw_desc);
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_MIGRATION, "migration %s%s%s", shown,
+               raw_desc != NULL ? ": " : "", raw_desc != NULL ? desc : "");
   return FALSE;
 }
 
@@ -330,13 +329,9 @@ source_migration_transferred (QmpClient *qmp, GCancellable *cancellable)
 {
   g_autoptr(JsonNode) info = qmp_client_execute_sync (qmp, "query-migrate", NULL, cancellable,
                                                       NULL);
-  JsonObject *ram;
+  JsonObject *ram = qmp_member_object (qmp_node_object (info), "ram");
 
-  if (info == NULL || !JSON_NODE_HOLDS_OBJECT (info)
-      || !json_object_has_member (json_node_get_object (info), "ram"))
-    return -1;
-  ram = json_object_get_object_member (json_node_get_object (info), "ram");
-  return json_object_get_int_member_with_default (ram, "transferred", -1);
+  return qmp_member_int (ram, "transferred", -1);
 }
 
 /* Waits for the MIGRATION event @wait expects; fails when the memory stream makes
@@ -374,6 +369,24 @@ source_wait_migration (SourceRun *run, QmpEventWait *wait, GCancellable *cancell
     }
 }
 
+/* With --tls-creds (and no tunnel) the memory stream is TLS: the NBD client's
+ * credentials, checked against the same name. */
+static gboolean
+source_migration_tls (SourceRun *run, GCancellable *cancellable, GError **error)
+{
+  g_autofree char *creds = session_node_name (run->cookie, 'c', 0);
+  g_autoptr(JsonNode) ret = NULL;
+
+  if (!run->plan.migration_tls)
+    return TRUE;
+  ret = qmp_client_execute_sync (run->qmp, "migrate-set-parameters",
+                                 qmp_args_new ("tls-creds", qmp_str (creds),
+                                               "tls-hostname", qmp_str (run->plan.tls_hostname),
+                                               NULL),
+                                 cancellable, error);
+  return ret != NULL;
+}
+
 static gboolean
 source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable,
                       GError **error)
@@ -388,7 +401,8 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
   g_autoptr(JsonNode) ret = NULL;
   g_autoptr(JsonNode) cont = NULL;
 
-  if (!session_set_capabilities (run->qmp, caps, cancellable, error))
+  if (!session_set_capabilities (run->qmp, caps, cancellable, error)
+      || !source_migration_tls (run, cancellable, error))
     return FALSE;
   paused = qmp_event_wait_new (run->qmp, "MIGRATION", "status", stops);
   ret = qmp_client_execute_sync (run->qmp, "migrate", qmp_args_new ("uri", qmp_str (uri), NULL),
@@ -407,9 +421,12 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
   cont = qmp_client_execute_sync (run->qmp, "migrate-continue",
                                   qmp_args_new ("state", qmp_str ("pre-switchover"), NULL),
                                   cancellable, error);
-  return cont != NULL
-         && (end = source_wait_migration (run, ended, cancellable, error)) != NULL
-         && source_migration_status (end, "completed", run->qmp, error);
+  if (cont == NULL || (end = source_wait_migration (run, ended, cancellable, error)) == NULL
+      || !source_migration_status (end, "completed", run->qmp, error))
+    return FALSE;
+  if (run->plan.migration_tls)
+    session_del_tls_objects (run->qmp, run->cookie);  /* the parameters first, then c0 */
+  return TRUE;
 }
 
 /* A point-in-time copy; with --verify the guest pauses while the copy is compared. */
@@ -473,31 +490,6 @@ source_result (SourceRun *run, gboolean migrated, GError **error)
   return result;
 }
 
-static const char *
-source_migrate_uri (const Cookie *dest, const char *override, gboolean no_migrate,
-                    GError **error)
-{
-  const char *uri = override != NULL ? override : dest->migrate_uri;
-
-  if (dest->mode == COOKIE_MODE_LIVE && !no_migrate && uri == NULL)
-    g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                 "the destination cookie has no migrate URI: pass --migrate-uri");
-  return uri;
-}
-
-/* --tunnel-command with {nbd-socket} replaced by the destination's NBD socket. */
-static char *
-source_tunnel_command (const SourceRun *run)
-{
-  const char *cmd = run->opts->tunnel_command;
-  g_auto(GStrv) parts = NULL;
-
-  if (cmd == NULL || strstr (cmd, "{nbd-socket}") == NULL)
-    return g_strdup (cmd);
-  parts = g_strsplit (cmd, "{nbd-socket}", -1);
-  return g_strjoinv (run->cookie->nbd_unix != NULL ? run->cookie->nbd_unix : "", parts);
-}
-
 /* The tunnel's own TCP stream follows the NBD rule: TLS, loopback or --insecure. */
 static gboolean
 source_tunnel_check_plaintext (const SourceRun *run, GError **error)
@@ -513,18 +505,13 @@ source_tunnel_check_plaintext (const SourceRun *run, GError **error)
 static gboolean
 source_open_tunnel (SourceRun *run, GCancellable *cancellable, GError **error)
 {
-  g_autofree char *command = source_tunnel_command (run);
+  const char *const *argv = (const char *const *) run->plan.tunnel_argv;
 
-  if (run->opts->tunnel_addr == NULL && command == NULL)
+  if (run->opts->tunnel_addr == NULL && argv == NULL)
     return TRUE;
-  if (command != NULL && strstr (run->opts->tunnel_command, "{nbd-socket}") != NULL
-      && run->cookie->nbd_unix == NULL)
-    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "{nbd-socket} in --tunnel-command needs a destination that listens "
-                        "on a UNIX socket"), FALSE;
-  if (command == NULL && !source_tunnel_check_plaintext (run, error))
+  if (argv == NULL && !source_tunnel_check_plaintext (run, error))
     return FALSE;
-  return source_tunnel_open (&run->tunnel, run->opts->tunnel_addr, command, run->opts->tls_dir,
+  return source_tunnel_open (&run->tunnel, run->opts->tunnel_addr, argv, run->opts->tls_dir,
                              run->opts->tls_hostname, run->group, cancellable, error);
 }
 
@@ -550,39 +537,56 @@ source_mirror_and_switch (SourceRun *run, const char *uri, gboolean no_migrate,
   return TRUE;
 }
 
+/* Refusals come before anything starts: nothing to roll back. */
+static gboolean
+source_check (SourceRun *run, const char *migrate_uri, gboolean no_migrate, GError **error)
+{
+  if (run->opts->verify && run->cookie->mode == COOKIE_MODE_MOVE)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--verify works with the live and copy modes, not yet with move"), FALSE;
+  return source_trust_check (run->cookie, run->opts, migrate_uri, no_migrate, &run->plan, error);
+}
+
+/* Mirrors and switch with the checked plan; on failure the source is rolled back. */
+static Cookie *
+source_run (SourceRun *run, gboolean no_migrate, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr(JobGroup) group = job_group_new (run->qmp);
+  g_autoptr(Progress) progress = NULL;
+  g_autoptr(GError) journal_error = NULL;
+  const SourceOptions *opts = run->opts;
+  Cookie *result;
+  gboolean ok;
+
+  run->group = group;
+  run->files = files;
+  job_group_set_stall_timeout (group, 1000 * MIRROR_KNOB (opts->mirror.stall_timeout,
+                                                          MIRROR_DEFAULT_STALL_TIMEOUT));
+  progress = progress_start (group, opts->quiet, opts->progress_ms);
+  ok = source_mirror_and_switch (run, run->plan.migrate_uri, no_migrate, cancellable, error);
+  g_clear_pointer (&progress, progress_stop);
+  if (!ok)
+    session_abort (run->qmp, run->cookie);  /* the NBD clients go before the tunnel does */
+  source_tunnel_close (&run->tunnel);
+  if (!ok)
+    return NULL;
+  result = source_result (run, run->cookie->mode == COOKIE_MODE_LIVE && !no_migrate, error);
+  if (result != NULL && !session_journal (opts->journal, result->status, result, &journal_error))
+    g_printerr ("blkmig: warning: %s\n", journal_error->message);
+  return result;
+}
+
 Cookie *
 session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
                  const char *migrate_uri, gboolean no_migrate,
                  GCancellable *cancellable, GError **error)
 {
-  SourceRun run = { src, dest, opts, NULL, 0, NULL, { 0 } };
-  g_autoptr(GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
-  g_autoptr(JobGroup) group = job_group_new (src);
-  g_autoptr(Progress) progress = NULL;
-  const char *uri = source_migrate_uri (dest, migrate_uri, no_migrate, error);
-  g_autoptr(GError) journal_error = NULL;
-  Cookie *result;
-  gboolean ok;
+  SourceRun run = { src, dest, opts, NULL, 0, NULL, { 0 }, { 0 } };
+  Cookie *result = NULL;
 
-  if (uri == NULL && error != NULL && *error != NULL)
-    return NULL;
-  if (opts->verify && dest->mode == COOKIE_MODE_MOVE)
-    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "--verify works with the live and copy modes, not yet with move"), NULL;
-  run.group = group;
-  run.files = files;
-  job_group_set_stall_timeout (group, 1000 * MIRROR_KNOB (opts->mirror.stall_timeout,
-                                                          MIRROR_DEFAULT_STALL_TIMEOUT));
-  progress = progress_start (group, opts->quiet, opts->progress_ms);
-  ok = source_mirror_and_switch (&run, uri, no_migrate, cancellable, error);
-  g_clear_pointer (&progress, progress_stop);
-  if (!ok)
-    session_abort (src, dest);  /* the NBD clients go before the tunnel does */
-  source_tunnel_close (&run.tunnel);
-  if (!ok)
-    return NULL;
-  result = source_result (&run, dest->mode == COOKIE_MODE_LIVE && !no_migrate, error);
-  if (result != NULL && !session_journal (opts->journal, result->status, result, &journal_error))
-    g_printerr ("blkmig: warning: %s\n", journal_error->message);
+  if (source_check (&run, migrate_uri, no_migrate, error))
+    result = source_run (&run, no_migrate, cancellable, error);
+  source_plan_clear (&run.plan);
   return result;
 }

@@ -54,10 +54,44 @@ session_journal (Journal *journal, const char *step, const Cookie *cookie, GErro
   return journal->cookie != NULL && journal_write (journal, step, error);
 }
 
+static JsonNode *session_try (QmpClient *qmp, const char *command, JsonNode *args);
+
+/* Migration parameters that name one of @ids are unset (no TLS) before the objects
+ * go: QEMU would keep pointing at deleted objects for its next migration.  QEMU 7.2
+ * keeps even an unset tls-authz as "" and then looks that id up, so tls-authz is
+ * touched only when it is ours. */
+static void
+session_reset_migration_tls (QmpClient *qmp, const char *const *ids)
+{
+  g_autoptr(JsonNode) params = NULL;
+  g_autoptr(JsonNode) ret = NULL;
+  JsonObject *obj;
+  gboolean creds, authz;
+
+  if (qmp_client_get_state (qmp) != QMP_STATE_READY
+      || !qmp_client_has_command (qmp, "query-migrate-parameters"))
+    return;
+  params = session_try (qmp, "query-migrate-parameters", NULL);
+  obj = qmp_node_object (params);
+  creds = g_strv_contains (ids, qmp_member_string (obj, "tls-creds") ?: "");
+  authz = g_strv_contains (ids, qmp_member_string (obj, "tls-authz") ?: "");
+  if (creds || authz)
+    ret = session_try (qmp, "migrate-set-parameters",  /* null: unset */
+                       qmp_args_new ("tls-creds", creds ? json_node_new (JSON_NODE_NULL) : NULL,
+                                     "tls-hostname", creds ? json_node_new (JSON_NODE_NULL) : NULL,
+                                     "tls-authz", authz ? json_node_new (JSON_NODE_NULL) : NULL,
+                                     NULL));
+}
+
 void
 session_del_tls_objects (QmpClient *qmp, const Cookie *cookie)
 {
   static const char kinds[] = { 't', 'z', 'c' };
+  g_auto(GStrv) ids = g_new0 (char *, G_N_ELEMENTS (kinds) + 1);
+
+  for (gsize i = 0; i < G_N_ELEMENTS (kinds); i++)
+    ids[i] = session_node_name (cookie, kinds[i], 0);
+  session_reset_migration_tls (qmp, (const char *const *) ids);
 
   for (gsize i = 0; i < G_N_ELEMENTS (kinds); i++)
     {

@@ -20,6 +20,7 @@ typedef struct {
   const char *tls_hostname; /* the name the server certificate must carry */
   gboolean insecure;        /* allow plaintext TCP to a non-loopback address */
   gboolean pass_fds;        /* connect here and hand QEMU the sockets (getfd) */
+  gboolean local_destination; /* the operator says the destination runs on this host */
   /* Called once every mirror has ended without pivot (live, copy): a caller that
    * also drives the destination removes its exports at once. */
   gboolean (*mirrors_ended) (gpointer data, GError **error);

@@ -20,7 +20,7 @@ source_tunnel_closed_cb (Tunnel *tunnel, const GError *why, gpointer user_data)
 }
 
 gboolean
-source_tunnel_open (SourceTunnel *st, const char *addr, const char *command,
+source_tunnel_open (SourceTunnel *st, const char *addr, const char *const *argv,
                     const char *tls_dir, const char *tls_hostname, JobGroup *group,
                     GCancellable *cancellable, GError **error)
 {
@@ -31,7 +31,7 @@ source_tunnel_open (SourceTunnel *st, const char *addr, const char *command,
   if (st->dir == NULL)
     return FALSE;
   st->path = g_build_filename (st->dir, "tunnel.sock", NULL);
-  stream = command != NULL ? transport_spawn (command, &st->proc, error)
+  stream = argv != NULL ? transport_spawn (argv, &st->proc, error)
                            : transport_connect (addr, tls_dir, tls_hostname, cancellable,
                                                 error);
   if (stream == NULL)

@@ -12,8 +12,9 @@ typedef struct {
   JobGroup *group;          /* failed at once when the stream breaks */
 } SourceTunnel;
 
-/* Opens the stream (@addr "tcp:HOST:PORT" or @command) and listens for QEMU. */
-gboolean source_tunnel_open (SourceTunnel *st, const char *addr, const char *command,
+/* Opens the stream (@addr "tcp:HOST:PORT", or the program @argv, run without a
+ * shell) and listens for QEMU. */
+gboolean source_tunnel_open (SourceTunnel *st, const char *addr, const char *const *argv,
                              const char *tls_dir, const char *tls_hostname, JobGroup *group,
                              GCancellable *cancellable, GError **error);
 /* Closes the stream, waits (bounded) for the command, removes the socket. */

@@ -369,13 +369,14 @@ transport_accept (const char *spec, const char *tls_dir, const char *const *auth
   return gate_wait (&gate, cancellable, error);
 }
 
+/* No shell: @argv is run as it is, so no word of it is ever interpreted. */
 GIOStream *
-transport_spawn (const char *command, GSubprocess **proc, GError **error)
+transport_spawn (const char *const *argv, GSubprocess **proc, GError **error)
 {
-  *proc = g_subprocess_new (G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_PIPE, error,
-                            "/bin/sh", "-c", command, NULL);
+  *proc = g_subprocess_newv (argv, G_SUBPROCESS_FLAGS_STDIN_PIPE | G_SUBPROCESS_FLAGS_STDOUT_PIPE,
+                             error);
   if (*proc == NULL)
-    return g_prefix_error (error, "tunnel: cannot run %s: ", command), NULL;
+    return g_prefix_error (error, "tunnel: cannot run %s: ", argv[0]), NULL;
   return g_simple_io_stream_new (g_subprocess_get_stdout_pipe (*proc),
                                  g_subprocess_get_stdin_pipe (*proc));
 }

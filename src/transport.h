@@ -17,8 +17,8 @@ GIOStream *transport_connect (const char *spec, const char *tls_dir, const char 
 GIOStream *transport_accept (const char *spec, const char *tls_dir, const char *const *authz,
                              void (*on_listening) (guint16 port),
                              GCancellable *cancellable, GError **error);
-/* `sh -c COMMAND` with its stdin and stdout as the stream. */
-GIOStream *transport_spawn (const char *command, GSubprocess **proc, GError **error);
+/* The program @argv (no shell) with its stdin and stdout as the stream. */
+GIOStream *transport_spawn (const char *const *argv, GSubprocess **proc, GError **error);
 /* This process's stdin and stdout. */
 GIOStream *transport_stdio (void);
 /* The server side of TLS over any stream (e.g. stdio under systemd's Accept=yes),

@@ -569,6 +569,9 @@ fx_run_feature (Fx *fx, int *status, char **err)
   info = vm_qmp (fx->dst, "query-migrate", NULL);
   CHECK (!json_object_has_member (json_node_get_object (info), "status"),
          "the destination's incoming migration was started");
+  /* The source withdraws its offer (begin's journal), as hook-source.sh does. */
+  CHECK (blkmig_run (NULL, NULL, "abort", "--qmp", fx->src->qmp_path, "-c", c1, NULL) == 0,
+         "abort on the source failed");
   g_unlink (c1x);
   g_unlink (c1);
   g_unlink (c2);

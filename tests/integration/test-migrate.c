@@ -249,8 +249,8 @@ test_phases (Pair *p, gconstpointer data)
     g_assert_cmpint (g_stat (sock, &st), ==, 0);
     g_assert_cmpint (st.st_mode & 0777, ==, 0600);
   }
-  g_assert_cmpint (blkmig_run (NULL, NULL, "perform", "--qmp", p->src->qmp_path, "-c", c2,
-                               "-o", c3, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "perform", "--local-destination", "--qmp",
+                               p->src->qmp_path, "-c", c2, "-o", c3, NULL), ==, 0);
   g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", p->dst->qmp_path, "-c", c3, NULL), ==, 0);
   assert_status (p->dst, "running");
   assert_status (p->src, "postmigrate");
@@ -281,8 +281,8 @@ test_phases_tcp_port0 (Pair *p, gconstpointer data)
   g_assert_no_error (error);
   g_assert_cmpstr (reply->nbd_host, ==, "127.0.0.1");
   g_assert_cmpint (reply->nbd_port, >, 0);
-  g_assert_cmpint (blkmig_run (NULL, NULL, "perform", "--qmp", p->src->qmp_path, "-c", c2,
-                               "-o", c3, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "perform", "--local-destination", "--qmp",
+                               p->src->qmp_path, "-c", c2, "-o", c3, NULL), ==, 0);
   g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", p->dst->qmp_path, "-c", c3, NULL), ==, 0);
   assert_status (p->src, "running");
   assert_clean (p);
@@ -307,7 +307,7 @@ test_phases_abort (Pair *p, gconstpointer data)
                                "-c", c1, "-o", c2, NULL), ==, 0);
   g_assert_cmpuint (vm_count_exports (p->dst), ==, 2);
   g_assert_true (g_file_test (migrate_sock, G_FILE_TEST_EXISTS));
-  g_assert_cmpuint (rig_count_journals (p->rig), ==, 1);
+  g_assert_cmpuint (rig_count_journals (p->rig), ==, 2);  /* begin's offer, prepare's */
   /* The source cookie is enough: export names carry the migration id. */
   g_assert_cmpint (blkmig_run (NULL, NULL, "abort", "--qmp", p->dst->qmp_path, "-c", c1, NULL), ==, 0);
   g_assert_cmpint (blkmig_run (NULL, NULL, "abort", "--qmp", p->src->qmp_path, "-c", c2, NULL), ==, 0);

@@ -156,8 +156,8 @@ test_phase_kill_then_recover (Pair *p, gconstpointer data)
   if (!in_prepare)
     {
       g_assert_cmpint (status, ==, 0);
-      status = blkmig_run (NULL, NULL, "perform", "-q", "--qmp", p->src->qmp_path, "-c", c2,
-                           "-o", c3, NULL);
+      status = blkmig_run (NULL, NULL, "perform", "-q", "--local-destination", "--qmp",
+                           p->src->qmp_path, "-c", c2, "-o", c3, NULL);
     }
   g_unsetenv ("BLKMIG_TEST_KILL_AT");
   g_assert_cmpint (status, ==, 128 + 9);

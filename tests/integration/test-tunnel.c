@@ -111,8 +111,8 @@ test_tcp (Fixture *f, gconstpointer data)
   g_autoptr(GSubprocess) endpoint = NULL;
   g_autofree char *addr = start_endpoint (sock, &endpoint);
 
-  g_assert_cmpint (blkmig_run (NULL, NULL, "perform", "-q", "--tunnel", addr, "--qmp",
-                               f->vsrc->qmp_path, "-c", c2, "-o", c3, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "perform", "-q", "--local-destination", "--tunnel",
+                               addr, "--qmp", f->vsrc->qmp_path, "-c", c2, "-o", c3, NULL), ==, 0);
   g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", f->vdst->qmp_path, "-c", c3, NULL),
                    ==, 0);
   g_assert_true (g_subprocess_wait (endpoint, NULL, NULL));
@@ -133,8 +133,8 @@ test_broken (Fixture *f, gconstpointer data)
   g_autofree char *status = NULL;
   gint64 cut;
 
-  perform = blkmig_spawn ("perform", "-q", "--speed", "1048576", "--tunnel", addr, "--qmp",
-                          f->vsrc->qmp_path, "-c", c2, "-o", c3, NULL);
+  perform = blkmig_spawn ("perform", "-q", "--local-destination", "--speed", "1048576",
+                          "--tunnel", addr, "--qmp", f->vsrc->qmp_path, "-c", c2, "-o", c3, NULL);
   for (int i = 0; i < 600 && vm_count_jobs (f->vsrc) < N_DISKS; i++)
     g_usleep (20 * 1000);  /* every disk's mirror runs through the tunnel */
   g_assert_cmpuint (vm_count_jobs (f->vsrc), ==, N_DISKS);

@@ -65,7 +65,7 @@ PIDS+=($!)
 
 "$BLKMIG" begin --qmp "$DIR/src.qmp" -o "$DIR/c1" &&
 "$BLKMIG" prepare --qmp "$DIR/dst.qmp" --listen "unix:$DIR/nbd.sock" -c "$DIR/c1" -o "$DIR/c2" &&
-"$BLKMIG" perform -q --qmp "$DIR/src.qmp" -c "$DIR/c2" -o "$DIR/c3" \
+"$BLKMIG" perform -q --local-destination --qmp "$DIR/src.qmp" -c "$DIR/c2" -o "$DIR/c3" \
     --tunnel "tcp:127.0.0.1:$PORT" --tls-creds "$DIR/certs" &&
 "$BLKMIG" finish --qmp "$DIR/dst.qmp" -c "$DIR/c3" > "$DIR/phases.log" 2>&1
 rc=$?
