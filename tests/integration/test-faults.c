@@ -457,13 +457,14 @@ fx_wait_ended (GSubprocess *proc, int seconds)
   return g_subprocess_get_identifier (proc) == NULL;
 }
 
-/* Like vm_wait_for_jobs, but FALSE (not an abort) when blkmig ends first. */
+/* Until both disks' mirrors run (a fault between the two would hit the second
+ * disk's NBD connect instead); FALSE (not an abort) when blkmig ends first. */
 static gboolean
 fx_wait_for_jobs (Fx *fx, GSubprocess *proc)
 {
   for (int i = 0; i < 600; i++)
     {
-      if (vm_count_jobs (fx->src) > 0)
+      if (vm_count_jobs (fx->src) >= 2)
         return TRUE;
       if (g_subprocess_get_identifier (proc) == NULL)
         return FALSE;

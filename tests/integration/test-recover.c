@@ -65,17 +65,41 @@ assert_status (Vm *vm, const char *want)
   g_assert_cmpstr (status, ==, want);
 }
 
+/* A reply of the destination, or NULL when that QEMU has ended: a cancelled
+ * incoming migration ends it, and it may still be on its way out when we ask. */
+static JsonNode *
+dst_query (Pair *p, const char *command, const char *args)
+{
+  g_autoptr(GError) error = NULL;
+  JsonNode *ret;
+
+  if (qmp_client_get_state (p->dst->qmp) != QMP_STATE_READY)
+    return NULL;
+  ret = vm_qmp_try (p->dst, command, args, &error);
+  if (g_error_matches (error, QMP_ERROR, QMP_ERROR_CLOSED))
+    return NULL;
+  g_assert_no_error (error);
+  return ret;
+}
+
 static void
 assert_nothing_left (Pair *p)
 {
+  g_autoptr(JsonNode) exports = NULL;
+  g_autoptr(JsonNode) nodes = NULL;
+  JsonArray *list;
+
   g_assert_cmpuint (vm_count_jobs (p->src), ==, 0);
   g_assert_cmpuint (vm_count_blkmig_nodes (p->src), ==, 0);
   g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
-  /* A cancelled incoming migration ends the destination QEMU: nothing to check there. */
-  if (qmp_client_get_state (p->dst->qmp) != QMP_STATE_READY)
+  if ((exports = dst_query (p, "query-block-exports", NULL)) == NULL
+      || (nodes = dst_query (p, "query-named-block-nodes", "{\"flat\":true}")) == NULL)
     return;
-  g_assert_cmpuint (vm_count_exports (p->dst), ==, 0);
-  g_assert_cmpuint (vm_count_blkmig_nodes (p->dst), ==, 0);
+  g_assert_cmpuint (json_array_get_length (json_node_get_array (exports)), ==, 0);
+  list = json_node_get_array (nodes);
+  for (guint i = 0; i < json_array_get_length (list); i++)
+    g_assert_false (g_str_has_prefix (json_object_get_string_member (
+        json_array_get_object_element (list, i), "node-name"), "blkmig"));
 }
 
 static void
