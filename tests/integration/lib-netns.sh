@@ -78,6 +78,16 @@ if [[ -c /dev/kvm ]] && { exec 3<>/dev/kvm; } 2>/dev/null; then
     ACCEL=kvm
 fi
 
+# wait_qmp NAME: QEMU NAME's QMP socket DIR/NAME.qmp appears within 10 s, or bail.
+wait_qmp() {
+    local i
+    for ((i = 0; i < 100; i++)); do
+        [[ -S $DIR/$1.qmp ]] && return 0
+        sleep 0.1
+    done
+    bail "QEMU $1: no QMP socket"
+}
+
 # The checks below expect the caller's qmp SOCKET COMMAND [ARGS] helper and $BLKMIG.
 vm_running() {  # vm_running SOCKET: the guest runs (waits up to 5 s)
     local out i

@@ -77,7 +77,7 @@ make_images() {
 # start_vm NS NAME VDA VDB [EXTRA...]: a daemonized QEMU inside namespace NS,
 # QMP at $DIR/NAME.qmp.
 start_vm() {
-    local ns=$1 name=$2 vda=$3 vdb=$4 i
+    local ns=$1 name=$2 vda=$3 vdb=$4
     shift 4
     PIDFILES+=("$DIR/$name.pid")
     ip netns exec "$ns" "$QEMU" -machine pc,accel="$ACCEL" -m 64 -nodefaults -display none "$@" \
@@ -90,11 +90,7 @@ start_vm() {
         -qmp unix:"$DIR/$name.qmp",server=on,wait=off \
         -daemonize -pidfile "$DIR/$name.pid" >"$DIR/$name.log" 2>&1 ||
         bail "could not start QEMU $name: $(cat "$DIR/$name.log")"
-    for ((i = 0; i < 100; i++)); do
-        [[ -S $DIR/$name.qmp ]] && return 0
-        sleep 0.1
-    done
-    bail "QEMU $name: no QMP socket"
+    wait_qmp "$name"
 }
 
 # start_pair PREFIX: source QEMU PREFIX-src in SRC_NS, destination PREFIX-dst

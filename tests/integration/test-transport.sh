@@ -134,7 +134,7 @@ disk_format() { [[ $1 == vdb ]] && echo raw || echo qcow2; }
 # namespace NS on PREFIX-SIDE's images, QMP at $DIR/NAME.qmp.  With a PRIVATE-DIR
 # (not "-") the QEMU runs with a tmpfs there that only its mount namespace sees.
 start_vm() {
-    local ns=$1 name=$2 p=$3 side=$4 n=$5 private=$6 i d fmt args=()
+    local ns=$1 name=$2 p=$3 side=$4 n=$5 private=$6 d fmt args=()
     shift 6
     for d in vda vdb vdc; do
         [[ $d == vdc ]] && ((n < 3)) && break
@@ -156,11 +156,7 @@ start_vm() {
         "${args[@]}" -qmp unix:"$DIR/$name.qmp",server=on,wait=off \
         -daemonize -pidfile "$DIR/$name.pid" >"$DIR/$name.log" 2>&1 ||
         bail "could not start QEMU $name: $(cat "$DIR/$name.log")"
-    for ((i = 0; i < 100; i++)); do
-        [[ -S $DIR/$name.qmp ]] && return 0
-        sleep 0.1
-    done
-    bail "QEMU $name: no QMP socket"
+    wait_qmp "$name"
 }
 
 # start_pair PREFIX NDISKS [PRIVATE-DIR]: source QEMU PREFIX-src in SRC_NS, destination

@@ -61,7 +61,7 @@ in_ns() { timeout 60 ip netns exec "$NS" "$BLKMIG" "$@"; }
 # start_vm NAME IMAGE [EXTRA...]: a daemonized QEMU in the namespace, QMP at DIR/NAME.qmp
 # for blkmig and DIR/NAME.mon for the checks while blkmig holds the first
 start_vm() {
-    local name=$1 img=$2 i
+    local name=$1 img=$2
     shift 2
     PIDFILES+=("$DIR/$name.pid")
     ip netns exec "$NS" "$QEMU" -machine pc,accel="$ACCEL" -m 64 -nodefaults -display none \
@@ -71,11 +71,7 @@ start_vm() {
         -qmp unix:"$DIR/$name.qmp",server=on,wait=off -qmp unix:"$DIR/$name.mon",server=on,wait=off \
         -daemonize -pidfile "$DIR/$name.pid" \
         >"$DIR/$name.log" 2>&1 || bail "could not start QEMU $name: $(cat "$DIR/$name.log")"
-    for ((i = 0; i < 100; i++)); do
-        [[ -S $DIR/$name.qmp ]] && return 0
-        sleep 0.1
-    done
-    bail "QEMU $name: no QMP socket"
+    wait_qmp "$name"
 }
 
 # start_pair P: P-src running on data, P-dst (-S -incoming defer) on an empty image
