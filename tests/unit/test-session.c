@@ -24,6 +24,7 @@ typedef struct {
   Journal *journal;
   char *dir;                   /* a private directory for sockets and targets */
   char *listen;                /* the NBD socket prepare binds */
+  char *perform_step;          /* the step perform's journal ended at */
 } Fixture;
 
 /* Replaces every "ID8" in @pattern with the migration's id prefix. */
@@ -87,6 +88,7 @@ teardown (Fixture *fx, gconstpointer data)
   g_assert_cmpint (g_rmdir (fx->dir), ==, 0);   /* nothing left behind */
   g_free (fx->listen);
   g_free (fx->dir);
+  g_free (fx->perform_step);
 }
 
 static QmpClient *
@@ -284,6 +286,7 @@ dest_cookie (Fixture *fx)
   CookieDisk *disk = c->disks->pdata[0];
 
   c->kind = COOKIE_KIND_DESTINATION;
+  c->dest_host = g_strdup ("dst");
   c->nbd_unix = g_strdup (fx->listen);
   disk->export_name = ids (fx, "blkmig-ID8-0");
   disk->target_node = g_strdup ("vda");
@@ -367,6 +370,273 @@ test_abort_dest (Fixture *fx, gconstpointer data)
   session_abort (connect (fx, "dst"), cookie);
 }
 
+/* ---- begin ---------------------------------------------------------------- */
+
+#define SRC_BLOCK \
+  "[{\"device\":\"drive0\",\"qdev\":\"/machine/peripheral/vda/virtio-backend\"," \
+  "\"inserted\":{\"node-name\":\"node0\",\"file\":\"/img/a.qcow2\",\"ro\":false," \
+  "\"drv\":\"qcow2\",\"image\":{\"virtual-size\":" SIZE ",\"actual-size\":4096," \
+  "\"filename\":\"/img/a.qcow2\",\"format\":\"qcow2\"}}}," \
+  "{\"device\":\"cd0\",\"qdev\":\"/machine/peripheral/cd0\"}]"
+
+static void
+test_begin (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Cookie) cookie = NULL;
+  CookieDisk *disk;
+
+  expect (fx, "query-block", NULL, SRC_BLOCK);
+  cookie = session_begin (connect (fx, "src"), COOKIE_MODE_LIVE, NULL, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (cookie->kind, ==, COOKIE_KIND_SOURCE);
+  g_assert_cmpint (cookie->mode, ==, COOKIE_MODE_LIVE);
+  g_assert_cmpuint (cookie->disks->len, ==, 1);       /* the empty cd drive is no disk */
+  disk = cookie->disks->pdata[0];
+  g_assert_cmpstr (disk->name, ==, "vda");
+  g_assert_cmpstr (disk->node, ==, "node0");
+  g_assert_cmpstr (disk->format, ==, "qcow2");
+  g_assert_cmpint (disk->virtual_size, ==, 1048576);
+  g_assert_cmpint (disk->allocated, ==, 4096);
+}
+
+static void
+test_begin_unknown_disk (Fixture *fx, gconstpointer data)
+{
+  const char *const names[] = { "vd\x1b" "b", NULL };
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Cookie) cookie = NULL;
+
+  expect (fx, "query-block", NULL, SRC_BLOCK);
+  expect (fx, "query-named-block-nodes", "{\"flat\":true}", "[]");
+  cookie = session_begin (connect (fx, "src"), COOKIE_MODE_COPY, names, NULL, &error);
+  g_assert_null (cookie);
+  g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK);
+  g_assert_cmpstr (error->message, ==,
+                   "begin: the source has no disk named vd\\x1bb (disks: vda)");
+}
+
+/* ---- perform ---------------------------------------------------------------- */
+
+#define NBD_ADD \
+  "{\"driver\":\"nbd\",\"node-name\":\"blkmigID8n0\",\"server\":{\"type\":\"unix\"," \
+  "\"path\":\"%s\"},\"export\":\"blkmig-ID8-0\",\"discard\":\"unmap\",\"reconnect-delay\":5}"
+#define MIRROR \
+  "{\"job-id\":\"blkmig-ID8-0\",\"device\":\"drive0\",\"target\":\"blkmigID8n0\"," \
+  "\"sync\":\"full\",\"buf-size\":67108864,\"auto-dismiss\":false}"
+
+static void
+job_event (Fixture *fx, const char *status)
+{
+  g_autofree char *data = g_strdup_printf ("{\"id\":\"blkmig-%s-0\",\"status\":\"%s\"}",
+                                           fx->id8, status);
+
+  fake_qemu_event (fx->fake, "JOB_STATUS_CHANGE", data);
+}
+
+static void
+block_job_event (Fixture *fx, const char *name, const char *error)
+{
+  g_autofree char *data = g_strdup_printf ("{\"device\":\"blkmig-%s-0\",\"len\":" SIZE ","
+                                           "\"offset\":%s,\"speed\":0,\"type\":\"mirror\"%s%s%s}",
+                                           fx->id8, error != NULL ? "4096" : SIZE,
+                                           error != NULL ? ",\"error\":\"" : "",
+                                           error != NULL ? error : "", error != NULL ? "\"" : "");
+
+  fake_qemu_event (fx->fake, name, data);
+}
+
+/* The job concludes (with @error or not) and is dismissed. */
+static void
+script_job_ends (Fixture *fx, const char *error)
+{
+  job_event (fx, "pending");
+  block_job_event (fx, "BLOCK_JOB_COMPLETED", error);
+  job_event (fx, "concluded");
+  expect (fx, "job-dismiss", "{\"id\":\"blkmig-ID8-0\"}", "{}");
+  job_event (fx, "null");
+}
+
+/* Up to the NBD client node: the journal says "mirror" by then. */
+static void
+script_perform_start (Fixture *fx)
+{
+  g_autofree char *nbd_add = g_strdup_printf (NBD_ADD, fx->listen);
+
+  fake_qemu_answer_always (fx->fake, "query-block-jobs", "\"return\": []");
+  expect (fx, "query-block", NULL, SRC_BLOCK);
+  expect (fx, "query-named-block-nodes", "{\"flat\":true}", "[]");
+  expect (fx, "blockdev-add", nbd_add, "{}");
+}
+
+/* blockdev-mirror, and the job runs until READY. */
+static void
+script_mirror_ready (Fixture *fx)
+{
+  expect (fx, "blockdev-mirror", MIRROR, "{}");
+  job_event (fx, "created");
+  job_event (fx, "running");
+  block_job_event (fx, "BLOCK_JOB_READY", NULL);
+  job_event (fx, "ready");
+}
+
+/* READY mirrors end without pivot, and the client node goes. */
+static void
+script_cancel_at_ready (Fixture *fx)
+{
+  expect (fx, "block-job-cancel", "{\"device\":\"blkmig-ID8-0\",\"force\":false}", "{}");
+  job_event (fx, "waiting");
+  script_job_ends (fx, NULL);
+  expect (fx, "blockdev-del", "{\"node-name\":\"blkmigID8n0\"}", "{}");
+}
+
+/* session_abort on the source, after a failure with the NBD node @node_there. */
+static void
+script_source_abort (Fixture *fx, gboolean node_there)
+{
+  const char *nodes = node_there ? "[{\"node-name\":\"blkmigID8n0\",\"drv\":\"nbd\"}]" : "[]";
+
+  fake_qemu_answer_always (fx->fake, "query-block-jobs", "\"return\": []");
+  expect (fx, "query-named-block-nodes", "{\"flat\":true}", nodes);
+  if (node_there)
+    expect (fx, "yank", "{\"instances\":[{\"type\":\"block-node\",\"node-name\":\"blkmigID8n0\"}]}",
+            "{}");
+  expect (fx, "query-block-exports", NULL, "[]");
+  expect (fx, "query-named-block-nodes", "{\"flat\":true}", nodes);
+  if (node_there)
+    expect (fx, "blockdev-del", "{\"node-name\":\"blkmigID8n0\"}", "{}");
+  expect (fx, "query-migrate-parameters", NULL, "{}");
+  fake_qemu_any_order_begin (fx->fake);
+  expect_error (fx, "object-del", "{\"id\":\"blkmigID8t0\"}", "not found");
+  expect_error (fx, "object-del", "{\"id\":\"blkmigID8z0\"}", "not found");
+  expect_error (fx, "object-del", "{\"id\":\"blkmigID8c0\"}", "not found");
+  fake_qemu_any_order_end (fx->fake);
+  expect (fx, "query-migrate", NULL, "{}");
+}
+
+static Cookie *
+perform (Fixture *fx, CookieMode mode, const char *migrate_uri, GError **error)
+{
+  g_autoptr(Cookie) dest = dest_cookie (fx);
+  SourceOptions opts = {
+    .mirror = MIRROR_TUNING_INIT,
+    .quiet = TRUE,
+    .progress_ms = 1000,
+    .journal = journal_new (fx->offer->id, "perform"),
+    .local_destination = TRUE,
+  };
+  Cookie *result;
+
+  dest->mode = mode;
+  result = session_perform (connect (fx, "src"), dest, &opts, migrate_uri, FALSE, NULL, error);
+  fx->perform_step = journal_step (fx, "perform");
+  journal_remove (opts.journal);
+  journal_free (opts.journal);
+  return result;
+}
+
+static void
+test_perform_copy (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Cookie) result = NULL;
+
+  script_perform_start (fx);
+  script_mirror_ready (fx);
+  script_cancel_at_ready (fx);
+  result = perform (fx, COOKIE_MODE_COPY, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpint (result->kind, ==, COOKIE_KIND_RESULT);
+  g_assert_cmpstr (result->status, ==, "copied");
+  g_assert_cmpint (result->bytes, ==, 1048576);
+  g_assert_cmpstr (fx->perform_step, ==, "copied");
+}
+
+static void
+test_perform_live (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Cookie) result = NULL;
+  g_autofree char *uri = g_strdup_printf ("unix:%s/mig.sock", fx->dir);
+  g_autofree char *migrate = g_strdup_printf ("{\"uri\":\"%s\"}", uri);
+
+  script_perform_start (fx);
+  script_mirror_ready (fx);
+  expect (fx, "migrate-set-capabilities",
+          "{\"capabilities\":[{\"capability\":\"events\",\"state\":true},"
+          "{\"capability\":\"pause-before-switchover\",\"state\":true}]}", "{}");
+  expect (fx, "migrate", migrate, "{}");
+  fake_qemu_event (fx->fake, "MIGRATION", "{\"status\":\"setup\"}");
+  fake_qemu_event (fx->fake, "MIGRATION", "{\"status\":\"active\"}");
+  fake_qemu_event (fx->fake, "MIGRATION", "{\"status\":\"pre-switchover\"}");
+  script_cancel_at_ready (fx);
+  expect (fx, "migrate-continue", "{\"state\":\"pre-switchover\"}", "{}");
+  fake_qemu_event (fx->fake, "MIGRATION", "{\"status\":\"device\"}");
+  fake_qemu_event (fx->fake, "MIGRATION", "{\"status\":\"completed\"}");
+  result = perform (fx, COOKIE_MODE_LIVE, uri, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (result->status, ==, "completed");
+  g_assert_cmpint (result->downtime_ms, >=, 0);
+  g_assert_cmpstr (fx->perform_step, ==, "completed");
+}
+
+static void
+test_perform_nbd_add_fails (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Cookie) result = NULL;
+
+  fake_qemu_answer_always (fx->fake, "query-block-jobs", "\"return\": []");
+  expect (fx, "query-block", NULL, SRC_BLOCK);
+  expect (fx, "query-named-block-nodes", "{\"flat\":true}", "[]");
+  expect_error (fx, "blockdev-add", "*", "Failed to connect to 'nbd.sock': No such file");
+  script_source_abort (fx, FALSE);
+  result = perform (fx, COOKIE_MODE_COPY, NULL, &error);
+  g_assert_null (result);
+  g_assert_error (error, QMP_ERROR, QMP_ERROR_GENERIC);
+  g_assert_cmpstr (error->message, ==, "mirror: vda: cannot connect to the destination export: "
+                                       "src: blockdev-add: Failed to connect to 'nbd.sock': "
+                                       "No such file");
+  g_assert_cmpstr (fx->perform_step, ==, "mirror");
+}
+
+static void
+test_perform_job_error (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Cookie) result = NULL;
+  g_autofree char *want = NULL;
+
+  script_perform_start (fx);
+  expect (fx, "blockdev-mirror", MIRROR, "{}");
+  job_event (fx, "created");
+  job_event (fx, "running");
+  job_event (fx, "aborting");
+  script_job_ends (fx, "Input/output error");
+  script_source_abort (fx, TRUE);
+  result = perform (fx, COOKIE_MODE_COPY, NULL, &error);
+  g_assert_null (result);
+  want = ids (fx, "mirror: vda: block job blkmig-ID8-0 failed: Input/output error");
+  g_assert_cmpstr (error->message, ==, want);
+  g_assert_cmpstr (fx->perform_step, ==, "mirror");
+}
+
+static void
+test_perform_qmp_closes (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Cookie) result = NULL;
+
+  script_perform_start (fx);
+  fake_qemu_expect_close (fx->fake, "blockdev-mirror", "*");
+  result = perform (fx, COOKIE_MODE_COPY, NULL, &error);
+  g_assert_null (result);
+  g_assert_error (error, QMP_ERROR, QMP_ERROR_CLOSED);
+  g_assert_cmpstr (error->message, ==,
+                   "mirror: vda: src: blockdev-mirror: QMP connection closed by QEMU");
+  g_assert_cmpstr (fx->perform_step, ==, "mirror");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -388,6 +658,13 @@ main (int argc, char **argv)
   ADD ("finish/copy", COOKIE_MODE_COPY, test_finish_copy);
   ADD ("finish/live-failed", COOKIE_MODE_COPY, test_finish_live_failed);
   ADD ("abort/dest", COOKIE_MODE_COPY, test_abort_dest);
+  ADD ("begin/ok", COOKIE_MODE_LIVE, test_begin);
+  ADD ("begin/unknown-disk", COOKIE_MODE_COPY, test_begin_unknown_disk);
+  ADD ("perform/copy", COOKIE_MODE_COPY, test_perform_copy);
+  ADD ("perform/live", COOKIE_MODE_LIVE, test_perform_live);
+  ADD ("perform/nbd-add-fails", COOKIE_MODE_COPY, test_perform_nbd_add_fails);
+  ADD ("perform/job-error", COOKIE_MODE_COPY, test_perform_job_error);
+  ADD ("perform/qmp-closes", COOKIE_MODE_COPY, test_perform_qmp_closes);
   ret = g_test_run ();
   g_rmdir (state_dir);
   g_free (state_dir);
