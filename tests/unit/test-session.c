@@ -297,9 +297,10 @@ static void
 script_remove_exports (Fixture *fx, const char *mode)
 {
   g_autofree char *args = g_strdup_printf ("{\"id\":\"blkmig-ID8-0\",\"mode\":\"%s\"}", mode);
+  g_autofree char *deleted = ids (fx, "{\"id\":\"blkmig-ID8-0\"}");
 
   expect (fx, "block-export-del", args, "{}");
-  fake_qemu_event (fx->fake, "BLOCK_EXPORT_DELETED", ids (fx, "{\"id\":\"blkmig-ID8-0\"}"));
+  fake_qemu_event (fx->fake, "BLOCK_EXPORT_DELETED", deleted);
   expect (fx, "nbd-server-stop", NULL, "{}");
 }
 
