@@ -571,8 +571,10 @@ fake_decide (FakeQemu *fake, const char *command, JsonNode *args, GPtrArray **ev
     return fake_fail (fake, g_strdup (error->message));
   if ((e = script_take (fake, command, args)) == NULL)
     {
-      if (g_hash_table_contains (fake->always, command))
-        return g_strdup (g_hash_table_lookup (fake->always, command));
+      const char *always = g_hash_table_lookup (fake->always, command);
+
+      if (always != NULL || (always = g_hash_table_lookup (fake->always, "*")) != NULL)
+        return g_strdup (always);
       g_autofree char *got = describe (command, args);
       g_autofree char *want = describe_next (fake);
       return fake_fail (fake, g_strdup_printf ("unexpected %s, expected %s", got, want));

@@ -55,7 +55,8 @@ void fake_qemu_any_order_end (FakeQemu *fake);
 
 /* Standing answers, outside the ordered script: @command, whenever it arrives and
  * is not the script's next entry, is answered with raw @members (NULL: "return":
- * {}).  For tests that care what blkmig does with a reply, not about the order. */
+ * {}).  For tests that care what blkmig does with a reply, not about the order.
+ * @command "*" answers every command that has no answer of its own. */
 void fake_qemu_answer_always (FakeQemu *fake, const char *command, const char *members);
 /* How many times @command was received (handshake commands included). */
 guint fake_qemu_count (FakeQemu *fake, const char *command);
