@@ -44,7 +44,32 @@ struct _FakeQemu {
   GHashTable *always;          /* command → raw members */
   GHashTable *counts;          /* command → count */
   GError *failure;             /* the first one */
+  /* interactive mode */
+  gboolean manual;             /* unscripted commands wait for fake_qemu_take */
+  GQueue pending;              /* of Pending */
+  FakeQemuHandler handler;
+  gpointer handler_data;
+  gboolean keep_fds;
+  GArray *fds;                 /* received with SCM_RIGHTS, when kept */
+  gboolean client_gone;        /* the client closed its end */
 };
+
+typedef struct {
+  JsonNode *id;
+  char *command;
+  JsonNode *args;
+} Pending;
+
+static void
+pending_free (gpointer data)
+{
+  Pending *p = data;
+
+  g_clear_pointer (&p->id, json_node_unref);
+  g_free (p->command);
+  g_clear_pointer (&p->args, json_node_unref);
+  g_free (p);
+}
 
 /* ---- the schema ------------------------------------------------------------ */
 
@@ -484,6 +509,10 @@ fake_qemu_check (FakeQemu *fake, GError **error)
   g_mutex_lock (&fake->lock);
   if (fake->failure != NULL)
     ok = (g_propagate_error (error, g_error_copy (fake->failure)), FALSE);
+  else if (!g_queue_is_empty (&fake->pending))
+    ok = (g_set_error (error, G_IO_ERROR, G_IO_ERROR_FAILED,
+                       "fake-qemu: %s was received and never taken",
+                       ((Pending *) g_queue_peek_head (&fake->pending))->command), FALSE);
   else if (!g_queue_is_empty (&fake->script))
     {
       g_autofree char *next = describe_next (fake);
@@ -557,9 +586,11 @@ fake_handshake (FakeQemu *fake, const char *command)
   return g_strdup_printf ("\"return\": %s", text);
 }
 
-/* Decides the answer to one command: reply members (NULL: close), events to follow. */
+/* Decides the answer to one command: reply members (NULL: close, or with *@hold
+ * left for the test in manual mode), events to follow. */
 static char *
-fake_decide (FakeQemu *fake, const char *command, JsonNode *args, GPtrArray **events)
+fake_decide (FakeQemu *fake, const char *command, JsonNode *args, GPtrArray **events,
+             gboolean *hold)
 {
   g_autoptr(GError) error = NULL;
   Entry *e;
@@ -575,6 +606,8 @@ fake_decide (FakeQemu *fake, const char *command, JsonNode *args, GPtrArray **ev
 
       if (always != NULL || (always = g_hash_table_lookup (fake->always, "*")) != NULL)
         return g_strdup (always);
+      if (fake->manual)
+        return *hold = TRUE, NULL;
       g_autofree char *got = describe (command, args);
       g_autofree char *want = describe_next (fake);
       return fake_fail (fake, g_strdup_printf ("unexpected %s, expected %s", got, want));
@@ -593,6 +626,27 @@ fake_count (FakeQemu *fake, const char *command)
   g_hash_table_replace (fake->counts, g_strdup (command), GUINT_TO_POINTER (n + 1));
 }
 
+/* Manual mode: the handler's, or left for fake_qemu_take. */
+static void
+fake_hold (FakeQemu *fake, const char *line, JsonNode *id, const char *command, JsonNode *args)
+{
+  g_autofree char *id_text = id != NULL && JSON_NODE_HOLDS_VALUE (id)
+                             && json_node_get_value_type (id) == G_TYPE_STRING
+                             ? g_strdup (json_node_get_string (id)) : NULL;
+  Pending *p;
+
+  if (fake->handler != NULL && id_text != NULL
+      && fake->handler (fake, line, id_text, command, args, fake->handler_data))
+    return;
+  p = g_new0 (Pending, 1);
+  p->id = id != NULL ? json_node_copy (id) : NULL;
+  p->command = g_strdup (command);
+  p->args = args != NULL ? json_node_copy (args) : NULL;
+  g_mutex_lock (&fake->lock);
+  g_queue_push_tail (&fake->pending, p);
+  g_mutex_unlock (&fake->lock);
+}
+
 static void
 fake_handle_line (FakeQemu *fake, const char *line)
 {
@@ -601,9 +655,11 @@ fake_handle_line (FakeQemu *fake, const char *line)
   const char *command = obj != NULL ? json_object_get_string_member_with_default (obj, "execute", NULL) : NULL;
   JsonNode *id = obj != NULL ? json_object_get_member (obj, "id") : NULL;
   g_autofree char *id_text = id != NULL ? json_to_string (id, FALSE) : NULL;
+  JsonNode *args = obj != NULL ? json_object_get_member (obj, "arguments") : NULL;
   g_autoptr(GPtrArray) events = NULL;
   g_autofree char *members = NULL;
   g_autofree char *reply = NULL;
+  gboolean hold = FALSE;
 
   g_mutex_lock (&fake->lock);
   if (command == NULL)
@@ -611,9 +667,11 @@ fake_handle_line (FakeQemu *fake, const char *line)
   else
     {
       fake_count (fake, command);
-      members = fake_decide (fake, command, json_object_get_member (obj, "arguments"), &events);
+      members = fake_decide (fake, command, args, &events, &hold);
     }
   g_mutex_unlock (&fake->lock);
+  if (hold)
+    return fake_hold (fake, line, id, command, args);
   if (members == NULL)
     return fake_conn_close (fake);
   reply = id_text != NULL ? g_strdup_printf ("{\"id\": %s, %s}\n", id_text, members)
@@ -623,8 +681,9 @@ fake_handle_line (FakeQemu *fake, const char *line)
     fake_write (fake, events->pdata[i]);
 }
 
+/* Received fds are closed, or kept for fake_qemu_steal_fd. */
 static void
-fake_close_fds (struct msghdr *msg)
+fake_take_fds (FakeQemu *fake, struct msghdr *msg)
 {
   for (struct cmsghdr *c = CMSG_FIRSTHDR (msg); c != NULL; c = CMSG_NXTHDR (msg, c))
     if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS)
@@ -632,7 +691,10 @@ fake_close_fds (struct msghdr *msg)
         {
           int fd;
           memcpy (&fd, CMSG_DATA (c) + i * sizeof (int), sizeof fd);
-          close (fd);
+          if (fake->keep_fds)
+            g_array_append_val (fake->fds, fd);
+          else
+            close (fd);
         }
 }
 
@@ -652,10 +714,11 @@ fake_conn_readable (int fd, GIOCondition condition, gpointer user_data)
     return G_SOURCE_CONTINUE;
   if (n <= 0)
     {
+      fake->client_gone = TRUE;
       fake_conn_close (fake);
       return G_SOURCE_REMOVE;
     }
-  fake_close_fds (&msg);
+  fake_take_fds (fake, &msg);
   g_string_append_len (fake->inbuf, buf, n);
   while (fake->conn_fd == fd && (nl = memchr (fake->inbuf->str, '\n', fake->inbuf->len)))
     {
@@ -666,19 +729,28 @@ fake_conn_readable (int fd, GIOCondition condition, gpointer user_data)
   return fake->conn_fd == fd ? G_SOURCE_CONTINUE : G_SOURCE_REMOVE;
 }
 
+static void
+fake_serve (FakeQemu *fake, int conn)
+{
+  fake->conn_fd = conn;
+  fake->client_gone = FALSE;
+  fake->conn_source = g_unix_fd_source_new (fake->conn_fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
+  g_source_set_callback (fake->conn_source, G_SOURCE_FUNC (fake_conn_readable), fake, NULL);
+  g_source_attach (fake->conn_source, fake->context);
+}
+
 static gboolean
 fake_accept (int fd, GIOCondition condition, gpointer user_data)
 {
   FakeQemu *fake = user_data;
   g_autofree char *greeting = NULL;
 
-  fake->conn_fd = accept4 (fd, NULL, NULL, SOCK_CLOEXEC);
-  if (fake->conn_fd < 0)
+  int conn = accept4 (fd, NULL, NULL, SOCK_CLOEXEC);
+
+  if (conn < 0)
     return G_SOURCE_CONTINUE;
   g_clear_pointer (&fake->listen_source, g_source_unref);
-  fake->conn_source = g_unix_fd_source_new (fake->conn_fd, G_IO_IN | G_IO_HUP | G_IO_ERR);
-  g_source_set_callback (fake->conn_source, G_SOURCE_FUNC (fake_conn_readable), fake, NULL);
-  g_source_attach (fake->conn_source, fake->context);
+  fake_serve (fake, conn);
   greeting = g_strconcat (fake->greeting, "\n", NULL);
   fake_write (fake, greeting);
   return G_SOURCE_REMOVE;  /* one connection at a time */
@@ -725,6 +797,8 @@ fake_new (GMainContext *context)
   g_queue_init (&fake->script);
   fake->always = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   fake->counts = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  g_queue_init (&fake->pending);
+  fake->fds = g_array_new (FALSE, FALSE, sizeof (int));
   fake_listen (fake);
   return fake;
 }
@@ -782,6 +856,10 @@ fake_qemu_free (FakeQemu *fake)
   g_rmdir (fake->dir);
   g_main_context_unref (fake->context);
   g_queue_clear_full (&fake->script, entry_free);
+  g_queue_clear_full (&fake->pending, pending_free);
+  for (guint i = 0; i < fake->fds->len; i++)
+    close (g_array_index (fake->fds, int, i));
+  g_array_unref (fake->fds);
   g_hash_table_unref (fake->always);
   g_hash_table_unref (fake->counts);
   g_clear_error (&fake->failure);
@@ -816,4 +894,158 @@ fake_qemu_connect (FakeQemu *fake, const char *label)
 
   g_assert_no_error (error);
   return client;
+}
+
+/* ---- interactive mode ------------------------------------------------------ */
+
+void
+fake_qemu_set_manual (FakeQemu *fake, FakeQemuHandler handler, gpointer data)
+{
+  g_assert_null (fake->thread);
+  fake->manual = TRUE;
+  fake->handler = handler;
+  fake->handler_data = data;
+}
+
+int
+fake_qemu_socketpair (FakeQemu *fake, gboolean greet)
+{
+  int sv[2];
+
+  g_assert_null (fake->thread);
+  g_assert_cmpint (fake->conn_fd, <, 0);
+  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), ==, 0);
+  if (fake->listen_source != NULL)
+    g_source_destroy (fake->listen_source);
+  g_clear_pointer (&fake->listen_source, g_source_unref);
+  close (fake->listen_fd);
+  fake->listen_fd = -1;       /* no other connection after this one */
+  fake_serve (fake, sv[1]);
+  if (greet)
+    {
+      g_autofree char *greeting = g_strconcat (fake->greeting, "\n", NULL);
+      fake_write (fake, greeting);
+    }
+  return sv[0];
+}
+
+/* Iterates the fake's (the test's) context until @cond holds; fails after 5 s. */
+#define FAKE_WAIT(fake, cond)                                                   \
+  G_STMT_START {                                                                \
+    gint64 deadline_ = g_get_monotonic_time () + 5 * G_USEC_PER_SEC;            \
+    while (!(cond))                                                             \
+      {                                                                         \
+        if (g_get_monotonic_time () >= deadline_)                               \
+          g_error ("fake-qemu: timed out waiting for " #cond);                  \
+        g_main_context_iteration ((fake)->context, FALSE);                      \
+        g_usleep (1000);                                                        \
+      }                                                                         \
+  } G_STMT_END
+
+char *
+fake_qemu_take (FakeQemu *fake, const char *command, const char *args)
+{
+  g_autoptr(JsonNode) want = args != NULL && !g_str_equal (args, "*")
+                             ? json_from_string (args, NULL) : NULL;
+  Pending *p;
+  char *id;
+
+  FAKE_WAIT (fake, !g_queue_is_empty (&fake->pending) || fake->conn_fd < 0);
+  p = g_queue_pop_head (&fake->pending);
+  if (p == NULL)
+    g_error ("fake-qemu: the connection ended while waiting for %s", command);
+  if (command != NULL)
+    g_assert_cmpstr (p->command, ==, command);
+  if (args == NULL ? p->args != NULL : want != NULL && !json_node_equal (want, p->args))
+    {
+      g_autofree char *got = describe (p->command, p->args);
+      g_error ("fake-qemu: got %s, expected arguments %s", got, args);
+    }
+  g_assert_true (p->id != NULL && JSON_NODE_HOLDS_VALUE (p->id)
+                 && json_node_get_value_type (p->id) == G_TYPE_STRING);
+  id = g_strdup (json_node_get_string (p->id));
+  pending_free (p);
+  return id;
+}
+
+static char *
+json_string_text (const char *text)
+{
+  g_autoptr(JsonNode) node = json_node_init_string (json_node_alloc (), text);
+
+  return json_to_string (node, FALSE);
+}
+
+void
+fake_qemu_reply (FakeQemu *fake, const char *id, const char *ret_json)
+{
+  g_autofree char *quoted = json_string_text (id);
+  g_autofree char *line = g_strdup_printf ("{\"return\": %s, \"id\": %s}\n", ret_json, quoted);
+
+  fake_write (fake, line);
+}
+
+void
+fake_qemu_send_raw (FakeQemu *fake, const char *text)
+{
+  fake_write (fake, text);
+}
+
+void
+fake_qemu_send_event (FakeQemu *fake, const char *name, const char *data_json)
+{
+  g_autofree char *line = g_strdup_printf ("{\"event\": \"%s\", \"data\": %s, \"timestamp\": "
+                                           "{\"seconds\": 1, \"microseconds\": 2}}\n",
+                                           name, data_json != NULL ? data_json : "{}");
+
+  fake_write (fake, line);
+}
+
+void
+fake_qemu_close (FakeQemu *fake)
+{
+  fake_conn_close (fake);
+}
+
+gboolean
+fake_qemu_client_gone (FakeQemu *fake)
+{
+  return fake->client_gone;
+}
+
+void
+fake_qemu_assert_quiet (FakeQemu *fake)
+{
+  while (g_main_context_iteration (fake->context, FALSE))
+    ;
+  if (!g_queue_is_empty (&fake->pending))
+    {
+      Pending *p = g_queue_peek_head (&fake->pending);
+      g_autofree char *got = describe (p->command, p->args);
+      g_error ("fake-qemu: unexpected %s", got);
+    }
+  fake_qemu_verify (fake);
+}
+
+void
+fake_qemu_keep_fds (FakeQemu *fake)
+{
+  fake->keep_fds = TRUE;
+}
+
+guint
+fake_qemu_fd_count (FakeQemu *fake)
+{
+  return fake->fds->len;
+}
+
+int
+fake_qemu_steal_fd (FakeQemu *fake)
+{
+  int fd;
+
+  g_assert_cmpuint (fake->fds->len, >, 0);
+  fd = g_array_index (fake->fds, int, 0);
+  g_array_remove_index (fake->fds, 0);
+  return fd;
 }

@@ -66,5 +66,34 @@ gboolean fake_qemu_check (FakeQemu *fake, GError **error);
 /* Asserts fake_qemu_check(). */
 void fake_qemu_verify (FakeQemu *fake);
 
+/* ---- interactive mode, for tests of the QMP client and the job group ----------
+ * (single-threaded fakes only).  Commands that neither the script nor a standing
+ * answer takes go to @handler (when it returns TRUE it answered, e.g. with
+ * fake_qemu_reply and fake_qemu_send_event), else they wait, schema-checked, for
+ * the test to take them in order and answer when it likes. */
+typedef gboolean (*FakeQemuHandler) (FakeQemu *fake, const char *line, const char *id,
+                                     const char *command, JsonNode *args, gpointer data);
+void fake_qemu_set_manual (FakeQemu *fake, FakeQemuHandler handler, gpointer data);
+/* Serves a socketpair instead of the socket (the only connection from now on);
+ * returns the client's end.  @greet: send the greeting at once. */
+int fake_qemu_socketpair (FakeQemu *fake, gboolean greet);
+/* Waits for the next waiting command, checks its name (unless NULL) and arguments
+ * (@args as in fake_qemu_expect), and returns its id. */
+char *fake_qemu_take (FakeQemu *fake, const char *command, const char *args);
+void fake_qemu_reply (FakeQemu *fake, const char *id, const char *ret_json);
+/* Sends @text as is, now (half lines, batches, garbage). */
+void fake_qemu_send_raw (FakeQemu *fake, const char *text);
+void fake_qemu_send_event (FakeQemu *fake, const char *name, const char *data_json);
+/* Closes the connection now (QEMU went away). */
+void fake_qemu_close (FakeQemu *fake);
+/* Whether the client closed its end. */
+gboolean fake_qemu_client_gone (FakeQemu *fake);
+/* Dispatches what is ready, then fails on any command not taken, and verifies. */
+void fake_qemu_assert_quiet (FakeQemu *fake);
+/* Keeps fds received with SCM_RIGHTS (closed by default) for fake_qemu_steal_fd. */
+void fake_qemu_keep_fds (FakeQemu *fake);
+guint fake_qemu_fd_count (FakeQemu *fake);
+int fake_qemu_steal_fd (FakeQemu *fake);
+
 /* Checks one command against the saved schema (exposed for the fake's own tests). */
 gboolean fake_qemu_validate (const char *command, JsonNode *args, GError **error);
