@@ -275,6 +275,68 @@ test_prepare_no_disk (Fixture *fx, gconstpointer data)
   g_assert_null (journal_step (fx, "prepare"));
 }
 
+static void
+test_prepare_live (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Cookie) reply = NULL;
+  g_autofree char *uri = g_strdup_printf ("unix:%s/mig.sock", fx->dir);
+  g_autofree char *incoming = g_strdup_printf ("{\"uri\":\"%s\"}", uri);
+  PrepareOptions opts = {
+    .listen = { .unix_path = fx->listen },
+    .incoming_uri = uri,
+    .journal = fx->journal,
+  };
+
+  expect (fx, "query-block", NULL, "[]");
+  expect (fx, "query-named-block-nodes", "{\"flat\":true}", DEST_NODES);
+  expect (fx, "query-status", NULL, "{\"status\":\"inmigrate\",\"running\":false}");
+  expect (fx, "getfd", "{\"fdname\":\"blkmig-nbd-listen\"}", "{}");
+  expect (fx, "nbd-server-start",
+          "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}}}", "{}");
+  expect (fx, "block-export-add", "{\"type\":\"nbd\",\"id\":\"blkmig-ID8-0\",\"node-name\":\"vda\","
+          "\"name\":\"blkmig-ID8-0\",\"writable\":true}", "{}");
+  expect (fx, "migrate-set-capabilities",
+          "{\"capabilities\":[{\"capability\":\"events\",\"state\":true},"
+          "{\"capability\":\"late-block-activate\",\"state\":true}]}", "{}");
+  expect (fx, "migrate-incoming", incoming, "{}");
+  reply = session_prepare (connect (fx, "dst"), fx->offer, &opts, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (reply->migrate_uri, ==, uri);
+  /* the memory stream's socket is listed for removal too */
+  g_assert_true (g_ptr_array_find_with_equal_func (fx->journal->created, uri + 5,
+                                                   g_str_equal, NULL));
+}
+
+static void
+test_prepare_not_incoming (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Cookie) reply = NULL;
+  PrepareOptions opts = {
+    .listen = { .unix_path = fx->listen },
+    .incoming_uri = (char *) "unix:/nonexistent/mig.sock",
+    .journal = fx->journal,
+  };
+
+  expect (fx, "query-block", NULL, "[]");
+  expect (fx, "query-named-block-nodes", "{\"flat\":true}", DEST_NODES);
+  expect (fx, "query-status", NULL, "{\"status\":\"running\\u001b[2J\",\"running\":true}");
+  expect (fx, "query-block-exports", NULL, "[]");
+  expect (fx, "query-named-block-nodes", "{\"flat\":true}", DEST_NODES);
+  expect (fx, "query-migrate-parameters", NULL, "{}");
+  fake_qemu_any_order_begin (fx->fake);
+  for (guint i = 0; i < 3; i++)
+    fake_qemu_expect (fx->fake, "object-del", "*", "{}");
+  fake_qemu_any_order_end (fx->fake);
+  reply = session_prepare (connect (fx, "dst"), fx->offer, &opts, NULL, &error);
+  g_assert_null (reply);
+  g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE);
+  g_assert_cmpstr (error->message, ==, "prepare: the destination QEMU is running\\x1b[2J, not "
+                                       "waiting for a migration: start it with -incoming defer -S");
+  g_assert_null (journal_step (fx, "prepare"));
+}
+
 /* ---- finish and abort on the destination ---------------------------------- */
 
 /* A destination cookie as prepare returns it, for finish and abort. */
@@ -656,6 +718,8 @@ main (int argc, char **argv)
   ADD ("prepare/target-add-fails", COOKIE_MODE_COPY, test_prepare_target_add_fails);
   ADD ("prepare/qmp-closes", COOKIE_MODE_COPY, test_prepare_qmp_closes);
   ADD ("prepare/no-disk", COOKIE_MODE_COPY, test_prepare_no_disk);
+  ADD ("prepare/live", COOKIE_MODE_LIVE, test_prepare_live);
+  ADD ("prepare/not-incoming", COOKIE_MODE_LIVE, test_prepare_not_incoming);
   ADD ("finish/copy", COOKIE_MODE_COPY, test_finish_copy);
   ADD ("finish/live-failed", COOKIE_MODE_COPY, test_finish_live_failed);
   ADD ("abort/dest", COOKIE_MODE_COPY, test_abort_dest);
