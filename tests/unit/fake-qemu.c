@@ -596,10 +596,10 @@ fake_decide (FakeQemu *fake, const char *command, JsonNode *args, GPtrArray **ev
   Entry *e;
   char *members;
 
-  if ((members = fake_handshake (fake, command)) != NULL)
-    return members;
   if (!fake_qemu_validate (command, args, &error))
     return fake_fail (fake, g_strdup (error->message));
+  if ((members = fake_handshake (fake, command)) != NULL)
+    return members;
   if ((e = script_take (fake, command, args)) == NULL)
     {
       const char *always = g_hash_table_lookup (fake->always, command);
@@ -751,7 +751,9 @@ fake_accept (int fd, GIOCondition condition, gpointer user_data)
     return G_SOURCE_CONTINUE;
   g_clear_pointer (&fake->listen_source, g_source_unref);
   fake_serve (fake, conn);
+  g_mutex_lock (&fake->lock);
   greeting = g_strconcat (fake->greeting, "\n", NULL);
+  g_mutex_unlock (&fake->lock);
   fake_write (fake, greeting);
   return G_SOURCE_REMOVE;  /* one connection at a time */
 }
