@@ -320,7 +320,7 @@ dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean 
   g_autoptr(GPtrArray) dst_disks = disks_query (dst, TRUE, cancellable, error);
   g_autofree char *tls_id = session_node_name (reply, 't', 0);
   g_autofree char *authz_id = session_node_name (reply, 'z', 0);
-  NbdEndpoint ep = { g_strdup (opts->listen.unix_path), g_strdup (opts->listen.host),
+  g_auto(NbdEndpoint) ep = { g_strdup (opts->listen.unix_path), g_strdup (opts->listen.host),
                      opts->listen.port };
   gboolean ok;
 

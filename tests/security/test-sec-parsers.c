@@ -5,7 +5,7 @@
 #include <glib/gstdio.h>
 #include <unistd.h>
 
-#include "tests/security/fake-qmp.h"
+#include "tests/unit/fake-qemu.h"
 
 /* What blkmig may use at most while it refuses a hostile reply or cookie. */
 #define ADDRESS_SPACE_LIMIT (1024UL * 1024 * 1024)
@@ -99,17 +99,29 @@ flat_array (gsize bytes)
   return g_string_free (s, FALSE);
 }
 
+/* A fake QEMU in a thread of its own (blkmig runs as a child): every command it
+ * is not told about gets {"return": {}}. */
+static FakeQemu *
+fake_new (void)
+{
+  FakeQemu *fake = fake_qemu_new_threaded ();
+
+  fake_qemu_answer_always (fake, "*", NULL);
+  return fake;
+}
+
 /* `blkmig list` against a fake QEMU whose query-block answers @reply_members. */
 static int
-list_with_query_block (const char *reply_members, char **err, FakeQmp **keep)
+list_with_query_block (const char *reply_members, char **err, FakeQemu **keep)
 {
-  FakeQmp *fake = fake_qmp_new ();
-  const char *argv[] = { "list", "--qmp", fake_qmp_path (fake), NULL };
+  FakeQemu *fake = fake_new ();
+  const char *argv[] = { "list", "--qmp", fake_qemu_path (fake), NULL };
   int status;
 
-  fake_qmp_script (fake, "query-block", reply_members);
+  fake_qemu_expect_raw (fake, "query-block", NULL, reply_members);
   status = run_blkmig (NULL, err, argv);
-  g_assert_cmpuint (fake_qmp_count (fake, "query-block"), ==, 1);
+  fake_qemu_verify (fake);
+  g_assert_cmpuint (fake_qemu_count (fake, "query-block"), ==, 1);
   *keep = fake;
   return status;
 }
@@ -120,7 +132,7 @@ test_qmp_deep_reply (void)
   g_autofree char *deep = nested (200000);
   g_autofree char *members = g_strdup_printf ("\"return\": %s", deep);
   g_autofree char *err = NULL;
-  g_autoptr(FakeQmp) fake = NULL;
+  g_autoptr(FakeQemu) fake = NULL;
 
   g_assert_cmpint (list_with_query_block (members, &err, &fake), ==, 5);
   g_assert_cmpstr (err, ==, "blkmig list: qemu: query-block: QMP peer sent bad JSON: nested deeper than "
@@ -133,7 +145,7 @@ test_qmp_long_line (void)
   g_autofree char *big = flat_array (20 * 1024 * 1024);
   g_autofree char *members = g_strdup_printf ("\"return\": %s", big);
   g_autofree char *err = NULL;
-  g_autoptr(FakeQmp) fake = NULL;
+  g_autoptr(FakeQemu) fake = NULL;
 
   g_assert_cmpint (list_with_query_block (members, &err, &fake), ==, 5);
   g_assert_cmpstr (err, ==, "blkmig list: qemu: query-block: QMP message too long\n");
@@ -146,7 +158,7 @@ test_qmp_many_values (void)
   g_autofree char *big = flat_array (12 * 1024 * 1024);
   g_autofree char *members = g_strdup_printf ("\"return\": %s", big);
   g_autofree char *err = NULL;
-  g_autoptr(FakeQmp) fake = NULL;
+  g_autoptr(FakeQemu) fake = NULL;
 
   g_assert_cmpint (list_with_query_block (members, &err, &fake), ==, 5);
   g_assert_cmpstr (err, ==, "blkmig list: qemu: query-block: QMP peer sent bad JSON: more than 1048576 "
@@ -157,23 +169,24 @@ test_qmp_many_values (void)
 static void
 test_qmp_mistyped (void)
 {
-  g_autoptr(FakeQmp) fake = fake_qmp_new ();
-  const char *argv[] = { "list", "--json", "--qmp", fake_qmp_path (fake), NULL };
+  g_autoptr(FakeQemu) fake = fake_new ();
+  const char *argv[] = { "list", "--json", "--qmp", fake_qemu_path (fake), NULL };
   g_autofree char *err = NULL;
 
-  fake_qmp_script (fake, "query-block",
+  fake_qemu_expect_raw (fake, "query-block", NULL,
                    "\"return\": [{\"device\": 5, \"qdev\": [], \"inserted\": {\"node-name\": "
                    "false, \"file\": {}, \"ro\": \"yes\", \"cache\": 3, \"image\": "
                    "{\"virtual-size\": \"big\", \"backing-image\": 7}}}, 12, null]");
-  fake_qmp_script (fake, "query-named-block-nodes",
+  fake_qemu_expect_raw (fake, "query-named-block-nodes", "{\"flat\": true}",
                    "\"return\": [{\"node-name\": false, \"drv\": 1, \"image\": {}}, "
                    "{\"node-name\": \"n1\", \"drv\": \"qcow2\", \"image\": "
                    "{\"virtual-size\": [1], \"backing-image\": {\"filename\": 3}}}, \"x\"]");
-  fake_qmp_script (fake, "query-block-jobs",
+  fake_qemu_expect_raw (fake, "query-block-jobs", NULL,
                    "\"return\": [{\"device\": false, \"offset\": \"x\", \"len\": {}}, 1]");
   g_assert_cmpint (run_blkmig (NULL, &err, argv), ==, 0);
   g_assert_cmpstr (err, ==, "");
-  g_assert_cmpuint (fake_qmp_count (fake, "query-block-jobs"), ==, 1);
+  fake_qemu_verify (fake);
+  g_assert_cmpuint (fake_qemu_count (fake, "query-block-jobs"), ==, 1);
 }
 
 /* A QEMU error text with terminal escapes and C1 codes is printed escaped. */
@@ -181,7 +194,7 @@ static void
 test_qmp_error_escaped (void)
 {
   g_autofree char *err = NULL;
-  g_autoptr(FakeQmp) fake = NULL;
+  g_autoptr(FakeQemu) fake = NULL;
 
   g_assert_cmpint (list_with_query_block ("\"error\": {\"class\": \"GenericError\", \"desc\": "
                                           "\"\\u001b]0;owned\\u0007\\u009b2J\\r\"}",
@@ -235,8 +248,8 @@ test_cookie_bad_json_escaped (void)
 static void
 test_cookie_disk_name_escaped (void)
 {
-  g_autoptr(FakeQmp) fake = fake_qmp_new ();
-  const char *argv[] = { "prepare", "--qmp", fake_qmp_path (fake), "--listen",
+  g_autoptr(FakeQemu) fake = fake_new ();
+  const char *argv[] = { "prepare", "--qmp", fake_qemu_path (fake), "--listen",
                          "unix:/nonexistent/nbd.sock", NULL };
   const char *cookie =
     "{\"version\": 1, \"kind\": \"source\", \"id\": \"0123456789abcdef0123456789abcdef\", "
@@ -245,12 +258,13 @@ test_cookie_disk_name_escaped (void)
     "\"allocated\": 0}]}";
   g_autofree char *err = NULL;
 
-  fake_qmp_script (fake, "query-block", "\"return\": []");
-  fake_qmp_script (fake, "query-named-block-nodes", "\"return\": []");
+  fake_qemu_expect_raw (fake, "query-block", NULL, "\"return\": []");
+  fake_qemu_expect_raw (fake, "query-named-block-nodes", "{\"flat\": true}", "\"return\": []");
   g_assert_cmpint (run_blkmig (cookie, &err, argv), ==, 4);
+  fake_qemu_verify (fake);
   assert_printable (err);
   g_assert_nonnull (strstr (err, "\\x1b[2Jvda\\u009b"));
-  g_assert_cmpuint (fake_qmp_count (fake, "query-block"), ==, 1);
+  g_assert_cmpuint (fake_qemu_count (fake, "query-block"), ==, 1);
 }
 
 /* prepare and its rollback against a QEMU whose every reply is an empty object:
@@ -258,8 +272,8 @@ test_cookie_disk_name_escaped (void)
 static void
 test_qmp_mistyped_prepare (void)
 {
-  g_autoptr(FakeQmp) fake = fake_qmp_new ();
-  const char *argv[] = { "prepare", "--qmp", fake_qmp_path (fake), "--listen",
+  g_autoptr(FakeQemu) fake = fake_new ();
+  const char *argv[] = { "prepare", "--qmp", fake_qemu_path (fake), "--listen",
                          "unix:/nonexistent/nbd.sock", NULL };
   const char *cookie =
     "{\"version\": 1, \"kind\": \"source\", \"id\": \"0123456789abcdef0123456789abcdef\", "
@@ -269,9 +283,10 @@ test_qmp_mistyped_prepare (void)
   g_autofree char *err = NULL;
 
   g_assert_cmpint (run_blkmig (cookie, &err, argv), ==, 4);
+  fake_qemu_verify (fake);
   g_assert_cmpstr (err, ==, "blkmig prepare: vda: the destination has no disk of that name and "
                    "no --create-dir was given\n");
-  g_assert_cmpuint (fake_qmp_count (fake, "query-block"), ==, 1);
+  g_assert_cmpuint (fake_qemu_count (fake, "query-block"), ==, 1);
 }
 
 int

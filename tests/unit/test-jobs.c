@@ -1,7 +1,8 @@
-/* Unit tests for jobs/job.c (BlkJob state machine) and jobs/job-group.c against a fake QMP peer. */
+/* Unit tests for jobs/job.c (BlkJob state machine) and jobs/job-group.c against the fake QEMU. */
 #include "jobs/job-group.h"
 
 #include "common/error.h"
+#include "tests/unit/fake-qemu.h"
 
 #include <errno.h>
 #include <glib-unix.h>
@@ -12,12 +13,6 @@
 
 #define LABEL "src"
 #define WAIT_LIMIT_US (5 * G_USEC_PER_SEC)
-#define GREETING \
-  "{\"QMP\":{\"version\":{\"qemu\":{\"micro\":0,\"minor\":2,\"major\":7}," \
-  "\"package\":\"\"},\"capabilities\":[\"oob\"]}}\n"
-#define COMMANDS \
-  "[{\"name\":\"block-job-cancel\"},{\"name\":\"block-job-complete\"}," \
-  "{\"name\":\"job-dismiss\"},{\"name\":\"query-block-jobs\"}]"
 #define CLOSED_TEXT LABEL ": QMP connection closed by QEMU"
 
 /* Waits (iterating the default main context) until @cond holds; fails after 5 s. */
@@ -270,23 +265,21 @@ test_job_fail (void)
   g_assert_null (done->error);
 }
 
-/* ---- part B: the fake QMP peer -------------------------------------------- */
+/* ---- part B: the fake QEMU (tests/unit/fake-qemu.c), driven step by step ---- */
 
 typedef struct {
   char *line;               /* exactly what the client sent, without the newline */
   char *execute;
   char *id;
   char *args;               /* compact JSON of "arguments", NULL when absent */
+  gboolean held;            /* not answered: waiting in the fake for fake_qemu_take */
 } Cmd;
 
 typedef struct {
   QmpClient *client;
   JobGroup *group;
-  int peer;                 /* the fake QEMU's end of the socketpair */
-  guint peer_watch;
-  gboolean peer_eof;
-  GString *inbuf;           /* bytes from the client not yet taken as lines */
-  GQueue *received;         /* Cmd, not yet taken by peer_expect */
+  FakeQemu *fake;
+  GQueue *received;         /* Cmd, in arrival order, not yet taken by peer_expect */
   gboolean auto_reply;      /* answer {"return":{}} as soon as a command arrives */
   gboolean simulate;        /* with auto_reply: also send the events QEMU would */
   guint tick;               /* wakes blocking iterations so WAIT_UNTIL can give up */
@@ -342,29 +335,19 @@ slot_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 static void
 peer_write (Fixture *fx, const char *text)
 {
-  gssize len = strlen (text);
-
-  g_assert_cmpint (fx->peer, >=, 0);
-  g_assert_cmpint (write (fx->peer, text, len), ==, len);
+  fake_qemu_send_raw (fx->fake, text);
 }
 
 static void
 peer_reply (Fixture *fx, const char *id, const char *return_json)
 {
-  g_autofree char *text = g_strdup_printf ("{\"return\":%s,\"id\":\"%s\"}\n",
-                                           return_json, id);
-
-  peer_write (fx, text);
+  fake_qemu_reply (fx->fake, id, return_json);
 }
 
 static void
 peer_event (Fixture *fx, const char *name, const char *data_json)
 {
-  g_autofree char *text = g_strdup_printf ("{\"event\":\"%s\",\"data\":%s,"
-                                           "\"timestamp\":{\"seconds\":1,"
-                                           "\"microseconds\":2}}\n", name, data_json);
-
-  peer_write (fx, text);
+  fake_qemu_send_event (fx->fake, name, data_json);
 }
 
 static void
@@ -414,59 +397,27 @@ peer_simulate (Fixture *fx, Cmd *cmd)
     peer_status (fx, json_object_get_string_member (obj, "id"), "null");
 }
 
-static void
-peer_take_line (Fixture *fx, const char *line)
-{
-  g_autoptr(GError) error = NULL;
-  g_autoptr(JsonNode) root = json_from_string (line, &error);
-  Cmd *cmd = g_new0 (Cmd, 1);
-  JsonObject *obj;
-  JsonNode *args;
-
-  g_assert_no_error (error);
-  g_assert_true (JSON_NODE_HOLDS_OBJECT (root));
-  obj = json_node_get_object (root);
-  cmd->line = g_strdup (line);
-  cmd->execute = g_strdup (json_object_get_string_member_with_default (obj, "execute", NULL));
-  cmd->id = g_strdup (json_object_get_string_member_with_default (obj, "id", NULL));
-  g_assert_nonnull (cmd->execute);
-  g_assert_nonnull (cmd->id);
-  args = json_object_get_member (obj, "arguments");
-  cmd->args = args != NULL ? json_to_string (args, FALSE) : NULL;
-  g_queue_push_tail (fx->received, cmd);
-  if (fx->auto_reply)
-    {
-      peer_reply (fx, cmd->id, "{}");
-      if (fx->simulate)
-        peer_simulate (fx, cmd);
-    }
-}
-
+/* The fake's handler: every command (already checked against the schema) is
+ * logged; with auto_reply it is answered at once, else it waits in the fake. */
 static gboolean
-peer_readable_cb (int fd, GIOCondition condition, gpointer user_data)
+peer_take_command (FakeQemu *fake, const char *line, const char *id, const char *command,
+                   JsonNode *args, gpointer data)
 {
-  Fixture *fx = user_data;
-  char buf[4096];
-  gssize n = read (fd, buf, sizeof buf);
-  char *nl;
+  Fixture *fx = data;
+  Cmd *cmd = g_new0 (Cmd, 1);
 
-  if (n < 0 && (errno == EAGAIN || errno == EINTR))
-    return G_SOURCE_CONTINUE;
-  if (n <= 0)
-    {
-      fx->peer_eof = TRUE;
-      fx->peer_watch = 0;
-      return G_SOURCE_REMOVE;
-    }
-  g_string_append_len (fx->inbuf, buf, n);
-  while ((nl = memchr (fx->inbuf->str, '\n', fx->inbuf->len)) != NULL)
-    {
-      g_autofree char *line = g_strndup (fx->inbuf->str, nl - fx->inbuf->str);
-
-      g_string_erase (fx->inbuf, 0, nl - fx->inbuf->str + 1);
-      peer_take_line (fx, line);
-    }
-  return G_SOURCE_CONTINUE;
+  cmd->line = g_strdup (line);
+  cmd->execute = g_strdup (command);
+  cmd->id = g_strdup (id);
+  cmd->args = args != NULL ? json_to_string (args, FALSE) : NULL;
+  cmd->held = !fx->auto_reply;
+  g_queue_push_tail (fx->received, cmd);
+  if (!fx->auto_reply)
+    return FALSE;
+  peer_reply (fx, cmd->id, "{}");
+  if (fx->simulate)
+    peer_simulate (fx, cmd);
+  return TRUE;
 }
 
 /* The peer's next unread command; checks its name and arguments (NULL: none). */
@@ -475,21 +426,17 @@ peer_expect (Fixture *fx, const char *command, const char *args_json)
 {
   Cmd *cmd;
 
-  WAIT_UNTIL (!g_queue_is_empty (fx->received) || fx->peer_eof);
+  WAIT_UNTIL (!g_queue_is_empty (fx->received) || fake_qemu_client_gone (fx->fake));
   cmd = g_queue_pop_head (fx->received);
   g_assert_nonnull (cmd);
   g_assert_cmpstr (cmd->execute, ==, command);
   g_assert_cmpstr (cmd->args, ==, args_json);
+  if (cmd->held)
+    {
+      g_autofree char *id = fake_qemu_take (fx->fake, command, "*");
+      g_assert_cmpstr (id, ==, cmd->id);
+    }
   return cmd;
-}
-
-/* Takes the next command, checks it and answers it with @return_json. */
-static void
-peer_answer (Fixture *fx, const char *command, const char *args_json, const char *return_json)
-{
-  g_autoptr(Cmd) cmd = peer_expect (fx, command, args_json);
-
-  peer_reply (fx, cmd->id, return_json);
 }
 
 /* Takes as many commands as there are "COMMAND ARGS" strings and checks that
@@ -510,13 +457,13 @@ peer_expect_set (Fixture *fx, ...)
       g_autofree char *got = NULL;
       guint index;
 
-      WAIT_UNTIL (!g_queue_is_empty (fx->received) || fx->peer_eof);
-      cmd = g_queue_pop_head (fx->received);
-      g_assert_nonnull (cmd);
+      WAIT_UNTIL (!g_queue_is_empty (fx->received));
+      cmd = g_queue_peek_head (fx->received);
       got = g_strdup_printf ("%s %s", cmd->execute, cmd->args != NULL ? cmd->args : "");
       if (!g_ptr_array_find_with_equal_func (want, got, g_str_equal, &index))
         g_error ("unexpected command: %s", cmd->line);
       g_ptr_array_remove_index (want, index);
+      cmd = peer_expect (fx, cmd->execute, cmd->args);
     }
 }
 
@@ -527,16 +474,14 @@ peer_assert_quiet (Fixture *fx)
   flush ();
   if (!g_queue_is_empty (fx->received))
     g_error ("unexpected command: %s", ((Cmd *) g_queue_peek_head (fx->received))->line);
-  g_assert_cmpuint (fx->inbuf->len, ==, 0);
+  fake_qemu_assert_quiet (fx->fake);
 }
 
 /* Ends the peer's side of the conversation (QEMU went away). */
 static void
 peer_close (Fixture *fx)
 {
-  g_clear_handle_id (&fx->peer_watch, g_source_remove);
-  close (fx->peer);
-  fx->peer = -1;
+  fake_qemu_close (fx->fake);
 }
 
 static void
@@ -550,24 +495,18 @@ changed_cb (JobGroup *group, BlkJob *job, gpointer user_data)
 static void
 fixture_setup (Fixture *fx, gconstpointer data)
 {
-  int sv[2];
   Slot slot = { NULL };
   g_autoptr(GError) error = NULL;
+  int fd;
 
-  g_assert_cmpint (socketpair (AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv), ==, 0);
-  fx->peer = sv[1];
-  g_assert_true (g_unix_set_fd_nonblocking (fx->peer, TRUE, NULL));
-  fx->peer_watch = g_unix_fd_add (fx->peer, G_IO_IN | G_IO_HUP | G_IO_ERR,
-                                  peer_readable_cb, fx);
   fx->tick = g_timeout_add (100, tick_cb, NULL);
-  fx->inbuf = g_string_new (NULL);
   fx->received = g_queue_new ();
+  fx->fake = fake_qemu_new ();
+  fake_qemu_set_manual (fx->fake, peer_take_command, fx);
+  fd = fake_qemu_socketpair (fx->fake, TRUE);
 
-  /* Greeting, qmp_capabilities, query-commands: a READY client. */
-  qmp_client_adopt_fd_async (sv[0], LABEL, NULL, slot_cb, &slot);
-  peer_write (fx, GREETING);
-  peer_answer (fx, "qmp_capabilities", NULL, "{}");
-  peer_answer (fx, "query-commands", NULL, COMMANDS);
+  /* Greeting, qmp_capabilities, query-commands (the fake's): a READY client. */
+  qmp_client_adopt_fd_async (fd, LABEL, NULL, slot_cb, &slot);
   WAIT_UNTIL (slot.result != NULL);
   fx->client = qmp_client_adopt_fd_finish (slot.result, &error);
   g_clear_object (&slot.result);
@@ -588,12 +527,9 @@ fixture_teardown (Fixture *fx, gconstpointer data)
     qmp_client_close (fx->client);
   g_clear_object (&fx->client);
   flush ();
-  g_clear_handle_id (&fx->peer_watch, g_source_remove);
   g_clear_handle_id (&fx->tick, g_source_remove);
   flush ();
-  if (fx->peer >= 0)
-    close (fx->peer);
-  g_string_free (fx->inbuf, TRUE);
+  g_clear_pointer (&fx->fake, fake_qemu_free);
   g_queue_free_full (fx->received, (GDestroyNotify) cmd_free);
 }
 
