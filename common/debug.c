@@ -12,6 +12,7 @@ blkmig_debug_init (guint extra_flags)
   static const GDebugKey keys[] = {
     { "qmp", BLKMIG_DEBUG_QMP },
     { "jobs", BLKMIG_DEBUG_JOBS },
+    { "tunnel", BLKMIG_DEBUG_TUNNEL },
   };
   debug_flags = g_parse_debug_string (g_getenv ("BLKMIG_DEBUG"), keys,
                                       G_N_ELEMENTS (keys));

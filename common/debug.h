@@ -1,4 +1,4 @@
-/* Debug switches: BLKMIG_DEBUG=qmp,jobs or --debug turn on conversation traces. */
+/* Debug switches: BLKMIG_DEBUG=qmp,jobs,tunnel or --debug turn on conversation traces. */
 #pragma once
 
 #include <glib.h>
@@ -6,6 +6,7 @@
 typedef enum {
   BLKMIG_DEBUG_QMP = 1 << 0,
   BLKMIG_DEBUG_JOBS = 1 << 1,
+  BLKMIG_DEBUG_TUNNEL = 1 << 2,
 } BlkmigDebugFlags;
 
 /* Reads BLKMIG_DEBUG once; extra flags come from --debug. */

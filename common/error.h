@@ -17,8 +17,3 @@ typedef enum {
   BLKMIG_ERROR_MIGRATION = 7,   /* the memory migration failed */
   BLKMIG_ERROR_INTERRUPTED = 130, /* SIGINT or SIGTERM: cleaned up and stopped */
 } BlkmigErrorCode;
-
-/* Exit code for an error from any domain blkmig uses. */
-int blkmig_error_exit_code (const GError *error);
-/* The failure class as a word: "usage", "cookie", "disk", "qmp", ... */
-const char *blkmig_error_class (const GError *error);

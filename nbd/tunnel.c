@@ -172,7 +172,10 @@ static void
 tunnel_queue (Tunnel *tunnel, guint32 id, guint8 type, guint8 *frame, guint32 len)
 {
   if (tunnel->closed)
-    return g_free (frame);
+    {
+      g_free (frame);
+      return;
+    }
   g_queue_push_tail (&tunnel->outq, frame_finish (id, type, frame, len));
   tunnel->outq_bytes += FRAME_HEADER + len;
   tunnel_flush (tunnel);
@@ -235,8 +238,11 @@ tunnel_close (Tunnel *tunnel, GError *error)
   GList *channels;
 
   if (tunnel->closed)
-    return g_clear_error (&error);
-  blkmig_debug (BLKMIG_DEBUG_QMP, "tunnel: closed: %s", error != NULL ? error->message : "end of stream");
+    {
+      g_clear_error (&error);
+      return;
+    }
+  blkmig_debug (BLKMIG_DEBUG_TUNNEL, "tunnel: closed: %s", error != NULL ? error->message : "end of stream");
   tunnel->closed = TRUE;
   tunnel->error = error;
   g_cancellable_cancel (tunnel->cancellable);
@@ -281,7 +287,10 @@ tunnel_written_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   if (!g_output_stream_writev_all_finish (G_OUTPUT_STREAM (source), result, NULL, &error))
     {
       tunnel_close (tunnel, g_steal_pointer (&error));
-      return tunnel_unref (tunnel);
+      {
+        tunnel_unref (tunnel);
+        return;
+      }
     }
   for (; tunnel->out_frames > 0; tunnel->out_frames--)
     {
@@ -369,7 +378,10 @@ channel_written_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     {
       if (!ch->dead)
         channel_local_ended (ch);
-      return channel_unref (ch);
+      {
+        channel_unref (ch);
+        return;
+      }
     }
   data = g_queue_pop_head (&ch->writes);
   if (!ch->dead)
@@ -413,7 +425,7 @@ channel_connected_cb (GObject *source, GAsyncResult *result, gpointer user_data)
     g_clear_object (&conn);
   else if (conn == NULL)
     {
-      blkmig_debug (BLKMIG_DEBUG_QMP, "tunnel: cannot reach %s: %s", ch->tunnel->nbd_path,
+      blkmig_debug (BLKMIG_DEBUG_TUNNEL, "tunnel: cannot reach %s: %s", ch->tunnel->nbd_path,
                     error->message);
       channel_local_ended (ch);
     }
@@ -434,9 +446,15 @@ tunnel_open_channel (Tunnel *tunnel, guint32 id)
   Channel *ch;
 
   if (tunnel->nbd_path == NULL || g_hash_table_contains (tunnel->channels, GUINT_TO_POINTER (id)))
-    return tunnel_violation (tunnel, "unexpected OPEN for channel %u", id);
+    {
+      tunnel_violation (tunnel, "unexpected OPEN for channel %u", id);
+      return;
+    }
   if (g_hash_table_size (tunnel->channels) >= TUNNEL_MAX_CHANNELS)
-    return tunnel_violation (tunnel, "more than %d channels open", TUNNEL_MAX_CHANNELS);
+    {
+      tunnel_violation (tunnel, "more than %d channels open", TUNNEL_MAX_CHANNELS);
+      return;
+    }
   ch = channel_new (tunnel, id, NULL);
   g_socket_client_connect_async (client, G_SOCKET_CONNECTABLE (addr), ch->cancellable,
                                  channel_connected_cb, channel_ref (ch));
@@ -456,20 +474,29 @@ tunnel_dispatch (Tunnel *tunnel, guint32 id, guint8 type, guint32 len)
       if (ch == NULL)
         break;  /* that connection already ended here */
       if (len > ch->window)
-        return tunnel_violation (tunnel, "%u bytes of DATA on channel %u beyond the credit it "
-                                 "was given", len, id);
+        {
+          tunnel_violation (tunnel, "%u bytes of DATA on channel %u beyond the credit it "
+                            "was given", len, id);
+          return;
+        }
       ch->window -= len;
       g_queue_push_tail (&ch->writes, g_bytes_new_take (g_steal_pointer (&tunnel->payload), len));
       channel_write (ch);
       break;
     case FRAME_CREDIT:
       if (len != 4)
-        return tunnel_violation (tunnel, "CREDIT of %u bytes", len);
+        {
+          tunnel_violation (tunnel, "CREDIT of %u bytes", len);
+          return;
+        }
       if (ch == NULL)
         break;
       ch->credit += get_be32 (tunnel->payload);
       if (ch->credit > TUNNEL_WINDOW)
-        return tunnel_violation (tunnel, "more CREDIT on channel %u than was sent", id);
+        {
+          tunnel_violation (tunnel, "more CREDIT on channel %u than was sent", id);
+          return;
+        }
       channel_read (ch);
       break;
     case FRAME_CLOSE:

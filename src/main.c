@@ -7,6 +7,7 @@
 #include "common/escape.h"
 #include "src/commands.h"
 #include "src/events.h"
+#include "src/exit-code.h"
 #include "src/util.h"
 
 CommonOptions common_options;
@@ -62,7 +63,7 @@ command_parse (int *argc, char ***argv, const char *params, const char *summary,
   if (!g_option_context_parse (ctx, argc, argv, error))
     return FALSE;
   if (common_options.debug)
-    blkmig_debug_init (BLKMIG_DEBUG_QMP | BLKMIG_DEBUG_JOBS);
+    blkmig_debug_init (BLKMIG_DEBUG_QMP | BLKMIG_DEBUG_JOBS | BLKMIG_DEBUG_TUNNEL);
   if (common_options.json)
     return events_open ("-", error);
   if (common_options.events_path != NULL)
