@@ -1,6 +1,8 @@
 /* JSON helpers: building members, and parsing a peer's text within bounds. */
 #include "common/json.h"
 
+#include <string.h>
+
 #include "common/error.h"
 #include "common/escape.h"
 
@@ -36,6 +38,11 @@ static gboolean
 json_scan_byte (char c, guint *depth, gsize *values, const BlkmigJsonLimits *limits,
                 GError **error)
 {
+  /* Outside strings JSON has only these; json-glib also takes 'strings' and
+   * comments, which would hide nesting from this count: refuse them here. */
+  if (c == '\0' || strchr (" \t\r\n{}[],:-+.0123456789eEtrufalsn", c) == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
+                        "not valid JSON: unexpected character 0x%02x", (guchar) c), FALSE;
   if (c == '[' || c == '{')
     {
       if (++*depth > limits->max_depth)

@@ -139,6 +139,28 @@ test_qmp_deep_reply (void)
                    "1024 levels\n");
 }
 
+/* json-glib also reads 'strings' and comments: a quote hidden in one must not
+ * blind the nesting count to what follows. */
+static void
+test_qmp_deep_reply_hidden (void)
+{
+  static const char *const wrappers[][2] = { { "['\"', ", ", '\"']" },
+                                             { "/* \" */ ", " /* \" */" } };
+
+  for (gsize i = 0; i < G_N_ELEMENTS (wrappers); i++)
+    {
+      g_autofree char *deep = nested (200000);
+      g_autofree char *members = g_strdup_printf ("\"return\": %s%s%s", wrappers[i][0], deep,
+                                                  wrappers[i][1]);
+      g_autofree char *err = NULL;
+      g_autoptr(FakeQemu) fake = NULL;
+
+      g_assert_cmpint (list_with_query_block (members, &err, &fake), ==, 5);
+      g_assert_true (g_str_has_prefix (err, "blkmig list: qemu: query-block: QMP peer sent bad "
+                                            "JSON: not valid JSON: unexpected character 0x"));
+    }
+}
+
 static void
 test_qmp_long_line (void)
 {
@@ -220,6 +242,18 @@ test_cookie_deep (void)
 }
 
 static void
+test_cookie_deep_hidden (void)
+{
+  g_autofree char *deep = nested (200000);
+  g_autofree char *cookie = g_strdup_printf ("{\"version\": 1, \"x\": ['\"', %s, '\"']}", deep);
+  g_autofree char *err = NULL;
+
+  g_assert_cmpint (run_blkmig (cookie, &err, prepare_argv), ==, 3);
+  g_assert_cmpstr (err, ==, "blkmig prepare: cookie: standard input: not valid JSON: unexpected "
+                   "character 0x27\n");
+}
+
+static void
 test_cookie_huge (void)
 {
   g_autofree char *big = flat_array (2 * 1024 * 1024);
@@ -294,12 +328,14 @@ main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/sec/qmp/deep-reply", test_qmp_deep_reply);
+  g_test_add_func ("/sec/qmp/deep-reply-hidden", test_qmp_deep_reply_hidden);
   g_test_add_func ("/sec/qmp/long-line", test_qmp_long_line);
   g_test_add_func ("/sec/qmp/many-values", test_qmp_many_values);
   g_test_add_func ("/sec/qmp/mistyped", test_qmp_mistyped);
   g_test_add_func ("/sec/qmp/error-escaped", test_qmp_error_escaped);
   g_test_add_func ("/sec/qmp/mistyped-prepare", test_qmp_mistyped_prepare);
   g_test_add_func ("/sec/cookie/deep", test_cookie_deep);
+  g_test_add_func ("/sec/cookie/deep-hidden", test_cookie_deep_hidden);
   g_test_add_func ("/sec/cookie/huge", test_cookie_huge);
   g_test_add_func ("/sec/cookie/bad-json-escaped", test_cookie_bad_json_escaped);
   g_test_add_func ("/sec/cookie/disk-name-escaped", test_cookie_disk_name_escaped);
