@@ -116,10 +116,8 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
   g_autoptr(Progress) progress = progress_start (group, common_options.quiet, 2000);
 
   events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
-  ret = qmp_client_execute_sync (run->qmp, "blockdev-mirror",
-                                 mirror_args_new (run->job_id, device, run->node, &args->mirror),
-                                 cancellable, error);
-  if (ret == NULL)
+  if (!mirror_start (run->qmp, run->job_id, device, run->node, &args->mirror, cancellable,
+                     error))
     {
       job_group_forget (group, job);
       return FALSE;

@@ -162,18 +162,13 @@ source_start_mirror (SourceRun *run, guint i, DiskInfo *info, GCancellable *canc
   g_autofree char *node = session_node_name (run->cookie, 'n', i);
   g_autofree char *job_id = session_job_id (run->cookie, i);
   BlkJob *job = job_group_add (run->group, job_id, disk->name);
-  g_autoptr(JsonNode) ret = NULL;
 
-  ret = qmp_client_execute_sync (run->qmp, "blockdev-mirror",
-                                 mirror_args_new (job_id, source_mirror_device (info), node,
-                                                  &run->opts->mirror),
-                                 cancellable, error);
-  if (ret == NULL)
-    {
-      job_group_forget (run->group, job);
-      g_prefix_error (error, "%s: ", disk->name);
-    }
-  return ret != NULL;
+  if (mirror_start (run->qmp, job_id, source_mirror_device (info), node, &run->opts->mirror,
+                    cancellable, error))
+    return TRUE;
+  job_group_forget (run->group, job);
+  g_prefix_error (error, "%s: ", disk->name);
+  return FALSE;
 }
 
 static gboolean
