@@ -128,7 +128,7 @@ static gboolean
 nbd_server_addr (QmpClient *qmp, NbdEndpoint *ep, QmpSocketAddress *addr,
                  GCancellable *cancellable, GError **error)
 {
-  if (qmp_client_has_command (qmp, "getfd"))
+  if (qmp_can_getfd (qmp))
     {
       *addr = (QmpSocketAddress) { .type = QMP_ADDRESS_FD, .fd_name = NBD_LISTEN_FD_NAME };
       return nbd_listen_fd_addr (qmp, ep, cancellable, error);
@@ -158,7 +158,7 @@ gboolean
 nbd_export_add (QmpClient *qmp, const char *id, const char *node, const char *name,
                 gboolean writable, GCancellable *cancellable, GError **error)
 {
-  if (qmp_client_has_command (qmp, "block-export-add"))
+  if (qmp_can_block_export (qmp))
     return qmp_block_export_add_nbd (qmp, id, node, name, writable, cancellable, error);
   return qmp_nbd_server_add (qmp, node, name, writable, cancellable, error);
 }
@@ -171,7 +171,7 @@ nbd_export_del (QmpClient *qmp, const char *id, gboolean hard, GCancellable *can
   g_autoptr(QmpEventWait) wait = NULL;
   g_autoptr(JsonObject) done = NULL;
 
-  if (!qmp_client_has_command (qmp, "block-export-del"))
+  if (!qmp_can_block_export (qmp))
     return qmp_nbd_server_remove (qmp, id, hard, cancellable, error);
   wait = qmp_event_wait_new (qmp, "BLOCK_EXPORT_DELETED", "id", ids);
   if (!qmp_block_export_del (qmp, id, hard, cancellable, error))

@@ -851,6 +851,12 @@ qmp_client_has_argument (QmpClient *self, const char *command, const char *argum
   return g_hash_table_contains (qmp_client_arguments (self), key);
 }
 
+guint
+qmp_client_get_default_timeout (QmpClient *self)
+{
+  return self->default_timeout_ms;
+}
+
 void
 qmp_client_set_default_timeout (QmpClient *self, guint timeout_ms)
 {

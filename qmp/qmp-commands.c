@@ -41,6 +41,20 @@ qmp_dup (JsonObject *obj, const char *key)
   return g_strdup (qmp_member_string (obj, key));
 }
 
+/* ---- what the peer can do ------------------------------------------------ */
+
+gboolean
+qmp_can_getfd (QmpClient *qmp)
+{
+  return qmp_client_has_command (qmp, "getfd");
+}
+
+gboolean
+qmp_can_block_export (QmpClient *qmp)
+{
+  return qmp_client_has_command (qmp, "block-export-add");
+}
+
 /* ---- the VM ---------------------------------------------------------------- */
 
 void
@@ -94,8 +108,11 @@ gboolean
 qmp_yank_block_node (QmpClient *qmp, const char *node_name, GCancellable *cancellable,
                      GError **error)
 {
-  JsonArray *instances = json_array_new ();
+  JsonArray *instances;
 
+  if (!qmp_client_has_command (qmp, "yank"))
+    return TRUE;
+  instances = json_array_new ();
   json_array_add_element (instances, qmp_args_new ("type", qmp_str ("block-node"),
                                                    "node-name", qmp_str (node_name), NULL));
   return qmp_run (qmp, "yank", qmp_args_new ("instances", qmp_array_node (instances), NULL),
@@ -613,11 +630,14 @@ qmp_migrate_parameters_info_free (QmpMigrateParametersInfo *info)
 QmpMigrateParametersInfo *
 qmp_query_migrate_parameters (QmpClient *qmp, GCancellable *cancellable, GError **error)
 {
-  g_autoptr(JsonNode) ret = qmp_client_execute_sync (qmp, "query-migrate-parameters", NULL,
-                                                     cancellable, error);
-  JsonObject *obj = qmp_node_object (ret);
+  g_autoptr(JsonNode) ret = NULL;
+  JsonObject *obj;
   QmpMigrateParametersInfo *info;
 
+  if (!qmp_client_has_command (qmp, "query-migrate-parameters"))
+    return g_new0 (QmpMigrateParametersInfo, 1);
+  ret = qmp_client_execute_sync (qmp, "query-migrate-parameters", NULL, cancellable, error);
+  obj = qmp_node_object (ret);
   if (ret == NULL)
     return NULL;
   info = g_new0 (QmpMigrateParametersInfo, 1);

@@ -13,6 +13,15 @@
 extern const char qmp_null_arg[];
 #define QMP_NULL (qmp_null_arg)
 
+/* ---- what the peer can do --------------------------------------------------
+ * Version differences are decided here (qmp_client_has_command/has_argument),
+ * not by the callers. */
+
+/* getfd: QEMU takes sockets blkmig made (qemu-storage-daemon cannot). */
+gboolean qmp_can_getfd (QmpClient *qmp);
+/* block-export-add/del (else only nbd-server-add/remove). */
+gboolean qmp_can_block_export (QmpClient *qmp);
+
 /* ---- addresses ------------------------------------------------------------ */
 
 typedef enum {
@@ -48,7 +57,8 @@ gboolean qmp_cont (QmpClient *qmp, GCancellable *cancellable, GError **error);
 /* Hands QEMU @fd (dup'ed) under @fdname. */
 gboolean qmp_getfd (QmpClient *qmp, const char *fdname, int fd, GCancellable *cancellable,
                     GError **error);
-/* Drops the connections of one block node (yank instance "block-node"). */
+/* Drops the connections of one block node (yank instance "block-node"); does
+ * nothing on a QEMU without yank. */
 gboolean qmp_yank_block_node (QmpClient *qmp, const char *node_name,
                               GCancellable *cancellable, GError **error);
 
@@ -209,7 +219,7 @@ gboolean qmp_migrate_set_capabilities (QmpClient *qmp, const char *const *caps,
                                        GCancellable *cancellable, GError **error);
 
 /* migrate-set-parameters (NULL: left alone, QMP_NULL: unset) and the same members
- * of query-migrate-parameters (NULL: absent). */
+ * of query-migrate-parameters (NULL: absent, or a QEMU without that command). */
 typedef struct {
   const char *tls_creds;
   const char *tls_hostname;
