@@ -18,6 +18,7 @@ struct _FakeQmp {
   GMutex lock;
   GHashTable *script;          /* command → reply members */
   GHashTable *counts;          /* command → count */
+  GHashTable *arguments;       /* command → its last arguments, JSON text */
 };
 
 static gboolean
@@ -69,6 +70,7 @@ fake_answer (FakeQmp *fake, GSocket *sock, const char *line)
   JsonObject *obj = msg != NULL && JSON_NODE_HOLDS_OBJECT (msg) ? json_node_get_object (msg) : NULL;
   const char *command = obj != NULL ? json_object_get_string_member_with_default (obj, "execute", "") : "";
   JsonNode *id = obj != NULL ? json_object_get_member (obj, "id") : NULL;
+  JsonNode *args = obj != NULL ? json_object_get_member (obj, "arguments") : NULL;
   g_autofree char *id_text = id != NULL ? json_to_string (id, FALSE) : g_strdup ("null");
   g_autofree char *head = g_strdup_printf ("{\"id\": %s, ", id_text);
   g_autofree char *members = NULL;
@@ -77,6 +79,8 @@ fake_answer (FakeQmp *fake, GSocket *sock, const char *line)
   g_hash_table_replace (fake->counts, g_strdup (command),
                         GUINT_TO_POINTER (GPOINTER_TO_UINT (g_hash_table_lookup (fake->counts,
                                                                                  command)) + 1));
+  g_hash_table_replace (fake->arguments, g_strdup (command),
+                        args != NULL ? json_to_string (args, FALSE) : g_strdup ("{}"));
   members = g_strdup (g_hash_table_lookup (fake->script, command));
   if (members == NULL && g_str_equal (command, "query-commands"))
     members = fake_query_commands (fake);
@@ -139,6 +143,7 @@ fake_qmp_new (void)
   fake->greeting = g_strdup (FAKE_GREETING);
   fake->script = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   fake->counts = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, NULL);
+  fake->arguments = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
   g_mutex_init (&fake->lock);
   fake->listener = g_socket_new (G_SOCKET_FAMILY_UNIX, G_SOCKET_TYPE_STREAM,
                                  G_SOCKET_PROTOCOL_DEFAULT, NULL);
@@ -159,6 +164,7 @@ fake_qmp_free (FakeQmp *fake)
   g_rmdir (fake->dir);
   g_hash_table_unref (fake->script);
   g_hash_table_unref (fake->counts);
+  g_hash_table_unref (fake->arguments);
   g_mutex_clear (&fake->lock);
   g_free (fake->greeting);
   g_free (fake->path);
@@ -198,4 +204,15 @@ fake_qmp_count (FakeQmp *fake, const char *command)
   n = GPOINTER_TO_UINT (g_hash_table_lookup (fake->counts, command));
   g_mutex_unlock (&fake->lock);
   return n;
+}
+
+char *
+fake_qmp_last_arguments (FakeQmp *fake, const char *command)
+{
+  char *text;
+
+  g_mutex_lock (&fake->lock);
+  text = g_strdup (g_hash_table_lookup (fake->arguments, command));
+  g_mutex_unlock (&fake->lock);
+  return text;
 }

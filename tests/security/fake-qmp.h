@@ -19,3 +19,6 @@ void fake_qmp_script (FakeQmp *fake, const char *command, const char *reply_memb
 void fake_qmp_set_greeting (FakeQmp *fake, const char *line);
 /* How many times @command was received so far. */
 guint fake_qmp_count (FakeQmp *fake, const char *command);
+/* The "arguments" of the last @command received, as compact JSON text (NULL:
+ * never received, "{}" without arguments). */
+char *fake_qmp_last_arguments (FakeQmp *fake, const char *command);
