@@ -61,7 +61,7 @@ job_group_dismiss_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   g_autoptr(GError) error = NULL;
 
   if (!qmp_job_dismiss_finish (QMP_CLIENT (source), result, &error))
-    blkmig_debug (BLKMIG_DEBUG_JOBS, "job-dismiss failed: %s", error->message);
+    blkmig_debug (BLKMIG_DEBUG_JOBS, "dismissing a concluded job failed: %s", error->message);
 }
 
 static void
