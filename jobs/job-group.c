@@ -4,6 +4,7 @@
 #include "common/async.h"
 #include "common/debug.h"
 #include "common/error.h"
+#include "qmp/qmp-commands.h"
 #include "qmp/qmp-json.h"
 
 typedef struct {
@@ -58,10 +59,9 @@ static void
 job_group_dismiss_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   g_autoptr(GError) error = NULL;
-  g_autoptr(JsonNode) ret = qmp_client_execute_finish (QMP_CLIENT (source), result, &error);
 
-  if (ret == NULL)
-    blkmig_debug (BLKMIG_DEBUG_JOBS, "job-dismiss failed: %s", error->message);
+  if (!qmp_job_dismiss_finish (QMP_CLIENT (source), result, &error))
+    blkmig_debug (BLKMIG_DEBUG_JOBS, "dismissing a concluded job failed: %s", error->message);
 }
 
 static void
@@ -84,8 +84,7 @@ job_group_event_cb (QmpClient *qmp, const char *name, JsonObject *data, gpointer
     return;
   if (g_str_equal (name, "JOB_STATUS_CHANGE")
       && g_strcmp0 (qmp_member_string (data, "status"), "concluded") == 0)
-    qmp_client_execute_async (qmp, "job-dismiss", qmp_args_new ("id", qmp_str (job->id), NULL),
-                              -1, 0, NULL, job_group_dismiss_cb, NULL);
+    qmp_job_dismiss_async (qmp, job->id, NULL, job_group_dismiss_cb, NULL);
   job_group_notify (group, job);
 }
 
@@ -334,14 +333,10 @@ job_group_complete_all (JobGroup *group, GCancellable *cancellable, GError **err
   for (guint i = 0; i < group->jobs->len; i++)
     {
       BlkJob *job = group->jobs->pdata[i];
-      g_autoptr(JsonNode) ret = NULL;
 
       if (blk_job_is_ended (job))
         continue;
-      ret = qmp_client_execute_sync (group->qmp, "block-job-complete",
-                                     qmp_args_new ("device", qmp_str (job->id), NULL),
-                                     cancellable, error);
-      if (ret == NULL)
+      if (!qmp_block_job_complete (group->qmp, job->id, cancellable, error))
         return FALSE;
       if (!blk_job_is_ended (job))
         job->state = BLK_JOB_COMPLETING;
@@ -353,17 +348,14 @@ static gboolean
 job_group_cancel_one (JobGroup *group, BlkJob *job, gboolean force,
                       GCancellable *cancellable, GError **error)
 {
-  g_autoptr(JsonNode) ret = NULL;
   g_autoptr(GError) local_error = NULL;
   BlkJobState before = job->state;
+  gboolean ok;
 
   job->state = BLK_JOB_CANCELLING;
   job->forced = force;
-  ret = qmp_client_execute_sync (group->qmp, "block-job-cancel",
-                                 qmp_args_new ("device", qmp_str (job->id),
-                                               "force", qmp_bool (force), NULL),
-                                 cancellable, &local_error);
-  if (ret != NULL || blk_job_is_ended (job))
+  ok = qmp_block_job_cancel (group->qmp, job->id, force, cancellable, &local_error);
+  if (ok || blk_job_is_ended (job))
     return TRUE;
   if (job->state == BLK_JOB_CANCELLING)
     job->state = before;
@@ -422,29 +414,27 @@ job_group_refresh_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   g_autoptr(GTask) task = user_data;
   JobGroup *group = g_task_get_task_data (task);
   g_autoptr(GError) error = NULL;
-  g_autoptr(JsonNode) ret = qmp_client_execute_finish (QMP_CLIENT (source), result, &error);
-  JsonArray *list;
+  g_autoptr(GPtrArray) list = qmp_query_block_jobs_finish (QMP_CLIENT (source), result, &error);
 
   /* Checked first: a cancelled refresh may outlive its group. */
   if (g_task_return_error_if_cancelled (task))
     return;
-  if ((list = qmp_node_array (ret)) == NULL)
+  if (list == NULL)
     {
-      if (error != NULL)
-        g_task_return_error (task, g_steal_pointer (&error));
-      else
-        g_task_return_boolean (task, FALSE);
+      g_task_return_error (task, g_steal_pointer (&error));
       return;
     }
-  for (guint i = 0; i < json_array_get_length (list); i++)
+  for (guint i = 0; i < list->len; i++)
     {
-      JsonObject *info = qmp_array_object (list, i);
-      BlkJob *job = job_group_lookup (group, qmp_member_string (info, "device"));
+      QmpBlockJobInfo *info = list->pdata[i];
+      BlkJob *job = job_group_lookup (group, info->device);
 
       if (job == NULL)
         continue;
-      job->offset = qmp_member_int (info, "offset", job->offset);
-      job->len = qmp_member_int (info, "len", job->len);
+      if (info->offset >= 0)
+        job->offset = info->offset;
+      if (info->len >= 0)
+        job->len = info->len;
     }
   g_task_return_boolean (task, TRUE);
 }
@@ -456,8 +446,7 @@ job_group_refresh_async (JobGroup *group, GCancellable *cancellable,
   GTask *task = g_task_new (NULL, cancellable, callback, user_data);
 
   g_task_set_task_data (task, group, NULL);
-  qmp_client_execute_async (group->qmp, "query-block-jobs", NULL, -1, 0, cancellable,
-                            job_group_refresh_cb, task);
+  qmp_query_block_jobs_async (group->qmp, cancellable, job_group_refresh_cb, task);
 }
 
 gboolean

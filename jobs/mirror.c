@@ -2,7 +2,7 @@
 #include "jobs/mirror.h"
 
 #include "common/error.h"
-#include "qmp/qmp-client.h"
+#include "qmp/qmp-commands.h"
 
 #define MIRROR_MIN_GRANULARITY 512
 #define MIRROR_MAX_GRANULARITY (64 * 1024 * 1024)
@@ -40,18 +40,21 @@ mirror_tuning_check (const MirrorTuning *tuning, GError **error)
   return TRUE;
 }
 
-JsonNode *
-mirror_args_new (const char *job_id, const char *device, const char *target,
-                 const MirrorTuning *tuning)
+gboolean
+mirror_start (QmpClient *qmp, const char *job_id, const char *device, const char *target,
+              const MirrorTuning *tuning, GCancellable *cancellable, GError **error)
 {
-  return qmp_args_new ("job-id", qmp_str (job_id),
-                       "device", qmp_str (device),
-                       "target", qmp_str (target),
-                       "sync", qmp_str ("full"),
-                       "speed", tuning->speed > 0 ? qmp_int (tuning->speed) : NULL,
-                       "buf-size", qmp_int (tuning->buf_size > 0 ? tuning->buf_size
-                                                                 : MIRROR_DEFAULT_BUF_SIZE),
-                       "granularity", tuning->granularity > 0 ? qmp_int (tuning->granularity) : NULL,
-                       "copy-mode", tuning->copy_mode != NULL ? qmp_str (tuning->copy_mode) : NULL,
-                       "auto-dismiss", qmp_bool (FALSE), NULL);
+  const QmpBlockdevMirror args = {
+    .job_id = job_id,
+    .device = device,
+    .target = target,
+    .sync = "full",
+    .speed = tuning->speed,
+    .buf_size = tuning->buf_size > 0 ? tuning->buf_size : MIRROR_DEFAULT_BUF_SIZE,
+    .granularity = tuning->granularity,
+    .copy_mode = tuning->copy_mode,
+    .auto_dismiss = FALSE,
+  };
+
+  return qmp_blockdev_mirror (qmp, &args, cancellable, error);
 }

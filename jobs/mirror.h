@@ -1,7 +1,7 @@
 /* How blkmig runs a mirror: job knobs, the target connection, the stall watchdog. */
 #pragma once
 
-#include <json-glib/json-glib.h>
+#include "qmp/qmp-client.h"
 
 typedef struct {
   gint64 speed;          /* bytes/s, 0 = unlimited */
@@ -23,6 +23,8 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MirrorTuning, mirror_tuning_clear)
 
 /* Checks the knobs the way QEMU would, with messages naming the option. */
 gboolean mirror_tuning_check (const MirrorTuning *tuning, GError **error);
-/* blockdev-mirror arguments: sync full, explicit job-id, auto-dismiss off. */
-JsonNode *mirror_args_new (const char *job_id, const char *device, const char *target,
-                           const MirrorTuning *tuning);
+/* Starts a mirror of @device to node @target (blockdev-mirror): sync full,
+ * explicit @job_id, auto-dismiss off, the knobs of @tuning. */
+gboolean mirror_start (QmpClient *qmp, const char *job_id, const char *device,
+                       const char *target, const MirrorTuning *tuning,
+                       GCancellable *cancellable, GError **error);

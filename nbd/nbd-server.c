@@ -5,10 +5,11 @@
 #include <sys/stat.h>
 
 #include "common/error.h"
-#include "qmp/qmp-json.h"
+#include "qmp/qmp-commands.h"
 #include "qmp/qmp-wait.h"
 
 #define NBD_EXPORT_DEL_TIMEOUT_MS (30 * 1000)
+#define NBD_LISTEN_FD_NAME "blkmig-nbd-listen"
 
 void
 nbd_endpoint_clear (NbdEndpoint *ep)
@@ -113,79 +114,53 @@ nbd_bind (NbdEndpoint *ep, GError **error)
 }
 
 /* Hands QEMU a listening socket we made (getfd): QEMU needs no access to the path. */
-static JsonNode *
+static gboolean
 nbd_listen_fd_addr (QmpClient *qmp, NbdEndpoint *ep, GCancellable *cancellable,
                     GError **error)
 {
   g_autoptr(GSocket) sock = nbd_bind (ep, error);
-  g_autoptr(JsonNode) ret = NULL;
 
-  if (sock == NULL)
-    return NULL;
-  ret = qmp_client_execute_full_sync (qmp, "getfd",
-                                      qmp_args_new ("fdname", qmp_str ("blkmig-nbd-listen"), NULL),
-                                      g_socket_get_fd (sock), 0, cancellable, error);
-  if (ret == NULL)
-    return NULL;
-  return qmp_json ("{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}}");
+  return sock != NULL
+         && qmp_getfd (qmp, NBD_LISTEN_FD_NAME, g_socket_get_fd (sock), cancellable, error);
 }
 
-static JsonNode *
-nbd_server_addr (QmpClient *qmp, NbdEndpoint *ep, GCancellable *cancellable, GError **error)
+static gboolean
+nbd_server_addr (QmpClient *qmp, NbdEndpoint *ep, QmpSocketAddress *addr,
+                 GCancellable *cancellable, GError **error)
 {
-  g_autoptr(JsonNode) data = NULL;
-  g_autofree char *port = g_strdup_printf ("%d", ep->port);
-
-  if (qmp_client_has_command (qmp, "getfd"))
-    return nbd_listen_fd_addr (qmp, ep, cancellable, error);
+  if (qmp_can_getfd (qmp))
+    {
+      *addr = (QmpSocketAddress) { .type = QMP_ADDRESS_FD, .fd_name = NBD_LISTEN_FD_NAME };
+      return nbd_listen_fd_addr (qmp, ep, cancellable, error);
+    }
   if (ep->unix_path == NULL && ep->port == 0)  /* e.g. qemu-storage-daemon */
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                         "%s has no getfd: give an explicit TCP port",
-                        qmp_client_get_label (qmp)), NULL;
-  data = ep->unix_path != NULL ? qmp_args_new ("path", qmp_str (ep->unix_path), NULL)
-                               : qmp_args_new ("host", qmp_str (ep->host), "port", qmp_str (port), NULL);
-  return qmp_args_new ("type", qmp_str (ep->unix_path != NULL ? "unix" : "inet"),
-                       "data", g_steal_pointer (&data), NULL);
+                        qmp_client_get_label (qmp)), FALSE;
+  if (ep->unix_path != NULL)
+    *addr = (QmpSocketAddress) { .type = QMP_ADDRESS_UNIX, .path = ep->unix_path };
+  else
+    *addr = (QmpSocketAddress) { .type = QMP_ADDRESS_INET, .host = ep->host, .port = ep->port };
+  return TRUE;
 }
 
 gboolean
 nbd_server_start (QmpClient *qmp, NbdEndpoint *ep, const char *tls_creds, const char *tls_authz,
                   GCancellable *cancellable, GError **error)
 {
-  JsonNode *addr = nbd_server_addr (qmp, ep, cancellable, error);
-  g_autoptr(JsonNode) ret = NULL;
+  QmpSocketAddress addr = { 0 };
 
-  if (addr == NULL)
-    return FALSE;
-  ret = qmp_client_execute_sync (qmp, "nbd-server-start",
-                                 qmp_args_new ("addr", addr,
-                                               "tls-creds", tls_creds != NULL ? qmp_str (tls_creds) : NULL,
-                                               "tls-authz", tls_authz != NULL ? qmp_str (tls_authz) : NULL,
-                                               NULL),
-                                 cancellable, error);
-  return ret != NULL;
+  return nbd_server_addr (qmp, ep, &addr, cancellable, error)
+         && qmp_nbd_server_start (qmp, &addr, tls_creds, tls_authz, cancellable, error);
 }
 
 gboolean
 nbd_export_add (QmpClient *qmp, const char *id, const char *node, const char *name,
                 gboolean writable, GCancellable *cancellable, GError **error)
 {
-  g_autoptr(JsonNode) ret = NULL;
-
-  if (qmp_client_has_command (qmp, "block-export-add"))
-    ret = qmp_client_execute_sync (qmp, "block-export-add",
-                                   qmp_args_new ("type", qmp_str ("nbd"), "id", qmp_str (id),
-                                                 "node-name", qmp_str (node),
-                                                 "name", qmp_str (name),
-                                                 "writable", qmp_bool (writable), NULL),
-                                   cancellable, error);
-  else
-    ret = qmp_client_execute_sync (qmp, "nbd-server-add",
-                                   qmp_args_new ("device", qmp_str (node),
-                                                 "name", qmp_str (name),
-                                                 "writable", qmp_bool (writable), NULL),
-                                   cancellable, error);
-  return ret != NULL;
+  if (qmp_can_block_export (qmp))
+    return qmp_block_export_add_nbd (qmp, id, node, name, writable, cancellable, error);
+  return qmp_nbd_server_add (qmp, node, name, writable, cancellable, error);
 }
 
 gboolean
@@ -194,23 +169,12 @@ nbd_export_del (QmpClient *qmp, const char *id, gboolean hard, GCancellable *can
 {
   const char *const ids[] = { id, NULL };
   g_autoptr(QmpEventWait) wait = NULL;
-  g_autoptr(JsonNode) ret = NULL;
   g_autoptr(JsonObject) done = NULL;
 
-  if (!qmp_client_has_command (qmp, "block-export-del"))
-    {
-      ret = qmp_client_execute_sync (qmp, "nbd-server-remove",
-                                     qmp_args_new ("name", qmp_str (id), "mode",
-                                                   qmp_str (hard ? "hard" : "safe"), NULL),
-                                     cancellable, error);
-      return ret != NULL;
-    }
+  if (!qmp_can_block_export (qmp))
+    return qmp_nbd_server_remove (qmp, id, hard, cancellable, error);
   wait = qmp_event_wait_new (qmp, "BLOCK_EXPORT_DELETED", "id", ids);
-  ret = qmp_client_execute_sync (qmp, "block-export-del",
-                                 qmp_args_new ("id", qmp_str (id), "mode",
-                                               qmp_str (hard ? "hard" : "safe"), NULL),
-                                 cancellable, error);
-  if (ret == NULL)
+  if (!qmp_block_export_del (qmp, id, hard, cancellable, error))
     return FALSE;
   done = qmp_event_wait_sync (wait, NBD_EXPORT_DEL_TIMEOUT_MS, cancellable, error);
   return done != NULL;
@@ -219,23 +183,11 @@ nbd_export_del (QmpClient *qmp, const char *id, gboolean hard, GCancellable *can
 gboolean
 nbd_server_stop (QmpClient *qmp, GCancellable *cancellable, GError **error)
 {
-  g_autoptr(JsonNode) ret = qmp_client_execute_sync (qmp, "nbd-server-stop", NULL,
-                                                     cancellable, error);
-  return ret != NULL;
+  return qmp_nbd_server_stop (qmp, cancellable, error);
 }
 
 GStrv
 nbd_export_list (QmpClient *qmp, GCancellable *cancellable, GError **error)
 {
-  g_autoptr(GStrvBuilder) names = g_strv_builder_new ();
-  g_autoptr(JsonNode) ret = qmp_client_execute_sync (qmp, "query-block-exports", NULL,
-                                                     cancellable, error);
-  JsonArray *list;
-
-  if (ret == NULL)
-    return NULL;
-  list = qmp_node_array (ret);
-  for (guint i = 0; i < qmp_array_length (list); i++)
-    g_strv_builder_add (names, qmp_member_string_or (qmp_array_object (list, i), "id", ""));
-  return g_strv_builder_end (names);
+  return qmp_query_block_exports (qmp, cancellable, error);
 }

@@ -9,6 +9,7 @@
 #include "common/escape.h"
 #include "common/json.h"
 #include "qmp/qmp-json.h"
+#include "qmp/qmp-schema.h"
 
 #define QMP_DEFAULT_TIMEOUT_MS (60 * 1000)
 #define QMP_READ_CHUNK 65536
@@ -55,6 +56,7 @@ struct _QmpClient {
   guint64 next_id;
   char *version;
   GHashTable *commands;        /* set of command names */
+  GHashTable *arguments;       /* "COMMAND ARG" from query-qmp-schema, read on first use */
   guint default_timeout_ms;
   guint connect_timeout_ms;
   GTask *connect_task;         /* while CONNECTING .. NEGOTIATING */
@@ -147,6 +149,7 @@ qmp_client_finalize (GObject *object)
   g_queue_clear_full (&self->outq, (GDestroyNotify) qmp_out_msg_free);
   g_hash_table_unref (self->pending);
   g_hash_table_unref (self->commands);
+  g_clear_pointer (&self->arguments, g_hash_table_unref);
   g_clear_object (&self->socket);
   g_clear_object (&self->connection);
   G_OBJECT_CLASS (qmp_client_parent_class)->finalize (object);
@@ -817,6 +820,41 @@ gboolean
 qmp_client_has_command (QmpClient *self, const char *command)
 {
   return g_hash_table_contains (self->commands, command);
+}
+
+/* Read once per connection, on first use.  A QEMU that cannot tell (no
+ * query-qmp-schema, an error) is taken to have no optional arguments. */
+static GHashTable *
+qmp_client_arguments (QmpClient *self)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(JsonNode) schema = NULL;
+
+  if (self->arguments != NULL)
+    return self->arguments;
+  if (qmp_client_has_command (self, "query-qmp-schema"))
+    schema = qmp_client_execute_sync (self, "query-qmp-schema", NULL, NULL, &error);
+  if (schema == NULL)
+    blkmig_debug (BLKMIG_DEBUG_QMP, "%s: no schema: %s", self->label,
+                  error != NULL ? error->message : "no query-qmp-schema");
+  self->arguments = qmp_schema_arguments (qmp_node_array (schema));
+  return self->arguments;
+}
+
+gboolean
+qmp_client_has_argument (QmpClient *self, const char *command, const char *argument)
+{
+  g_autofree char *key = g_strdup_printf ("%s %s", command, argument);
+
+  if (!qmp_client_has_command (self, command))
+    return FALSE;
+  return g_hash_table_contains (qmp_client_arguments (self), key);
+}
+
+guint
+qmp_client_get_default_timeout (QmpClient *self)
+{
+  return self->default_timeout_ms;
 }
 
 void

@@ -63,6 +63,10 @@ const char *qmp_client_get_label (QmpClient *self);
 const char *qmp_client_get_version (QmpClient *self);
 /* Whether the peer lists @command in query-commands (probed at connect). */
 gboolean qmp_client_has_command (QmpClient *self, const char *command);
+/* Whether @command takes @argument, from query-qmp-schema (read once per
+ * connection, on the first call; FALSE where the peer has no schema). */
+gboolean qmp_client_has_argument (QmpClient *self, const char *command, const char *argument);
+guint qmp_client_get_default_timeout (QmpClient *self);
 void qmp_client_set_default_timeout (QmpClient *self, guint timeout_ms);
 /* Time allowed for greeting and negotiation in later connects; 0 restores 60 s. */
 void qmp_client_set_connect_timeout_default (guint timeout_ms);

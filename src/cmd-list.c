@@ -4,7 +4,7 @@
 #include "common/error.h"
 #include "common/escape.h"
 #include "common/json.h"
-#include "qmp/qmp-json.h"
+#include "qmp/qmp-commands.h"
 #include "src/commands.h"
 #include "src/disks.h"
 #include "src/util.h"
@@ -117,24 +117,26 @@ list_job_progress (gint64 offset, gint64 len)
   return g_strdup_printf ("%s / %s (%d%%)", done, total, percent);
 }
 
+/* offset and len as QEMU gave them, 0 when it did not. */
+#define LIST_JOB_NUMBER(n) ((n) >= 0 ? (n) : 0)
+
 static ListRow *
-list_job_row (JsonObject *job)
+list_job_row (const QmpBlockJobInfo *job)
 {
   ListRow *row = g_new0 (ListRow, 1);
-  gint64 speed = qmp_member_int (job, "speed", 0);
-  g_autofree char *rate = speed > 0 ? util_human_size (speed) : NULL;
+  g_autofree char *rate = job->speed > 0 ? util_human_size (job->speed) : NULL;
 
-  row->cells[0] = blkmig_escape_controls (qmp_member_string_or (job, "device", "-"));
-  row->cells[1] = blkmig_escape_controls (qmp_member_string_or (job, "type", "-"));
-  row->cells[2] = blkmig_escape_controls (qmp_member_string_or (job, "status", "-"));
-  row->cells[3] = list_job_progress (qmp_member_int (job, "offset", 0),
-                                     qmp_member_int (job, "len", 0));
+  row->cells[0] = blkmig_escape_controls (job->device ?: "-");
+  row->cells[1] = blkmig_escape_controls (job->type ?: "-");
+  row->cells[2] = blkmig_escape_controls (job->status ?: "-");
+  row->cells[3] = list_job_progress (LIST_JOB_NUMBER (job->offset),
+                                     LIST_JOB_NUMBER (job->len));
   row->cells[4] = rate != NULL ? g_strdup_printf ("%s/s", rate) : g_strdup ("unlimited");
   return row;
 }
 
 static void
-list_print_human (GPtrArray *disks, JsonArray *jobs)
+list_print_human (GPtrArray *disks, GPtrArray *jobs)
 {
   g_autoptr(GPtrArray) disk_rows = g_ptr_array_new_with_free_func ((GDestroyNotify) list_row_free);
   g_autoptr(GPtrArray) job_rows = g_ptr_array_new_with_free_func ((GDestroyNotify) list_row_free);
@@ -142,13 +144,13 @@ list_print_human (GPtrArray *disks, JsonArray *jobs)
   for (guint i = 0; i < disks->len; i++)
     g_ptr_array_add (disk_rows, list_disk_row (disks->pdata[i]));
   list_print_table (disk_columns, G_N_ELEMENTS (disk_columns), disk_rows, "");
-  if (qmp_array_length (jobs) == 0)
+  if (jobs->len == 0)
     {
       printf ("\nBlock jobs: none\n");
       return;
     }
-  for (guint i = 0; i < qmp_array_length (jobs); i++)
-    g_ptr_array_add (job_rows, list_job_row (qmp_array_object (jobs, i)));
+  for (guint i = 0; i < jobs->len; i++)
+    g_ptr_array_add (job_rows, list_job_row (jobs->pdata[i]));
   printf ("\nBlock jobs:\n");
   list_print_table (job_columns, G_N_ELEMENTS (job_columns), job_rows, "  ");
 }
@@ -174,15 +176,15 @@ list_json_disk (JsonBuilder *b, const DiskInfo *disk)
 
 /* query-block-jobs calls the job id "device". */
 static void
-list_json_job (JsonBuilder *b, JsonObject *job)
+list_json_job (JsonBuilder *b, const QmpBlockJobInfo *job)
 {
   json_builder_begin_object (b);
-  blkmig_json_add_string (b, "id", qmp_member_string_or (job, "device", ""));
-  blkmig_json_add_string (b, "type", qmp_member_string_or (job, "type", ""));
-  blkmig_json_add_string (b, "status", qmp_member_string_or (job, "status", ""));
-  blkmig_json_add_int (b, "offset", qmp_member_int (job, "offset", 0));
-  blkmig_json_add_int (b, "len", qmp_member_int (job, "len", 0));
-  blkmig_json_add_int (b, "speed", qmp_member_int (job, "speed", 0));
+  blkmig_json_add_string (b, "id", job->device ?: "");
+  blkmig_json_add_string (b, "type", job->type ?: "");
+  blkmig_json_add_string (b, "status", job->status ?: "");
+  blkmig_json_add_int (b, "offset", LIST_JOB_NUMBER (job->offset));
+  blkmig_json_add_int (b, "len", LIST_JOB_NUMBER (job->len));
+  blkmig_json_add_int (b, "speed", job->speed);
   json_builder_end_object (b);
 }
 
@@ -193,7 +195,7 @@ list_json_job (JsonBuilder *b, JsonObject *job)
  *    "jobs": [{"id", "type", "status", "offset", "len", "speed"}]}
  * Keys come in this order; sizes are bytes. */
 static void
-list_print_json (GPtrArray *disks, JsonArray *jobs)
+list_print_json (GPtrArray *disks, GPtrArray *jobs)
 {
   g_autoptr(JsonBuilder) b = json_builder_new ();
   g_autoptr(JsonGenerator) gen = json_generator_new ();
@@ -209,8 +211,8 @@ list_print_json (GPtrArray *disks, JsonArray *jobs)
   json_builder_end_array (b);
   json_builder_set_member_name (b, "jobs");
   json_builder_begin_array (b);
-  for (guint i = 0; i < qmp_array_length (jobs); i++)
-    list_json_job (b, qmp_array_object (jobs, i));
+  for (guint i = 0; i < jobs->len; i++)
+    list_json_job (b, jobs->pdata[i]);
   json_builder_end_array (b);
   json_builder_end_object (b);
   root = json_builder_get_root (b);
@@ -235,7 +237,7 @@ cmd_list (int argc, char **argv, GCancellable *cancellable, GError **error)
   };
   g_autoptr(QmpClient) qmp = NULL;
   g_autoptr(GPtrArray) disks = NULL;
-  g_autoptr(JsonNode) jobs = NULL;
+  g_autoptr(GPtrArray) jobs = NULL;
 
   if (!command_parse (&argc, &argv, "",
                       "Show a running QEMU's disks (with their backing chains and devices)\n"
@@ -249,12 +251,11 @@ cmd_list (int argc, char **argv, GCancellable *cancellable, GError **error)
   qmp = qmp_client_connect_sync (path, "qemu", cancellable, error);
   if (qmp == NULL
       || (disks = disks_query (qmp, TRUE, cancellable, error)) == NULL
-      || (jobs = qmp_client_execute_sync (qmp, "query-block-jobs", NULL, cancellable,
-                                          error)) == NULL)
+      || (jobs = qmp_query_block_jobs (qmp, cancellable, error)) == NULL)
     return FALSE;
   if (json)
-    list_print_json (disks, qmp_node_array (jobs));
+    list_print_json (disks, jobs);
   else
-    list_print_human (disks, qmp_node_array (jobs));
+    list_print_human (disks, jobs);
   return TRUE;
 }

@@ -5,6 +5,7 @@
 
 #include "common/async.h"
 #include "common/error.h"
+#include "qmp/qmp-commands.h"
 #include "src/commands.h"
 #include "src/events.h"
 #include "src/session.h"
@@ -71,8 +72,7 @@ static gboolean
 migrate_before_switch (gpointer data, GError **error)
 {
   MigrateRun *run = data;
-  g_autoptr(JsonNode) status = qmp_client_execute_full_sync (run->dst, "query-status", NULL, -1,
-                                                             10 * 1000, NULL, error);
+  g_autoptr(QmpStatusInfo) status = qmp_query_status (run->dst, 10 * 1000, NULL, error);
 
   if (status == NULL)
     g_prefix_error (error, "the destination stopped answering before the switch: ");

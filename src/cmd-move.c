@@ -3,7 +3,7 @@
 
 #include "common/error.h"
 #include "jobs/job-group.h"
-#include "qmp/qmp-json.h"
+#include "qmp/qmp-commands.h"
 #include "src/commands.h"
 #include "src/disks.h"
 #include "src/events.h"
@@ -47,18 +47,18 @@ typedef struct {
   Journal *journal;
 } MoveRun;
 
-static JsonNode *
-move_cache_arg (const DiskInfo *disk)
-{
-  return qmp_args_new ("direct", qmp_bool (disk->cache_direct),
-                       "no-flush", qmp_bool (disk->cache_no_flush), NULL);
-}
-
 static gboolean
 move_open_target (MoveRun *run, const MoveArgs *args, const char *format,
                   GCancellable *cancellable, GError **error)
 {
-  g_autoptr(JsonNode) ret = NULL;
+  const QmpBlockdevImage target = {
+    .node_name = run->node,
+    .format = format,
+    .filename = args->to,
+    .set_cache = TRUE,
+    .cache_direct = run->disk->cache_direct,
+    .cache_no_flush = run->disk->cache_no_flush,
+  };
 
   if (g_file_test (args->to, G_FILE_TEST_EXISTS))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
@@ -71,39 +71,22 @@ move_open_target (MoveRun *run, const MoveArgs *args, const char *format,
     return FALSE;
   run->created = TRUE;
   /* The guest keeps its cache mode: with cache=none the new image is O_DIRECT too. */
-  ret = qmp_client_execute_sync (run->qmp, "blockdev-add",
-                                 qmp_args_new ("driver", qmp_str (format),
-                                               "node-name", qmp_str (run->node),
-                                               "cache", move_cache_arg (run->disk),
-                                               "file", qmp_args_new ("driver", qmp_str ("file"),
-                                                                     "filename", qmp_str (args->to),
-                                                                     "cache", move_cache_arg (run->disk),
-                                                                     NULL),
-                                               NULL),
-                                 cancellable, error);
-  return ret != NULL;
+  return qmp_blockdev_add_image (run->qmp, &target, cancellable, error);
 }
 
 /* stop / cont around a verified pivot (only a guest that was running is resumed) */
 static gboolean
 move_guest_run (MoveRun *run, gboolean run_it, GCancellable *cancellable, GError **error)
 {
-  g_autoptr(JsonNode) ret = NULL;
+  g_autoptr(QmpStatusInfo) status = NULL;
 
-  if (run_it && !run->was_running)
-    return TRUE;
-  if (!run_it)
-    {
-      g_autoptr(JsonNode) status = qmp_client_execute_sync (run->qmp, "query-status", NULL,
-                                                            cancellable, error);
-      if (status == NULL)
-        return FALSE;
-      run->was_running = qmp_member_bool (qmp_node_object (status), "running", FALSE);
-      if (!run->was_running)
-        return TRUE;
-    }
-  ret = qmp_client_execute_sync (run->qmp, run_it ? "cont" : "stop", NULL, cancellable, error);
-  return ret != NULL;
+  if (run_it)
+    return !run->was_running || qmp_cont (run->qmp, cancellable, error);
+  status = qmp_query_status (run->qmp, 0, cancellable, error);
+  if (status == NULL)
+    return FALSE;
+  run->was_running = status->running;
+  return !run->was_running || qmp_stop (run->qmp, cancellable, error);
 }
 
 static gboolean
@@ -112,14 +95,11 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
 {
   BlkJob *job = job_group_add (group, run->job_id, run->disk->name);
   const char *device = *run->disk->device ? run->disk->device : run->disk->node;
-  g_autoptr(JsonNode) ret = NULL;
   g_autoptr(Progress) progress = progress_start (group, common_options.quiet, 2000);
 
   events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
-  ret = qmp_client_execute_sync (run->qmp, "blockdev-mirror",
-                                 mirror_args_new (run->job_id, device, run->node, &args->mirror),
-                                 cancellable, error);
-  if (ret == NULL)
+  if (!mirror_start (run->qmp, run->job_id, device, run->node, &args->mirror, cancellable,
+                     error))
     {
       job_group_forget (group, job);
       return FALSE;
@@ -151,12 +131,8 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
 static void
 move_delete_source (MoveRun *run)
 {
-  g_autoptr(JsonNode) ret = NULL;
-
   if (run->disk->node[0] != '#')
-    ret = qmp_client_execute_sync (run->qmp, "blockdev-del",
-                                   qmp_args_new ("node-name", qmp_str (run->disk->node), NULL),
-                                   NULL, NULL);
+    qmp_blockdev_del (run->qmp, run->disk->node, NULL, NULL);
   if (g_unlink (run->disk->file) == 0 && !common_options.quiet)
     g_printerr ("blkmig: removed %s\n", run->disk->file);
 }
@@ -164,12 +140,8 @@ move_delete_source (MoveRun *run)
 static void
 move_rollback (MoveRun *run, JobGroup *group, const char *path)
 {
-  g_autoptr(JsonNode) ret = NULL;
-
   job_group_abort (group, MOVE_ABORT_TIMEOUT_MS);
-  ret = qmp_client_execute_sync (run->qmp, "blockdev-del",
-                                 qmp_args_new ("node-name", qmp_str (run->node), NULL),
-                                 NULL, NULL);
+  qmp_blockdev_del (run->qmp, run->node, NULL, NULL);
   if (run->created)
     g_unlink (path);
 }

@@ -3,7 +3,7 @@
 #include <stdio.h>
 
 #include "common/error.h"
-#include "qmp/qmp-json.h"
+#include "qmp/qmp-commands.h"
 #include "src/commands.h"
 #include "src/disks.h"
 #include "src/session.h"
@@ -41,12 +41,10 @@ recover_connect (const RecoverArgs *args, guint index, const char *recorded, con
 static const char *
 recover_migration_status (QmpClient *qmp)
 {
-  g_autoptr(JsonNode) info = qmp != NULL
-      ? qmp_client_execute_sync (qmp, "query-migrate", NULL, NULL, NULL) : NULL;
+  g_autoptr(QmpMigrateInfo) info = qmp != NULL ? qmp_query_migrate (qmp, NULL, NULL) : NULL;
   static char status[32];
 
-  g_strlcpy (status, info != NULL ? qmp_member_string_or (qmp_node_object (info), "status", "none")
-                                  : "unknown", sizeof status);
+  g_strlcpy (status, info != NULL ? info->status ?: "none" : "unknown", sizeof status);
   return status;
 }
 

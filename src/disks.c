@@ -1,9 +1,9 @@
-/* Disk discovery from query-block, and name lookup by qdev id, BlockBackend or node. */
+/* Disk discovery from query-block (qmp_query_block), and name lookup by qdev id, BlockBackend or node. */
 #include "src/disks.h"
 
 #include "common/error.h"
 #include "common/escape.h"
-#include "qmp/qmp-json.h"
+#include "qmp/qmp-commands.h"
 
 #define QOM_PERIPHERAL "/machine/peripheral/"
 
@@ -47,67 +47,51 @@ disk_info_attached_device (const DiskInfo *disk)
   return disk->qdev != NULL && *disk->qdev != '\0' ? g_strdup (disk->qdev) : NULL;
 }
 
-static GStrv
-disks_backing_chain (JsonObject *image)
-{
-  g_autoptr(GStrvBuilder) chain = g_strv_builder_new ();
-  gboolean any = FALSE;
-
-  while ((image = qmp_member_object (image, "backing-image")) != NULL)
-    {
-      g_strv_builder_add (chain, qmp_member_string_or (image, "filename", ""));
-      any = TRUE;
-    }
-  return any ? g_strv_builder_end (chain) : NULL;
-}
-
-/* Size, allocation and backing chain from a query-block "image" object. */
+/* Size, allocation and backing chain from an "image" (NULL: none). */
 static void
-disks_take_image (DiskInfo *disk, JsonObject *image)
+disks_take_image (DiskInfo *disk, const QmpImageInfo *image)
 {
-  disk->virtual_size = qmp_member_int (image, "virtual-size", 0);
-  disk->allocated = qmp_member_int (image, "actual-size", 0);
-  disk->backing = disks_backing_chain (image);
+  if (image == NULL)
+    return;
+  disk->virtual_size = image->virtual_size;
+  disk->allocated = image->actual_size;
+  disk->backing = g_strdupv (image->backing);
 }
 
 static DiskInfo *
-disks_parse_one (JsonObject *entry)
+disks_from_block (const QmpBlockInfo *entry)
 {
-  JsonObject *inserted = qmp_member_object (entry, "inserted");
-  JsonObject *image = qmp_member_object (inserted, "image");
-  JsonObject *cache = qmp_member_object (inserted, "cache");
   DiskInfo *disk = g_new0 (DiskInfo, 1);
   g_autofree char *qdev_id = NULL;
 
-  disk->qdev = g_strdup (qmp_member_string_or (entry, "qdev", ""));
-  disk->device = g_strdup (qmp_member_string_or (entry, "device", ""));
-  disk->node = g_strdup (qmp_member_string_or (inserted, "node-name", ""));
-  disk->file = g_strdup (qmp_member_string_or (inserted, "file", ""));
-  disk->read_only = qmp_member_bool (inserted, "ro", FALSE);
-  disk->cache_direct = qmp_member_bool (cache, "direct", FALSE);
-  disk->cache_no_flush = qmp_member_bool (cache, "no-flush", FALSE);
-  disk->format = g_strdup (image != NULL ? qmp_member_string_or (image, "format", "raw")
-                                         : qmp_member_string_or (inserted, "drv", "raw"));
-  if (image != NULL)
-    disks_take_image (disk, image);
+  disk->qdev = g_strdup (entry->qdev ?: "");
+  disk->device = g_strdup (entry->device ?: "");
+  disk->node = g_strdup (entry->node_name ?: "");
+  disk->file = g_strdup (entry->file ?: "");
+  disk->read_only = entry->ro;
+  disk->cache_direct = entry->cache_direct;
+  disk->cache_no_flush = entry->cache_no_flush;
+  disk->format = g_strdup (entry->image != NULL ? entry->image->format ?: "raw"
+                                                : entry->drv ?: "raw");
+  disks_take_image (disk, entry->image);
   qdev_id = disks_qdev_id (disk->qdev);
   disk->name = g_strdup (qdev_id != NULL ? qdev_id : *disk->device ? disk->device : disk->node);
   return disk;
 }
 
 static DiskInfo *
-disks_parse_node (JsonObject *node)
+disks_from_node (const QmpBlockNodeInfo *node)
 {
   DiskInfo *disk = g_new0 (DiskInfo, 1);
 
-  disk->node = g_strdup (qmp_member_string_or (node, "node-name", ""));
+  disk->node = g_strdup (node->node_name ?: "");
   disk->name = g_strdup (disk->node);
   disk->qdev = g_strdup ("");
   disk->device = g_strdup ("");
-  disk->file = g_strdup (qmp_member_string_or (node, "file", ""));
-  disk->format = g_strdup (qmp_member_string_or (node, "drv", "raw"));
-  disk->read_only = qmp_member_bool (node, "ro", FALSE);
-  disks_take_image (disk, qmp_member_object (node, "image"));
+  disk->file = g_strdup (node->file ?: "");
+  disk->format = g_strdup (node->drv ?: "raw");
+  disk->read_only = node->ro;
+  disks_take_image (disk, node->image);
   return disk;
 }
 
@@ -128,23 +112,18 @@ static gboolean
 disks_add_named_nodes (QmpClient *qmp, GPtrArray *disks, GCancellable *cancellable,
                        GError **error)
 {
-  g_autoptr(JsonNode) ret = qmp_client_execute_sync (qmp, "query-named-block-nodes",
-                                                     qmp_args_new ("flat", qmp_bool (TRUE), NULL),
-                                                     cancellable, error);
-  JsonArray *list;
+  g_autoptr(GPtrArray) nodes = qmp_query_named_block_nodes (qmp, cancellable, error);
 
-  if (ret == NULL)
+  if (nodes == NULL)
     return FALSE;
-  list = qmp_node_array (ret);
-  for (guint i = 0; i < qmp_array_length (list); i++)
+  for (guint i = 0; i < nodes->len; i++)
     {
-      JsonObject *node = qmp_array_object (list, i);
-      const char *name = qmp_member_string_or (node, "node-name", "#");
-      const char *drv = qmp_member_string_or (node, "drv", "");
+      QmpBlockNodeInfo *node = nodes->pdata[i];
+      const char *name = node->node_name ?: "#";
 
       if (name[0] != '#' && disks_find (disks, name) == NULL
-          && qmp_member_object (node, "image") != NULL && !disks_is_protocol (drv))
-        g_ptr_array_add (disks, disks_parse_node (node));
+          && node->image != NULL && !disks_is_protocol (node->drv ?: ""))
+        g_ptr_array_add (disks, disks_from_node (node));
     }
   return TRUE;
 }
@@ -152,19 +131,16 @@ disks_add_named_nodes (QmpClient *qmp, GPtrArray *disks, GCancellable *cancellab
 GPtrArray *
 disks_query (QmpClient *qmp, gboolean with_nodes, GCancellable *cancellable, GError **error)
 {
-  g_autoptr(JsonNode) ret = qmp_client_execute_sync (qmp, "query-block", NULL, cancellable,
-                                                     error);
+  g_autoptr(GPtrArray) blocks = qmp_query_block (qmp, cancellable, error);
   g_autoptr(GPtrArray) disks = g_ptr_array_new_with_free_func ((GDestroyNotify) disk_info_free);
-  JsonArray *list;
 
-  if (ret == NULL)
+  if (blocks == NULL)
     return NULL;
-  list = qmp_node_array (ret);
-  for (guint i = 0; i < qmp_array_length (list); i++)
+  for (guint i = 0; i < blocks->len; i++)
     {
-      JsonObject *entry = qmp_array_object (list, i);
-      if (qmp_member_object (entry, "inserted") != NULL)
-        g_ptr_array_add (disks, disks_parse_one (entry));
+      QmpBlockInfo *entry = blocks->pdata[i];
+      if (entry->inserted)
+        g_ptr_array_add (disks, disks_from_block (entry));
     }
   if (with_nodes && !disks_add_named_nodes (qmp, disks, cancellable, error))
     return NULL;

@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "common/escape.h"
 #include "nbd/nbd-tls.h"
+#include "qmp/qmp-commands.h"
 #include "qmp/qmp-json.h"
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
@@ -197,19 +198,15 @@ static gboolean
 dest_open_file_target (QmpClient *dst, Journal *journal, Cookie *reply, CookieDisk *disk,
                        GCancellable *cancellable, GError **error)
 {
-  g_autoptr(JsonNode) ret = NULL;
+  const QmpBlockdevImage target = {
+    .node_name = disk->target_node,
+    .format = disk->format,
+    .filename = disk->target_path,
+  };
 
   if (disk->created && !dest_create_target (journal, reply, disk, cancellable, error))
     return FALSE;
-  ret = qmp_client_execute_sync (dst, "blockdev-add",
-                                 qmp_args_new ("driver", qmp_str (disk->format),
-                                               "node-name", qmp_str (disk->target_node),
-                                               "file", qmp_args_new ("driver", qmp_str ("file"),
-                                                                     "filename", qmp_str (disk->target_path),
-                                                                     NULL),
-                                               NULL),
-                                 cancellable, error);
-  return ret != NULL;
+  return qmp_blockdev_add_image (dst, &target, cancellable, error);
 }
 
 /* What the user can do about an export QEMU refused, when we know. */
@@ -249,14 +246,13 @@ dest_export_disk (QmpClient *dst, Journal *journal, Cookie *reply, guint i,
 static gboolean
 dest_expect_incoming (QmpClient *dst, GCancellable *cancellable, GError **error)
 {
-  g_autoptr(JsonNode) status = qmp_client_execute_sync (dst, "query-status", NULL,
-                                                        cancellable, error);
+  g_autoptr(QmpStatusInfo) status = qmp_query_status (dst, 0, cancellable, error);
   const char *state;
   g_autofree char *escaped = NULL;
 
   if (status == NULL)
     return FALSE;
-  state = qmp_member_string_or (qmp_node_object (status), "status", "?");
+  state = status->status ?: "?";
   if (g_str_equal (state, "inmigrate"))
     return TRUE;
   state = escaped = blkmig_escape (state);
@@ -276,23 +272,15 @@ dest_start_incoming (QmpClient *dst, Cookie *reply, const PrepareOptions *opts,
   static const char *const caps[] = { "events", "late-block-activate", NULL };
   g_autofree char *tls_id = session_node_name (reply, 't', 0);
   g_autofree char *authz_id = session_node_name (reply, 'z', 0);
-  g_autoptr(JsonNode) params = NULL;
-  g_autoptr(JsonNode) inc = NULL;
+  const QmpMigrateParameters params = {
+    .tls_creds = tls_id,
+    .tls_authz = opts->tls_authz != NULL ? authz_id : NULL,
+  };
 
-  if (!session_set_capabilities (dst, caps, cancellable, error))
-    return FALSE;
-  if (opts->tls_dir != NULL
-      && (params = qmp_client_execute_sync (dst, "migrate-set-parameters",
-                                            qmp_args_new ("tls-creds", qmp_str (tls_id),
-                                                          "tls-authz", opts->tls_authz != NULL
-                                                            ? qmp_str (authz_id) : NULL,
-                                                          NULL),
-                                            cancellable, error)) == NULL)
-    return FALSE;
-  inc = qmp_client_execute_sync (dst, "migrate-incoming",
-                                 qmp_args_new ("uri", qmp_str (opts->incoming_uri), NULL),
-                                 cancellable, error);
-  if (inc == NULL)
+  if (!session_set_capabilities (dst, caps, cancellable, error)
+      || (opts->tls_dir != NULL
+          && !qmp_migrate_set_parameters (dst, &params, cancellable, error))
+      || !qmp_migrate_incoming (dst, opts->incoming_uri, cancellable, error))
     return FALSE;
   reply->migrate_uri = g_strdup (opts->incoming_uri);
   return TRUE;
@@ -408,14 +396,13 @@ dest_wait_incoming (QmpClient *dst, GCancellable *cancellable, GError **error)
 {
   static const char *const ends[] = { "completed", "failed", "cancelled", NULL };
   g_autoptr(QmpEventWait) wait = qmp_event_wait_new (dst, "MIGRATION", "status", ends);
-  g_autoptr(JsonNode) info = qmp_client_execute_sync (dst, "query-migrate", NULL,
-                                                      cancellable, error);
+  g_autoptr(QmpMigrateInfo) info = qmp_query_migrate (dst, cancellable, error);
   g_autoptr(JsonObject) data = NULL;
   const char *status;
 
   if (info == NULL)
     return FALSE;
-  status = qmp_member_string_or (qmp_node_object (info), "status", "none");
+  status = info->status ?: "none";
   if (!g_strv_contains (ends, status))
     {
       data = qmp_event_wait_sync (wait, INCOMING_TIMEOUT_MS, cancellable, error);
@@ -464,14 +451,9 @@ dest_detach_created (QmpClient *dst, const Cookie *cookie, GCancellable *cancell
   for (guint i = 0; i < cookie->disks->len; i++)
     {
       CookieDisk *disk = cookie->disks->pdata[i];
-      g_autoptr(JsonNode) ret = NULL;
 
-      if (!session_is_file_target (cookie, i))
-        continue;
-      ret = qmp_client_execute_sync (dst, "blockdev-del",
-                                     qmp_args_new ("node-name", qmp_str (disk->target_node), NULL),
-                                     cancellable, error);
-      if (ret == NULL)
+      if (session_is_file_target (cookie, i)
+          && !qmp_blockdev_del (dst, disk->target_node, cancellable, error))
         return FALSE;
     }
   return TRUE;
@@ -483,8 +465,6 @@ dest_finish (QmpClient *dst, const Cookie *result, gboolean resume,
 {
   gboolean live = result->mode == COOKIE_MODE_LIVE
                   && g_strcmp0 (result->status, "completed") == 0;
-  g_autoptr(JsonNode) cont = NULL;
-
   events_emit ("phase", "phase", qmp_str ("finish"), NULL);
   if (result->mode == COOKIE_MODE_MOVE)
     return TRUE;  /* the source now runs on these exports: they stay */
@@ -495,8 +475,7 @@ dest_finish (QmpClient *dst, const Cookie *result, gboolean resume,
     return FALSE;
   if (!live && !resume)
     return TRUE;
-  cont = qmp_client_execute_sync (dst, "cont", NULL, cancellable, error);
-  return cont != NULL;
+  return qmp_cont (dst, cancellable, error);
 }
 
 gboolean

@@ -7,6 +7,7 @@
 
 #include "nbd/nbd-tls.h"
 #include "nbd/verify.h"
+#include "qmp/qmp-commands.h"
 #include "qmp/qmp-json.h"
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
@@ -73,24 +74,23 @@ session_begin (QmpClient *src, CookieMode mode, const char *const *names,
 /* ---- starting the mirrors ----------------------------------------------- */
 
 /* Where QEMU's NBD clients connect: the tunnel's socket, or the destination. */
-static JsonNode *
+static QmpSocketAddress
 source_nbd_server_arg (const SourceRun *run)
 {
   const Cookie *cookie = run->cookie;
-  g_autofree char *port = g_strdup_printf ("%d", cookie->nbd_port);
 
   if (run->tunnel.path != NULL)
-    return qmp_args_new ("type", qmp_str ("unix"), "path", qmp_str (run->tunnel.path), NULL);
+    return (QmpSocketAddress) { .type = QMP_ADDRESS_UNIX, .path = run->tunnel.path };
   if (cookie->nbd_unix != NULL)
-    return qmp_args_new ("type", qmp_str ("unix"), "path", qmp_str (cookie->nbd_unix), NULL);
-  return qmp_args_new ("type", qmp_str ("inet"), "host", qmp_str (cookie->nbd_host),
-                       "port", qmp_str (port), NULL);
+    return (QmpSocketAddress) { .type = QMP_ADDRESS_UNIX, .path = cookie->nbd_unix };
+  return (QmpSocketAddress) { .type = QMP_ADDRESS_INET, .host = cookie->nbd_host,
+                              .port = cookie->nbd_port };
 }
 
 /* --pass-fds: blkmig connects and hands QEMU the connected socket (getfd), so QEMU
  * needs no access to the socket path or the network.  Such a node cannot
  * reconnect: a new connection would need a new fd. */
-static JsonNode *
+static gboolean
 source_pass_socket (SourceRun *run, const char *name, GCancellable *cancellable, GError **error)
 {
   const Cookie *cookie = run->cookie;
@@ -100,15 +100,10 @@ source_pass_socket (SourceRun *run, const char *name, GCancellable *cancellable,
       ? G_SOCKET_CONNECTABLE (g_unix_socket_address_new (path))
       : g_network_address_new (cookie->nbd_host, cookie->nbd_port);
   g_autoptr(GSocketConnection) conn = g_socket_client_connect (client, addr, cancellable, error);
-  g_autoptr(JsonNode) ret = NULL;
 
-  if (conn == NULL)
-    return NULL;
-  ret = qmp_client_execute_full_sync (run->qmp, "getfd",
-                                      qmp_args_new ("fdname", qmp_str (name), NULL),
-                                      g_socket_get_fd (g_socket_connection_get_socket (conn)), 0,
-                                      cancellable, error);
-  return ret != NULL ? qmp_args_new ("type", qmp_str ("fd"), "str", qmp_str (name), NULL) : NULL;
+  return conn != NULL
+         && qmp_getfd (run->qmp, name, g_socket_get_fd (g_socket_connection_get_socket (conn)),
+                       cancellable, error);
 }
 
 static gboolean
@@ -118,33 +113,26 @@ source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GErr
   g_autofree char *node = session_node_name (run->cookie, 'n', i);
   g_autofree char *tls = run->opts->tls_dir != NULL && run->tunnel.path == NULL
                         ? session_node_name (run->cookie, 'c', 0) : NULL;
-  g_autoptr(JsonNode) ret = NULL;
-  JsonNode *server = run->opts->pass_fds
-                     ? source_pass_socket (run, node, cancellable, error)
-                     : source_nbd_server_arg (run);
-  gint reconnect = run->opts->pass_fds ? 0 : MIRROR_KNOB (run->opts->mirror.reconnect_delay,
-                                                          MIRROR_DEFAULT_RECONNECT_DELAY);
-
-  if (server == NULL)
-    return g_prefix_error (error, "%s: cannot connect to the destination export: ", disk->name),
-           FALSE;
   /* discard=unmap lets the mirror pre-zero the target cheaply and then copy
    * only allocated data, so sparse disks stay sparse and fast. */
-  ret = qmp_client_execute_sync (run->qmp, "blockdev-add",
-                                 qmp_args_new ("driver", qmp_str ("nbd"),
-                                               "node-name", qmp_str (node),
-                                               "server", server,
-                                               "export", qmp_str (disk->export_name),
-                                               "discard", qmp_str ("unmap"),
-                                               "reconnect-delay", qmp_int (reconnect),
-                                               "tls-creds", tls != NULL ? qmp_str (tls) : NULL,
-                                               "tls-hostname", tls != NULL
-                                                 ? qmp_str (run->plan.tls_hostname) : NULL,
-                                               NULL),
-                                 cancellable, error);
-  if (ret == NULL)
-    g_prefix_error (error, "%s: cannot connect to the destination export: ", disk->name);
-  return ret != NULL;
+  QmpBlockdevNbd args = {
+    .node_name = node,
+    .server = source_nbd_server_arg (run),
+    .export_name = disk->export_name,
+    .discard = "unmap",
+    .reconnect_delay = run->opts->pass_fds ? 0 : MIRROR_KNOB (run->opts->mirror.reconnect_delay,
+                                                              MIRROR_DEFAULT_RECONNECT_DELAY),
+    .tls_creds = tls,
+    .tls_hostname = tls != NULL ? run->plan.tls_hostname : NULL,
+  };
+
+  if (run->opts->pass_fds)
+    args.server = (QmpSocketAddress) { .type = QMP_ADDRESS_FD, .fd_name = node };
+  if ((run->opts->pass_fds && !source_pass_socket (run, node, cancellable, error))
+      || !qmp_blockdev_add_nbd (run->qmp, &args, cancellable, error))
+    return g_prefix_error (error, "%s: cannot connect to the destination export: ", disk->name),
+           FALSE;
+  return TRUE;
 }
 
 /* The mirror starts from the BlockBackend when there is one, else the root node. */
@@ -162,18 +150,13 @@ source_start_mirror (SourceRun *run, guint i, DiskInfo *info, GCancellable *canc
   g_autofree char *node = session_node_name (run->cookie, 'n', i);
   g_autofree char *job_id = session_job_id (run->cookie, i);
   BlkJob *job = job_group_add (run->group, job_id, disk->name);
-  g_autoptr(JsonNode) ret = NULL;
 
-  ret = qmp_client_execute_sync (run->qmp, "blockdev-mirror",
-                                 mirror_args_new (job_id, source_mirror_device (info), node,
-                                                  &run->opts->mirror),
-                                 cancellable, error);
-  if (ret == NULL)
-    {
-      job_group_forget (run->group, job);
-      g_prefix_error (error, "%s: ", disk->name);
-    }
-  return ret != NULL;
+  if (mirror_start (run->qmp, job_id, source_mirror_device (info), node, &run->opts->mirror,
+                    cancellable, error))
+    return TRUE;
+  job_group_forget (run->group, job);
+  g_prefix_error (error, "%s: ", disk->name);
+  return FALSE;
 }
 
 static gboolean
@@ -241,10 +224,8 @@ source_delete_target_nodes (SourceRun *run, GCancellable *cancellable, GError **
   for (guint i = 0; i < run->cookie->disks->len; i++)
     {
       g_autofree char *node = session_node_name (run->cookie, 'n', i);
-      g_autoptr(JsonNode) ret = qmp_client_execute_sync (run->qmp, "blockdev-del",
-                                                         qmp_args_new ("node-name", qmp_str (node), NULL),
-                                                         cancellable, error);
-      if (ret == NULL)
+
+      if (!qmp_blockdev_del (run->qmp, node, cancellable, error))
         return FALSE;
     }
   /* the client nodes that used it are gone; the memory stream may still need it */
@@ -308,15 +289,15 @@ static gboolean
 source_migration_status (JsonObject *data, const char *want, QmpClient *qmp, GError **error)
 {
   const char *status = qmp_member_string (data, "status");
-  g_autoptr(JsonNode) info = NULL;
+  g_autoptr(QmpMigrateInfo) info = NULL;
   g_autofree char *shown = NULL;
   g_autofree char *desc = NULL;
   const char *raw_desc;
 
   if (g_strcmp0 (status, want) == 0)
     return TRUE;
-  info = qmp_client_execute_sync (qmp, "query-migrate", NULL, NULL, NULL);
-  raw_desc = qmp_member_string (qmp_node_object (info), "error-desc");
+  info = qmp_query_migrate (qmp, NULL, NULL);
+  raw_desc = info != NULL ? info->error_desc : NULL;
   shown = blkmig_escape (status != NULL ? status : "?");
   desc = blkmig_escape (raw_desc);
   g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_MIGRATION, "migration %s%s%s", shown,
@@ -327,11 +308,9 @@ source_migration_status (JsonObject *data, const char *want, QmpClient *qmp, GEr
 static gint64
 source_migration_transferred (QmpClient *qmp, GCancellable *cancellable)
 {
-  g_autoptr(JsonNode) info = qmp_client_execute_sync (qmp, "query-migrate", NULL, cancellable,
-                                                      NULL);
-  JsonObject *ram = qmp_member_object (qmp_node_object (info), "ram");
+  g_autoptr(QmpMigrateInfo) info = qmp_query_migrate (qmp, cancellable, NULL);
 
-  return qmp_member_int (ram, "transferred", -1);
+  return info != NULL ? info->transferred : -1;
 }
 
 /* Waits for the MIGRATION event @wait expects; fails when the memory stream makes
@@ -375,16 +354,13 @@ static gboolean
 source_migration_tls (SourceRun *run, GCancellable *cancellable, GError **error)
 {
   g_autofree char *creds = session_node_name (run->cookie, 'c', 0);
-  g_autoptr(JsonNode) ret = NULL;
+  const QmpMigrateParameters params = {
+    .tls_creds = creds,
+    .tls_hostname = run->plan.tls_hostname,
+  };
 
-  if (!run->plan.migration_tls)
-    return TRUE;
-  ret = qmp_client_execute_sync (run->qmp, "migrate-set-parameters",
-                                 qmp_args_new ("tls-creds", qmp_str (creds),
-                                               "tls-hostname", qmp_str (run->plan.tls_hostname),
-                                               NULL),
-                                 cancellable, error);
-  return ret != NULL;
+  return !run->plan.migration_tls
+         || qmp_migrate_set_parameters (run->qmp, &params, cancellable, error);
 }
 
 static gboolean
@@ -398,16 +374,12 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
   g_autoptr(QmpEventWait) ended = NULL;
   g_autoptr(JsonObject) data = NULL;
   g_autoptr(JsonObject) end = NULL;
-  g_autoptr(JsonNode) ret = NULL;
-  g_autoptr(JsonNode) cont = NULL;
 
   if (!session_set_capabilities (run->qmp, caps, cancellable, error)
       || !source_migration_tls (run, cancellable, error))
     return FALSE;
   paused = qmp_event_wait_new (run->qmp, "MIGRATION", "status", stops);
-  ret = qmp_client_execute_sync (run->qmp, "migrate", qmp_args_new ("uri", qmp_str (uri), NULL),
-                                 cancellable, error);
-  if (ret == NULL
+  if (!qmp_migrate (run->qmp, uri, cancellable, error)
       || (data = source_wait_migration (run, paused, cancellable, error)) == NULL
       || !source_migration_status (data, "pre-switchover", run->qmp, error))
     return FALSE;
@@ -418,10 +390,8 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
       || !source_mirrors_ended (run, error))
     return FALSE;
   ended = qmp_event_wait_new (run->qmp, "MIGRATION", "status", ends);
-  cont = qmp_client_execute_sync (run->qmp, "migrate-continue",
-                                  qmp_args_new ("state", qmp_str ("pre-switchover"), NULL),
-                                  cancellable, error);
-  if (cont == NULL || (end = source_wait_migration (run, ended, cancellable, error)) == NULL
+  if (!qmp_migrate_continue (run->qmp, "pre-switchover", cancellable, error)
+      || (end = source_wait_migration (run, ended, cancellable, error)) == NULL
       || !source_migration_status (end, "completed", run->qmp, error))
     return FALSE;
   if (run->plan.migration_tls)
@@ -433,20 +403,16 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
 static gboolean
 source_copy (SourceRun *run, GCancellable *cancellable, GError **error)
 {
-  g_autoptr(JsonNode) stop = NULL;
-  g_autoptr(JsonNode) cont = NULL;
   gboolean ok;
 
   if (!run->opts->verify)
     return source_cancel_at_ready (run, cancellable, error) && source_mirrors_ended (run, error);
-  stop = qmp_client_execute_sync (run->qmp, "stop", NULL, cancellable, error);
-  if (stop == NULL)
+  if (!qmp_stop (run->qmp, cancellable, error))
     return FALSE;
   ok = source_cancel_at_ready (run, cancellable, error)
        && source_verify (run, cancellable, error)
        && source_mirrors_ended (run, error);
-  cont = qmp_client_execute_sync (run->qmp, "cont", NULL, NULL, ok ? error : NULL);
-  return ok && cont != NULL;
+  return qmp_cont (run->qmp, NULL, ok ? error : NULL) && ok;
 }
 
 static gboolean

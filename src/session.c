@@ -4,7 +4,7 @@
 #include "common/debug.h"
 #include "common/error.h"
 #include "nbd/nbd-tls.h"
-#include "qmp/qmp-json.h"
+#include "qmp/qmp-commands.h"
 
 #define ABORT_TIMEOUT_MS (30 * 1000)
 #define ABORT_COMMAND_MS (10 * 1000)
@@ -54,7 +54,8 @@ session_journal (Journal *journal, const char *step, const Cookie *cookie, GErro
   return journal->cookie != NULL && journal_write (journal, step, error);
 }
 
-static JsonNode *session_try (QmpClient *qmp, const char *command, JsonNode *args);
+static guint session_try_begin (QmpClient *qmp);
+static gboolean session_try_end (QmpClient *qmp, guint saved, gboolean ok, GError **error);
 
 /* Migration parameters that name one of @ids are unset (no TLS) before the objects
  * go: QEMU would keep pointing at deleted objects for its next migration.  QEMU 7.2
@@ -63,24 +64,25 @@ static JsonNode *session_try (QmpClient *qmp, const char *command, JsonNode *arg
 static void
 session_reset_migration_tls (QmpClient *qmp, const char *const *ids)
 {
-  g_autoptr(JsonNode) params = NULL;
-  g_autoptr(JsonNode) ret = NULL;
-  JsonObject *obj;
-  gboolean creds, authz;
+  g_autoptr(QmpMigrateParametersInfo) params = NULL;
+  g_autoptr(GError) error = NULL;
+  QmpMigrateParameters unset = { NULL };
+  guint saved;
 
-  if (qmp_client_get_state (qmp) != QMP_STATE_READY
-      || !qmp_client_has_command (qmp, "query-migrate-parameters"))
+  if (qmp_client_get_state (qmp) != QMP_STATE_READY)
     return;
-  params = session_try (qmp, "query-migrate-parameters", NULL);
-  obj = qmp_node_object (params);
-  creds = g_strv_contains (ids, qmp_member_string (obj, "tls-creds") ?: "");
-  authz = g_strv_contains (ids, qmp_member_string (obj, "tls-authz") ?: "");
-  if (creds || authz)
-    ret = session_try (qmp, "migrate-set-parameters",  /* null: unset */
-                       qmp_args_new ("tls-creds", creds ? json_node_new (JSON_NODE_NULL) : NULL,
-                                     "tls-hostname", creds ? json_node_new (JSON_NODE_NULL) : NULL,
-                                     "tls-authz", authz ? json_node_new (JSON_NODE_NULL) : NULL,
-                                     NULL));
+  saved = session_try_begin (qmp);
+  params = qmp_query_migrate_parameters (qmp, NULL, &error);
+  if (!session_try_end (qmp, saved, params != NULL, &error))
+    return;
+  if (g_strv_contains (ids, params->tls_creds ?: ""))
+    unset.tls_creds = unset.tls_hostname = QMP_NULL;
+  if (g_strv_contains (ids, params->tls_authz ?: ""))
+    unset.tls_authz = QMP_NULL;
+  if (unset.tls_creds == NULL && unset.tls_authz == NULL)
+    return;
+  saved = session_try_begin (qmp);
+  session_try_end (qmp, saved, qmp_migrate_set_parameters (qmp, &unset, NULL, &error), &error);
 }
 
 void
@@ -115,59 +117,59 @@ gboolean
 session_set_capabilities (QmpClient *qmp, const char *const *caps, GCancellable *cancellable,
                           GError **error)
 {
-  g_autoptr(JsonArray) list = json_array_new ();
-  JsonNode *arg = json_node_new (JSON_NODE_ARRAY);
-  g_autoptr(JsonNode) ret = NULL;
-
-  for (gsize i = 0; caps[i] != NULL; i++)
-    json_array_add_element (list, qmp_args_new ("capability", qmp_str (caps[i]),
-                                                 "state", qmp_bool (TRUE), NULL));
-  json_node_set_array (arg, list);
-  ret = qmp_client_execute_sync (qmp, "migrate-set-capabilities",
-                                 qmp_args_new ("capabilities", arg, NULL), cancellable, error);
-  return ret != NULL;
+  return qmp_migrate_set_capabilities (qmp, caps, cancellable, error);
 }
 
-/* Each step logs what failed and goes on: an abort must do as much as it can.
- * A QEMU that does not answer within ABORT_COMMAND_MS is given up on at once
+/* Each abort step logs what failed and goes on: an abort must do as much as it
+ * can.  Between session_try_begin and session_try_end the client's commands get
+ * ABORT_COMMAND_MS, and a QEMU that does not answer in time is given up on at once
  * (its connection closed), so a frozen side cannot stretch the abort. */
-static JsonNode *
-session_try (QmpClient *qmp, const char *command, JsonNode *args)
+static guint
+session_try_begin (QmpClient *qmp)
 {
-  g_autoptr(GError) error = NULL;
-  JsonNode *ret = qmp_client_execute_full_sync (qmp, command, args, -1, ABORT_COMMAND_MS,
-                                                NULL, &error);
+  guint saved = qmp_client_get_default_timeout (qmp);
 
-  if (ret != NULL)
-    return ret;
-  blkmig_debug (BLKMIG_DEBUG_JOBS, "abort: %s", error->message);
-  if (g_error_matches (error, QMP_ERROR, QMP_ERROR_TIMEOUT))
+  qmp_client_set_default_timeout (qmp, ABORT_COMMAND_MS);
+  return saved;
+}
+
+/* Returns @ok; clears *@error. */
+static gboolean
+session_try_end (QmpClient *qmp, guint saved, gboolean ok, GError **error)
+{
+  qmp_client_set_default_timeout (qmp, saved);
+  if (ok)
+    return TRUE;
+  blkmig_debug (BLKMIG_DEBUG_JOBS, "abort: %s", (*error)->message);
+  if (g_error_matches (*error, QMP_ERROR, QMP_ERROR_TIMEOUT))
     qmp_client_close (qmp);
-  return NULL;
+  g_clear_error (error);
+  return FALSE;
 }
 
 static void
 session_abort_jobs (QmpClient *qmp, const Cookie *cookie)
 {
-  g_autoptr(JsonNode) list = session_try (qmp, "query-block-jobs", NULL);
+  g_autoptr(GError) error = NULL;
+  guint saved = session_try_begin (qmp);
+  g_autoptr(GPtrArray) jobs = qmp_query_block_jobs (qmp, NULL, &error);
   g_autoptr(JobGroup) group = job_group_new (qmp);
-  JsonArray *jobs = qmp_node_array (list);
 
-  for (guint i = 0; i < qmp_array_length (jobs); i++)
+  session_try_end (qmp, saved, jobs != NULL, &error);
+  for (guint i = 0; jobs != NULL && i < jobs->len; i++)
     {
-      JsonObject *info = qmp_array_object (jobs, i);
-      const char *id = qmp_member_string (info, "device");
-      const char *status = qmp_member_string_or (info, "status", "");
+      QmpBlockJobInfo *info = jobs->pdata[i];
 
-      if (!session_owns (cookie, id))
+      if (!session_owns (cookie, info->device))
         continue;
-      if (g_str_equal (status, "concluded"))
+      if (g_strcmp0 (info->status, "concluded") == 0)
         {
-          g_autoptr(JsonNode) ret = session_try (qmp, "job-dismiss",
-                                                 qmp_args_new ("id", qmp_str (id), NULL));
+          saved = session_try_begin (qmp);
+          session_try_end (qmp, saved, qmp_job_dismiss (qmp, info->device, NULL, &error),
+                           &error);
           continue;
         }
-      job_group_add (group, id, id);
+      job_group_add (group, info->device, info->device);
     }
   job_group_abort (group, ABORT_TIMEOUT_MS);
 }
@@ -177,33 +179,28 @@ session_abort_jobs (QmpClient *qmp, const Cookie *cookie)
 static void
 session_yank_nbd (QmpClient *qmp, const char *node)
 {
-  g_autoptr(JsonNode) instances = qmp_json ("[{\"type\":\"block-node\"}]");
-  g_autoptr(JsonNode) ret = NULL;
+  g_autoptr(GError) error = NULL;
+  guint saved = session_try_begin (qmp);
 
-  if (!qmp_client_has_command (qmp, "yank"))
-    return;
-  json_object_set_string_member (json_array_get_object_element (json_node_get_array (instances), 0),
-                                 "node-name", node);
-  ret = session_try (qmp, "yank", qmp_args_new ("instances", json_node_ref (instances), NULL));
+  session_try_end (qmp, saved, qmp_yank_block_node (qmp, node, NULL, &error), &error);
 }
 
 /* The block nodes of this migration: name → driver. */
 static GHashTable *
 session_owned_nodes (QmpClient *qmp, const Cookie *cookie)
 {
-  g_autoptr(JsonNode) list = session_try (qmp, "query-named-block-nodes",
-                                          qmp_args_new ("flat", qmp_bool (TRUE), NULL));
-  JsonArray *nodes = qmp_node_array (list);
+  g_autoptr(GError) error = NULL;
+  guint saved = session_try_begin (qmp);
+  g_autoptr(GPtrArray) nodes = qmp_query_named_block_nodes (qmp, NULL, &error);
   GHashTable *owned = g_hash_table_new_full (g_str_hash, g_str_equal, g_free, g_free);
 
-  for (guint i = 0; i < qmp_array_length (nodes); i++)
+  session_try_end (qmp, saved, nodes != NULL, &error);
+  for (guint i = 0; nodes != NULL && i < nodes->len; i++)
     {
-      JsonObject *node = qmp_array_object (nodes, i);
-      const char *name = qmp_member_string (node, "node-name");
+      QmpBlockNodeInfo *node = nodes->pdata[i];
 
-      if (session_owns (cookie, name))
-        g_hash_table_insert (owned, g_strdup (name),
-                             g_strdup (qmp_member_string_or (node, "drv", "")));
+      if (session_owns (cookie, node->node_name))
+        g_hash_table_insert (owned, g_strdup (node->node_name), g_strdup (node->drv ?: ""));
     }
   return owned;
 }
@@ -232,21 +229,26 @@ session_abort_nodes (QmpClient *qmp, const Cookie *cookie)
   g_hash_table_iter_init (&iter, owned);
   while (g_hash_table_iter_next (&iter, &name, NULL))
     {
-      g_autoptr(JsonNode) ret = session_try (qmp, "blockdev-del",
-                                             qmp_args_new ("node-name", qmp_str (name), NULL));
+      g_autoptr(GError) error = NULL;
+      guint saved = session_try_begin (qmp);
+
+      session_try_end (qmp, saved, qmp_blockdev_del (qmp, name, NULL, &error), &error);
     }
 }
 
 static void
 session_abort_migration (QmpClient *qmp)
 {
-  g_autoptr(JsonNode) info = session_try (qmp, "query-migrate", NULL);
-  const char *status = qmp_member_string_or (qmp_node_object (info), "status", "none");
   static const char *const idle[] = { "none", "completed", "failed", "cancelled", NULL };
-  g_autoptr(JsonNode) ret = NULL;
+  g_autoptr(GError) error = NULL;
+  guint saved = session_try_begin (qmp);
+  g_autoptr(QmpMigrateInfo) info = qmp_query_migrate (qmp, NULL, &error);
 
-  if (!g_strv_contains (idle, status))
-    ret = session_try (qmp, "migrate_cancel", NULL);
+  session_try_end (qmp, saved, info != NULL, &error);
+  if (g_strv_contains (idle, info != NULL && info->status != NULL ? info->status : "none"))
+    return;
+  saved = session_try_begin (qmp);
+  session_try_end (qmp, saved, qmp_migrate_cancel (qmp, NULL, &error), &error);
 }
 
 /* Only names that carry the migration id, and no file: a cookie may come from the
@@ -270,7 +272,10 @@ session_abort_dest (QmpClient *dst, const Cookie *cookie, gboolean stop_server)
     }
   if (ours)
     {
-      g_autoptr(JsonNode) ret = session_try (dst, "nbd-server-stop", NULL);
+      g_autoptr(GError) error = NULL;
+      guint saved = session_try_begin (dst);
+
+      session_try_end (dst, saved, qmp_nbd_server_stop (dst, NULL, &error), &error);
     }
   session_abort_nodes (dst, cookie);
   session_del_tls_objects (dst, cookie);  /* unused once server and nodes are gone */

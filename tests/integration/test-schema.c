@@ -239,10 +239,27 @@ test_schema (void)
   g_hash_table_unref (schema.commands);
 }
 
+/* qmp_client_has_argument reads QEMU 7.2's real schema: the arguments it has,
+ * and one it does not (migrate's "channels" came in 8.2). */
+static void
+test_has_argument (void)
+{
+  g_autoptr(Rig) rig = rig_new ();
+  Vm *vm = vm_start (rig, "vm", NULL, "paused");
+
+  g_assert_true (qmp_client_has_argument (vm->qmp, "migrate", "uri"));
+  g_assert_false (qmp_client_has_argument (vm->qmp, "migrate", "channels"));
+  g_assert_true (qmp_client_has_argument (vm->qmp, "blockdev-add", "reconnect-delay"));
+  g_assert_true (qmp_client_has_argument (vm->qmp, "blockdev-mirror", "copy-mode"));
+  g_assert_true (qmp_client_has_argument (vm->qmp, "block-export-add", "writable"));
+  g_assert_false (qmp_client_has_argument (vm->qmp, "no-such-command", "uri"));
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/schema/every-command-blkmig-sends", test_schema);
+  g_test_add_func ("/schema/has-argument", test_has_argument);
   return g_test_run ();
 }

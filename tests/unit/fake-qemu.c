@@ -598,9 +598,11 @@ fake_decide (FakeQemu *fake, const char *command, JsonNode *args, GPtrArray **ev
 
   if (!fake_qemu_validate (command, args, &error))
     return fake_fail (fake, g_strdup (error->message));
-  if ((members = fake_handshake (fake, command)) != NULL)
+  /* a scripted handshake command (a QEMU without a schema) wins over the default */
+  if ((e = script_take (fake, command, args)) == NULL
+      && (members = fake_handshake (fake, command)) != NULL)
     return members;
-  if ((e = script_take (fake, command, args)) == NULL)
+  if (e == NULL)
     {
       const char *always = g_hash_table_lookup (fake->always, command);
 

@@ -7,7 +7,8 @@
 
 /* The fake listens on a UNIX socket in a private directory and speaks QMP like
  * QEMU 7.2: greeting, then qmp_capabilities, query-commands and query-qmp-schema
- * answered from the saved schema (tests/unit/qmp-schema-7.2.json), then the script.
+ * answered from the saved schema (tests/unit/qmp-schema-7.2.json) unless the script's
+ * next entry is for them, then the script.
  *
  * Every other command is first checked against the schema (command known,
  * arguments known, of the right JSON types, required ones present), then must be

@@ -1,0 +1,262 @@
+/* Typed QMP commands: one function per command blkmig sends, typed arguments and results. */
+#pragma once
+
+#include "qmp/qmp-client.h"
+
+/* Every function runs one command with the client's default timeout and returns
+ * FALSE/NULL with QEMU's error (QMP_ERROR) when it fails.  Results are read through
+ * qmp/qmp-json.h: a member QEMU left out or sent with another JSON type is NULL
+ * (strings) or the documented fallback (numbers).  Strings in results are QEMU's,
+ * unescaped: escape them (common/escape.h) before they go into a message. */
+
+/* A string argument that is sent as JSON null (QEMU: "unset"); NULL omits it. */
+extern const char qmp_null_arg[];
+#define QMP_NULL (qmp_null_arg)
+
+/* ---- what the peer can do --------------------------------------------------
+ * Version differences are decided here (qmp_client_has_command/has_argument),
+ * not by the callers. */
+
+/* getfd: QEMU takes sockets blkmig made (qemu-storage-daemon cannot). */
+gboolean qmp_can_getfd (QmpClient *qmp);
+/* block-export-add/del (else only nbd-server-add/remove). */
+gboolean qmp_can_block_export (QmpClient *qmp);
+
+/* ---- addresses ------------------------------------------------------------ */
+
+typedef enum {
+  QMP_ADDRESS_UNIX,
+  QMP_ADDRESS_INET,
+  QMP_ADDRESS_FD,
+} QmpAddressType;
+
+/* A socket address: a UNIX path, a host and port, or an fd passed with getfd. */
+typedef struct {
+  QmpAddressType type;
+  const char *path;       /* UNIX */
+  const char *host;       /* INET */
+  int port;               /* INET */
+  const char *fd_name;    /* FD: the getfd name */
+} QmpSocketAddress;
+
+/* ---- the VM ---------------------------------------------------------------- */
+
+typedef struct {
+  char *status;           /* "running", "inmigrate", "paused", ... (NULL: absent) */
+  gboolean running;
+} QmpStatusInfo;
+
+void qmp_status_info_free (QmpStatusInfo *info);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (QmpStatusInfo, qmp_status_info_free)
+
+/* timeout_ms 0: the client's default. */
+QmpStatusInfo *qmp_query_status (QmpClient *qmp, guint timeout_ms, GCancellable *cancellable,
+                                 GError **error);
+gboolean qmp_stop (QmpClient *qmp, GCancellable *cancellable, GError **error);
+gboolean qmp_cont (QmpClient *qmp, GCancellable *cancellable, GError **error);
+/* Hands QEMU @fd (dup'ed) under @fdname. */
+gboolean qmp_getfd (QmpClient *qmp, const char *fdname, int fd, GCancellable *cancellable,
+                    GError **error);
+/* Drops the connections of one block node (yank instance "block-node"); does
+ * nothing on a QEMU without yank. */
+gboolean qmp_yank_block_node (QmpClient *qmp, const char *node_name,
+                              GCancellable *cancellable, GError **error);
+
+/* ---- objects --------------------------------------------------------------- */
+
+/* object-add tls-creds-x509 with verify-peer=on. */
+gboolean qmp_object_add_tls_creds_x509 (QmpClient *qmp, const char *id, gboolean server,
+                                        const char *dir, GCancellable *cancellable,
+                                        GError **error);
+/* object-add authz-list: policy deny, one "exact" allow rule per @allow entry. */
+gboolean qmp_object_add_authz_list (QmpClient *qmp, const char *id,
+                                    const char *const *allow, GCancellable *cancellable,
+                                    GError **error);
+gboolean qmp_object_del (QmpClient *qmp, const char *id, GCancellable *cancellable,
+                         GError **error);
+
+/* ---- block nodes ----------------------------------------------------------- */
+
+/* blockdev-add of an NBD client node. */
+typedef struct {
+  const char *node_name;
+  QmpSocketAddress server;
+  const char *export_name;
+  const char *discard;        /* "unmap", or NULL */
+  gint64 reconnect_delay;     /* seconds, < 0: omitted */
+  const char *tls_creds;      /* NULL: none */
+  const char *tls_hostname;   /* NULL: none */
+} QmpBlockdevNbd;
+
+gboolean qmp_blockdev_add_nbd (QmpClient *qmp, const QmpBlockdevNbd *args,
+                               GCancellable *cancellable, GError **error);
+
+/* blockdev-add of an image (@format: "qcow2", "raw", ...) over a "file" node. */
+typedef struct {
+  const char *node_name;
+  const char *format;
+  const char *filename;
+  gboolean set_cache;         /* send "cache" on both nodes: */
+  gboolean cache_direct;
+  gboolean cache_no_flush;
+} QmpBlockdevImage;
+
+gboolean qmp_blockdev_add_image (QmpClient *qmp, const QmpBlockdevImage *args,
+                                 GCancellable *cancellable, GError **error);
+gboolean qmp_blockdev_del (QmpClient *qmp, const char *node_name, GCancellable *cancellable,
+                           GError **error);
+
+/* The "image" member of query-block / query-named-block-nodes. */
+typedef struct {
+  char *format;               /* NULL: absent */
+  gint64 virtual_size;        /* 0: absent */
+  gint64 actual_size;         /* 0: absent */
+  GStrv backing;              /* backing files' names, top first; NULL when none */
+} QmpImageInfo;
+
+/* One query-block entry. */
+typedef struct {
+  char *device;               /* BlockBackend name (NULL: absent) */
+  char *qdev;                 /* qdev id or QOM path (NULL: absent) */
+  gboolean inserted;          /* has a medium; the members below describe it */
+  char *node_name;
+  char *file;
+  char *drv;
+  gboolean ro;
+  gboolean cache_direct;
+  gboolean cache_no_flush;
+  QmpImageInfo *image;        /* NULL when absent */
+} QmpBlockInfo;
+
+/* One query-named-block-nodes (flat) entry. */
+typedef struct {
+  char *node_name;            /* NULL: absent */
+  char *drv;
+  char *file;
+  gboolean ro;
+  QmpImageInfo *image;        /* NULL when absent */
+} QmpBlockNodeInfo;
+
+void qmp_block_info_free (QmpBlockInfo *info);
+void qmp_block_node_info_free (QmpBlockNodeInfo *info);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (QmpBlockInfo, qmp_block_info_free)
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (QmpBlockNodeInfo, qmp_block_node_info_free)
+
+/* Arrays of QmpBlockInfo / QmpBlockNodeInfo (flat=true), owning their elements. */
+GPtrArray *qmp_query_block (QmpClient *qmp, GCancellable *cancellable, GError **error);
+GPtrArray *qmp_query_named_block_nodes (QmpClient *qmp, GCancellable *cancellable,
+                                        GError **error);
+
+/* ---- block jobs ------------------------------------------------------------ */
+
+/* blockdev-mirror; zero/NULL members are omitted (QEMU's defaults). */
+typedef struct {
+  const char *job_id;
+  const char *device;
+  const char *target;
+  const char *sync;           /* "full" */
+  gint64 speed;
+  gint64 buf_size;
+  gint64 granularity;
+  const char *copy_mode;
+  gboolean auto_dismiss;      /* sent always */
+} QmpBlockdevMirror;
+
+gboolean qmp_blockdev_mirror (QmpClient *qmp, const QmpBlockdevMirror *args,
+                              GCancellable *cancellable, GError **error);
+gboolean qmp_block_job_complete (QmpClient *qmp, const char *device,
+                                 GCancellable *cancellable, GError **error);
+gboolean qmp_block_job_cancel (QmpClient *qmp, const char *device, gboolean force,
+                               GCancellable *cancellable, GError **error);
+gboolean qmp_job_dismiss (QmpClient *qmp, const char *id, GCancellable *cancellable,
+                          GError **error);
+void qmp_job_dismiss_async (QmpClient *qmp, const char *id, GCancellable *cancellable,
+                            GAsyncReadyCallback callback, gpointer user_data);
+gboolean qmp_job_dismiss_finish (QmpClient *qmp, GAsyncResult *result, GError **error);
+
+typedef struct {
+  char *device;               /* the job id (NULL: absent) */
+  char *type;
+  char *status;
+  gint64 offset;              /* -1: absent */
+  gint64 len;                 /* -1: absent */
+  gint64 speed;               /* 0: absent */
+} QmpBlockJobInfo;
+
+void qmp_block_job_info_free (QmpBlockJobInfo *info);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (QmpBlockJobInfo, qmp_block_job_info_free)
+
+/* An array of QmpBlockJobInfo. */
+GPtrArray *qmp_query_block_jobs (QmpClient *qmp, GCancellable *cancellable, GError **error);
+void qmp_query_block_jobs_async (QmpClient *qmp, GCancellable *cancellable,
+                                 GAsyncReadyCallback callback, gpointer user_data);
+GPtrArray *qmp_query_block_jobs_finish (QmpClient *qmp, GAsyncResult *result, GError **error);
+
+/* ---- NBD server and exports ------------------------------------------------ */
+
+gboolean qmp_nbd_server_start (QmpClient *qmp, const QmpSocketAddress *addr,
+                               const char *tls_creds, const char *tls_authz,
+                               GCancellable *cancellable, GError **error);
+gboolean qmp_nbd_server_stop (QmpClient *qmp, GCancellable *cancellable, GError **error);
+/* The old export commands (before block-export-add). */
+gboolean qmp_nbd_server_add (QmpClient *qmp, const char *device, const char *name,
+                             gboolean writable, GCancellable *cancellable, GError **error);
+gboolean qmp_nbd_server_remove (QmpClient *qmp, const char *name, gboolean hard,
+                                GCancellable *cancellable, GError **error);
+/* block-export-add of type nbd. */
+gboolean qmp_block_export_add_nbd (QmpClient *qmp, const char *id, const char *node_name,
+                                   const char *name, gboolean writable,
+                                   GCancellable *cancellable, GError **error);
+gboolean qmp_block_export_del (QmpClient *qmp, const char *id, gboolean hard,
+                               GCancellable *cancellable, GError **error);
+/* The ids of QEMU's exports (an entry without one is ""). */
+GStrv qmp_query_block_exports (QmpClient *qmp, GCancellable *cancellable, GError **error);
+
+/* ---- migration ------------------------------------------------------------- */
+
+/* migrate-set-capabilities: every capability in @caps on. */
+gboolean qmp_migrate_set_capabilities (QmpClient *qmp, const char *const *caps,
+                                       GCancellable *cancellable, GError **error);
+
+/* migrate-set-parameters (NULL: left alone, QMP_NULL: unset) and the same members
+ * of query-migrate-parameters (NULL: absent, or a QEMU without that command). */
+typedef struct {
+  const char *tls_creds;
+  const char *tls_hostname;
+  const char *tls_authz;
+} QmpMigrateParameters;
+
+typedef struct {
+  char *tls_creds;
+  char *tls_hostname;
+  char *tls_authz;
+} QmpMigrateParametersInfo;
+
+void qmp_migrate_parameters_info_free (QmpMigrateParametersInfo *info);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (QmpMigrateParametersInfo, qmp_migrate_parameters_info_free)
+
+gboolean qmp_migrate_set_parameters (QmpClient *qmp, const QmpMigrateParameters *params,
+                                     GCancellable *cancellable, GError **error);
+QmpMigrateParametersInfo *qmp_query_migrate_parameters (QmpClient *qmp,
+                                                        GCancellable *cancellable,
+                                                        GError **error);
+
+typedef struct {
+  char *status;               /* "none", "active", "completed", ... (NULL: absent) */
+  char *error_desc;           /* NULL: absent */
+  gint64 transferred;         /* ram.transferred, -1: absent */
+  gint64 remaining;           /* ram.remaining, -1: absent */
+  gint64 downtime;            /* ms, -1: absent */
+} QmpMigrateInfo;
+
+void qmp_migrate_info_free (QmpMigrateInfo *info);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (QmpMigrateInfo, qmp_migrate_info_free)
+
+QmpMigrateInfo *qmp_query_migrate (QmpClient *qmp, GCancellable *cancellable, GError **error);
+gboolean qmp_migrate (QmpClient *qmp, const char *uri, GCancellable *cancellable,
+                      GError **error);
+gboolean qmp_migrate_incoming (QmpClient *qmp, const char *uri, GCancellable *cancellable,
+                               GError **error);
+gboolean qmp_migrate_continue (QmpClient *qmp, const char *state, GCancellable *cancellable,
+                               GError **error);
+gboolean qmp_migrate_cancel (QmpClient *qmp, GCancellable *cancellable, GError **error);

@@ -1,0 +1,213 @@
+/* The typed QMP layer: what each command puts on the wire, how replies are read, the schema. */
+#include "qmp/qmp-commands.h"
+#include "tests/unit/fake-qemu.h"
+
+/* Every command is checked against the QEMU 7.2 schema by the fake, and its
+ * arguments against what the test expects (as JSON values). */
+typedef struct {
+  FakeQemu *fake;
+  QmpClient *qmp;
+} Fixture;
+
+static void
+fixture_connect (Fixture *fx)
+{
+  fx->qmp = fake_qemu_connect (fx->fake, "fake");
+}
+
+static void
+fixture_setup (Fixture *fx, gconstpointer data)
+{
+  fx->fake = fake_qemu_new ();
+}
+
+static void
+fixture_teardown (Fixture *fx, gconstpointer data)
+{
+  if (fx->qmp != NULL)
+    qmp_client_close (fx->qmp);
+  g_clear_object (&fx->qmp);
+  fake_qemu_verify (fx->fake);
+  g_clear_pointer (&fx->fake, fake_qemu_free);
+}
+
+/* The next command must be @command with exactly @arguments. */
+static void
+expect (Fixture *fx, const char *command, const char *arguments)
+{
+  fake_qemu_expect (fx->fake, command, arguments, "{}");
+}
+
+/* The members, their order and types are those the hand-built objects had. */
+static void
+test_wire_block (Fixture *fx, gconstpointer data)
+{
+  const QmpBlockdevMirror mirror = {
+    .job_id = "blkmig-12345678-0", .device = "vda", .target = "blkmig12345678n0",
+    .sync = "full", .buf_size = 64 * 1024 * 1024, .copy_mode = "write-blocking",
+  };
+  const QmpBlockdevNbd nbd = {
+    .node_name = "blkmig12345678n0",
+    .server = { .type = QMP_ADDRESS_INET, .host = "127.0.0.1", .port = 10809 },
+    .export_name = "blkmig-12345678-0", .discard = "unmap", .reconnect_delay = 5,
+  };
+  const QmpBlockdevImage image = {
+    .node_name = "n", .format = "qcow2", .filename = "/t.qcow2", .set_cache = TRUE,
+    .cache_direct = TRUE,
+  };
+  g_autoptr(GError) error = NULL;
+
+  fixture_connect (fx);
+  expect (fx, "blockdev-mirror",
+          "{\"job-id\":\"blkmig-12345678-0\",\"device\":\"vda\",\"target\":"
+          "\"blkmig12345678n0\",\"sync\":\"full\",\"buf-size\":67108864,"
+          "\"copy-mode\":\"write-blocking\",\"auto-dismiss\":false}");
+  g_assert_true (qmp_blockdev_mirror (fx->qmp, &mirror, NULL, &error));
+  expect (fx, "blockdev-add",
+          "{\"driver\":\"nbd\",\"node-name\":\"blkmig12345678n0\",\"server\":{\"type\":"
+          "\"inet\",\"host\":\"127.0.0.1\",\"port\":\"10809\"},\"export\":"
+          "\"blkmig-12345678-0\",\"discard\":\"unmap\",\"reconnect-delay\":5}");
+  g_assert_true (qmp_blockdev_add_nbd (fx->qmp, &nbd, NULL, &error));
+  expect (fx, "blockdev-add",
+          "{\"driver\":\"qcow2\",\"node-name\":\"n\",\"cache\":{\"direct\":true,"
+          "\"no-flush\":false},\"file\":{\"driver\":\"file\",\"filename\":\"/t.qcow2\","
+          "\"cache\":{\"direct\":true,\"no-flush\":false}}}");
+  g_assert_true (qmp_blockdev_add_image (fx->qmp, &image, NULL, &error));
+  expect (fx, "block-job-cancel", "{\"device\":\"j\",\"force\":true}");
+  g_assert_true (qmp_block_job_cancel (fx->qmp, "j", TRUE, NULL, &error));
+  expect (fx, "yank", "{\"instances\":[{\"type\":\"block-node\",\"node-name\":\"n\"}]}");
+  g_assert_true (qmp_yank_block_node (fx->qmp, "n", NULL, &error));
+  g_assert_no_error (error);
+}
+
+static void
+test_wire_nbd_migration (Fixture *fx, gconstpointer data)
+{
+  const QmpSocketAddress fd = { .type = QMP_ADDRESS_FD, .fd_name = "blkmig-nbd-listen" };
+  const QmpMigrateParameters unset = { .tls_creds = QMP_NULL, .tls_hostname = QMP_NULL };
+  const char *const caps[] = { "events", "late-block-activate", NULL };
+  const char *const dns[] = { "CN=a", NULL };
+  g_autoptr(GError) error = NULL;
+
+  fixture_connect (fx);
+  expect (fx, "nbd-server-start",
+          "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}},"
+          "\"tls-creds\":\"t0\"}");
+  g_assert_true (qmp_nbd_server_start (fx->qmp, &fd, "t0", NULL, NULL, &error));
+  expect (fx, "migrate-set-parameters", "{\"tls-creds\":null,\"tls-hostname\":null}");
+  g_assert_true (qmp_migrate_set_parameters (fx->qmp, &unset, NULL, &error));
+  expect (fx, "migrate-set-capabilities",
+          "{\"capabilities\":[{\"capability\":\"events\",\"state\":true},"
+          "{\"capability\":\"late-block-activate\",\"state\":true}]}");
+  g_assert_true (qmp_migrate_set_capabilities (fx->qmp, caps, NULL, &error));
+  expect (fx, "object-add",
+          "{\"qom-type\":\"authz-list\",\"id\":\"z0\",\"policy\":\"deny\",\"rules\":"
+          "[{\"match\":\"CN=a\",\"policy\":\"allow\",\"format\":\"exact\"}]}");
+  g_assert_true (qmp_object_add_authz_list (fx->qmp, "z0", dns, NULL, &error));
+  expect (fx, "migrate_cancel", NULL);
+  g_assert_true (qmp_migrate_cancel (fx->qmp, NULL, &error));
+  g_assert_no_error (error);
+}
+
+static void
+test_reply_migrate (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(QmpMigrateInfo) good = NULL;
+  g_autoptr(QmpMigrateInfo) bad = NULL;
+
+  fake_qemu_expect_raw (fx->fake, "query-migrate", NULL,
+                   "\"return\": {\"status\": \"failed\", \"error-desc\": \"x\", \"downtime\": 7,"
+                   " \"ram\": {\"transferred\": 10, \"remaining\": 3}}");
+  fixture_connect (fx);
+  good = qmp_query_migrate (fx->qmp, NULL, NULL);
+  g_assert_cmpstr (good->status, ==, "failed");
+  g_assert_cmpstr (good->error_desc, ==, "x");
+  g_assert_cmpint (good->transferred, ==, 10);
+  g_assert_cmpint (good->remaining, ==, 3);
+  g_assert_cmpint (good->downtime, ==, 7);
+  /* mistyped members are absent */
+  fake_qemu_expect_raw (fx->fake, "query-migrate", NULL,
+                   "\"return\": {\"status\": 1, \"error-desc\": [], \"ram\": {\"transferred\": \"9\"}}");
+  bad = qmp_query_migrate (fx->qmp, NULL, NULL);
+  g_assert_null (bad->status);
+  g_assert_null (bad->error_desc);
+  g_assert_cmpint (bad->transferred, ==, -1);
+  g_assert_cmpint (bad->downtime, ==, -1);
+}
+
+static void
+test_reply_block (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GPtrArray) blocks = NULL;
+  g_autoptr(GPtrArray) jobs = NULL;
+  QmpBlockInfo *info;
+  QmpBlockJobInfo *job;
+
+  fake_qemu_expect_raw (fx->fake, "query-block", NULL,
+                   "\"return\": [{\"device\": \"\", \"qdev\": \"/machine/peripheral/vda/"
+                   "virtio-backend\", \"inserted\": {\"node-name\": \"top\", \"file\": \"/a\","
+                   " \"drv\": \"qcow2\", \"ro\": false, \"cache\": {\"direct\": true},"
+                   " \"image\": {\"format\": \"qcow2\", \"virtual-size\": 1024,"
+                   " \"backing-image\": {\"filename\": \"/b\"}}}}, 5]");
+  fake_qemu_expect_raw (fx->fake, "query-block-jobs", NULL,
+                   "\"return\": [{\"device\": \"j\", \"type\": \"mirror\", \"offset\": 1,"
+                   " \"len\": \"2\"}]");
+  fixture_connect (fx);
+  blocks = qmp_query_block (fx->qmp, NULL, NULL);
+  g_assert_cmpuint (blocks->len, ==, 2);
+  info = blocks->pdata[0];
+  g_assert_true (info->inserted);
+  g_assert_cmpstr (info->node_name, ==, "top");
+  g_assert_true (info->cache_direct);
+  g_assert_cmpint (info->image->virtual_size, ==, 1024);
+  g_assert_cmpstr (info->image->backing[0], ==, "/b");
+  g_assert_null (info->image->backing[1]);
+  g_assert_false (((QmpBlockInfo *) blocks->pdata[1])->inserted);
+  jobs = qmp_query_block_jobs (fx->qmp, NULL, NULL);
+  job = jobs->pdata[0];
+  g_assert_cmpstr (job->device, ==, "j");
+  g_assert_cmpint (job->offset, ==, 1);
+  g_assert_cmpint (job->len, ==, -1);
+}
+
+/* Read once per connection, on the first question, from the peer's own schema
+ * (the fake's is QEMU 7.2's). */
+static void
+test_schema (Fixture *fx, gconstpointer data)
+{
+  fixture_connect (fx);
+  g_assert_cmpuint (fake_qemu_count (fx->fake, "query-qmp-schema"), ==, 0);
+  g_assert_true (qmp_client_has_argument (fx->qmp, "migrate", "uri"));
+  g_assert_false (qmp_client_has_argument (fx->qmp, "migrate", "channels"));  /* 8.1 */
+  g_assert_true (qmp_client_has_argument (fx->qmp, "blockdev-add", "reconnect-delay"));
+  g_assert_true (qmp_client_has_argument (fx->qmp, "blockdev-add", "driver"));
+  g_assert_true (qmp_client_has_argument (fx->qmp, "yank", "instances"));
+  g_assert_false (qmp_client_has_argument (fx->qmp, "no-such-command", "x"));
+  g_assert_cmpuint (fake_qemu_count (fx->fake, "query-qmp-schema"), ==, 1);
+}
+
+/* A peer whose schema cannot be read: no command has arguments. */
+static void
+test_schema_missing (Fixture *fx, gconstpointer data)
+{
+  fake_qemu_expect_error (fx->fake, "query-qmp-schema", NULL, "CommandNotFound",
+                          "The command query-qmp-schema has not been found");
+  fixture_connect (fx);
+  g_assert_false (qmp_client_has_argument (fx->qmp, "migrate", "uri"));
+  g_assert_false (qmp_client_has_argument (fx->qmp, "migrate", "uri"));
+  g_assert_cmpuint (fake_qemu_count (fx->fake, "query-qmp-schema"), ==, 1);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+#define ADD(path, func) g_test_add (path, Fixture, NULL, fixture_setup, func, fixture_teardown)
+  ADD ("/qmp-commands/wire/block", test_wire_block);
+  ADD ("/qmp-commands/wire/nbd-migration", test_wire_nbd_migration);
+  ADD ("/qmp-commands/reply/migrate", test_reply_migrate);
+  ADD ("/qmp-commands/reply/block", test_reply_block);
+  ADD ("/qmp-commands/schema", test_schema);
+  ADD ("/qmp-commands/schema/missing", test_schema_missing);
+  return g_test_run ();
+}
