@@ -537,11 +537,38 @@ check_format (const char *where, const char *format, GError **error)
   return fail (error, "%s.format must be raw or qcow2, got '%s'", where, quoted);
 }
 
+/* QEMU's ids and node names (and blkmig's export names) are [A-Za-z0-9._-], auto
+ * node names start with '#': anything else in a name is not from a QEMU, and a name
+ * that passes is safe in any message. */
+static gboolean
+check_name (const char *where, const char *key, const char *value, GError **error)
+{
+  g_autofree char *path = NULL;
+  g_autofree char *quoted = NULL;
+  gboolean ok = strlen (value) <= COOKIE_MAX_NAME;
+
+  for (const char *p = value; ok && *p != '\0'; p++)
+    ok = g_ascii_isalnum (*p) || strchr ("._-#", *p) != NULL;
+  if (ok)
+    return TRUE;
+  path = path_of (where, key);
+  quoted = quote (value);
+  return fail (error, "%s must be a QEMU name ([A-Za-z0-9._-#], at most %d characters), got "
+               "'%s'", path, COOKIE_MAX_NAME, quoted);
+}
+
+static gboolean
+get_name (JsonObject *obj, const char *where, const char *key, char **out, GError **error)
+{
+  return get_string (obj, where, key, TRUE, out, error)
+         && check_name (where, key, *out, error);
+}
+
 static gboolean
 parse_disk_source (CookieDisk *disk, JsonObject *obj, const char *where, GError **error)
 {
-  return get_string (obj, where, "name", TRUE, &disk->name, error)
-         && get_string (obj, where, "node", TRUE, &disk->node, error)
+  return get_name (obj, where, "name", &disk->name, error)
+         && get_name (obj, where, "node", &disk->node, error)
          && get_string (obj, where, "format", TRUE, &disk->format, error)
          && check_format (where, disk->format, error)
          && get_int (obj, where, "virtual-size", TRUE, &disk->virtual_size, error)
@@ -555,8 +582,8 @@ static gboolean
 parse_disk_destination (CookieDisk *disk, JsonObject *obj, const char *where,
                         GError **error)
 {
-  return get_string (obj, where, "export", TRUE, &disk->export_name, error)
-         && get_string (obj, where, "target-node", TRUE, &disk->target_node, error)
+  return get_name (obj, where, "export", &disk->export_name, error)
+         && get_name (obj, where, "target-node", &disk->target_node, error)
          && get_string (obj, where, "target", FALSE, &disk->target_path, error)
          && get_bool (obj, where, "created", &disk->created, error);
 }

@@ -5,6 +5,8 @@
 #include <json-glib/json-glib.h>
 
 #define COOKIE_VERSION 1
+/* The longest disk, node or export name (QEMU's ids are far shorter). */
+#define COOKIE_MAX_NAME 128
 /* The longest cookie text read or parsed (bytes). */
 #define COOKIE_MAX_TEXT (1024 * 1024)
 /* Sizes above this are rejected as absurd (1 EiB). */

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <unistd.h>
 
+#include "common/escape.h"
 #include "qmp/qmp-client.h"
 #include "src/events.h"
 #include "src/util.h"
@@ -82,19 +83,20 @@ progress_line (Progress *progress, BlkJob *job)
   g_autofree char *d = util_human_size (done);
   g_autofree char *t = util_human_size (job->len);
   g_autofree char *eta = NULL;
+  g_autofree char *label = blkmig_escape (job->label);  /* a disk name: maybe the peer's */
   int pct = job->len > 0 ? (int) (done * 100 / job->len) : 0;
 
   if (job->len == 0)
-    return g_strdup_printf ("%s: %s", job->label, progress_state (job));
+    return g_strdup_printf ("%s: %s", label, progress_state (job));
   if (view->rate > 0 && job->state == BLK_JOB_RUNNING && done < job->len)
     {
       gint64 left = (gint64) ((job->len - done) / view->rate);
       eta = g_strdup_printf (", ETA %" G_GINT64_FORMAT ":%02" G_GINT64_FORMAT, left / 60, left % 60);
     }
   if (job->state != BLK_JOB_RUNNING || view->rate <= 0)
-    return g_strdup_printf ("%s: %s of %s (%d%%), %s", job->label, d, t, pct,
+    return g_strdup_printf ("%s: %s of %s (%d%%), %s", label, d, t, pct,
                             progress_state (job));
-  return g_strdup_printf ("%s: %s of %s (%d%%), %.1f MB/s%s, %s", job->label, d, t, pct,
+  return g_strdup_printf ("%s: %s of %s (%d%%), %.1f MB/s%s, %s", label, d, t, pct,
                           view->rate / 1e6, eta != NULL ? eta : "", progress_state (job));
 }
 

@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "common/escape.h"
 #include "nbd/nbd-tls.h"
+#include "src/host-local.h"
 
 /* A UNIX socket path's limit (sun_path less its NUL) bounds every peer path. */
 #define PEER_PATH_MAX 107
@@ -65,19 +66,6 @@ trust_peer_host (const char *field, const char *host, GError **error)
   return trust_fail (error, host, "%s is not a host name or address", field);
 }
 
-/* Whether @host means this host: loopback, the any-address, localhost, our name
- * (Debian maps it to 127.0.1.1).  Other names are not resolved here. */
-static gboolean
-trust_host_is_local (const char *host)
-{
-  g_autoptr(GInetAddress) addr = g_inet_address_new_from_string (host);
-
-  if (addr != NULL)
-    return g_inet_address_get_is_loopback (addr) || g_inet_address_get_is_any (addr);
-  return nbd_host_is_loopback (host) || g_str_has_suffix (host, ".localhost")
-         || g_ascii_strcasecmp (host, g_get_host_name ()) == 0;
-}
-
 static gboolean
 trust_tunnelled (const SourceOptions *opts)
 {
@@ -99,7 +87,7 @@ trust_nbd_target (const Cookie *dest, const SourceOptions *opts, GError **error)
   if (!opts->local_destination && dest->nbd_unix != NULL)
     return trust_fail (error, dest->nbd_unix, "destination.nbd.unix is a UNIX socket on this "
                        "host (pass --local-destination if the destination runs here)");
-  if (!opts->local_destination && trust_host_is_local (dest->nbd_host))
+  if (!opts->local_destination && host_is_local (dest->nbd_host))
     return trust_fail (error, dest->nbd_host, "destination.nbd.host is this host (pass "
                        "--local-destination if the destination runs here)");
   return session_check_plaintext (dest->nbd_host, opts->tls_dir != NULL, opts->insecure,
@@ -117,7 +105,7 @@ trust_tls_hostname (const Cookie *dest, const SourceOptions *opts, SourcePlan *p
     return plan->tls_hostname = g_strdup (opts->tls_hostname), TRUE;
   if (dest->nbd_host == NULL)
     return plan->tls_hostname = g_strdup ("localhost"), TRUE;
-  if (opts->local_destination && trust_host_is_local (dest->nbd_host))
+  if (opts->local_destination && host_is_local (dest->nbd_host))
     return plan->tls_hostname = g_strdup (dest->nbd_host), TRUE;
   g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                "--tls-creds needs --tls-hostname NAME, the name the destination's certificate "
@@ -185,7 +173,7 @@ trust_peer_uri (const Cookie *dest, const SourceOptions *opts, GError **error)
       || !trust_chars (ep.host, ".:_-"))
     return trust_fail (error, uri, "destination.migrate-uri is not tcp:HOST:PORT or unix:PATH "
                        "(choose the memory stream with --migrate-uri)");
-  if (trust_host_is_local (ep.host) ? opts->local_destination
+  if (host_is_local (ep.host) ? opts->local_destination
       : g_strcmp0 (ep.host, trust_disk_host (dest, opts, &tunnel)) == 0)
     return TRUE;
   return trust_fail (error, uri, "destination.migrate-uri is not on the host the disks go to "

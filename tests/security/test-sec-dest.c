@@ -512,7 +512,7 @@ test_create_link (Create *c, gconstpointer data)
 static void
 test_create_collision (Create *c, gconstpointer data)
 {
-  g_autofree char *a = disk_json ("x y", "qcow2");
+  g_autofree char *a = disk_json ("x#y", "qcow2");
   g_autofree char *b = disk_json ("x_y", "qcow2");
   g_autofree char *disks = g_strdup_printf ("%s,%s", a, b);
   g_autofree char *same = g_build_filename (c->dir, "x_y.qcow2", NULL);
@@ -520,7 +520,7 @@ test_create_collision (Create *c, gconstpointer data)
   g_autofree char *want = NULL;
 
   g_assert_cmpint (create_prepare (c, ID_A, disks, &err, NULL), ==, 4);
-  want = g_strdup_printf ("blkmig prepare: disks x y and x_y would both use "
+  want = g_strdup_printf ("blkmig prepare: disks x#y and x_y would both use "
                           "%s/x_y.qcow2: name their targets with --target NAME=PATH\n", c->dir);
   g_assert_cmpstr (err, ==, want);
   g_assert_false (exists (same));

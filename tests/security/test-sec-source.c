@@ -1,4 +1,7 @@
 /* Unit tests of what perform accepts from a destination cookie (src/source-trust.c), no QEMU. */
+#include <arpa/inet.h>
+#include <ifaddrs.h>
+
 #include "common/error.h"
 #include "src/source-trust.h"
 
@@ -167,7 +170,9 @@ static void
 test_local_target (void)
 {
   static const char *const local[] = { "127.0.0.1", "127.1.2.3", "::1", "0.0.0.0", "::",
-                                       "localhost", "db.localhost", NULL };
+                                       "localhost", "db.localhost", "LocalHost.", "127.1",
+                                       "0", "2130706433", "0x7f000001", "::ffff:127.0.0.1",
+                                       NULL };
   SourceOptions opts = { .insecure = TRUE };
   g_autoptr(Cookie) sock = dest_new ("/run/nbd.sock", NULL, NULL);
   g_autoptr(Cookie) mine = dest_new (NULL, g_get_host_name (), NULL);
@@ -192,6 +197,49 @@ test_local_target (void)
   opts.local_destination = TRUE;
   assert_accepted (sock, &opts, NULL);
   assert_accepted (mine, &opts, NULL);
+}
+
+/* The first IPv4 address of a non-loopback interface, or NULL. */
+static char *
+first_interface_address (void)
+{
+  struct ifaddrs *list = NULL;
+  char *found = NULL;
+
+  if (getifaddrs (&list) != 0)
+    return NULL;
+  for (struct ifaddrs *i = list; i != NULL && found == NULL; i = i->ifa_next)
+    {
+      char text[INET_ADDRSTRLEN];
+      const struct sockaddr_in *in = (const struct sockaddr_in *) i->ifa_addr;
+
+      if (in != NULL && in->sin_family == AF_INET && (ntohl (in->sin_addr.s_addr) >> 24) != 127
+          && inet_ntop (AF_INET, &in->sin_addr, text, sizeof text) != NULL)
+        found = g_strdup (text);
+    }
+  freeifaddrs (list);
+  return found;
+}
+
+/* An address of one of this host's own interfaces is this host too. */
+static void
+test_local_interface (void)
+{
+  g_autofree char *own = first_interface_address ();
+  SourceOptions opts = { .insecure = TRUE };
+  g_autoptr(Cookie) dest = NULL;
+  g_autofree char *msg = NULL;
+
+  if (own == NULL)
+    {
+      g_test_skip ("this host has no non-loopback IPv4 address");
+      return;
+    }
+  dest = dest_new (NULL, own, NULL);
+  dest->mode = COOKIE_MODE_COPY;
+  msg = g_strdup_printf ("cookie: destination.nbd.host is this host (pass --local-destination "
+                         "if the destination runs here): %s", own);
+  assert_refused (dest, &opts, NULL, BLKMIG_ERROR_COOKIE, msg);
 }
 
 /* Item 8: the certificate's name is not the peer's word for a remote destination. */
@@ -240,6 +288,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sec-source/migrate-uri", test_migrate_uri);
   g_test_add_func ("/sec-source/memory-plaintext", test_memory_plaintext);
   g_test_add_func ("/sec-source/local-target", test_local_target);
+  g_test_add_func ("/sec-source/local-interface", test_local_interface);
   g_test_add_func ("/sec-source/tls-hostname", test_tls_hostname);
   g_test_add_func ("/sec-source/peer-host", test_peer_host);
   return g_test_run ();
