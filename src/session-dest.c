@@ -301,6 +301,26 @@ dest_add_tls (QmpClient *dst, Cookie *reply, const PrepareOptions *opts,
              || nbd_tls_add_authz (dst, authz_id, opts->tls_authz, cancellable, error));
 }
 
+/* The memory stream follows the NBD rule: plaintext TCP only on loopback, with
+ * --tls-creds (the stream is then TLS) or --insecure. */
+static gboolean
+dest_check_incoming (const Cookie *reply, const PrepareOptions *opts, GError **error)
+{
+  g_auto(NbdEndpoint) ep = { 0 };
+
+  if (reply->mode != COOKIE_MODE_LIVE || opts->tls_dir != NULL || opts->insecure
+      || !g_str_has_prefix (opts->incoming_uri, "tcp:"))
+    return TRUE;
+  if (!nbd_endpoint_parse (opts->incoming_uri, &ep, error))
+    return g_prefix_error (error, "--incoming: "), FALSE;
+  if (nbd_host_is_loopback (ep.host))
+    return TRUE;
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+               "refusing a plaintext memory stream over TCP on %s: give --tls-creds DIR, or "
+               "--insecure if the network is trusted", ep.host);
+  return FALSE;
+}
+
 static gboolean
 dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean *server_started,
             GCancellable *cancellable, GError **error)
@@ -315,6 +335,7 @@ dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean 
   if (dst_disks == NULL)
     return FALSE;
   if (!session_check_plaintext (opts->listen.host, opts->tls_dir != NULL, opts->insecure, error)
+      || !dest_check_incoming (reply, opts, error)
       || (reply->mode == COOKIE_MODE_LIVE && !dest_expect_incoming (dst, cancellable, error)))
     return FALSE;
   if (!dest_check_named (reply, opts, error))

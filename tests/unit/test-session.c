@@ -337,6 +337,33 @@ test_prepare_not_incoming (Fixture *fx, gconstpointer data)
   g_assert_null (journal_step (fx, "prepare"));
 }
 
+/* A plaintext memory stream off loopback is refused before QEMU is asked for
+ * anything but its disks (and it is rolled back as usual). */
+static void
+test_prepare_incoming_plaintext (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Cookie) reply = NULL;
+  PrepareOptions opts = {
+    .listen = { .unix_path = fx->listen },
+    .incoming_uri = (char *) "tcp:192.0.2.20:4444",
+    .journal = fx->journal,
+  };
+
+  expect (fx, "query-block", NULL, "[]");
+  expect (fx, "query-named-block-nodes", "{\"flat\":true}", DEST_NODES);
+  fake_qemu_answer_always (fx->fake, "*", NULL);  /* the rollback, whatever it asks */
+  reply = session_prepare (connect (fx, "dst"), fx->offer, &opts, NULL, &error);
+  g_assert_null (reply);
+  g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE);
+  g_assert_cmpstr (error->message, ==, "prepare: refusing a plaintext memory stream over TCP on "
+                                       "192.0.2.20: give --tls-creds DIR, or --insecure if the "
+                                       "network is trusted");
+  g_assert_cmpuint (fake_qemu_count (fx->fake, "migrate-incoming"), ==, 0);
+  g_assert_cmpuint (fake_qemu_count (fx->fake, "nbd-server-start"), ==, 0);
+  g_assert_null (journal_step (fx, "prepare"));
+}
+
 /* ---- finish and abort on the destination ---------------------------------- */
 
 /* A destination cookie as prepare returns it, for finish and abort. */
@@ -720,6 +747,7 @@ main (int argc, char **argv)
   ADD ("prepare/no-disk", COOKIE_MODE_COPY, test_prepare_no_disk);
   ADD ("prepare/live", COOKIE_MODE_LIVE, test_prepare_live);
   ADD ("prepare/not-incoming", COOKIE_MODE_LIVE, test_prepare_not_incoming);
+  ADD ("prepare/incoming-plaintext", COOKIE_MODE_LIVE, test_prepare_incoming_plaintext);
   ADD ("finish/copy", COOKIE_MODE_COPY, test_finish_copy);
   ADD ("finish/live-failed", COOKIE_MODE_COPY, test_finish_live_failed);
   ADD ("abort/dest", COOKIE_MODE_COPY, test_abort_dest);
