@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <stdio.h>
 
+#include <dirent.h>
 #include <errno.h>
 #include <glib/gstdio.h>
 #include <gio/gunixsocketaddress.h>
@@ -80,16 +81,25 @@ util_is_private_dir (const char *path)
 void
 util_private_dir_remove (const char *dir)
 {
-  g_autoptr(GDir) d = dir != NULL ? g_dir_open (dir, 0, NULL) : NULL;
-  const char *name;
+  int fd = dir != NULL ? open (dir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC) : -1;
+  struct stat st;
+  DIR *d;
+  struct dirent *entry;
 
-  if (d == NULL)
+  /* through the directory's own fd: a link swapped in for it is never followed,
+   * and only a directory of ours that others cannot enter is emptied */
+  if (fd < 0)
     return;
-  while ((name = g_dir_read_name (d)) != NULL)
+  if (fstat (fd, &st) != 0 || st.st_uid != geteuid () || (st.st_mode & 077) != 0
+      || (d = fdopendir (fd)) == NULL)
     {
-      g_autofree char *path = g_build_filename (dir, name, NULL);
-      g_unlink (path);
+      close (fd);
+      return;
     }
+  while ((entry = readdir (d)) != NULL)
+    if (!g_str_equal (entry->d_name, ".") && !g_str_equal (entry->d_name, ".."))
+      unlinkat (dirfd (d), entry->d_name, 0);
+  closedir (d);
   g_rmdir (dir);
 }
 
