@@ -298,7 +298,27 @@ test_private_dir_rule (void)
   g_assert_cmpint (chmod (dir, 0755), ==, 0);
   g_assert_false (util_is_private_dir (dir));
   util_private_dir_remove (dir);
+  g_assert_true (exists (dir));  /* others could enter it: not ours to empty */
+  g_assert_cmpint (chmod (dir, 0700), ==, 0);
+  util_private_dir_remove (dir);
   g_assert_false (exists (dir));
+}
+
+/* A link swapped in for a private directory is never followed when it is emptied. */
+static void
+test_private_dir_swapped (void)
+{
+  g_autoptr(Rig) rig = rig_new ();
+  g_autofree char *victim = rig_path (rig, "victim");
+  g_autofree char *file = rig_path (rig, "victim/precious");
+  g_autofree char *swapped = rig_path (rig, ".blkmig-AbC123");
+
+  g_assert_cmpint (g_mkdir (victim, 0700), ==, 0);
+  g_assert_true (g_file_set_contents (file, "data", -1, NULL));
+  g_assert_cmpint (symlink (victim, swapped), ==, 0);
+  util_private_dir_remove (swapped);
+  g_assert_true (exists (file));
+  g_assert_cmpint (g_unlink (swapped), ==, 0);
 }
 
 /* ---- item 7: making a target never replaces what appeared at its name ------ */
@@ -587,6 +607,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sec-dest/recover-insecure-dir", test_recover_insecure_dir);
   g_test_add_func ("/sec-dest/recover-planted-journal", test_recover_planted_journal);
   g_test_add_func ("/sec-dest/private-dir-rule", test_private_dir_rule);
+  g_test_add_func ("/sec-dest/private-dir-swapped", test_private_dir_swapped);
   g_test_add_func ("/sec-dest/create-new-no-replace", test_create_new_no_replace);
   g_test_add ("/sec-dest/finish-forged", Dest, NULL, dest_setup, test_finish_forged,
               dest_teardown);
