@@ -145,7 +145,8 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
     { "create-dir", 0, 0, G_OPTION_ARG_FILENAME, &create_dir,
       "Create missing targets in DIR (copy and move modes)", "DIR" },
     { "target", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, &targets,
-      "Use (or create) PATH for disk NAME, even if it exists; repeatable", "NAME=PATH" },
+      "Use (or create) PATH for disk NAME, even if it exists (then as the format its name "
+      "says: .qcow2, .raw or .img); repeatable", "NAME=PATH" },
     { "incoming", 0, 0, G_OPTION_ARG_STRING, &incoming,
       "Memory stream URI for a live migration (default: unix:LISTEN-PATH.migrate)", "URI" },
     COMMAND_TLS_ENTRIES (&tls_dir, &insecure),

@@ -83,6 +83,29 @@ dest_check_unique (Cookie *reply, guint i, GError **error)
   return TRUE;
 }
 
+/* An operator-named file is opened as the format its name says (.qcow2, .raw,
+ * .img), never as the peer's word or a probe: a raw image whose guest wrote a
+ * qcow2 header would otherwise open as qcow2 and name any backing file. */
+static gboolean
+dest_check_named_format (CookieDisk *disk, const char *path, GError **error)
+{
+  const char *format = g_str_has_suffix (path, ".qcow2") ? "qcow2"
+                       : g_str_has_suffix (path, ".raw") || g_str_has_suffix (path, ".img") ? "raw"
+                       : NULL;
+  g_autofree char *name = blkmig_escape (disk->name);
+
+  if (format == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--target %s=%s: the file's name must say its format (.qcow2, .raw or "
+                        ".img)", name, path), FALSE;
+  if (g_str_equal (format, disk->format))
+    return TRUE;
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+               "%s: --target %s is a %s image by its name, the source's disk is %s", name, path,
+               format, disk->format);
+  return FALSE;
+}
+
 /* A file target: made new in create_dir, or the file the operator named.  An
  * existing file is used only when named (--target): the source's disk names
  * must not choose which of this host's images gets overwritten. */
@@ -109,7 +132,8 @@ dest_plan_file (Cookie *reply, guint i, const PrepareOptions *opts, GCancellable
                         "%s: %s already exists: blkmig does not adopt an existing file "
                         "(name it with --target %s=PATH to use it)",
                         name, disk->target_path, name), FALSE;
-  return util_image_size (disk->target_path, &size, cancellable, error)
+  return dest_check_named_format (disk, named, error)
+         && util_image_size (disk->target_path, disk->format, &size, cancellable, error)
          && dest_check_size (disk, size, disk->target_path, error);
 }
 

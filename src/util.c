@@ -221,7 +221,8 @@ util_format_bytes (gint64 bytes)
 }
 
 gboolean
-util_image_size (const char *path, gint64 *size, GCancellable *cancellable, GError **error)
+util_image_size (const char *path, const char *format, gint64 *size, GCancellable *cancellable,
+                 GError **error)
 {
   g_autoptr(GSubprocess) proc = NULL;
   g_autofree char *out = NULL;
@@ -229,7 +230,8 @@ util_image_size (const char *path, gint64 *size, GCancellable *cancellable, GErr
   g_autoptr(JsonNode) info = NULL;
 
   proc = g_subprocess_new (G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE,
-                           error, "qemu-img", "info", "-U", "--output=json", path, NULL);
+                           error, "qemu-img", "info", "-U", "--output=json", "-f", format, path,
+                           NULL);
   if (proc == NULL
       || !g_subprocess_communicate_utf8 (proc, NULL, cancellable, &out, &err_text, error))
     return FALSE;

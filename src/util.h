@@ -39,6 +39,7 @@ char *util_format_bytes (gint64 bytes);
 /* Whether nothing listens on the QMP socket @path any more (missing or refused):
  * that QEMU is gone, and with it everything blkmig had made inside it. */
 gboolean util_qmp_gone (const char *path);
-/* Virtual size of an image file (qemu-img info -U). */
-gboolean util_image_size (const char *path, gint64 *size, GCancellable *cancellable,
-                          GError **error);
+/* The virtual size of @path opened as @format (never probed: a guest can write
+ * any header into a raw image). */
+gboolean util_image_size (const char *path, const char *format, gint64 *size,
+                          GCancellable *cancellable, GError **error);

@@ -596,6 +596,36 @@ test_create_and_named (Create *c, gconstpointer data)
   assert_nothing_made (c);
 }
 
+/* A file the operator names is opened as its name says, never as the peer's format:
+ * a raw image holding a qcow2 header (the guest wrote it) would name a backing file. */
+static void
+test_named_format (Create *c, gconstpointer data)
+{
+  g_autofree char *raw = rig_path (c->rig, "guest.raw");
+  g_autofree char *odd = rig_path (c->rig, "guest.disk");
+  g_autofree char *as_raw = g_strdup_printf ("--target=vdf=%s", raw);
+  g_autofree char *as_odd = g_strdup_printf ("--target=vdf=%s", odd);
+  g_autofree char *vdf = disk_json ("vdf", "qcow2");
+  g_autofree char *src = source_cookie (c->rig, ID_B, "copy", vdf);
+  g_autofree char *out = g_strdup_printf ("%s.dest", src);
+  g_autofree char *err = NULL;
+  g_autofree char *want = NULL;
+
+  img_create (raw, "qcow2", "64M");  /* a qcow2 header inside what the operator calls raw */
+  g_assert_cmpint (prepare (c->dst, src, out, &err, as_raw, NULL, NULL), ==, 4);
+  want = g_strdup_printf ("blkmig prepare: vdf: --target %s is a raw image by its name, the "
+                          "source's disk is qcow2\n", raw);
+  g_assert_cmpstr (err, ==, want);
+  g_clear_pointer (&err, g_free);
+  g_assert_true (g_rename (raw, odd) == 0);
+  g_assert_cmpint (prepare (c->dst, src, out, &err, as_odd, NULL, NULL), ==, 2);
+  g_clear_pointer (&want, g_free);
+  want = g_strdup_printf ("blkmig prepare: --target vdf=%s: the file's name must say its "
+                          "format (.qcow2, .raw or .img)\n", odd);
+  g_assert_cmpstr (err, ==, want);
+  assert_nothing_made (c);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -624,6 +654,8 @@ main (int argc, char **argv)
   g_test_add ("/sec-dest/create-bad-format", Create, NULL, create_setup, test_create_bad_format,
               create_teardown);
   g_test_add ("/sec-dest/create-and-named", Create, NULL, create_setup, test_create_and_named,
+              create_teardown);
+  g_test_add ("/sec-dest/named-format", Create, NULL, create_setup, test_named_format,
               create_teardown);
   return g_test_run ();
 }
