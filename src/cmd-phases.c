@@ -201,15 +201,13 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
 static gboolean
 perform_check_offer (const Cookie *dest, GError **error)
 {
-  g_autoptr(Journal) want = journal_new (dest->id, "begin");
-  g_autoptr(Journal) offer = NULL;
   g_autoptr(GError) local_error = NULL;
+  g_autoptr(Journal) offer = journal_find (dest->id, "begin", &local_error);
 
-  if (!g_file_test (want->path, G_FILE_TEST_EXISTS))
+  if (offer == NULL && local_error == NULL)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_COOKIE,
                         "cookie: migration %s was not offered by begin on this host (or its "
                         "offer is gone)", dest->id), FALSE;
-  offer = journal_load (want->path, &local_error);
   if (offer == NULL || offer->cookie == NULL)
     {
       g_autofree char *why = blkmig_escape_controls (local_error != NULL ? local_error->message

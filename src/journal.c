@@ -299,11 +299,12 @@ journal_parse (Journal *journal, JsonObject *obj, GError **error)
   return TRUE;
 }
 
-/* The journal's text, from a regular file of the effective user (not a link). */
+/* The journal's text, from a regular file of the effective user (not a link; a FIFO
+ * planted there does not block the open). */
 static char *
 journal_read (const char *path, GError **error)
 {
-  int fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
+  int fd = open (path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);
   struct stat st;
   g_autoptr(GIOChannel) channel = NULL;
   char *text = NULL;
