@@ -399,7 +399,7 @@ in_src begin --qmp "$DIR/$c-src.qmp" -o "$DIR/$c-src.cookie" >/dev/null 2>&1 ||
     bail "$c: begin failed"
 run "$DIR/$c-prepare.log" in_dst_vm "$DIR/$c-dst.pid" prepare --qmp "$DIR/$c-dst.qmp" \
     -c "$DIR/$c-src.cookie" -o "$DIR/$c-dst.cookie" --listen "unix:$DIR/$c-private/nbd.sock" \
-    --incoming "tcp:$DST_IP:4604"
+    --incoming "tcp:$DST_IP:4604" --insecure
 expect_status $c "prepare --listen unix:PATH" 0 "$DIR/$c-prepare.log"
 if [[ ! -e $DIR/$c-private/nbd.sock ]] &&
     ip netns exec "$SRC_NS" test ! -e "$DIR/$c-private/nbd.sock"; then
@@ -449,7 +449,7 @@ in_src begin --qmp "$DIR/$c-src.qmp" -o "$DIR/$c-src.cookie" >/dev/null 2>&1 ||
     bail "$c: begin failed"
 run "$DIR/$c-prepare.log" in_dst_vm "$DIR/$c-dst.pid" prepare --qmp "$DIR/$c-dst.qmp" \
     -c "$DIR/$c-src.cookie" -o "$DIR/$c-dst.cookie" --listen "unix:$DIR/$c-private/nbd.sock" \
-    --incoming "tcp:$DST_IP:4605"
+    --incoming "tcp:$DST_IP:4605" --insecure
 expect_status $c "prepare --listen unix:PATH" 0 "$DIR/$c-prepare.log"
 check "$c: the destination's NBD socket is out of the source's reach" \
     ip netns exec "$SRC_NS" test ! -e "$DIR/$c-private/nbd.sock"
@@ -486,7 +486,7 @@ in_src begin --qmp "$DIR/$c-src.qmp" -o "$DIR/$c-src.cookie" >/dev/null 2>&1 ||
     bail "$c: begin failed"
 run "$DIR/$c-prepare.log" in_dst_vm "$DIR/$c-dst.pid" prepare --qmp "$DIR/$c-dst.qmp" \
     -c "$DIR/$c-src.cookie" -o "$DIR/$c-dst.cookie" --listen "unix:$DIR/$c-private/nbd.sock" \
-    --incoming "tcp:$DST_IP:4606"
+    --incoming "tcp:$DST_IP:4606" --insecure
 expect_status $c "prepare --listen unix:PATH" 0 "$DIR/$c-prepare.log"
 start_endpoint $c-endpoint "$DIR/$c-dst.pid" "$DIR/$c-private/nbd.sock" \
     --listen "tcp:$DST_IP:0" --tls-creds "$DIR/dst"
