@@ -177,14 +177,15 @@ start_slow_job (Fixture *f)
   g_autoptr(JsonNode) started = NULL;
 
   img_create (target, "qcow2", "16M");
-  /* data to copy: an empty vdb would be mirrored (and READY) at once */
+  /* data to copy, in small pieces: an empty vdb, or one 16 MiB buffer let through
+   * before the rate limit applies, would make the job READY at once */
   vm_guest_write (f->vm, "vdb", 0x5a, "0", "16M");
   add = g_strdup_printf ("{\"driver\":\"qcow2\",\"node-name\":\"target\","
                          "\"file\":{\"driver\":\"file\",\"filename\":\"%s\"}}", target);
   added = vm_qmp (f->vm, "blockdev-add", add);
   started = vm_qmp (f->vm, "blockdev-mirror",
                     "{\"job-id\":\"slow\",\"device\":\"drive-vdb\",\"target\":\"target\","
-                    "\"sync\":\"full\",\"speed\":1}");
+                    "\"sync\":\"full\",\"speed\":1,\"buf-size\":65536}");
   vm_wait_for_jobs (f->vm);
 }
 
