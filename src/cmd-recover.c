@@ -52,16 +52,7 @@ recover_migration_status (QmpClient *qmp)
 static Cookie *
 recover_result (const Journal *journal, const char *status)
 {
-  g_autofree char *text = cookie_to_string (journal->cookie);
-  Cookie *result = cookie_parse (text, -1, COOKIE_KIND_DESTINATION, NULL);
-
-  if (result == NULL)
-    return NULL;
-  result->kind = COOKIE_KIND_RESULT;
-  g_free (result->status);
-  result->status = g_strdup (status);
-  result->downtime_ms = -1;
-  return result;
+  return cookie_new_result (journal->cookie, status, NULL);
 }
 
 /* Rolls back every side we can reach; FALSE if a side that may hold our state

@@ -185,14 +185,11 @@ dest_check_named (Cookie *reply, const PrepareOptions *opts, GError **error)
 /* The reply is not a complete destination cookie yet: the journal gets its source
  * part, and the files blkmig made. */
 static gboolean
-dest_journal_write (Journal *journal, Cookie *reply, GError **error)
+dest_journal_write (Journal *journal, const Cookie *reply, GError **error)
 {
-  gboolean ok;
+  g_autoptr(Cookie) part = cookie_copy_as (reply, COOKIE_KIND_SOURCE);
 
-  reply->kind = COOKIE_KIND_SOURCE;
-  ok = session_journal (journal, "prepare", reply, error);
-  reply->kind = COOKIE_KIND_DESTINATION;
-  return ok;
+  return session_journal (journal, "prepare", part, error);
 }
 
 /* The staging directory is in the journal before anything is made in it; the
@@ -395,19 +392,9 @@ dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean 
 static Cookie *
 dest_reply_new (Cookie *offer, GError **error)
 {
-  g_autofree char *text = NULL;
-  Cookie *reply;
-
   if (!cookie_accept_features (offer, error))
     return NULL;
-  text = cookie_to_string (offer);
-  reply = cookie_parse (text, -1, COOKIE_KIND_SOURCE, error);
-  if (reply == NULL)
-    return NULL;
-  reply->kind = COOKIE_KIND_DESTINATION;
-  reply->dest_host = g_strdup (g_get_host_name ());
-  reply->accepted = g_strdupv (offer->accepted);
-  return reply;
+  return cookie_new_reply (offer);
 }
 
 Cookie *

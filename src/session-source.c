@@ -440,19 +440,17 @@ source_switch (SourceRun *run, const char *uri, gboolean no_migrate,
 static Cookie *
 source_result (SourceRun *run, gboolean migrated, GError **error)
 {
-  g_autofree char *text = cookie_to_string (run->cookie);
-  Cookie *result = cookie_parse (text, -1, COOKIE_KIND_DESTINATION, error);
+  const char *status = migrated ? "completed"
+                       : run->cookie->mode == COOKIE_MODE_MOVE ? "moved" : "copied";
+  Cookie *result = cookie_new_result (run->cookie, status, error);
   gint64 done = 0, total = 0;
 
   if (result == NULL)
     return NULL;
   job_group_totals (run->group, &done, &total);
-  result->kind = COOKIE_KIND_RESULT;
   result->bytes = done;
   result->downtime_ms = run->stopped_us > 0
                         ? (g_get_monotonic_time () - run->stopped_us) / 1000 : -1;
-  result->status = g_strdup (migrated ? "completed"
-                             : run->cookie->mode == COOKIE_MODE_MOVE ? "moved" : "copied");
   return result;
 }
 

@@ -44,14 +44,11 @@ session_owns (const Cookie *cookie, const char *name)
 gboolean
 session_journal (Journal *journal, const char *step, const Cookie *cookie, GError **error)
 {
-  g_autofree char *text = NULL;
-
   if (journal == NULL)
     return TRUE;
-  text = cookie_to_string (cookie);
   g_clear_pointer (&journal->cookie, cookie_free);
-  journal->cookie = cookie_parse (text, -1, COOKIE_KIND_SOURCE, error);
-  return journal->cookie != NULL && journal_write (journal, step, error);
+  journal->cookie = cookie_copy (cookie);
+  return journal_write (journal, step, error);
 }
 
 static guint session_try_begin (QmpClient *qmp);
