@@ -59,9 +59,15 @@ migrate_prepare (MigrateRun *run, const MigrateArgs *args, GCancellable *cancell
 {
   g_autofree char *nbd = g_build_filename (run->private_dir, "nbd.sock", NULL);
   g_autofree char *mig = g_strdup_printf ("unix:%s/migrate.sock", run->private_dir);
-  PrepareOptions opts = { { nbd, NULL, 0 }, args->create_dir,
-                          args->migrate_uri != NULL ? args->migrate_uri : mig, run->journal,
-                          args->tls_dir, (const char *const *) args->tls_authz, args->insecure };
+  PrepareOptions opts = {
+    .listen = { .unix_path = nbd },
+    .create_dir = args->create_dir,
+    .incoming_uri = args->migrate_uri != NULL ? args->migrate_uri : mig,
+    .journal = run->journal,
+    .tls_dir = args->tls_dir,
+    .tls_authz = (const char *const *) args->tls_authz,
+    .insecure = args->insecure,
+  };
 
   run->reply = session_prepare (run->dst, run->offer, &opts, cancellable, error);
   return run->reply != NULL && cookie_check_reply (run->offer, run->reply, error);
@@ -115,7 +121,12 @@ static gboolean
 migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
                GCancellable *cancellable, GError **error)
 {
-  SourceOptions sopts = { args->mirror, common_options.quiet, 2000, args->verify, NULL };
+  SourceOptions sopts = {
+    .mirror = args->mirror,
+    .quiet = common_options.quiet,
+    .progress_ms = 2000,
+    .verify = args->verify,
+  };
   gint64 finish_start;
 
   run->offer = session_begin (run->src, mode, (const char *const *) args->disks, cancellable,

@@ -155,7 +155,7 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   };
   g_autoptr(QmpClient) qmp = NULL;
   g_auto(NbdEndpoint) ep = { 0 };
-  PrepareOptions opts = { { 0 }, NULL, NULL };
+  PrepareOptions opts = { .journal = NULL };
   g_autoptr(Cookie) offer = NULL;
   g_autoptr(Cookie) reply = NULL;
   g_autoptr(Journal) journal = NULL;
@@ -271,7 +271,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autoptr(Cookie) dest = NULL;
   g_autoptr(Cookie) result = NULL;
   g_autoptr(Journal) journal = NULL;
-  SourceOptions sopts = { { 0 }, FALSE, 2000, FALSE };
+  SourceOptions sopts = { .progress_ms = 2000 };
 
   if (!phase_parse (argc, argv, "Mirror the source's disks into the destination's exports "
                     "and switch.", entries, &args, error)

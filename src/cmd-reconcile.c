@@ -170,7 +170,9 @@ reconcile_run (const char *image, const char *journal_path, gboolean fix, GError
   g_autoptr(Journal) journal = NULL;
   g_autoptr(JsonNode) chain = NULL;
   g_autoptr(GError) find_error = NULL;
-  Decision d = { image, NULL, "no blkmig operation is recorded for this image" };
+  Decision d = {
+    .authoritative = image, .reason = "no blkmig operation is recorded for this image",
+  };
 
   if (lock_check == NULL)
     return FALSE;

@@ -12,7 +12,7 @@ move_verify_exports (QmpClient *qmp, const char *sock, const char *old_node,
                      const char *new_node, const char *tag, VerifyResult *result,
                      GCancellable *cancellable, GError **error)
 {
-  NbdEndpoint ep = { (char *) sock, NULL, 0 };
+  NbdEndpoint ep = { .unix_path = (char *) sock };
   g_autofree char *old_id = g_strdup_printf ("blkmig%.8svo", tag);
   g_autofree char *new_id = g_strdup_printf ("blkmig%.8svn", tag);
   g_autofree char *old_uri = nbd_endpoint_uri (&ep, old_id);

@@ -239,7 +239,9 @@ static gboolean
 source_verify (SourceRun *run, GCancellable *cancellable, GError **error)
 {
   const char *path = run->tunnel.path != NULL ? run->tunnel.path : run->cookie->nbd_unix;
-  NbdEndpoint ep = { (char *) path, run->cookie->nbd_host, run->cookie->nbd_port };
+  NbdEndpoint ep = {
+    .unix_path = (char *) path, .host = run->cookie->nbd_host, .port = run->cookie->nbd_port,
+  };
   gint64 start = g_get_monotonic_time ();
 
   for (guint i = 0; run->opts->verify && i < run->cookie->disks->len; i++)
@@ -546,7 +548,7 @@ session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
                  const char *migrate_uri, gboolean no_migrate,
                  GCancellable *cancellable, GError **error)
 {
-  SourceRun run = { src, dest, opts, NULL, 0, NULL, { 0 }, { 0 } };
+  SourceRun run = { .qmp = src, .cookie = dest, .opts = opts };
   Cookie *result = NULL;
 
   if (source_check (&run, migrate_uri, no_migrate, error))
