@@ -147,7 +147,7 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   sopts.insecure = args->insecure;
   sopts.pass_fds = args->pass_fds;
   sopts.local_destination = TRUE;  /* one process drives both QEMUs: both are local */
-  if (!session_journal (run->journal, "begin", run->offer, error)
+  if (!session_journal (run->journal, JOURNAL_STEP_BEGIN, run->offer, error)
       || !migrate_prepare (run, args, cancellable, error))
     return FALSE;
   run->result = session_perform (run->src, run->reply, &sopts, args->migrate_uri, FALSE,

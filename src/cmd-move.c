@@ -65,7 +65,7 @@ move_open_target (MoveRun *run, const MoveArgs *args, const char *format,
                         "%s: %s already exists; move creates its target",
                         run->disk->name, args->to), FALSE;
   journal_add_created (run->journal, args->to);
-  if (!journal_write (run->journal, "mirror", error))
+  if (!journal_write (run->journal, JOURNAL_STEP_MIRROR, error))
     return FALSE;
   if (!util_image_create (args->to, format, run->disk->virtual_size, cancellable, error))
     return FALSE;
@@ -110,10 +110,10 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
   if (args->verify && !move_guest_run (run, FALSE, cancellable, error))
     return FALSE;
   /* Like vdsm's ILLEGAL leaf: from here on the new image may be the one in use. */
-  if (!journal_write (run->journal, "superseded", error)
+  if (!journal_write (run->journal, JOURNAL_STEP_SUPERSEDED, error)
       || !job_group_complete_all (group, cancellable, error)
       || !job_group_wait_ended_sync (group, cancellable, error)
-      || !journal_write (run->journal, "pivoted", error))
+      || !journal_write (run->journal, JOURNAL_STEP_PIVOTED, error))
     {
       if (args->verify)
         move_guest_run (run, TRUE, NULL, NULL);

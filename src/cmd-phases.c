@@ -67,7 +67,7 @@ begin_record (const Cookie *offer, const char *qmp, const char *out, GError **er
   g_autoptr(Journal) journal = journal_new (offer->id, "begin");
 
   journal->source_qmp = g_strdup (qmp);
-  if (!session_journal (journal, "offered", offer, error))
+  if (!session_journal (journal, JOURNAL_STEP_OFFERED, offer, error))
     return FALSE;
   if (cookie_save (offer, out, error))
     return TRUE;
@@ -184,7 +184,7 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   journal->dest_qmp = g_strdup (args.qmp);
   reply = session_prepare (qmp, offer, &opts, cancellable, error);
   /* the exports stay until finish or abort, and so does the journal */
-  ok = reply != NULL && session_journal (journal, "prepared", reply, error)
+  ok = reply != NULL && session_journal (journal, JOURNAL_STEP_PREPARED, reply, error)
        && cookie_save (reply, phase_out (&args), error);
   if (reply != NULL && !ok)
     {
@@ -294,7 +294,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   sopts.journal = journal = journal_new (dest->id, "perform");
   journal->source_qmp = g_strdup (args.qmp);
   result = session_perform (qmp, dest, &sopts, uri, no_migrate, cancellable, error);
-  if (journal->step != NULL
+  if (journal->step != JOURNAL_STEP_NONE
       && (result != NULL || qmp_client_get_state (qmp) == QMP_STATE_READY))
     {
       journal_remove (journal);  /* done, or rolled back */

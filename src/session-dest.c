@@ -189,7 +189,7 @@ dest_journal_write (Journal *journal, const Cookie *reply, GError **error)
 {
   g_autoptr(Cookie) part = cookie_copy_as (reply, COOKIE_KIND_SOURCE);
 
-  return session_journal (journal, "prepare", part, error);
+  return session_journal (journal, JOURNAL_STEP_PREPARE, part, error);
 }
 
 /* The staging directory is in the journal before anything is made in it; the

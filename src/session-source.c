@@ -386,7 +386,7 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
       || !source_migration_status (data, "pre-switchover", run->qmp, error))
     return FALSE;
   run->stopped_us = g_get_monotonic_time ();
-  if (!session_journal (run->opts->journal, "pre-switchover", run->cookie, error)
+  if (!session_journal (run->opts->journal, JOURNAL_STEP_PRE_SWITCHOVER, run->cookie, error)
       || !source_cancel_at_ready (run, cancellable, error)
       || !source_verify (run, cancellable, error)
       || !source_mirrors_ended (run, error))
@@ -439,12 +439,18 @@ source_switch (SourceRun *run, const char *uri, gboolean no_migrate,
 
 /* ---- perform ------------------------------------------------------------ */
 
-static Cookie *
-source_result (SourceRun *run, gboolean migrated, GError **error)
+/* The last step, whose name is also the result cookie's status. */
+static JournalStep
+source_outcome (const SourceRun *run, gboolean migrated)
 {
-  const char *status = migrated ? "completed"
-                       : run->cookie->mode == COOKIE_MODE_MOVE ? "moved" : "copied";
-  Cookie *result = cookie_new_result (run->cookie, status, error);
+  return migrated ? JOURNAL_STEP_COMPLETED
+         : run->cookie->mode == COOKIE_MODE_MOVE ? JOURNAL_STEP_MOVED : JOURNAL_STEP_COPIED;
+}
+
+static Cookie *
+source_result (SourceRun *run, JournalStep outcome, GError **error)
+{
+  Cookie *result = cookie_new_result (run->cookie, journal_step_to_string (outcome), error);
   gint64 done = 0, total = 0;
 
   if (result == NULL)
@@ -489,14 +495,14 @@ source_mirror_and_switch (SourceRun *run, const char *uri, gboolean no_migrate,
   const SourceOptions *opts = run->opts;
 
   events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
-  if (!session_journal (opts->journal, "mirror", run->cookie, error)
+  if (!session_journal (opts->journal, JOURNAL_STEP_MIRROR, run->cookie, error)
       || !source_open_tunnel (run, cancellable, error)
       || !source_start_all (run, cancellable, error)
       || !job_group_wait_ready_sync (run->group, cancellable, error))
     return g_prefix_error (error, "mirror: "), FALSE;
   events_emit ("phase", "phase", qmp_str ("switch"),
                "mode", qmp_str (cookie_mode_to_string (run->cookie->mode)), NULL);
-  if (!session_journal (opts->journal, "switch", run->cookie, error)
+  if (!session_journal (opts->journal, JOURNAL_STEP_SWITCH, run->cookie, error)
       || (opts->before_switch != NULL && !opts->before_switch (opts->mirrors_ended_data, error))
       || !source_switch (run, uri, no_migrate, cancellable, error))
     return g_prefix_error (error, "switch: "), FALSE;
@@ -521,6 +527,7 @@ source_run (SourceRun *run, gboolean no_migrate, GCancellable *cancellable, GErr
   g_autoptr(JobGroup) group = job_group_new (run->qmp);
   g_autoptr(Progress) progress = NULL;
   g_autoptr(GError) journal_error = NULL;
+  JournalStep outcome;
   const SourceOptions *opts = run->opts;
   Cookie *result;
   gboolean ok;
@@ -537,8 +544,9 @@ source_run (SourceRun *run, gboolean no_migrate, GCancellable *cancellable, GErr
   source_tunnel_close (&run->tunnel);
   if (!ok)
     return NULL;
-  result = source_result (run, run->cookie->mode == COOKIE_MODE_LIVE && !no_migrate, error);
-  if (result != NULL && !session_journal (opts->journal, result->status, result, &journal_error))
+  outcome = source_outcome (run, run->cookie->mode == COOKIE_MODE_LIVE && !no_migrate);
+  result = source_result (run, outcome, error);
+  if (result != NULL && !session_journal (opts->journal, outcome, result, &journal_error))
     g_printerr ("blkmig: warning: %s\n", journal_error->message);
   return result;
 }

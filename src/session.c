@@ -42,7 +42,7 @@ session_owns (const Cookie *cookie, const char *name)
 }
 
 gboolean
-session_journal (Journal *journal, const char *step, const Cookie *cookie, GError **error)
+session_journal (Journal *journal, JournalStep step, const Cookie *cookie, GError **error)
 {
   if (journal == NULL)
     return TRUE;

@@ -77,7 +77,7 @@ gboolean session_remove_exports (QmpClient *dst, const Cookie *cookie,
 void session_abort (QmpClient *qmp, const Cookie *cookie);
 
 /* Records @step with a copy of @cookie in @journal (a no-op without a journal). */
-gboolean session_journal (Journal *journal, const char *step, const Cookie *cookie,
+gboolean session_journal (Journal *journal, JournalStep step, const Cookie *cookie,
                           GError **error);
 
 /* Deletes the TLS objects of this migration (server, authz, client), quietly. */
