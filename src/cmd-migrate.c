@@ -8,6 +8,7 @@
 #include "qmp/qmp-commands.h"
 #include "src/commands.h"
 #include "src/events.h"
+#include "src/options.h"
 #include "src/session.h"
 #include "src/util.h"
 
@@ -245,7 +246,7 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
                       "from the source QEMU to the destination QEMU.", entries, error)
       || !command_require ("--source", args->source, error)
       || !command_require ("--dest", args->dest, error)
-      || !mirror_tuning_check (&args->mirror, error))
+      || !options_mirror_check (&args->mirror, error))
     return FALSE;
   if (!cookie_mode_from_string (args->mode != NULL ? args->mode : "live", mode))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,

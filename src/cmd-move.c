@@ -9,6 +9,7 @@
 #include "src/events.h"
 #include "src/journal.h"
 #include "src/move-verify.h"
+#include "src/options.h"
 #include "src/progress.h"
 #include "src/util.h"
 
@@ -170,7 +171,7 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
       || !command_require ("--qmp", args->qmp, error)
       || !command_require ("--disk", args->disk, error)
       || !command_require ("--to", args->to, error)
-      || !mirror_tuning_check (&args->mirror, error))
+      || !options_mirror_check (&args->mirror, error))
     return FALSE;
   /* After READY every guest write then reaches both images, so once the pivot is
    * asked for, the new image is never behind the old one (see reconcile). */

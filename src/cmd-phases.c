@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "common/escape.h"
 #include "src/commands.h"
+#include "src/options.h"
 #include "src/session.h"
 
 typedef struct {
@@ -276,7 +277,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   if (!phase_parse (argc, argv, "Mirror the source's disks into the destination's exports "
                     "and switch.", entries, &args, error)
       || !perform_check_outputs (&args, error)
-      || !mirror_tuning_check (&mirror, error)
+      || !options_mirror_check (&mirror, error)
       || (dest = cookie_load (phase_in (&args), COOKIE_KIND_DESTINATION, error)) == NULL
       || !perform_check_offer (dest, error)
       || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
