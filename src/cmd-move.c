@@ -9,6 +9,7 @@
 #include "src/events.h"
 #include "src/journal.h"
 #include "src/move-verify.h"
+#include "src/names.h"
 #include "src/options.h"
 #include "src/progress.h"
 #include "src/util.h"
@@ -223,8 +224,8 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
     return FALSE;
   run.disk = chosen->pdata[0];
   run.tag = tag;
-  run.node = node = g_strdup_printf ("blkmig%.8sm0", tag);
-  run.job_id = job_id = g_strdup_printf ("blkmig-%.8s-move", tag);
+  run.node = node = names_node (tag, NAMES_MOVE_TARGET, 0);
+  run.job_id = job_id = names_move_job (tag);
   run.journal = journal = move_journal_new (tag, &args, &run);
   group = job_group_new (run.qmp);
   job_group_set_stall_timeout (group, 1000 * MIRROR_KNOB (args.mirror.stall_timeout,

@@ -12,6 +12,7 @@
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
 #include "src/events.h"
+#include "src/names.h"
 #include "src/progress.h"
 #include "src/source-trust.h"
 #include "src/source-tunnel.h"
@@ -110,9 +111,9 @@ static gboolean
 source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GError **error)
 {
   CookieDisk *disk = run->cookie->disks->pdata[i];
-  g_autofree char *node = session_node_name (run->cookie, 'n', i);
+  g_autofree char *node = names_node (run->cookie->id, NAMES_NBD_CLIENT, i);
   g_autofree char *tls = run->opts->tls_dir != NULL && run->tunnel.path == NULL
-                        ? session_node_name (run->cookie, 'c', 0) : NULL;
+                        ? names_node (run->cookie->id, NAMES_TLS_CLIENT, 0) : NULL;
   /* discard=unmap lets the mirror pre-zero the target cheaply and then copy
    * only allocated data, so sparse disks stay sparse and fast. */
   QmpBlockdevNbd args = {
@@ -147,8 +148,8 @@ source_start_mirror (SourceRun *run, guint i, DiskInfo *info, GCancellable *canc
                      GError **error)
 {
   CookieDisk *disk = run->cookie->disks->pdata[i];
-  g_autofree char *node = session_node_name (run->cookie, 'n', i);
-  g_autofree char *job_id = session_job_id (run->cookie, i);
+  g_autofree char *node = names_node (run->cookie->id, NAMES_NBD_CLIENT, i);
+  g_autofree char *job_id = names_job (run->cookie->id, i);
   BlkJob *job = job_group_add (run->group, job_id, disk->name);
 
   if (mirror_start (run->qmp, job_id, source_mirror_device (info), node, &run->opts->mirror,
@@ -179,7 +180,7 @@ static gboolean
 source_add_tls (SourceRun *run, GCancellable *cancellable, GError **error)
 {
   const SourceOptions *opts = run->opts;
-  g_autofree char *id = session_node_name (run->cookie, 'c', 0);
+  g_autofree char *id = names_node (run->cookie->id, NAMES_TLS_CLIENT, 0);
   gboolean tunnelled = run->tunnel.path != NULL;
 
   /* Through a tunnel, --tls-creds secure the tunnel's stream instead. */
@@ -219,11 +220,11 @@ source_start_all (SourceRun *run, GCancellable *cancellable, GError **error)
 static gboolean
 source_delete_target_nodes (SourceRun *run, GCancellable *cancellable, GError **error)
 {
-  g_autofree char *tls = session_node_name (run->cookie, 'c', 0);
+  g_autofree char *tls = names_node (run->cookie->id, NAMES_TLS_CLIENT, 0);
 
   for (guint i = 0; i < run->cookie->disks->len; i++)
     {
-      g_autofree char *node = session_node_name (run->cookie, 'n', i);
+      g_autofree char *node = names_node (run->cookie->id, NAMES_NBD_CLIENT, i);
 
       if (!qmp_blockdev_del (run->qmp, node, cancellable, error))
         return FALSE;
@@ -355,7 +356,7 @@ source_wait_migration (SourceRun *run, QmpEventWait *wait, GCancellable *cancell
 static gboolean
 source_migration_tls (SourceRun *run, GCancellable *cancellable, GError **error)
 {
-  g_autofree char *creds = session_node_name (run->cookie, 'c', 0);
+  g_autofree char *creds = names_node (run->cookie->id, NAMES_TLS_CLIENT, 0);
   const QmpMigrateParameters params = {
     .tls_creds = creds,
     .tls_hostname = run->plan.tls_hostname,

@@ -86,10 +86,6 @@ void session_del_tls_objects (QmpClient *qmp, const Cookie *cookie);
 gboolean session_check_plaintext (const char *host, gboolean tls, gboolean insecure,
                                   GError **error);
 
-/* Names derived from the migration id, shared by both sides. */
-char *session_job_id (const Cookie *cookie, guint index);
-char *session_node_name (const Cookie *cookie, char kind, guint index);
-
 /* Only the block jobs and nodes whose names carry @id (a move has no migration). */
 void session_abort_blockdevs (QmpClient *qmp, const char *id);
 /* The destination half of session_abort; @stop_server also when no export of
