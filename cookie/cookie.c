@@ -129,6 +129,82 @@ cookie_add_feature (Cookie *cookie, const char *name, gboolean mandatory)
   g_ptr_array_add (cookie->features, feature);
 }
 
+static CookieDisk *
+cookie_disk_copy (const CookieDisk *disk, CookieKind kind)
+{
+  CookieDisk *copy = cookie_disk_new (disk->name, disk->node, disk->format,
+                                      disk->virtual_size, disk->allocated);
+
+  copy->backing = g_strdupv (disk->backing);
+  if (kind >= COOKIE_KIND_DESTINATION)
+    {
+      copy->export_name = g_strdup (disk->export_name);
+      copy->target_node = g_strdup (disk->target_node);
+      copy->target_path = g_strdup (disk->target_path);
+      copy->created = disk->created;
+    }
+  return copy;
+}
+
+static void
+cookie_copy_destination (Cookie *copy, const Cookie *cookie)
+{
+  copy->dest_host = g_strdup (cookie->dest_host);
+  copy->accepted = g_strdupv (cookie->accepted);
+  copy->nbd_unix = g_strdup (cookie->nbd_unix);
+  copy->nbd_host = g_strdup (cookie->nbd_host);
+  copy->nbd_port = cookie->nbd_port;
+  copy->migrate_uri = g_strdup (cookie->migrate_uri);
+}
+
+Cookie *
+cookie_copy_as (const Cookie *cookie, CookieKind kind)
+{
+  Cookie *copy;
+
+  g_return_val_if_fail (cookie != NULL && kind <= cookie->kind, NULL);
+  copy = cookie_alloc (kind, cookie->mode);
+  copy->id = g_strdup (cookie->id);
+  copy->source_host = g_strdup (cookie->source_host);
+  for (guint i = 0; i < cookie->features->len; i++)
+    {
+      const CookieFeature *feature = g_ptr_array_index (cookie->features, i);
+
+      cookie_add_feature (copy, feature->name, feature->mandatory);
+    }
+  for (guint i = 0; i < cookie->disks->len; i++)
+    g_ptr_array_add (copy->disks, cookie_disk_copy (g_ptr_array_index (cookie->disks, i), kind));
+  if (kind >= COOKIE_KIND_DESTINATION)
+    cookie_copy_destination (copy, cookie);
+  if (kind >= COOKIE_KIND_RESULT)
+    {
+      copy->status = g_strdup (cookie->status);
+      copy->downtime_ms = cookie->downtime_ms;
+      copy->bytes = cookie->bytes;
+    }
+  return copy;
+}
+
+Cookie *
+cookie_copy (const Cookie *cookie)
+{
+  g_return_val_if_fail (cookie != NULL, NULL);
+  return cookie_copy_as (cookie, cookie->kind);
+}
+
+Cookie *
+cookie_new_reply (const Cookie *offer)
+{
+  Cookie *reply;
+
+  g_return_val_if_fail (offer != NULL, NULL);
+  reply = cookie_copy_as (offer, COOKIE_KIND_SOURCE);
+  reply->kind = COOKIE_KIND_DESTINATION;
+  reply->dest_host = g_strdup (g_get_host_name ());
+  reply->accepted = g_strdupv (offer->accepted);
+  return reply;
+}
+
 gboolean
 cookie_has_accepted (const Cookie *cookie, const char *feature)
 {
@@ -229,6 +305,20 @@ check_kind_at_least (CookieKind kind, CookieKind min_kind, GError **error)
     return TRUE;
   return fail (error, "expected a %s cookie, got a %s cookie",
                cookie_kind_to_string (min_kind), cookie_kind_to_string (kind));
+}
+
+Cookie *
+cookie_new_result (const Cookie *cookie, const char *status, GError **error)
+{
+  Cookie *result;
+
+  g_return_val_if_fail (cookie != NULL && status != NULL, NULL);
+  if (!check_kind_at_least (cookie->kind, COOKIE_KIND_DESTINATION, error))
+    return NULL;
+  result = cookie_copy_as (cookie, COOKIE_KIND_DESTINATION);
+  result->kind = COOKIE_KIND_RESULT;
+  result->status = g_strdup (status);
+  return result;
 }
 
 /* ---- Typed member access ------------------------------------------------- */

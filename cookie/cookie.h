@@ -74,6 +74,17 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (Cookie, cookie_free)
 
 /* A new source cookie with a fresh random id and this host's name. */
 Cookie *cookie_new (CookieMode mode);
+/* A deep copy holding what a cookie of @kind (at most cookie->kind) has: the copy
+ * serialises exactly as @cookie would with its kind set to @kind. */
+Cookie *cookie_copy_as (const Cookie *cookie, CookieKind kind);
+/* A deep copy: cookie_to_string() of both is the same text. */
+Cookie *cookie_copy (const Cookie *cookie);
+/* The destination's answer to @offer: its source part, kind destination, this host's
+ * name and the features cookie_accept_features() accepted. */
+Cookie *cookie_new_reply (const Cookie *offer);
+/* The result cookie of @cookie (at least a destination cookie, else
+ * BLKMIG_ERROR_COOKIE): its destination part, @status, no downtime measured, 0 bytes. */
+Cookie *cookie_new_result (const Cookie *cookie, const char *status, GError **error);
 /* Whether a disk's format is one blkmig handles (raw, qcow2): a cookie with any
  * other is refused when it is parsed. */
 gboolean cookie_format_supported (const char *format);

@@ -339,7 +339,7 @@ job_group_complete_all (JobGroup *group, GCancellable *cancellable, GError **err
       if (!qmp_block_job_complete (group->qmp, job->id, cancellable, error))
         return FALSE;
       if (!blk_job_is_ended (job))
-        job->state = BLK_JOB_COMPLETING;
+        blk_job_set_state (job, BLK_JOB_COMPLETING);
     }
   return TRUE;
 }
@@ -352,13 +352,13 @@ job_group_cancel_one (JobGroup *group, BlkJob *job, gboolean force,
   BlkJobState before = job->state;
   gboolean ok;
 
-  job->state = BLK_JOB_CANCELLING;
+  blk_job_set_state (job, BLK_JOB_CANCELLING);
   job->forced = force;
   ok = qmp_block_job_cancel (group->qmp, job->id, force, cancellable, &local_error);
   if (ok || blk_job_is_ended (job))
     return TRUE;
   if (job->state == BLK_JOB_CANCELLING)
-    job->state = before;
+    blk_job_set_state (job, before);  /* QEMU refused: the job goes on as it was */
   g_propagate_error (error, g_steal_pointer (&local_error));
   return FALSE;
 }

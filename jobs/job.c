@@ -43,7 +43,7 @@ blk_job_is_ended (const BlkJob *job)
   return job->state == BLK_JOB_CONCLUDED || job->state == BLK_JOB_FAILED;
 }
 
-static gboolean
+gboolean
 blk_job_set_state (BlkJob *job, BlkJobState state)
 {
   if (job->state == state)

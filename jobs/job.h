@@ -8,12 +8,15 @@
  *   NEW → RUNNING              JOB_STATUS_CHANGE running
  *   NEW|RUNNING → READY        BLOCK_JOB_READY (or JOB_STATUS_CHANGE ready)
  *   RUNNING|READY → COMPLETING we sent block-job-complete
- *   NEW|RUNNING|READY|COMPLETING → CANCELLING   we sent block-job-cancel
+ *   NEW|RUNNING|READY|COMPLETING → CANCELLING   we send block-job-cancel
+ *   CANCELLING → the state before   we, when QEMU refused our block-job-cancel
  *   any → CONCLUDED            BLOCK_JOB_COMPLETED without error, or
  *                              BLOCK_JOB_CANCELLED after we cancelled
  *   any → FAILED               BLOCK_JOB_COMPLETED with error, BLOCK_JOB_CANCELLED
  *                              we did not ask for, or the QMP connection ended
- * READY never goes back to RUNNING (QEMU emits BLOCK_JOB_READY once). */
+ * READY never goes back to RUNNING (QEMU emits BLOCK_JOB_READY once).
+ * Every change goes through blk_job_set_state() (events, blk_job_fail(), and the
+ * group's "we" transitions), which traces it under the jobs debug category. */
 typedef enum {
   BLK_JOB_NEW,
   BLK_JOB_RUNNING,
@@ -45,4 +48,7 @@ gboolean blk_job_apply_event (BlkJob *job, const char *event, JsonObject *data);
 /* Marks the job failed (e.g. connection lost); returns TRUE if it was not ended. */
 gboolean blk_job_fail (BlkJob *job, const char *why);
 gboolean blk_job_is_ended (const BlkJob *job);
+/* Sets the state (READY also sets reached_ready); returns TRUE if it changed.  For
+ * the "we" transitions above; events go through blk_job_apply_event(). */
+gboolean blk_job_set_state (BlkJob *job, BlkJobState state);
 const char *blk_job_state_to_string (BlkJobState state);

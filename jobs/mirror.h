@@ -12,7 +12,10 @@ typedef struct {
   gint reconnect_delay;  /* seconds an NBD target may be away; -1 = default */
 } MirrorTuning;
 
-#define MIRROR_TUNING_INIT { 0, 0, 0, NULL, -1, -1 }
+#define MIRROR_TUNING_INIT { .stall_timeout = -1, .reconnect_delay = -1 }
+/* The granularities QEMU accepts (powers of two in between). */
+#define MIRROR_MIN_GRANULARITY 512
+#define MIRROR_MAX_GRANULARITY (64 * 1024 * 1024)
 #define MIRROR_DEFAULT_STALL_TIMEOUT 60
 #define MIRROR_DEFAULT_RECONNECT_DELAY 5
 /* The value to use: the option's, or the default when it was not given. */
@@ -21,8 +24,6 @@ typedef struct {
 void mirror_tuning_clear (MirrorTuning *tuning);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MirrorTuning, mirror_tuning_clear)
 
-/* Checks the knobs the way QEMU would, with messages naming the option. */
-gboolean mirror_tuning_check (const MirrorTuning *tuning, GError **error);
 /* Starts a mirror of @device to node @target (blockdev-mirror): sync full,
  * explicit @job_id, auto-dismiss off, the knobs of @tuning. */
 gboolean mirror_start (QmpClient *qmp, const char *job_id, const char *device,

@@ -8,6 +8,7 @@
 #include "qmp/qmp-commands.h"
 #include "src/commands.h"
 #include "src/events.h"
+#include "src/options.h"
 #include "src/session.h"
 #include "src/util.h"
 
@@ -59,9 +60,15 @@ migrate_prepare (MigrateRun *run, const MigrateArgs *args, GCancellable *cancell
 {
   g_autofree char *nbd = g_build_filename (run->private_dir, "nbd.sock", NULL);
   g_autofree char *mig = g_strdup_printf ("unix:%s/migrate.sock", run->private_dir);
-  PrepareOptions opts = { { nbd, NULL, 0 }, args->create_dir,
-                          args->migrate_uri != NULL ? args->migrate_uri : mig, run->journal,
-                          args->tls_dir, (const char *const *) args->tls_authz, args->insecure };
+  PrepareOptions opts = {
+    .listen = { .unix_path = nbd },
+    .create_dir = args->create_dir,
+    .incoming_uri = args->migrate_uri != NULL ? args->migrate_uri : mig,
+    .journal = run->journal,
+    .tls_dir = args->tls_dir,
+    .tls_authz = (const char *const *) args->tls_authz,
+    .insecure = args->insecure,
+  };
 
   run->reply = session_prepare (run->dst, run->offer, &opts, cancellable, error);
   return run->reply != NULL && cookie_check_reply (run->offer, run->reply, error);
@@ -115,7 +122,12 @@ static gboolean
 migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
                GCancellable *cancellable, GError **error)
 {
-  SourceOptions sopts = { args->mirror, common_options.quiet, 2000, args->verify, NULL };
+  SourceOptions sopts = {
+    .mirror = args->mirror,
+    .quiet = common_options.quiet,
+    .progress_ms = 2000,
+    .verify = args->verify,
+  };
   gint64 finish_start;
 
   run->offer = session_begin (run->src, mode, (const char *const *) args->disks, cancellable,
@@ -136,7 +148,7 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   sopts.insecure = args->insecure;
   sopts.pass_fds = args->pass_fds;
   sopts.local_destination = TRUE;  /* one process drives both QEMUs: both are local */
-  if (!session_journal (run->journal, "begin", run->offer, error)
+  if (!session_journal (run->journal, JOURNAL_STEP_BEGIN, run->offer, error)
       || !migrate_prepare (run, args, cancellable, error))
     return FALSE;
   run->result = session_perform (run->src, run->reply, &sopts, args->migrate_uri, FALSE,
@@ -234,7 +246,7 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
                       "from the source QEMU to the destination QEMU.", entries, error)
       || !command_require ("--source", args->source, error)
       || !command_require ("--dest", args->dest, error)
-      || !mirror_tuning_check (&args->mirror, error))
+      || !options_mirror_check (&args->mirror, error))
     return FALSE;
   if (!cookie_mode_from_string (args->mode != NULL ? args->mode : "live", mode))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,

@@ -9,6 +9,8 @@
 #include "src/events.h"
 #include "src/journal.h"
 #include "src/move-verify.h"
+#include "src/names.h"
+#include "src/options.h"
 #include "src/progress.h"
 #include "src/util.h"
 
@@ -65,7 +67,7 @@ move_open_target (MoveRun *run, const MoveArgs *args, const char *format,
                         "%s: %s already exists; move creates its target",
                         run->disk->name, args->to), FALSE;
   journal_add_created (run->journal, args->to);
-  if (!journal_write (run->journal, "mirror", error))
+  if (!journal_write (run->journal, JOURNAL_STEP_MIRROR, error))
     return FALSE;
   if (!util_image_create (args->to, format, run->disk->virtual_size, cancellable, error))
     return FALSE;
@@ -110,10 +112,10 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
   if (args->verify && !move_guest_run (run, FALSE, cancellable, error))
     return FALSE;
   /* Like vdsm's ILLEGAL leaf: from here on the new image may be the one in use. */
-  if (!journal_write (run->journal, "superseded", error)
+  if (!journal_write (run->journal, JOURNAL_STEP_SUPERSEDED, error)
       || !job_group_complete_all (group, cancellable, error)
       || !job_group_wait_ended_sync (group, cancellable, error)
-      || !journal_write (run->journal, "pivoted", error))
+      || !journal_write (run->journal, JOURNAL_STEP_PIVOTED, error))
     {
       if (args->verify)
         move_guest_run (run, TRUE, NULL, NULL);
@@ -170,7 +172,7 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
       || !command_require ("--qmp", args->qmp, error)
       || !command_require ("--disk", args->disk, error)
       || !command_require ("--to", args->to, error)
-      || !mirror_tuning_check (&args->mirror, error))
+      || !options_mirror_check (&args->mirror, error))
     return FALSE;
   /* After READY every guest write then reaches both images, so once the pivot is
    * asked for, the new image is never behind the old one (see reconcile). */
@@ -222,8 +224,8 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
     return FALSE;
   run.disk = chosen->pdata[0];
   run.tag = tag;
-  run.node = node = g_strdup_printf ("blkmig%.8sm0", tag);
-  run.job_id = job_id = g_strdup_printf ("blkmig-%.8s-move", tag);
+  run.node = node = names_node (tag, NAMES_MOVE_TARGET, 0);
+  run.job_id = job_id = names_move_job (tag);
   run.journal = journal = move_journal_new (tag, &args, &run);
   group = job_group_new (run.qmp);
   job_group_set_stall_timeout (group, 1000 * MIRROR_KNOB (args.mirror.stall_timeout,

@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "common/escape.h"
 #include "src/commands.h"
+#include "src/options.h"
 #include "src/session.h"
 
 typedef struct {
@@ -67,7 +68,7 @@ begin_record (const Cookie *offer, const char *qmp, const char *out, GError **er
   g_autoptr(Journal) journal = journal_new (offer->id, "begin");
 
   journal->source_qmp = g_strdup (qmp);
-  if (!session_journal (journal, "offered", offer, error))
+  if (!session_journal (journal, JOURNAL_STEP_OFFERED, offer, error))
     return FALSE;
   if (cookie_save (offer, out, error))
     return TRUE;
@@ -155,7 +156,7 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   };
   g_autoptr(QmpClient) qmp = NULL;
   g_auto(NbdEndpoint) ep = { 0 };
-  PrepareOptions opts = { { 0 }, NULL, NULL };
+  PrepareOptions opts = { .journal = NULL };
   g_autoptr(Cookie) offer = NULL;
   g_autoptr(Cookie) reply = NULL;
   g_autoptr(Journal) journal = NULL;
@@ -184,7 +185,7 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   journal->dest_qmp = g_strdup (args.qmp);
   reply = session_prepare (qmp, offer, &opts, cancellable, error);
   /* the exports stay until finish or abort, and so does the journal */
-  ok = reply != NULL && session_journal (journal, "prepared", reply, error)
+  ok = reply != NULL && session_journal (journal, JOURNAL_STEP_PREPARED, reply, error)
        && cookie_save (reply, phase_out (&args), error);
   if (reply != NULL && !ok)
     {
@@ -271,12 +272,12 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autoptr(Cookie) dest = NULL;
   g_autoptr(Cookie) result = NULL;
   g_autoptr(Journal) journal = NULL;
-  SourceOptions sopts = { { 0 }, FALSE, 2000, FALSE };
+  SourceOptions sopts = { .progress_ms = 2000 };
 
   if (!phase_parse (argc, argv, "Mirror the source's disks into the destination's exports "
                     "and switch.", entries, &args, error)
       || !perform_check_outputs (&args, error)
-      || !mirror_tuning_check (&mirror, error)
+      || !options_mirror_check (&mirror, error)
       || (dest = cookie_load (phase_in (&args), COOKIE_KIND_DESTINATION, error)) == NULL
       || !perform_check_offer (dest, error)
       || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
@@ -294,7 +295,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   sopts.journal = journal = journal_new (dest->id, "perform");
   journal->source_qmp = g_strdup (args.qmp);
   result = session_perform (qmp, dest, &sopts, uri, no_migrate, cancellable, error);
-  if (journal->step != NULL
+  if (journal->step != JOURNAL_STEP_NONE
       && (result != NULL || qmp_client_get_state (qmp) == QMP_STATE_READY))
     {
       journal_remove (journal);  /* done, or rolled back */

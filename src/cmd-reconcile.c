@@ -88,8 +88,8 @@ reconcile_find_journal (const char *image, const char *path, GError **error)
 static Decision
 reconcile_decide (const Journal *journal, gboolean new_readable)
 {
-  gboolean marked = g_str_equal (journal->step, "superseded")
-                    || g_str_equal (journal->step, "pivoted");
+  gboolean marked = journal->step == JOURNAL_STEP_SUPERSEDED
+                    || journal->step == JOURNAL_STEP_PIVOTED;
 
   if (!marked)
     return (Decision) { journal->old_image, journal->new_image,
@@ -99,7 +99,7 @@ reconcile_decide (const Journal *journal, gboolean new_readable)
                         "the pivot was asked for but the new image cannot be read: the old "
                         "leaf is the only copy left" };
   return (Decision) { journal->new_image, NULL,
-                      g_str_equal (journal->step, "pivoted")
+                      journal->step == JOURNAL_STEP_PIVOTED
                         ? "the pivot completed: the guest ran on the new image"
                         : "the pivot was asked for: the new image was in sync and may hold "
                           "writes the old leaf lacks" };
@@ -136,7 +136,7 @@ reconcile_print (const char *image, const Journal *journal, const Decision *d, J
   json_builder_set_member_name (b, "journal");
   journal != NULL ? json_builder_add_string_value (b, journal->path) : json_builder_add_null_value (b);
   json_builder_set_member_name (b, "step");
-  journal != NULL ? json_builder_add_string_value (b, journal->step) : json_builder_add_null_value (b);
+  journal != NULL ? json_builder_add_string_value (b, journal_step_to_string (journal->step)) : json_builder_add_null_value (b);
   json_builder_set_member_name (b, "authoritative");
   json_builder_add_string_value (b, d->authoritative);
   json_builder_set_member_name (b, "stale");
@@ -170,7 +170,9 @@ reconcile_run (const char *image, const char *journal_path, gboolean fix, GError
   g_autoptr(Journal) journal = NULL;
   g_autoptr(JsonNode) chain = NULL;
   g_autoptr(GError) find_error = NULL;
-  Decision d = { image, NULL, "no blkmig operation is recorded for this image" };
+  Decision d = {
+    .authoritative = image, .reason = "no blkmig operation is recorded for this image",
+  };
 
   if (lock_check == NULL)
     return FALSE;

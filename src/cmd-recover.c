@@ -52,16 +52,7 @@ recover_migration_status (QmpClient *qmp)
 static Cookie *
 recover_result (const Journal *journal, const char *status)
 {
-  g_autofree char *text = cookie_to_string (journal->cookie);
-  Cookie *result = cookie_parse (text, -1, COOKIE_KIND_DESTINATION, NULL);
-
-  if (result == NULL)
-    return NULL;
-  result->kind = COOKIE_KIND_RESULT;
-  g_free (result->status);
-  result->status = g_strdup (status);
-  result->downtime_ms = -1;
-  return result;
+  return cookie_new_result (journal->cookie, status, NULL);
 }
 
 /* Rolls back every side we can reach; FALSE if a side that may hold our state
@@ -107,10 +98,11 @@ recover_migration (const RecoverArgs *args, const Journal *journal, const char *
   gboolean unreachable = (src == NULL && !src_gone) || (dst == NULL && !dst_gone);
   const char *status = recover_migration_status (src);
 
-  if (g_str_equal (status, "completed") || g_str_equal (journal->step, "completed"))
+  if (g_str_equal (status, "completed") || journal->step == JOURNAL_STEP_COMPLETED)
     return recover_finish (journal, src, dst, "completed", done, error);
-  if (g_str_equal (journal->step, "copied") || g_str_equal (journal->step, "moved"))
-    return recover_finish (journal, src, dst, journal->step, done, error);
+  if (journal->step == JOURNAL_STEP_COPIED || journal->step == JOURNAL_STEP_MOVED)
+    return recover_finish (journal, src, dst, journal_step_to_string (journal->step), done,
+                           error);
   return recover_rollback (journal, src, dst, unreachable, done);
 }
 
@@ -201,7 +193,7 @@ recover_one (const RecoverArgs *args, Journal *journal, GError **error)
     ok = FALSE;
   if (!common_options.quiet)
     printf ("recover: %s (%s, at step %s): %s\n", journal->id, journal->command,
-            journal->step, done);
+            journal_step_to_string (journal->step), done);
   if (ok)
     {
       journal_remove_created (journal, FALSE);  /* finished: only our private directories */

@@ -5,10 +5,12 @@
 #include <fcntl.h>
 #include <glib/gstdio.h>
 #include <signal.h>
+#include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/error.h"
+#include "common/escape.h"
 #include "common/json.h"
 #include "qmp/qmp-json.h"
 #include "src/util.h"
@@ -24,7 +26,6 @@ journal_free (Journal *journal)
   g_free (journal->path);
   g_free (journal->id);
   g_free (journal->command);
-  g_free (journal->step);
   g_free (journal->source_qmp);
   g_free (journal->dest_qmp);
   g_clear_pointer (&journal->cookie, cookie_free);
@@ -79,6 +80,37 @@ journal_add_string (JsonBuilder *b, const char *key, const char *value)
   json_builder_add_string_value (b, value);
 }
 
+static const char *const step_names[JOURNAL_STEP_LAST] = {
+  [JOURNAL_STEP_NONE] = NULL,
+  [JOURNAL_STEP_BEGIN] = "begin",
+  [JOURNAL_STEP_OFFERED] = "offered",
+  [JOURNAL_STEP_PREPARE] = "prepare",
+  [JOURNAL_STEP_PREPARED] = "prepared",
+  [JOURNAL_STEP_MIRROR] = "mirror",
+  [JOURNAL_STEP_SWITCH] = "switch",
+  [JOURNAL_STEP_PRE_SWITCHOVER] = "pre-switchover",
+  [JOURNAL_STEP_COMPLETED] = "completed",
+  [JOURNAL_STEP_COPIED] = "copied",
+  [JOURNAL_STEP_MOVED] = "moved",
+  [JOURNAL_STEP_SUPERSEDED] = "superseded",
+  [JOURNAL_STEP_PIVOTED] = "pivoted",
+};
+
+const char *
+journal_step_to_string (JournalStep step)
+{
+  return (guint) step < JOURNAL_STEP_LAST ? step_names[step] : NULL;
+}
+
+gboolean
+journal_step_from_string (const char *str, JournalStep *step)
+{
+  for (guint i = 0; str != NULL && i < JOURNAL_STEP_LAST; i++)
+    if (step_names[i] != NULL && strcmp (str, step_names[i]) == 0)
+      return *step = (JournalStep) i, TRUE;
+  return FALSE;
+}
+
 static char *
 journal_to_string (const Journal *journal)
 {
@@ -90,7 +122,7 @@ journal_to_string (const Journal *journal)
   json_builder_add_int_value (b, JOURNAL_VERSION);
   journal_add_string (b, "id", journal->id);
   journal_add_string (b, "command", journal->command);
-  journal_add_string (b, "step", journal->step);
+  journal_add_string (b, "step", journal_step_to_string (journal->step));
   journal_add_string (b, "source-qmp", journal->source_qmp);
   journal_add_string (b, "dest-qmp", journal->dest_qmp);
   journal_add_string (b, "disk", journal->disk);
@@ -186,18 +218,19 @@ journal_store (const char *path, const char *text, GError **error)
 }
 
 gboolean
-journal_write (Journal *journal, const char *step, GError **error)
+journal_write (Journal *journal, JournalStep step, GError **error)
 {
+  const char *name = journal_step_to_string (step);
   g_autofree char *text = NULL;
 
-  g_free (journal->step);
-  journal->step = g_strdup (step);
+  g_return_val_if_fail (name != NULL, FALSE);
+  journal->step = step;
   text = journal_to_string (journal);
   if (!journal_store (journal->path, text, error))
     return FALSE;
-  if (g_strcmp0 (g_getenv ("BLKMIG_TEST_KILL_AT"), step) == 0)
+  if (g_strcmp0 (g_getenv ("BLKMIG_TEST_KILL_AT"), name) == 0)
     raise (SIGKILL);
-  if (g_strcmp0 (g_getenv ("BLKMIG_TEST_PAUSE_AT"), step) == 0)
+  if (g_strcmp0 (g_getenv ("BLKMIG_TEST_PAUSE_AT"), name) == 0)
     raise (SIGSTOP);  /* a test injects its fault, then sends SIGCONT */
   return TRUE;
 }
@@ -273,9 +306,10 @@ journal_parse_created (Journal *journal, JsonNode *node, GError **error)
 static gboolean
 journal_parse (Journal *journal, JsonObject *obj, GError **error)
 {
+  const char *step = qmp_member_string (obj, "step");
+
   journal->id = journal_get (obj, "id");
   journal->command = journal_get (obj, "command");
-  journal->step = journal_get (obj, "step");
   journal->source_qmp = journal_get (obj, "source-qmp");
   journal->dest_qmp = journal_get (obj, "dest-qmp");
   journal->disk = journal_get (obj, "disk");
@@ -286,9 +320,16 @@ journal_parse (Journal *journal, JsonObject *obj, GError **error)
   journal->created = g_ptr_array_new_with_free_func (g_free);
   if (!journal_parse_created (journal, json_object_get_member (obj, "created"), error))
     return FALSE;
-  if (journal->id == NULL || journal->command == NULL || journal->step == NULL)
+  if (journal->id == NULL || journal->command == NULL || step == NULL)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
                         "journal %s: id, command or step is missing", journal->path), FALSE;
+  if (!journal_step_from_string (step, &journal->step))
+    {
+      g_autofree char *shown = blkmig_escape (step);
+
+      return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
+                          "journal %s: unknown step '%s'", journal->path, shown), FALSE;
+    }
   if (json_object_has_member (obj, "cookie"))
     {
       g_autofree char *text = json_to_string (json_object_get_member (obj, "cookie"), FALSE);

@@ -10,12 +10,35 @@
  *   prepare: prepare → prepared (gone after finish or abort)
  *   begin:   offered (gone when perform is done or rolled back, or by abort/recover)
  *   move:    mirror → superseded (old leaf marked, pivot about to be asked) →
- *            pivoted (then the journal goes) */
+ *            pivoted (then the journal goes)
+ * Each step is one JournalStep; its name on disk comes from one table in journal.c. */
+typedef enum {
+  JOURNAL_STEP_NONE,            /* nothing written yet (never on disk) */
+  JOURNAL_STEP_BEGIN,           /* "begin" */
+  JOURNAL_STEP_OFFERED,         /* "offered" */
+  JOURNAL_STEP_PREPARE,         /* "prepare" */
+  JOURNAL_STEP_PREPARED,        /* "prepared" */
+  JOURNAL_STEP_MIRROR,          /* "mirror" */
+  JOURNAL_STEP_SWITCH,          /* "switch" */
+  JOURNAL_STEP_PRE_SWITCHOVER,  /* "pre-switchover" */
+  JOURNAL_STEP_COMPLETED,       /* "completed" */
+  JOURNAL_STEP_COPIED,          /* "copied" */
+  JOURNAL_STEP_MOVED,           /* "moved" */
+  JOURNAL_STEP_SUPERSEDED,      /* "superseded" */
+  JOURNAL_STEP_PIVOTED,         /* "pivoted" */
+  JOURNAL_STEP_LAST
+} JournalStep;
+
+/* The step's name on disk; NULL for JOURNAL_STEP_NONE and out of range. */
+const char *journal_step_to_string (JournalStep step);
+/* FALSE for a name no step has. */
+gboolean journal_step_from_string (const char *str, JournalStep *step);
+
 typedef struct {
   char *path;
   char *id;                /* migration id (or the move's random id) */
   char *command;           /* "migrate", "perform", "prepare", "move" */
-  char *step;
+  JournalStep step;
   char *source_qmp;        /* QMP sockets of the sides this process drove */
   char *dest_qmp;
   Cookie *cookie;          /* the newest cookie, NULL for move */
@@ -48,7 +71,7 @@ void journal_remove_created (const Journal *journal, gboolean targets);
  * rename, fsync of the directory.  For tests, BLKMIG_TEST_KILL_AT=STEP makes the
  * process SIGKILL itself right after STEP is on disk, BLKMIG_TEST_PAUSE_AT=STEP
  * makes it SIGSTOP itself there (fault injection at a known point). */
-gboolean journal_write (Journal *journal, const char *step, GError **error);
+gboolean journal_write (Journal *journal, JournalStep step, GError **error);
 /* The operation ended (done or fully rolled back): the journal goes away. */
 void journal_remove (Journal *journal);
 /* Removes the journal @command wrote for migration @id, if there is one. */

@@ -5,6 +5,7 @@
 #include "nbd/nbd-server.h"
 #include "nbd/verify.h"
 #include "src/events.h"
+#include "src/names.h"
 #include "src/util.h"
 
 static gboolean
@@ -12,9 +13,9 @@ move_verify_exports (QmpClient *qmp, const char *sock, const char *old_node,
                      const char *new_node, const char *tag, VerifyResult *result,
                      GCancellable *cancellable, GError **error)
 {
-  NbdEndpoint ep = { (char *) sock, NULL, 0 };
-  g_autofree char *old_id = g_strdup_printf ("blkmig%.8svo", tag);
-  g_autofree char *new_id = g_strdup_printf ("blkmig%.8svn", tag);
+  NbdEndpoint ep = { .unix_path = (char *) sock };
+  g_autofree char *old_id = names_verify_export (tag, FALSE);
+  g_autofree char *new_id = names_verify_export (tag, TRUE);
   g_autofree char *old_uri = nbd_endpoint_uri (&ep, old_id);
   g_autofree char *new_uri = nbd_endpoint_uri (&ep, new_id);
   gboolean ok;

@@ -12,6 +12,7 @@
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
 #include "src/events.h"
+#include "src/names.h"
 #include "src/util.h"
 
 #define INCOMING_TIMEOUT_MS (6 * 3600 * 1000)
@@ -120,7 +121,7 @@ dest_plan_file (Cookie *reply, guint i, const PrepareOptions *opts, GCancellable
   struct stat st;
 
   disk->target_path = named != NULL ? g_strdup (named) : dest_target_path (opts->create_dir, disk);
-  disk->target_node = session_node_name (reply, 'd', i);
+  disk->target_node = names_node (reply->id, NAMES_FILE_TARGET, i);
   if (!dest_check_unique (reply, i, error))
     return FALSE;
   /* lstat: a link, even a dangling one, counts as there and is never followed */
@@ -185,14 +186,11 @@ dest_check_named (Cookie *reply, const PrepareOptions *opts, GError **error)
 /* The reply is not a complete destination cookie yet: the journal gets its source
  * part, and the files blkmig made. */
 static gboolean
-dest_journal_write (Journal *journal, Cookie *reply, GError **error)
+dest_journal_write (Journal *journal, const Cookie *reply, GError **error)
 {
-  gboolean ok;
+  g_autoptr(Cookie) part = cookie_copy_as (reply, COOKIE_KIND_SOURCE);
 
-  reply->kind = COOKIE_KIND_SOURCE;
-  ok = session_journal (journal, "prepare", reply, error);
-  reply->kind = COOKIE_KIND_DESTINATION;
-  return ok;
+  return session_journal (journal, JOURNAL_STEP_PREPARE, part, error);
 }
 
 /* The staging directory is in the journal before anything is made in it; the
@@ -251,7 +249,7 @@ dest_export_disk (QmpClient *dst, Journal *journal, Cookie *reply, guint i,
                   GCancellable *cancellable, GError **error)
 {
   CookieDisk *disk = reply->disks->pdata[i];
-  g_autofree char *name = session_job_id (reply, i);
+  g_autofree char *name = names_export (reply->id, i);
   g_autofree char *shown = NULL;
 
   if (session_is_file_target (reply, i)
@@ -294,8 +292,8 @@ dest_start_incoming (QmpClient *dst, Cookie *reply, const PrepareOptions *opts,
                      GCancellable *cancellable, GError **error)
 {
   static const char *const caps[] = { "events", "late-block-activate", NULL };
-  g_autofree char *tls_id = session_node_name (reply, 't', 0);
-  g_autofree char *authz_id = session_node_name (reply, 'z', 0);
+  g_autofree char *tls_id = names_node (reply->id, NAMES_TLS_SERVER, 0);
+  g_autofree char *authz_id = names_node (reply->id, NAMES_TLS_AUTHZ, 0);
   const QmpMigrateParameters params = {
     .tls_creds = tls_id,
     .tls_authz = opts->tls_authz != NULL ? authz_id : NULL,
@@ -315,8 +313,8 @@ static gboolean
 dest_add_tls (QmpClient *dst, Cookie *reply, const PrepareOptions *opts,
               GCancellable *cancellable, GError **error)
 {
-  g_autofree char *tls_id = session_node_name (reply, 't', 0);
-  g_autofree char *authz_id = session_node_name (reply, 'z', 0);
+  g_autofree char *tls_id = names_node (reply->id, NAMES_TLS_SERVER, 0);
+  g_autofree char *authz_id = names_node (reply->id, NAMES_TLS_AUTHZ, 0);
 
   if (opts->tls_dir == NULL)
     return TRUE;
@@ -350,8 +348,8 @@ dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean 
             GCancellable *cancellable, GError **error)
 {
   g_autoptr(GPtrArray) dst_disks = disks_query (dst, TRUE, cancellable, error);
-  g_autofree char *tls_id = session_node_name (reply, 't', 0);
-  g_autofree char *authz_id = session_node_name (reply, 'z', 0);
+  g_autofree char *tls_id = names_node (reply->id, NAMES_TLS_SERVER, 0);
+  g_autofree char *authz_id = names_node (reply->id, NAMES_TLS_AUTHZ, 0);
   g_auto(NbdEndpoint) ep = { g_strdup (opts->listen.unix_path), g_strdup (opts->listen.host),
                      opts->listen.port };
   gboolean ok;
@@ -395,19 +393,9 @@ dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean 
 static Cookie *
 dest_reply_new (Cookie *offer, GError **error)
 {
-  g_autofree char *text = NULL;
-  Cookie *reply;
-
   if (!cookie_accept_features (offer, error))
     return NULL;
-  text = cookie_to_string (offer);
-  reply = cookie_parse (text, -1, COOKIE_KIND_SOURCE, error);
-  if (reply == NULL)
-    return NULL;
-  reply->kind = COOKIE_KIND_DESTINATION;
-  reply->dest_host = g_strdup (g_get_host_name ());
-  reply->accepted = g_strdupv (offer->accepted);
-  return reply;
+  return cookie_new_reply (offer);
 }
 
 Cookie *
@@ -474,7 +462,7 @@ session_remove_exports (QmpClient *dst, const Cookie *cookie, GCancellable *canc
   /* Our names, not the cookie's: a forged export name must not reach another's. */
   for (guint i = 0; i < cookie->disks->len; i++)
     {
-      g_autofree char *name = session_job_id (cookie, i);
+      g_autofree char *name = names_export (cookie->id, i);
       if (!g_strv_contains ((const char *const *) exports, name))
         continue;
       any = TRUE;

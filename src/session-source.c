@@ -12,6 +12,7 @@
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
 #include "src/events.h"
+#include "src/names.h"
 #include "src/progress.h"
 #include "src/source-trust.h"
 #include "src/source-tunnel.h"
@@ -110,9 +111,9 @@ static gboolean
 source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GError **error)
 {
   CookieDisk *disk = run->cookie->disks->pdata[i];
-  g_autofree char *node = session_node_name (run->cookie, 'n', i);
+  g_autofree char *node = names_node (run->cookie->id, NAMES_NBD_CLIENT, i);
   g_autofree char *tls = run->opts->tls_dir != NULL && run->tunnel.path == NULL
-                        ? session_node_name (run->cookie, 'c', 0) : NULL;
+                        ? names_node (run->cookie->id, NAMES_TLS_CLIENT, 0) : NULL;
   /* discard=unmap lets the mirror pre-zero the target cheaply and then copy
    * only allocated data, so sparse disks stay sparse and fast. */
   QmpBlockdevNbd args = {
@@ -147,8 +148,8 @@ source_start_mirror (SourceRun *run, guint i, DiskInfo *info, GCancellable *canc
                      GError **error)
 {
   CookieDisk *disk = run->cookie->disks->pdata[i];
-  g_autofree char *node = session_node_name (run->cookie, 'n', i);
-  g_autofree char *job_id = session_job_id (run->cookie, i);
+  g_autofree char *node = names_node (run->cookie->id, NAMES_NBD_CLIENT, i);
+  g_autofree char *job_id = names_job (run->cookie->id, i);
   BlkJob *job = job_group_add (run->group, job_id, disk->name);
 
   if (mirror_start (run->qmp, job_id, source_mirror_device (info), node, &run->opts->mirror,
@@ -179,7 +180,7 @@ static gboolean
 source_add_tls (SourceRun *run, GCancellable *cancellable, GError **error)
 {
   const SourceOptions *opts = run->opts;
-  g_autofree char *id = session_node_name (run->cookie, 'c', 0);
+  g_autofree char *id = names_node (run->cookie->id, NAMES_TLS_CLIENT, 0);
   gboolean tunnelled = run->tunnel.path != NULL;
 
   /* Through a tunnel, --tls-creds secure the tunnel's stream instead. */
@@ -219,11 +220,11 @@ source_start_all (SourceRun *run, GCancellable *cancellable, GError **error)
 static gboolean
 source_delete_target_nodes (SourceRun *run, GCancellable *cancellable, GError **error)
 {
-  g_autofree char *tls = session_node_name (run->cookie, 'c', 0);
+  g_autofree char *tls = names_node (run->cookie->id, NAMES_TLS_CLIENT, 0);
 
   for (guint i = 0; i < run->cookie->disks->len; i++)
     {
-      g_autofree char *node = session_node_name (run->cookie, 'n', i);
+      g_autofree char *node = names_node (run->cookie->id, NAMES_NBD_CLIENT, i);
 
       if (!qmp_blockdev_del (run->qmp, node, cancellable, error))
         return FALSE;
@@ -239,7 +240,9 @@ static gboolean
 source_verify (SourceRun *run, GCancellable *cancellable, GError **error)
 {
   const char *path = run->tunnel.path != NULL ? run->tunnel.path : run->cookie->nbd_unix;
-  NbdEndpoint ep = { (char *) path, run->cookie->nbd_host, run->cookie->nbd_port };
+  NbdEndpoint ep = {
+    .unix_path = (char *) path, .host = run->cookie->nbd_host, .port = run->cookie->nbd_port,
+  };
   gint64 start = g_get_monotonic_time ();
 
   for (guint i = 0; run->opts->verify && i < run->cookie->disks->len; i++)
@@ -353,7 +356,7 @@ source_wait_migration (SourceRun *run, QmpEventWait *wait, GCancellable *cancell
 static gboolean
 source_migration_tls (SourceRun *run, GCancellable *cancellable, GError **error)
 {
-  g_autofree char *creds = session_node_name (run->cookie, 'c', 0);
+  g_autofree char *creds = names_node (run->cookie->id, NAMES_TLS_CLIENT, 0);
   const QmpMigrateParameters params = {
     .tls_creds = creds,
     .tls_hostname = run->plan.tls_hostname,
@@ -384,7 +387,7 @@ source_run_migration (SourceRun *run, const char *uri, GCancellable *cancellable
       || !source_migration_status (data, "pre-switchover", run->qmp, error))
     return FALSE;
   run->stopped_us = g_get_monotonic_time ();
-  if (!session_journal (run->opts->journal, "pre-switchover", run->cookie, error)
+  if (!session_journal (run->opts->journal, JOURNAL_STEP_PRE_SWITCHOVER, run->cookie, error)
       || !source_cancel_at_ready (run, cancellable, error)
       || !source_verify (run, cancellable, error)
       || !source_mirrors_ended (run, error))
@@ -437,22 +440,26 @@ source_switch (SourceRun *run, const char *uri, gboolean no_migrate,
 
 /* ---- perform ------------------------------------------------------------ */
 
-static Cookie *
-source_result (SourceRun *run, gboolean migrated, GError **error)
+/* The last step, whose name is also the result cookie's status. */
+static JournalStep
+source_outcome (const SourceRun *run, gboolean migrated)
 {
-  g_autofree char *text = cookie_to_string (run->cookie);
-  Cookie *result = cookie_parse (text, -1, COOKIE_KIND_DESTINATION, error);
+  return migrated ? JOURNAL_STEP_COMPLETED
+         : run->cookie->mode == COOKIE_MODE_MOVE ? JOURNAL_STEP_MOVED : JOURNAL_STEP_COPIED;
+}
+
+static Cookie *
+source_result (SourceRun *run, JournalStep outcome, GError **error)
+{
+  Cookie *result = cookie_new_result (run->cookie, journal_step_to_string (outcome), error);
   gint64 done = 0, total = 0;
 
   if (result == NULL)
     return NULL;
   job_group_totals (run->group, &done, &total);
-  result->kind = COOKIE_KIND_RESULT;
   result->bytes = done;
   result->downtime_ms = run->stopped_us > 0
                         ? (g_get_monotonic_time () - run->stopped_us) / 1000 : -1;
-  result->status = g_strdup (migrated ? "completed"
-                             : run->cookie->mode == COOKIE_MODE_MOVE ? "moved" : "copied");
   return result;
 }
 
@@ -489,14 +496,14 @@ source_mirror_and_switch (SourceRun *run, const char *uri, gboolean no_migrate,
   const SourceOptions *opts = run->opts;
 
   events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
-  if (!session_journal (opts->journal, "mirror", run->cookie, error)
+  if (!session_journal (opts->journal, JOURNAL_STEP_MIRROR, run->cookie, error)
       || !source_open_tunnel (run, cancellable, error)
       || !source_start_all (run, cancellable, error)
       || !job_group_wait_ready_sync (run->group, cancellable, error))
     return g_prefix_error (error, "mirror: "), FALSE;
   events_emit ("phase", "phase", qmp_str ("switch"),
                "mode", qmp_str (cookie_mode_to_string (run->cookie->mode)), NULL);
-  if (!session_journal (opts->journal, "switch", run->cookie, error)
+  if (!session_journal (opts->journal, JOURNAL_STEP_SWITCH, run->cookie, error)
       || (opts->before_switch != NULL && !opts->before_switch (opts->mirrors_ended_data, error))
       || !source_switch (run, uri, no_migrate, cancellable, error))
     return g_prefix_error (error, "switch: "), FALSE;
@@ -521,6 +528,7 @@ source_run (SourceRun *run, gboolean no_migrate, GCancellable *cancellable, GErr
   g_autoptr(JobGroup) group = job_group_new (run->qmp);
   g_autoptr(Progress) progress = NULL;
   g_autoptr(GError) journal_error = NULL;
+  JournalStep outcome;
   const SourceOptions *opts = run->opts;
   Cookie *result;
   gboolean ok;
@@ -537,8 +545,9 @@ source_run (SourceRun *run, gboolean no_migrate, GCancellable *cancellable, GErr
   source_tunnel_close (&run->tunnel);
   if (!ok)
     return NULL;
-  result = source_result (run, run->cookie->mode == COOKIE_MODE_LIVE && !no_migrate, error);
-  if (result != NULL && !session_journal (opts->journal, result->status, result, &journal_error))
+  outcome = source_outcome (run, run->cookie->mode == COOKIE_MODE_LIVE && !no_migrate);
+  result = source_result (run, outcome, error);
+  if (result != NULL && !session_journal (opts->journal, outcome, result, &journal_error))
     g_printerr ("blkmig: warning: %s\n", journal_error->message);
   return result;
 }
@@ -548,7 +557,7 @@ session_perform (QmpClient *src, const Cookie *dest, const SourceOptions *opts,
                  const char *migrate_uri, gboolean no_migrate,
                  GCancellable *cancellable, GError **error)
 {
-  SourceRun run = { src, dest, opts, NULL, 0, NULL, { 0 }, { 0 } };
+  SourceRun run = { .qmp = src, .cookie = dest, .opts = opts };
   Cookie *result = NULL;
 
   if (source_check (&run, migrate_uri, no_migrate, error))

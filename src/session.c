@@ -1,57 +1,32 @@
-/* Names shared by both sides of a migration, and the best-effort abort of either side. */
+/* What both sides of a migration share: the journal, TLS objects, the best-effort abort. */
 #include "src/session.h"
 
 #include "common/debug.h"
 #include "common/error.h"
 #include "nbd/nbd-tls.h"
 #include "qmp/qmp-commands.h"
+#include "src/names.h"
 
 #define ABORT_TIMEOUT_MS (30 * 1000)
 #define ABORT_COMMAND_MS (10 * 1000)
-
-char *
-session_job_id (const Cookie *cookie, guint index)
-{
-  return g_strdup_printf ("blkmig-%.8s-%u", cookie->id, index);
-}
-
-/* kind 'n': the source's NBD client node; 'd': a destination file target. */
-char *
-session_node_name (const Cookie *cookie, char kind, guint index)
-{
-  return g_strdup_printf ("blkmig%.8s%c%u", cookie->id, kind, index);
-}
 
 gboolean
 session_is_file_target (const Cookie *cookie, guint index)
 {
   CookieDisk *disk = cookie->disks->pdata[index];
-  g_autofree char *ours = session_node_name (cookie, 'd', index);
+  g_autofree char *ours = names_node (cookie->id, NAMES_FILE_TARGET, index);
 
   return g_strcmp0 (disk->target_node, ours) == 0;
 }
 
-static gboolean
-session_owns (const Cookie *cookie, const char *name)
-{
-  g_autofree char *job_prefix = g_strdup_printf ("blkmig-%.8s-", cookie->id);
-  g_autofree char *node_prefix = g_strdup_printf ("blkmig%.8s", cookie->id);
-
-  return name != NULL && (g_str_has_prefix (name, job_prefix)
-                          || g_str_has_prefix (name, node_prefix));
-}
-
 gboolean
-session_journal (Journal *journal, const char *step, const Cookie *cookie, GError **error)
+session_journal (Journal *journal, JournalStep step, const Cookie *cookie, GError **error)
 {
-  g_autofree char *text = NULL;
-
   if (journal == NULL)
     return TRUE;
-  text = cookie_to_string (cookie);
   g_clear_pointer (&journal->cookie, cookie_free);
-  journal->cookie = cookie_parse (text, -1, COOKIE_KIND_SOURCE, error);
-  return journal->cookie != NULL && journal_write (journal, step, error);
+  journal->cookie = cookie_copy (cookie);
+  return journal_write (journal, step, error);
 }
 
 static guint session_try_begin (QmpClient *qmp);
@@ -88,16 +63,16 @@ session_reset_migration_tls (QmpClient *qmp, const char *const *ids)
 void
 session_del_tls_objects (QmpClient *qmp, const Cookie *cookie)
 {
-  static const char kinds[] = { 't', 'z', 'c' };
+  static const NamesKind kinds[] = { NAMES_TLS_SERVER, NAMES_TLS_AUTHZ, NAMES_TLS_CLIENT };
   g_auto(GStrv) ids = g_new0 (char *, G_N_ELEMENTS (kinds) + 1);
 
   for (gsize i = 0; i < G_N_ELEMENTS (kinds); i++)
-    ids[i] = session_node_name (cookie, kinds[i], 0);
+    ids[i] = names_node (cookie->id, kinds[i], 0);
   session_reset_migration_tls (qmp, (const char *const *) ids);
 
   for (gsize i = 0; i < G_N_ELEMENTS (kinds); i++)
     {
-      g_autofree char *id = session_node_name (cookie, kinds[i], 0);
+      g_autofree char *id = names_node (cookie->id, kinds[i], 0);
       nbd_tls_del (qmp, id);
     }
 }
@@ -148,7 +123,7 @@ session_try_end (QmpClient *qmp, guint saved, gboolean ok, GError **error)
 }
 
 static void
-session_abort_jobs (QmpClient *qmp, const Cookie *cookie)
+session_abort_jobs (QmpClient *qmp, const char *id)
 {
   g_autoptr(GError) error = NULL;
   guint saved = session_try_begin (qmp);
@@ -160,7 +135,7 @@ session_abort_jobs (QmpClient *qmp, const Cookie *cookie)
     {
       QmpBlockJobInfo *info = jobs->pdata[i];
 
-      if (!session_owns (cookie, info->device))
+      if (!names_owns (id, info->device))
         continue;
       if (g_strcmp0 (info->status, "concluded") == 0)
         {
@@ -187,7 +162,7 @@ session_yank_nbd (QmpClient *qmp, const char *node)
 
 /* The block nodes of this migration: name → driver. */
 static GHashTable *
-session_owned_nodes (QmpClient *qmp, const Cookie *cookie)
+session_owned_nodes (QmpClient *qmp, const char *id)
 {
   g_autoptr(GError) error = NULL;
   guint saved = session_try_begin (qmp);
@@ -199,7 +174,7 @@ session_owned_nodes (QmpClient *qmp, const Cookie *cookie)
     {
       QmpBlockNodeInfo *node = nodes->pdata[i];
 
-      if (session_owns (cookie, node->node_name))
+      if (names_owns (id, node->node_name))
         g_hash_table_insert (owned, g_strdup (node->node_name), g_strdup (node->drv ?: ""));
     }
   return owned;
@@ -208,7 +183,7 @@ session_owned_nodes (QmpClient *qmp, const Cookie *cookie)
 static void
 session_yank_ours (QmpClient *qmp, const Cookie *cookie)
 {
-  g_autoptr(GHashTable) owned = session_owned_nodes (qmp, cookie);
+  g_autoptr(GHashTable) owned = session_owned_nodes (qmp, cookie->id);
   GHashTableIter iter;
   gpointer name, drv;
 
@@ -220,9 +195,9 @@ session_yank_ours (QmpClient *qmp, const Cookie *cookie)
 
 /* Deletes our nodes (QEMU's side only: files are the journal's business). */
 static void
-session_abort_nodes (QmpClient *qmp, const Cookie *cookie)
+session_abort_nodes (QmpClient *qmp, const char *id)
 {
-  g_autoptr(GHashTable) owned = session_owned_nodes (qmp, cookie);
+  g_autoptr(GHashTable) owned = session_owned_nodes (qmp, id);
   GHashTableIter iter;
   gpointer name;
 
@@ -264,7 +239,7 @@ session_abort_dest (QmpClient *dst, const Cookie *cookie, gboolean stop_server)
     {
       g_autoptr(GError) error = NULL;
 
-      if (!session_owns (cookie, exports[i]))
+      if (!names_owns (cookie->id, exports[i]))
         continue;
       ours = TRUE;
       if (!nbd_export_del (dst, exports[i], TRUE, NULL, &error))
@@ -277,19 +252,17 @@ session_abort_dest (QmpClient *dst, const Cookie *cookie, gboolean stop_server)
 
       session_try_end (dst, saved, qmp_nbd_server_stop (dst, NULL, &error), &error);
     }
-  session_abort_nodes (dst, cookie);
+  session_abort_nodes (dst, cookie->id);
   session_del_tls_objects (dst, cookie);  /* unused once server and nodes are gone */
 }
 
 void
 session_abort_blockdevs (QmpClient *qmp, const char *id)
 {
-  Cookie owner = { .id = (char *) id };
-
   if (qmp_client_get_state (qmp) != QMP_STATE_READY)
     return;
-  session_abort_jobs (qmp, &owner);
-  session_abort_nodes (qmp, &owner);
+  session_abort_jobs (qmp, id);
+  session_abort_nodes (qmp, id);
 }
 
 void
@@ -300,7 +273,7 @@ session_abort (QmpClient *qmp, const Cookie *cookie)
   /* A mirror cannot finish cancelling while its NBD requests hang on a dead or
    * frozen destination: drop those connections first. */
   session_yank_ours (qmp, cookie);
-  session_abort_jobs (qmp, cookie);
+  session_abort_jobs (qmp, cookie->id);
   /* Export names carry the migration id, so any cookie finds the destination's. */
   session_abort_dest (qmp, cookie, FALSE);
   session_abort_migration (qmp);

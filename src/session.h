@@ -77,7 +77,7 @@ gboolean session_remove_exports (QmpClient *dst, const Cookie *cookie,
 void session_abort (QmpClient *qmp, const Cookie *cookie);
 
 /* Records @step with a copy of @cookie in @journal (a no-op without a journal). */
-gboolean session_journal (Journal *journal, const char *step, const Cookie *cookie,
+gboolean session_journal (Journal *journal, JournalStep step, const Cookie *cookie,
                           GError **error);
 
 /* Deletes the TLS objects of this migration (server, authz, client), quietly. */
@@ -85,10 +85,6 @@ void session_del_tls_objects (QmpClient *qmp, const Cookie *cookie);
 /* Refuses plaintext NBD over TCP to @host unless it is loopback or @insecure. */
 gboolean session_check_plaintext (const char *host, gboolean tls, gboolean insecure,
                                   GError **error);
-
-/* Names derived from the migration id, shared by both sides. */
-char *session_job_id (const Cookie *cookie, guint index);
-char *session_node_name (const Cookie *cookie, char kind, guint index);
 
 /* Only the block jobs and nodes whose names carry @id (a move has no migration). */
 void session_abort_blockdevs (QmpClient *qmp, const char *id);

@@ -146,7 +146,7 @@ test_state_dir_mode (void)
 
   g_assert_cmpint (g_mkdir (state, 0755), ==, 0);
   g_assert_cmpint (chmod (state, 0755), ==, 0);
-  g_assert_false (journal_write (journal, "prepare", &error));
+  g_assert_false (journal_write (journal, JOURNAL_STEP_PREPARE, &error));
   want = g_strdup_printf ("state directory %s has mode 0755 and owner uid %u: it must be a "
                           "directory owned by uid %u with no access for others (chmod 700)",
                           state, geteuid (), geteuid ());
@@ -154,7 +154,7 @@ test_state_dir_mode (void)
   g_assert_false (exists (journal->path));
   g_clear_error (&error);
   g_assert_cmpint (chmod (state, 0700), ==, 0);
-  g_assert_true (journal_write (journal, "prepare", &error));
+  g_assert_true (journal_write (journal, JOURNAL_STEP_PREPARE, &error));
   g_assert_no_error (error);
 }
 
@@ -173,7 +173,7 @@ test_state_dir_owner (void)
     }
   g_assert_cmpint (g_mkdir (state, 0700), ==, 0);
   g_assert_cmpint (chown (state, 65534, 65534), ==, 0);
-  g_assert_false (journal_write (journal, "prepare", &error));
+  g_assert_false (journal_write (journal, JOURNAL_STEP_PREPARE, &error));
   g_assert_nonnull (strstr (error->message, "has mode 0700 and owner uid 65534"));
   g_assert_false (exists (journal->path));
 }
@@ -192,7 +192,7 @@ test_journal_tmp_link (void)
 
   g_assert_cmpint (g_mkdir (state, 0700), ==, 0);
   g_assert_cmpint (symlink (target, tmp), ==, 0);
-  g_assert_true (journal_write (journal, "prepare", &error));
+  g_assert_true (journal_write (journal, JOURNAL_STEP_PREPARE, &error));
   g_assert_no_error (error);
   assert_victim (target);
   g_assert_cmpint (g_lstat (journal->path, &st), ==, 0);

@@ -271,6 +271,100 @@ test_round_trip_result (void)
   g_assert_null (strstr (text, "downtime-ms"));
 }
 
+/* A copy is deep (nothing shared) and serialises as the original does. */
+static void
+assert_copy_equal (const Cookie *cookie)
+{
+  g_autoptr (Cookie) copy = cookie_copy (cookie);
+  g_autofree char *text = cookie_to_string (cookie);
+  g_autofree char *copied = cookie_to_string (copy);
+
+  assert_cookies_equal (cookie, copy);
+  g_assert_cmpstr (text, ==, copied);
+  g_assert_true (copy->id != cookie->id && copy->disks != cookie->disks);
+  for (guint i = 0; i < copy->disks->len; i++)
+    {
+      const CookieDisk *a = g_ptr_array_index (cookie->disks, i);
+      const CookieDisk *b = g_ptr_array_index (copy->disks, i);
+
+      g_assert_true (a != b && a->name != b->name);
+      g_assert_true (a->backing == NULL || a->backing != b->backing);
+    }
+}
+
+static void
+test_copy (void)
+{
+  g_autoptr (Cookie) source = make_source ();
+  g_autoptr (Cookie) dest = make_destination (FALSE);
+  g_autoptr (Cookie) tcp = make_destination (TRUE);
+  g_autoptr (Cookie) result = make_result (12);
+
+  assert_copy_equal (source);
+  assert_copy_equal (dest);
+  assert_copy_equal (tcp);
+  assert_copy_equal (result);
+}
+
+/* Copying as an earlier kind is what serialising with that kind gives. */
+static void
+test_copy_as (void)
+{
+  g_autoptr (Cookie) dest = make_destination (FALSE);
+  g_autoptr (Cookie) part = cookie_copy_as (dest, COOKIE_KIND_SOURCE);
+  g_autofree char *copied = cookie_to_string (part);
+  g_autofree char *text = NULL;
+
+  dest->kind = COOKIE_KIND_SOURCE;
+  text = cookie_to_string (dest);
+  g_assert_cmpstr (text, ==, copied);
+  g_assert_null (part->dest_host);
+  g_assert_null (((CookieDisk *) g_ptr_array_index (part->disks, 0))->export_name);
+}
+
+static void
+test_new_reply (void)
+{
+  g_autoptr (Cookie) offer = make_source ();
+  g_autoptr (Cookie) reply = NULL;
+  g_autoptr (GError) error = NULL;
+
+  g_assert_true (cookie_accept_features (offer, &error));
+  reply = cookie_new_reply (offer);
+  g_assert_cmpint (reply->kind, ==, COOKIE_KIND_DESTINATION);
+  g_assert_cmpstr (reply->id, ==, offer->id);
+  g_assert_cmpstr (reply->dest_host, ==, g_get_host_name ());
+  assert_strv_equal (reply->accepted, offer->accepted);
+  g_assert_true (reply->accepted != offer->accepted);
+  g_assert_cmpuint (reply->disks->len, ==, offer->disks->len);
+}
+
+static void
+test_new_result (void)
+{
+  g_autoptr (Cookie) dest = make_destination (TRUE);
+  g_autoptr (Cookie) source = make_source ();
+  g_autoptr (GError) error = NULL;
+  g_autoptr (Cookie) result = cookie_new_result (dest, "copied", &error);
+  g_autoptr (Cookie) none = NULL;
+  g_autoptr (Cookie) parsed = NULL;
+  g_autofree char *text = NULL;
+
+  g_assert_no_error (error);
+  g_assert_cmpint (result->kind, ==, COOKIE_KIND_RESULT);
+  g_assert_cmpstr (result->status, ==, "copied");
+  g_assert_cmpint (result->downtime_ms, ==, -1);
+  g_assert_cmpint (result->bytes, ==, 0);
+  g_assert_cmpstr (result->nbd_host, ==, dest->nbd_host);
+  text = cookie_to_string (result);
+  parsed = cookie_parse (text, -1, COOKIE_KIND_RESULT, &error);
+  g_assert_no_error (error);
+  assert_cookies_equal (result, parsed);
+  none = cookie_new_result (source, "copied", &error);
+  g_assert_null (none);
+  assert_cookie_error (error, "cookie: expected a destination cookie, got a source cookie");
+}
+
 /* No features, no backing, a destination that accepted nothing. */
 static void
 test_round_trip_minimal (void)
@@ -769,6 +863,10 @@ main (int argc, char **argv)
   g_test_add_func ("/cookie/free-null", test_free_null);
   g_test_add_func ("/cookie/modes", test_modes);
   g_test_add_func ("/cookie/find-disk", test_find_disk);
+  g_test_add_func ("/cookie/copy", test_copy);
+  g_test_add_func ("/cookie/copy-as", test_copy_as);
+  g_test_add_func ("/cookie/new-reply", test_new_reply);
+  g_test_add_func ("/cookie/new-result", test_new_result);
   g_test_add_func ("/cookie/round-trip/source", test_round_trip_source);
   g_test_add_func ("/cookie/round-trip/destination", test_round_trip_destination);
   g_test_add_func ("/cookie/round-trip/result", test_round_trip_result);

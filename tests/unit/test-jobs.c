@@ -181,7 +181,7 @@ test_job_cancelled_by_us (void)
   g_autoptr(BlkJob) job = blk_job_new ("J1", "vda");
 
   g_assert_true (apply_status (job, "running"));
-  job->state = BLK_JOB_CANCELLING;        /* what job_group_cancel_all does */
+  blk_job_set_state (job, BLK_JOB_CANCELLING);  /* what job_group_cancel_all does */
   g_assert_true (apply (job, "BLOCK_JOB_CANCELLED",
                         "{\"device\":\"J1\",\"len\":100,\"offset\":30,\"type\":\"mirror\"}"));
   g_assert_cmpint (job->state, ==, BLK_JOB_CONCLUDED);
@@ -244,6 +244,24 @@ test_job_after_end (void)
   g_assert_false (apply_status (failed, "ready"));
   g_assert_cmpint (failed->state, ==, BLK_JOB_FAILED);
   g_assert_cmpstr (failed->error, ==, "No space left on device");
+}
+
+/* The "we" transitions: a change is reported once; a refused cancel restores READY. */
+static void
+test_job_set_state (void)
+{
+  g_autoptr(BlkJob) job = blk_job_new ("J1", "vda");
+
+  g_assert_true (blk_job_set_state (job, BLK_JOB_READY));
+  g_assert_true (job->reached_ready);
+  g_assert_false (blk_job_set_state (job, BLK_JOB_READY));
+  g_assert_true (blk_job_set_state (job, BLK_JOB_CANCELLING));
+  g_assert_cmpint (job->state, ==, BLK_JOB_CANCELLING);
+  g_assert_true (blk_job_set_state (job, BLK_JOB_READY));
+  g_assert_cmpint (job->state, ==, BLK_JOB_READY);
+  g_assert_true (job->reached_ready);
+  g_assert_true (blk_job_set_state (job, BLK_JOB_COMPLETING));
+  g_assert_false (blk_job_is_ended (job));
 }
 
 static void
@@ -1078,6 +1096,7 @@ main (int argc, char **argv)
   g_test_add_func ("/job/dismissed", test_job_dismissed);
   g_test_add_func ("/job/after-end", test_job_after_end);
   g_test_add_func ("/job/fail", test_job_fail);
+  g_test_add_func ("/job/set-state", test_job_set_state);
 
 #define ADD(path, func) \
   g_test_add ("/job-group/" path, Fixture, NULL, fixture_setup, func, fixture_teardown)

@@ -107,7 +107,7 @@ journal_step (Fixture *fx, const char *command)
   g_autoptr(Journal) j = journal_find (fx->offer->id, command, &error);
 
   g_assert_no_error (error);
-  return j != NULL ? g_strdup (j->step) : NULL;
+  return j != NULL ? g_strdup (journal_step_to_string (j->step)) : NULL;
 }
 
 static gboolean

@@ -1,0 +1,42 @@
+/* The names blkmig gives what it creates in QEMU, and which names are its own. */
+#include "src/names.h"
+
+char *
+names_job (const char *id, guint index)
+{
+  return g_strdup_printf ("blkmig-%.8s-%u", id, index);
+}
+
+char *
+names_export (const char *id, guint index)
+{
+  return names_job (id, index);
+}
+
+char *
+names_move_job (const char *id)
+{
+  return g_strdup_printf ("blkmig-%.8s-move", id);
+}
+
+char *
+names_node (const char *id, NamesKind kind, guint index)
+{
+  return g_strdup_printf ("blkmig%.8s%c%u", id, (char) kind, index);
+}
+
+char *
+names_verify_export (const char *id, gboolean new_image)
+{
+  return g_strdup_printf ("blkmig%.8sv%c", id, new_image ? 'n' : 'o');
+}
+
+gboolean
+names_owns (const char *id, const char *name)
+{
+  g_autofree char *job_prefix = g_strdup_printf ("blkmig-%.8s-", id);
+  g_autofree char *node_prefix = g_strdup_printf ("blkmig%.8s", id);
+
+  return name != NULL && (g_str_has_prefix (name, job_prefix)
+                          || g_str_has_prefix (name, node_prefix));
+}

@@ -1,0 +1,28 @@
+/* The names blkmig gives what it creates in QEMU, and which names are its own. */
+#pragma once
+
+#include <glib.h>
+
+/* Everything carries the first 8 hex digits of the operation's id (a migration's,
+ * or a move's random one), so the id alone finds all of it again:
+ *   jobs and exports  blkmig-ID8-N        (the export of disk N has job N's name)
+ *   the move's job    blkmig-ID8-move
+ *   nodes, objects    blkmigID8<kind>N    (kinds below)
+ *   move's --verify   blkmigID8vo, blkmigID8vn (exports of the old and new image) */
+typedef enum {
+  NAMES_NBD_CLIENT = 'n',   /* source: NBD client node of disk N */
+  NAMES_FILE_TARGET = 'd',  /* destination: a file target blkmig opened */
+  NAMES_MOVE_TARGET = 'm',  /* move: the new image's node */
+  NAMES_TLS_SERVER = 't',   /* destination: tls-creds-x509 of the NBD server */
+  NAMES_TLS_AUTHZ = 'z',    /* destination: authz-list of the NBD server */
+  NAMES_TLS_CLIENT = 'c',   /* source: tls-creds-x509 of the NBD clients */
+} NamesKind;
+
+char *names_job (const char *id, guint index);
+char *names_export (const char *id, guint index);
+char *names_move_job (const char *id);
+char *names_node (const char *id, NamesKind kind, guint index);
+/* @new_image: the export of the new image, else of the old one. */
+char *names_verify_export (const char *id, gboolean new_image);
+/* Whether @name (may be NULL) is one blkmig gives for operation @id. */
+gboolean names_owns (const char *id, const char *name);

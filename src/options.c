@@ -1,0 +1,27 @@
+/* Checks of option values the commands share, with usage errors naming the option. */
+#include "src/options.h"
+
+#include "common/error.h"
+
+gboolean
+options_mirror_check (const MirrorTuning *tuning, GError **error)
+{
+  gint64 g = tuning->granularity;
+
+  if (tuning->stall_timeout < -1 || tuning->reconnect_delay < -1)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--stall-timeout and --nbd-reconnect-delay must not be negative"), FALSE;
+  if (tuning->speed < 0 || tuning->buf_size < 0)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--speed and --buf-size must not be negative"), FALSE;
+  if (g != 0 && (g < MIRROR_MIN_GRANULARITY || g > MIRROR_MAX_GRANULARITY || (g & (g - 1)) != 0))
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--granularity must be a power of two from 512 to 67108864, not %"
+                        G_GINT64_FORMAT, g), FALSE;
+  if (tuning->copy_mode != NULL && !g_str_equal (tuning->copy_mode, "background")
+      && !g_str_equal (tuning->copy_mode, "write-blocking"))
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--copy-mode must be background or write-blocking, not '%s'",
+                        tuning->copy_mode), FALSE;
+  return TRUE;
+}

@@ -1,0 +1,56 @@
+/* Unit tests for the names blkmig gives what it creates in QEMU (src/names.c). */
+#include <glib.h>
+
+#include "src/names.h"
+
+#define ID "0f3c1a2b4d5e6f708192a3b4c5d6e7f8"
+#define OTHER "0f3c1a2c4d5e6f708192a3b4c5d6e7f8"
+
+static void
+assert_name (char *name, const char *expected)
+{
+  g_assert_cmpstr (name, ==, expected);
+  g_assert_true (names_owns (ID, name));
+  g_assert_false (names_owns (OTHER, name));
+  g_free (name);
+}
+
+/* The forms design.md documents; QEMU and old journals know them by these. */
+static void
+test_forms (void)
+{
+  assert_name (names_job (ID, 0), "blkmig-0f3c1a2b-0");
+  assert_name (names_export (ID, 3), "blkmig-0f3c1a2b-3");
+  assert_name (names_move_job (ID), "blkmig-0f3c1a2b-move");
+  assert_name (names_node (ID, NAMES_NBD_CLIENT, 1), "blkmig0f3c1a2bn1");
+  assert_name (names_node (ID, NAMES_FILE_TARGET, 0), "blkmig0f3c1a2bd0");
+  assert_name (names_node (ID, NAMES_MOVE_TARGET, 0), "blkmig0f3c1a2bm0");
+  assert_name (names_node (ID, NAMES_TLS_SERVER, 0), "blkmig0f3c1a2bt0");
+  assert_name (names_node (ID, NAMES_TLS_AUTHZ, 0), "blkmig0f3c1a2bz0");
+  assert_name (names_node (ID, NAMES_TLS_CLIENT, 0), "blkmig0f3c1a2bc0");
+  assert_name (names_verify_export (ID, FALSE), "blkmig0f3c1a2bvo");
+  assert_name (names_verify_export (ID, TRUE), "blkmig0f3c1a2bvn");
+}
+
+/* Names that are not ours: another id, the user's own, a near miss, none. */
+static void
+test_owns (void)
+{
+  g_assert_false (names_owns (ID, NULL));
+  g_assert_false (names_owns (ID, ""));
+  g_assert_false (names_owns (ID, "drive0"));
+  g_assert_false (names_owns (ID, "blkmig"));
+  g_assert_false (names_owns (ID, "blkmig-0f3c1a2b"));
+  g_assert_false (names_owns (ID, "blkmig-0f3c1a2"));
+  g_assert_false (names_owns (ID, "xblkmig0f3c1a2bn0"));
+  g_assert_true (names_owns (ID, "blkmig-0f3c1a2b-"));
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/names/forms", test_forms);
+  g_test_add_func ("/names/owns", test_owns);
+  return g_test_run ();
+}

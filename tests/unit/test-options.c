@@ -1,0 +1,53 @@
+/* Unit tests for the option checks the commands share (src/options.c). */
+#include <glib.h>
+
+#include "common/error.h"
+#include "src/options.h"
+
+static void
+assert_refused (const MirrorTuning *tuning, const char *expected)
+{
+  g_autoptr(GError) error = NULL;
+
+  g_assert_false (options_mirror_check (tuning, &error));
+  g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE);
+  g_assert_cmpstr (error->message, ==, expected);
+}
+
+static void
+test_mirror_defaults (void)
+{
+  MirrorTuning tuning = MIRROR_TUNING_INIT;
+  g_autoptr(GError) error = NULL;
+
+  g_assert_true (options_mirror_check (&tuning, &error));
+  g_assert_no_error (error);
+  tuning.granularity = MIRROR_MAX_GRANULARITY;
+  tuning.copy_mode = (char *) "write-blocking";
+  tuning.stall_timeout = 0;
+  g_assert_true (options_mirror_check (&tuning, &error));
+}
+
+static void
+test_mirror_refused (void)
+{
+  MirrorTuning negative = { .stall_timeout = -2, .reconnect_delay = -1 };
+  MirrorTuning speed = { .speed = -1, .stall_timeout = -1, .reconnect_delay = -1 };
+  MirrorTuning odd = { .granularity = 1536, .stall_timeout = -1, .reconnect_delay = -1 };
+  MirrorTuning mode = { .copy_mode = (char *) "fast", .stall_timeout = -1,
+                        .reconnect_delay = -1 };
+
+  assert_refused (&negative, "--stall-timeout and --nbd-reconnect-delay must not be negative");
+  assert_refused (&speed, "--speed and --buf-size must not be negative");
+  assert_refused (&odd, "--granularity must be a power of two from 512 to 67108864, not 1536");
+  assert_refused (&mode, "--copy-mode must be background or write-blocking, not 'fast'");
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/options/mirror/defaults", test_mirror_defaults);
+  g_test_add_func ("/options/mirror/refused", test_mirror_refused);
+  return g_test_run ();
+}
