@@ -121,6 +121,12 @@ node_args() {
         -blockdev "driver=$fmt,file=file-$id,node-name=$id,cache.direct=on"
 }
 
+# KVM when /dev/kvm is a device; else TCG (absolute figures then mean less: the
+# guests' idle vCPUs compete with the copy for the host's CPUs).
+if [[ -z ${BENCH_ACCEL:-} ]]; then
+    if [[ -c /dev/kvm ]]; then BENCH_ACCEL=kvm; else BENCH_ACCEL=tcg; fi
+fi
+
 # vm_start NAME [ARGS...]: start a daemonized QEMU with two QMP sockets
 # ($W/NAME.qmp for blkmig, $W/NAME-ctl.qmp for the bench).  Prefix with
 # VM_NETNS=ns to run it inside a network namespace.
@@ -130,7 +136,7 @@ vm_start() {
     rm -f "$W/$name.qmp" "$W/$name-ctl.qmp" "$W/$name.pid"
     local pre=()
     [[ -n ${VM_NETNS:-} ]] && pre=(ip netns exec "$VM_NETNS")
-    "${pre[@]}" qemu-system-x86_64 -machine pc,accel=kvm -m 256 -nodefaults -display none \
+    "${pre[@]}" qemu-system-x86_64 -machine pc,accel="$BENCH_ACCEL" -m 256 -nodefaults -display none \
         "$@" \
         -qmp "unix:$W/$name.qmp,server=on,wait=off" \
         -qmp "unix:$W/$name-ctl.qmp,server=on,wait=off" \
