@@ -61,7 +61,8 @@ json_scan_byte (char c, guint *depth, gsize *values, const BlkmigJsonLimits *lim
   return FALSE;
 }
 
-gboolean
+/* Checks @data against @limits without parsing. */
+static gboolean
 blkmig_json_check_limits (const char *data, gssize len, const BlkmigJsonLimits *limits,
                           GError **error)
 {

@@ -17,9 +17,6 @@ typedef struct {
   gsize max_values;    /* roughly the number of nodes the tree would have */
 } BlkmigJsonLimits;
 
-/* Checks @data (@len bytes, -1: NUL-terminated) against @limits without parsing. */
-gboolean blkmig_json_check_limits (const char *data, gssize len, const BlkmigJsonLimits *limits,
-                                   GError **error);
 /* Checks the limits, then parses.  Errors are BLKMIG_ERROR_FAILED with the
  * problem alone ("nested deeper than 32 levels", json-glib's message escaped):
  * callers prefix what they were reading.  Returns the root (never NULL on success;

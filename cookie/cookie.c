@@ -607,7 +607,8 @@ parse_features (Cookie *cookie, JsonObject *obj, GError **error)
   return TRUE;
 }
 
-gboolean
+/* The formats blkmig handles: a cookie with any other is refused. */
+static gboolean
 cookie_format_supported (const char *format)
 {
   static const char *const formats[] = { "raw", "qcow2", NULL };

@@ -85,9 +85,6 @@ Cookie *cookie_new_reply (const Cookie *offer);
 /* The result cookie of @cookie (at least a destination cookie, else
  * BLKMIG_ERROR_COOKIE): its destination part, @status, no downtime measured, 0 bytes. */
 Cookie *cookie_new_result (const Cookie *cookie, const char *status, GError **error);
-/* Whether a disk's format is one blkmig handles (raw, qcow2): a cookie with any
- * other is refused when it is parsed. */
-gboolean cookie_format_supported (const char *format);
 CookieDisk *cookie_disk_new (const char *name, const char *node, const char *format,
                              gint64 virtual_size, gint64 allocated);
 /* Adds a feature this build offers. */

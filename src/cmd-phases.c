@@ -364,17 +364,10 @@ static gboolean
 phase_abort_side (QmpClient *qmp, const char *qmp_path, const Cookie *cookie, GError **error)
 {
   g_autoptr(GPtrArray) journals = phase_side_journals (cookie->id, qmp_path, error);
-  const Cookie *best = cookie;
 
   if (journals == NULL)
     return FALSE;
-  for (guint i = journals->len; i > 0; i--)  /* prepare's first */
-    {
-      Journal *journal = journals->pdata[i - 1];
-      if (journal->cookie != NULL)
-        best = journal->cookie;
-    }
-  session_abort (qmp, best);
+  session_abort (qmp, cookie);  /* QEMU objects by the id; files only as the journals list */
   for (guint i = 0; i < journals->len; i++)
     {
       Journal *journal = journals->pdata[i];
