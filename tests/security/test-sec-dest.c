@@ -200,8 +200,7 @@ test_journal_tmp_link (void)
   g_assert_false (exists (tmp));
 }
 
-/* The state directory decides what recover removes: another user's journal
- * in a directory others can write is refused, and nothing is touched. */
+/* A journal naming @created, written into @state as if blkmig had left it. */
 static char *
 plant_journal (Rig *rig, const char *state, const char *const *created)
 {
@@ -224,6 +223,8 @@ plant_journal (Rig *rig, const char *state, const char *const *created)
   return g_steal_pointer (&path);
 }
 
+/* The state directory decides what recover removes: a journal in a directory
+ * others can write is refused, and nothing is touched. */
 static void
 test_recover_insecure_dir (void)
 {
@@ -242,6 +243,25 @@ test_recover_insecure_dir (void)
                           "it must be a directory owned by uid %u with no access for others "
                           "(chmod 700)\n", state, geteuid (), geteuid ());
   g_assert_cmpstr (err, ==, want);
+  assert_victim (file);
+}
+
+/* Another user's journal, even in a good state directory, is not read. */
+static void
+test_recover_foreign_journal (void)
+{
+  g_autoptr(Rig) rig = rig_new ();
+  g_autofree char *state = rig_path (rig, "state");
+  g_autofree char *file = victim (rig, "victim");
+  const char *created[] = { file, NULL };
+  g_autofree char *journal = NULL;
+  g_autofree char *err = NULL;
+
+  g_assert_cmpint (g_mkdir (state, 0700), ==, 0);
+  journal = plant_journal (rig, state, created);
+  g_assert_cmpint (chown (journal, 65534, 65534), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, &err, "recover", "--all", NULL), !=, 0);
+  g_assert_nonnull (strstr (err, "not a regular file of uid"));
   assert_victim (file);
 }
 
@@ -635,6 +655,7 @@ main (int argc, char **argv)
   g_test_add_func ("/sec-dest/state-dir-owner", test_state_dir_owner);
   g_test_add_func ("/sec-dest/journal-tmp-link", test_journal_tmp_link);
   g_test_add_func ("/sec-dest/recover-insecure-dir", test_recover_insecure_dir);
+  g_test_add_func ("/sec-dest/recover-foreign-journal", test_recover_foreign_journal);
   g_test_add_func ("/sec-dest/recover-planted-journal", test_recover_planted_journal);
   g_test_add_func ("/sec-dest/private-dir-rule", test_private_dir_rule);
   g_test_add_func ("/sec-dest/private-dir-swapped", test_private_dir_swapped);
