@@ -21,9 +21,11 @@ Usage: ./run.sh COMMAND [ARGS...]
 Commands:
   deps          install the Debian 12 packages that are missing (apt-get, as root)
   build         deps, then meson setup build --werror and ninja -C build
-  test [ARGS]   deps + build, then all test suites (unit, integration), then a
-                sanitizer build (ASan+UBSan) running the unit suite; ARGS go to
-                the first `meson test`.  Ends with "N passed, N failed[, N skipped]".
+  test [ARGS]   deps + build, then all test suites (unit, integration, security)
+                on the system's QEMU 7.2, the integration and security suites
+                again on QEMU 10.0 (see qemu10), then a sanitizer build
+                (ASan+UBSan) running the unit suite; ARGS go to both QEMUs'
+                `meson test`.  Ends with "N passed, N failed[, N skipped]".
                 BLKMIG_TEST_SLOW=1 also runs the slow suite.  Last, every fuzz
                 harness for BLKMIG_TEST_FUZZ_SECONDS seconds each (default 20,
                 0 skips it); each harness counts as one test.
@@ -38,6 +40,10 @@ Commands:
   bench [ARGS]  deps + build, then bench/run-all.sh ARGS (P1..P8 performance
                 benchmarks, not part of `test`; --quick for one run each); prints
                 one table, see docs/performance.md
+  qemu10        fetch QEMU 10.0 (Debian bookworm-backports) into a cache outside the
+                tree (BLKMIG_QEMU_CACHE, default ~/.cache/blkmig) and print the
+                directory of its wrappers (qemu-system-x86_64, qemu-img, qemu-io,
+                qemu-nbd, qemu-storage-daemon); `test` does this itself
   -h, --help    this text
 EOF
 }
@@ -83,8 +89,75 @@ cmd_build() {
     ninja -C build || return 1
 }
 
+# ---- QEMU 10.0 beside the system's 7.2 (issue 11) ----------------------------
+
+# Debian's own QEMU 10.0 build for bookworm, from bookworm-backports, unpacked
+# into a cache outside the tree (kept between runs); the system's QEMU is not
+# touched.  BLKMIG_QEMU_CACHE overrides the cache directory.
+QEMU10_PACKAGES=(qemu-system-x86 qemu-system-common qemu-system-data qemu-utils)
+QEMU10_TOOLS=(qemu-system-x86_64 qemu-img qemu-io qemu-nbd qemu-storage-daemon)
+QEMU10_DIR=${BLKMIG_QEMU_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/blkmig}/qemu-10.0
+
+# qemu10_ok DIR: DIR/bin holds working QEMU 10.0 wrappers.
+qemu10_ok() {
+    "$1/bin/qemu-system-x86_64" -machine none -nodefaults -display none --version \
+        2>/dev/null | grep -q '^QEMU emulator version 10\.0\.' &&
+        "$1/bin/qemu-img" --version 2>/dev/null | grep -q '^qemu-img version 10\.0\.'
+}
+
+# qemu10_wrappers DIR: DIR/bin/TOOL runs DIR/root's TOOL with its own modules and,
+# for the emulator, its own firmware directory (-L).
+qemu10_wrappers() {
+    local dir=$1 root tool extra
+    root=$(readlink -f "$dir/root")
+    mkdir -p "$dir/bin"
+    for tool in "${QEMU10_TOOLS[@]}"; do
+        extra=''
+        [[ $tool == qemu-system-x86_64 ]] && extra=" -L $(printf %q "$root/usr/share/qemu")"
+        printf '#!/bin/sh\n# %s of QEMU 10.0 (bookworm-backports), unpacked by run.sh\n' "$tool" \
+            >"$dir/bin/$tool"
+        printf 'QEMU_MODULE_DIR=%q; export QEMU_MODULE_DIR\nexec %q%s "$@"\n' \
+            "$root/usr/lib/x86_64-linux-gnu/qemu" "$root/usr/bin/$tool" "$extra" >>"$dir/bin/$tool"
+        chmod 755 "$dir/bin/$tool"
+    done
+}
+
+# qemu10_fetch: makes $QEMU10_DIR (apt-get download against a private sources
+# list, dpkg-deb -x), built aside and renamed into place, so no half-made cache.
+qemu10_fetch() {
+    qemu10_ok "$QEMU10_DIR" && return 0
+    log "fetching QEMU 10.0 from bookworm-backports into $QEMU10_DIR"
+    mkdir -p "$(dirname "$QEMU10_DIR")" || return 1
+    local tmp p
+    tmp=$(mktemp -d "$QEMU10_DIR.new.XXXXXX") || return 1
+    mkdir -p "$tmp"/{apt/lists/partial,apt/cache/archives/partial,debs,root}
+    echo 'deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] http://deb.debian.org/debian bookworm-backports main' \
+        >"$tmp/apt/sources.list"
+    local apt=(-o "Dir::Etc::SourceList=$tmp/apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
+               -o "Dir::State::Lists=$tmp/apt/lists" -o "Dir::Cache=$tmp/apt/cache"
+               -o APT::Sandbox::User=root -qq)
+    if apt-get "${apt[@]}" update &&
+       (cd "$tmp/debs" && apt-get "${apt[@]}" download "${QEMU10_PACKAGES[@]/%//bookworm-backports}"); then
+        for p in "$tmp"/debs/*.deb; do dpkg-deb -x "$p" "$tmp/root" || break; done
+        rm -rf "$tmp/apt" "$tmp/debs"
+        qemu10_wrappers "$tmp"
+        if qemu10_ok "$tmp"; then
+            rm -rf "$QEMU10_DIR" && mv "$tmp" "$QEMU10_DIR" && qemu10_wrappers "$QEMU10_DIR" && return 0
+        fi
+    fi
+    log "could not set up QEMU 10.0 in $QEMU10_DIR"
+    rm -rf "$tmp"
+    return 1
+}
+
+# qemu_version BINDIR: "7.2.22" for BINDIR/qemu-system-x86_64.
+qemu_version() {
+    "$1/qemu-system-x86_64" --version 2>/dev/null |
+        sed -n 's/^QEMU emulator version \([0-9.]*\).*/\1/p'
+}
+
 # Totals over every `meson test` run.
-PASSED=0 FAILED=0 SKIPPED=0 STATUS=0
+PASSED=0 FAILED=0 SKIPPED=0 STATUS=0 SUMMARY=()
 
 # summary_count LOG LABEL: the number meson printed after "LABEL:" (0 if absent).
 summary_count() {
@@ -125,10 +198,13 @@ run_meson_test() {
     PASSED=$((PASSED + ok + xfail))
     FAILED=$((FAILED + failed))
     SKIPPED=$((SKIPPED + skip))
+    SUMMARY+=("$name: $((ok + xfail)) passed, $failed failed, $skip skipped")
     rm -f "$out"
 }
 
 print_totals() {
+    local line
+    for line in "${SUMMARY[@]}"; do log "$line"; done
     if ((SKIPPED > 0)); then
         echo "$PASSED passed, $FAILED failed, $SKIPPED skipped"
     else
@@ -144,8 +220,26 @@ cmd_test() {
         exit 1
     fi
 
-    # 1. Every suite but slow (unit + integration), extra arguments appended.
-    run_meson_test tests -C build --print-errorlogs --no-suite slow "$@"
+    # 1. Every suite but slow (unit, integration, security) on the system's QEMU;
+    #    extra arguments appended.  Tests that need a second QEMU (version skew)
+    #    get QEMU 10.0 as the other one.
+    local q7 q10=''
+    q7=$(qemu_version /usr/bin)
+    if qemu10_fetch; then
+        q10=$(qemu_version "$QEMU10_DIR/bin")
+    else
+        SUMMARY+=("QEMU 10.0: could not be fetched (counted as 1 failure)")
+        STATUS=1 FAILED=$((FAILED + 1))
+    fi
+    BLKMIG_TEST_OTHER_QEMU=${q10:+$QEMU10_DIR/bin} \
+        run_meson_test "tests on QEMU $q7" -C build --print-errorlogs --no-suite slow "$@"
+
+    # 1b. The suites that run QEMU once more on QEMU 10.0 (the system's is the other).
+    if [[ -n $q10 ]]; then
+        PATH=$QEMU10_DIR/bin:$PATH BLKMIG_TEST_OTHER_QEMU=/usr/bin \
+            run_meson_test "integration+security on QEMU $q10" -C build --print-errorlogs \
+            --suite integration --suite security "$@"
+    fi
 
     # 2. Optionally the slow suite.
     if [[ ${BLKMIG_TEST_SLOW:-0} == 1 ]]; then
@@ -264,6 +358,7 @@ case ${1:-} in
     demo)  shift; cmd_demo ;;
     bench) shift; cmd_bench "$@" ;;
     fuzz)  shift; cmd_fuzz "$@" ;;
+    qemu10) shift; qemu10_fetch && echo "$QEMU10_DIR/bin" ;;
     ''|-h|--help|help) usage ;;
     *) usage >&2; exit 2 ;;
 esac

@@ -235,9 +235,13 @@ dest_open_file_target (QmpClient *dst, Journal *journal, Cookie *reply, CookieDi
 static const char *
 dest_export_hint (const char *message)
 {
-  if (g_str_has_suffix (message, "Block node is read-only"))
-    return " (an incoming QEMU 7.2 cannot export a -drive disk: give the destination's "
-           "disks with -blockdev)";
+  /* QEMU 7.2 says the first, 10.0 the second */
+  if (g_str_has_suffix (message, "Block node is read-only")
+      || (strstr (message, "Could not open '") != NULL
+          && g_str_has_suffix (message, "': No such file or directory")))
+    return " (the destination QEMU could not reopen the image for writing: a -drive image "
+           "given by a relative path cannot be reopened once QEMU has changed its directory, "
+           "as -daemonize does; give the destination's images by absolute paths)";
   if (strstr (message, "Permission conflict") != NULL)
     return " (a guest device holds this disk: start the destination with -incoming defer, "
            "or give it the disk without a device)";

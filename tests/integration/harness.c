@@ -94,6 +94,32 @@ rig_accel (void)
   return accel;
 }
 
+const char *
+rig_other_qemu (void)
+{
+  const char *dir = g_getenv ("BLKMIG_TEST_OTHER_QEMU");
+
+  return dir != NULL && *dir != '\0' ? dir : NULL;
+}
+
+char *
+rig_qemu_version (gboolean other)
+{
+  g_autofree char *bin = other ? g_build_filename (rig_other_qemu (), "qemu-system-x86_64", NULL)
+                               : g_strdup ("qemu-system-x86_64");
+  const char *argv[] = { bin, "--version", NULL };
+  g_autofree char *out = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GSubprocess) proc = g_subprocess_newv (argv, G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error);
+
+  g_assert_no_error (error);
+  g_subprocess_communicate_utf8 (proc, NULL, NULL, &out, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_true (g_str_has_prefix (out, "QEMU emulator version "));
+  return g_strndup (out + strlen ("QEMU emulator version "),
+                    strcspn (out + strlen ("QEMU emulator version "), " \n"));
+}
+
 static GPtrArray *live_rigs;
 static void rig_remove_dir (const char *dir);
 
@@ -218,10 +244,38 @@ child_setup (gpointer user_data)
   prctl (PR_SET_PDEATHSIG, SIGKILL);
 }
 
+/* -drive (Proxmox and hand-written command lines): BlockBackend "drive-ID", the
+ * format node "node-ID" unless @flags has "drive-nonode" (QEMU names it). */
 static void
-vm_add_disks (GPtrArray *argv, const VmDisk *disks, gboolean devices, const char *blkdebug_id,
+vm_add_drives (GPtrArray *argv, const VmDisk *disks, const char *flags)
+{
+  gboolean named = strstr (flags, "drive-nonode") == NULL;
+  gboolean relative = strstr (flags, "relative") != NULL;
+
+  for (const VmDisk *d = disks; d != NULL && d->id != NULL; d++)
+    {
+      g_autofree char *base = g_path_get_basename (d->path);
+
+      g_ptr_array_add (argv, g_strdup ("-drive"));
+      g_ptr_array_add (argv, g_strdup_printf ("file=%s,format=%s,if=none,id=drive-%s%s%s",
+                                              relative ? base : d->path, d->format, d->id,
+                                              named ? ",node-name=node-" : "", named ? d->id : ""));
+      g_ptr_array_add (argv, g_strdup ("-device"));
+      g_ptr_array_add (argv, g_strdup_printf ("virtio-blk-pci,drive=drive-%s,id=%s", d->id, d->id));
+    }
+}
+
+static void
+vm_add_disks (GPtrArray *argv, const VmDisk *disks, const char *flags, const char *blkdebug_id,
               const char *blkdebug_opts)
 {
+  gboolean devices = flags == NULL || strstr (flags, "nodevices") == NULL;
+
+  if (flags != NULL && strstr (flags, "drive") != NULL)
+    {
+      vm_add_drives (argv, disks, flags);
+      return;
+    }
   for (const VmDisk *d = disks; d != NULL && d->id != NULL; d++)
     {
       g_ptr_array_add (argv, g_strdup ("-blockdev"));
@@ -244,21 +298,40 @@ vm_add_disks (GPtrArray *argv, const VmDisk *disks, gboolean devices, const char
     }
 }
 
+/* After opening its images QEMU changes to "/", as -daemonize does (chroot to "/"
+ * is the same move without forking away from the test). */
+static void
+vm_add_chdir_root (GPtrArray *argv, gboolean other)
+{
+  g_autofree char *version = rig_qemu_version (other);
+  g_auto(GStrv) v = g_strsplit (version, ".", 3);
+  gboolean run_with = atoi (v[0]) > 8 || (atoi (v[0]) == 8 && atoi (v[1]) >= 1);
+
+  g_ptr_array_add (argv, g_strdup (run_with ? "-run-with" : "-chroot"));
+  g_ptr_array_add (argv, g_strdup (run_with ? "chroot=/" : "/"));
+}
+
 static GPtrArray *
 vm_argv (const char *accel, const VmDisk *disks, const char *flags, const char *blkdebug_id,
          const char *blkdebug_opts)
 {
   GPtrArray *argv = g_ptr_array_new_with_free_func (g_free);
   const char *fixed[] = {
-    "qemu-system-x86_64", "-nodefaults", "-display", "none", "-m", "64",
+    "-nodefaults", "-display", "none", "-m", "64",
     "-chardev", "socket,id=mon0,fd=3,server=on,wait=off", "-mon", "chardev=mon0,mode=control",
     "-chardev", "socket,id=mon1,fd=4,server=on,wait=off", "-mon", "chardev=mon1,mode=control",
   };
 
+  g_ptr_array_add (argv, flags != NULL && strstr (flags, "other-qemu") != NULL
+                          ? g_build_filename (rig_other_qemu (), "qemu-system-x86_64", NULL)
+                          : g_strdup ("qemu-system-x86_64"));
   for (gsize i = 0; i < G_N_ELEMENTS (fixed); i++)
     g_ptr_array_add (argv, g_strdup (fixed[i]));
   g_ptr_array_add (argv, g_strdup ("-machine"));
-  g_ptr_array_add (argv, g_strdup_printf ("pc,accel=%s", accel));
+  /* a migration between QEMU versions needs one versioned machine type on both sides */
+  g_ptr_array_add (argv, g_strdup_printf ("%s,accel=%s",
+                                          flags != NULL && strstr (flags, "machine-7.2") != NULL
+                                          ? "pc-i440fx-7.2" : "pc", accel));
   if (flags != NULL && strstr (flags, "incoming") != NULL)
     {
       g_ptr_array_add (argv, g_strdup ("-incoming"));
@@ -266,8 +339,9 @@ vm_argv (const char *accel, const VmDisk *disks, const char *flags, const char *
     }
   if (flags != NULL && (strstr (flags, "incoming") != NULL || strstr (flags, "paused") != NULL))
     g_ptr_array_add (argv, g_strdup ("-S"));
-  vm_add_disks (argv, disks, flags == NULL || strstr (flags, "nodevices") == NULL, blkdebug_id,
-                blkdebug_opts);
+  vm_add_disks (argv, disks, flags, blkdebug_id, blkdebug_opts);
+  if (flags != NULL && strstr (flags, "chdir-root") != NULL)
+    vm_add_chdir_root (argv, strstr (flags, "other-qemu") != NULL);
   g_ptr_array_add (argv, NULL);
   return argv;
 }
@@ -296,6 +370,7 @@ vm_start_full (Rig *rig, const char *name, const VmDisk *disks, const char *flag
   g_subprocess_launcher_set_stdout_file_path (launcher, log);
   g_subprocess_launcher_set_stderr_file_path (launcher, log);
   g_subprocess_launcher_set_child_setup (launcher, child_setup, NULL, NULL);
+  g_subprocess_launcher_set_cwd (launcher, rig->dir);  /* for "relative" image paths */
   vm->proc = g_subprocess_launcher_spawnv (launcher, (const char *const *) argv->pdata, &error);
   g_assert_no_error (error);
   vm->qmp = qmp_client_connect_sync (test_path, name, NULL, &error);
@@ -551,6 +626,14 @@ proc_state (const char *pid)
     return 0;
   paren = strrchr (text, ')');  /* the command name may hold spaces and parentheses */
   return paren != NULL && paren[1] == ' ' ? paren[2] : 0;
+}
+
+char
+proc_get_state (GSubprocess *proc)
+{
+  const char *pid = g_subprocess_get_identifier (proc);
+
+  return pid != NULL ? proc_state (pid) : 0;
 }
 
 void

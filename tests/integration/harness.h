@@ -33,9 +33,21 @@ guint rig_count_journals (Rig *rig);
 /* "kvm" when /dev/kvm works, else "tcg". */
 const char *rig_accel (void);
 
+/* The directory of the other QEMU's binaries (BLKMIG_TEST_OTHER_QEMU, set by
+ * run.sh: QEMU 10.0 when PATH has 7.2, and the reverse), or NULL. */
+const char *rig_other_qemu (void);
+/* "7.2.22": PATH's qemu-system-x86_64, or with @other the other QEMU's. */
+char *rig_qemu_version (gboolean other);
+
 /* Starts QEMU with @disks (NULL-terminated by id == NULL).  @flags: "incoming"
  * adds -S -incoming defer, "paused" adds -S, "nodevices" gives the disks as
- * block nodes only (a storage target, like qemu-storage-daemon). */
+ * block nodes only (a storage target, like qemu-storage-daemon), "drive" gives
+ * them with -drive (BlockBackend drive-ID, node node-ID; "drive-nonode": no
+ * node-name), "other-qemu" runs rig_other_qemu()'s QEMU, "machine-7.2" the machine
+ * type pc-i440fx-7.2 (what both QEMUs of a cross-version migration must run),
+ * "relative" with "drive" names the images relative to the rig directory (QEMU's
+ * working directory), "chdir-root" makes QEMU change to "/" once it has opened
+ * them (as -daemonize does). */
 Vm *vm_start (Rig *rig, const char *name, const VmDisk *disks, const char *flags);
 void vm_stop (Vm *vm);
 /* Runs a command that must succeed; @args_json may be NULL. */
@@ -81,6 +93,8 @@ Vm *vm_start_blkdebug (Rig *rig, const char *name, const VmDisk *disks, const ch
 /* Waits (bounded, ~30 s) until process @proc is stopped (state 'T' in /proc/PID/stat),
  * e.g. after BLKMIG_TEST_PAUSE_AT made it SIGSTOP itself. */
 void proc_wait_stopped (GSubprocess *proc);
+/* @proc's state letter from /proc/PID/stat ('T' stopped, 'Z' ended), 0 when gone. */
+char proc_get_state (GSubprocess *proc);
 /* Copies @from to @to keeping holes (cp --sparse=always). */
 void file_copy_sparse (const char *from, const char *to);
 

@@ -1,6 +1,7 @@
 #!/bin/sh
 # Captures QEMU's QMP schema (query-qmp-schema) for tests/unit/fake-qemu.c.
 # Usage: capture-qmp-schema.sh BLKMIG [QEMU] > tests/unit/qmp-schema-7.2.json
+# (QEMU 10.0: QEMU=$(./run.sh qemu10)/qemu-system-x86_64, into qmp-schema-10.0.json)
 set -eu
 blkmig=${1:?usage: $0 BLKMIG [QEMU]}
 qemu=${2:-qemu-system-x86_64}

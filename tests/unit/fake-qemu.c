@@ -88,10 +88,13 @@ schema_get (void)
     {
       g_autoptr(GError) error = NULL;
       g_autoptr(JsonParser) parser = json_parser_new ();
+      /* meson runs the unit tests once more with QEMU 10.0's schema */
+      const char *path = g_getenv ("FAKE_QEMU_SCHEMA") != NULL ? g_getenv ("FAKE_QEMU_SCHEMA")
+                                                               : FAKE_QEMU_SCHEMA;
       JsonArray *entries;
 
-      if (!json_parser_load_from_file (parser, FAKE_QEMU_SCHEMA, &error))
-        g_error ("fake-qemu: cannot load %s: %s", FAKE_QEMU_SCHEMA, error->message);
+      if (!json_parser_load_from_file (parser, path, &error))
+        g_error ("fake-qemu: cannot load %s: %s", path, error->message);
       schema.root = json_node_copy (json_parser_get_root (parser));
       schema.by_name = g_hash_table_new (g_str_hash, g_str_equal);
       entries = json_node_get_array (schema.root);

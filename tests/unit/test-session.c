@@ -209,9 +209,10 @@ test_prepare_export_refused (Fixture *fx, gconstpointer data)
   g_assert_null (reply);
   g_assert_error (error, QMP_ERROR, QMP_ERROR_GENERIC);
   g_assert_cmpstr (error->message, ==,
-                   "prepare: vda (an incoming QEMU 7.2 cannot export a -drive disk: give the "
-                   "destination's disks with -blockdev): dst: block-export-add: Block node is "
-                   "read-only");
+                   "prepare: vda (the destination QEMU could not reopen the image for writing: "
+                   "a -drive image given by a relative path cannot be reopened once QEMU has "
+                   "changed its directory, as -daemonize does; give the destination's images "
+                   "by absolute paths): dst: block-export-add: Block node is read-only");
   g_assert_false (exists (fx->listen));    /* the rollback removed the socket */
 }
 
