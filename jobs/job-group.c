@@ -23,10 +23,12 @@ struct _JobGroup {
   gpointer changed_data;
   GError *closed;             /* why the QMP connection ended, if it did */
   guint stall_timeout_ms;
-  guint stall_timer;
   gint64 stall_last_done;
   gint64 stall_last_change_us;
-  GCancellable *stall_cancellable;
+  guint converge_window_ms;   /* 0: not watched */
+  gboolean converge_switch;   /* block-job-change may make a mirror write-blocking */
+  guint watch_timer;          /* both watchdogs */
+  GCancellable *watch_cancellable;
 };
 
 static void job_group_check_waiters (JobGroup *group);
@@ -123,6 +125,7 @@ job_group_free (JobGroup *group)
 {
   if (group == NULL)
     return;
+  group->converge_window_ms = 0;
   job_group_set_stall_timeout (group, 0);
   g_signal_handler_disconnect (group->qmp, group->event_handler);
   g_signal_handler_disconnect (group->qmp, group->closed_handler);
@@ -336,7 +339,7 @@ job_group_complete_all (JobGroup *group, GCancellable *cancellable, GError **err
 
       if (blk_job_is_ended (job))
         continue;
-      if (!qmp_block_job_complete (group->qmp, job->id, cancellable, error))
+      if (!qmp_job_complete (group->qmp, job->id, cancellable, error))
         return FALSE;
       if (!blk_job_is_ended (job))
         blk_job_set_state (job, BLK_JOB_COMPLETING);
@@ -468,7 +471,7 @@ job_group_totals (JobGroup *group, gint64 *done, gint64 *total)
     }
 }
 
-/* ---- stall watchdog ----------------------------------------------------- */
+/* ---- watchdogs: stall and convergence -------------------------------------- */
 
 static gboolean
 job_group_copying (JobGroup *group)
@@ -498,15 +501,10 @@ job_group_stalled (JobGroup *group)
 }
 
 static void
-job_group_stall_refreshed_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+job_group_check_stall (JobGroup *group, gint64 now)
 {
-  JobGroup *group = user_data;
-  g_autoptr(GError) error = NULL;
-  gint64 done, total, now = g_get_monotonic_time ();
+  gint64 done, total;
 
-  if (!job_group_refresh_finish (group, result, &error)
-      && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
-    return;  /* the watchdog was stopped, maybe with its group */
   job_group_totals (group, &done, &total);
   if (done != group->stall_last_done || !job_group_copying (group))
     {
@@ -517,34 +515,143 @@ job_group_stall_refreshed_cb (GObject *source, GAsyncResult *result, gpointer us
     job_group_stalled (group);
 }
 
+typedef struct {
+  JobGroup *group;    /* valid unless the call was cancelled (the watchdog stopped) */
+  char *job_id;
+} JobSwitch;
+
+static void
+job_group_switched_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  JobSwitch *sw = user_data;
+  g_autoptr(GError) error = NULL;
+  BlkJob *job = NULL;
+
+  if (!qmp_block_job_change_copy_mode_finish (QMP_CLIENT (source), result, &error)
+      && !g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    job = job_group_lookup (sw->group, sw->job_id);
+  if (job != NULL && !blk_job_is_ended (job))
+    {
+      g_autofree char *why = g_strdup_printf ("not converging, and switching it to "
+                                              "write-blocking failed: %s", error->message);
+      blk_job_fail (job, why);
+      job_group_notify (sw->group, job);
+    }
+  g_free (sw->job_id);
+  g_free (sw);
+}
+
+/* @job's remaining bytes stopped shrinking: write-blocking if we may, else fail it. */
+static void
+job_group_not_converging (JobGroup *group, BlkJob *job)
+{
+  /* not g_format_size: its no-break space would be escaped in the message */
+  g_autofree char *left = g_strdup_printf ("%.1f MiB", job->converge.low / 1048576.0);
+  guint secs = group->converge_window_ms / 1000;
+  g_autofree char *why = NULL;
+
+  converge_watch_reset (&job->converge);
+  if (!job->write_blocking && group->converge_switch)
+    {
+      JobSwitch *sw = g_new0 (JobSwitch, 1);
+
+      sw->group = group;
+      sw->job_id = g_strdup (job->id);
+      job->write_blocking = TRUE;
+      qmp_block_job_change_copy_mode_async (group->qmp, job->id, "write-blocking",
+                                            group->watch_cancellable, job_group_switched_cb, sw);
+      job_group_notify (group, job);
+      return;
+    }
+  if (job->write_blocking)
+    why = g_strdup_printf ("not converging even in write-blocking mode: no closer to ready "
+                           "for %u s (%s still to copy)", secs, left);
+  else
+    why = g_strdup_printf ("not converging: no closer to ready for %u s while the guest writes "
+                           "(%s still to copy), and the source QEMU cannot switch a running "
+                           "mirror to write-blocking (block-job-change, QEMU 8.2); run again "
+                           "with --copy-mode write-blocking", secs, left);
+  blk_job_fail (job, why);
+  job_group_notify (group, job);
+}
+
+static void
+job_group_check_convergence (JobGroup *group, gint64 now)
+{
+  for (guint i = 0; i < group->jobs->len; i++)
+    {
+      BlkJob *job = group->jobs->pdata[i];
+
+      if (job->state >= BLK_JOB_READY)
+        converge_watch_reset (&job->converge);
+      else if (converge_watch_stuck (&job->converge, job->offset, job->len, now,
+                                     (gint64) group->converge_window_ms * 1000))
+        job_group_not_converging (group, job);
+    }
+}
+
+static void
+job_group_watch_refreshed_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  JobGroup *group = user_data;
+  g_autoptr(GError) error = NULL;
+  gint64 now = g_get_monotonic_time ();
+
+  if (!job_group_refresh_finish (group, result, &error)
+      && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return;  /* the watchdog was stopped, maybe with its group */
+  if (group->stall_timeout_ms > 0)
+    job_group_check_stall (group, now);
+  if (group->converge_window_ms > 0)
+    job_group_check_convergence (group, now);
+}
+
 static gboolean
-job_group_stall_tick_cb (gpointer user_data)
+job_group_watch_tick_cb (gpointer user_data)
 {
   JobGroup *group = user_data;
 
   if (job_group_copying (group))
-    job_group_refresh_async (group, group->stall_cancellable, job_group_stall_refreshed_cb,
+    job_group_refresh_async (group, group->watch_cancellable, job_group_watch_refreshed_cb,
                              group);
   return G_SOURCE_CONTINUE;
+}
+
+/* (Re)starts the timer behind both watchdogs, or stops it when neither is on. */
+static void
+job_group_watch_restart (JobGroup *group)
+{
+  guint interval_ms = 1000;
+
+  if (group->watch_timer != 0)
+    g_source_remove (group->watch_timer);
+  group->watch_timer = 0;
+  if (group->watch_cancellable != NULL)
+    g_cancellable_cancel (group->watch_cancellable);
+  g_clear_object (&group->watch_cancellable);
+  if (group->stall_timeout_ms == 0 && group->converge_window_ms == 0)
+    return;
+  if (group->stall_timeout_ms > 0)
+    interval_ms = MIN (group->stall_timeout_ms / 4 + 1, interval_ms);
+  group->watch_cancellable = g_cancellable_new ();
+  group->stall_last_change_us = g_get_monotonic_time ();
+  group->stall_last_done = -1;
+  group->watch_timer = g_timeout_add (interval_ms, job_group_watch_tick_cb, group);
 }
 
 void
 job_group_set_stall_timeout (JobGroup *group, guint timeout_ms)
 {
-  if (group->stall_timer != 0)
-    g_source_remove (group->stall_timer);
-  group->stall_timer = 0;
-  if (group->stall_cancellable != NULL)
-    g_cancellable_cancel (group->stall_cancellable);
-  g_clear_object (&group->stall_cancellable);
   group->stall_timeout_ms = timeout_ms;
-  if (timeout_ms == 0)
-    return;
-  group->stall_cancellable = g_cancellable_new ();
-  group->stall_last_change_us = g_get_monotonic_time ();
-  group->stall_last_done = -1;
-  group->stall_timer = g_timeout_add (MIN (timeout_ms / 4 + 1, 1000), job_group_stall_tick_cb,
-                                      group);
+  job_group_watch_restart (group);
+}
+
+void
+job_group_set_convergence (JobGroup *group, guint window_ms, gboolean can_switch)
+{
+  group->converge_window_ms = window_ms;
+  group->converge_switch = can_switch;
+  job_group_watch_restart (group);
 }
 
 void

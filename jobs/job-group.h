@@ -26,7 +26,7 @@ void job_group_wait_ended_async (JobGroup *group, GCancellable *cancellable,
                                  GAsyncReadyCallback callback, gpointer user_data);
 gboolean job_group_wait_ended_finish (JobGroup *group, GAsyncResult *result, GError **error);
 
-/* block-job-complete on every job (pivot). */
+/* job-complete on every job (pivot). */
 gboolean job_group_complete_all (JobGroup *group, GCancellable *cancellable, GError **error);
 /* block-job-cancel on every job not yet ended.  force=FALSE on READY jobs gives a
  * point-in-time copy without pivot. */
@@ -47,6 +47,11 @@ void job_group_totals (JobGroup *group, gint64 *done, gint64 *total);
 /* A watchdog: while some job is not yet READY, no progress (bytes copied) for
  * @timeout_ms fails those jobs with "no progress for N s".  0 turns it off. */
 void job_group_set_stall_timeout (JobGroup *group, guint timeout_ms);
+/* A second watchdog: a job still copying whose remaining bytes set no new low for
+ * @window_ms while data moves is not converging.  With @can_switch it is made
+ * write-blocking (block-job-change; BlkJob.write_blocking, the changed func is
+ * called), else, or if it still does not converge, it fails.  0 turns it off. */
+void job_group_set_convergence (JobGroup *group, guint window_ms, gboolean can_switch);
 
 /* Called after every state change of any job. */
 typedef void (*JobGroupChangedFunc) (JobGroup *group, BlkJob *job, gpointer user_data);

@@ -12,6 +12,7 @@ blk_job_new (const char *id, const char *label)
   job->id = g_strdup (id);
   job->label = g_strdup (label);
   job->state = BLK_JOB_NEW;
+  converge_watch_reset (&job->converge);
   return job;
 }
 

@@ -4,10 +4,12 @@
 #include <glib.h>
 #include <json-glib/json-glib.h>
 
+#include "jobs/converge.h"
+
 /* Transitions (events from QEMU unless marked "we"):
  *   NEW → RUNNING              JOB_STATUS_CHANGE running
  *   NEW|RUNNING → READY        BLOCK_JOB_READY (or JOB_STATUS_CHANGE ready)
- *   RUNNING|READY → COMPLETING we sent block-job-complete
+ *   RUNNING|READY → COMPLETING we sent job-complete
  *   NEW|RUNNING|READY|COMPLETING → CANCELLING   we send block-job-cancel
  *   CANCELLING → the state before   we, when QEMU refused our block-job-cancel
  *   any → CONCLUDED            BLOCK_JOB_COMPLETED without error, or
@@ -37,6 +39,8 @@ typedef struct {
   char *error;         /* QEMU's text when FAILED */
   gint64 offset;       /* progress figures from events / query-block-jobs */
   gint64 len;
+  ConvergeWatch converge;
+  gboolean write_blocking;  /* we switched it (block-job-change): it now converges */
 } BlkJob;
 
 BlkJob *blk_job_new (const char *id, const char *label);

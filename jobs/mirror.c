@@ -16,6 +16,12 @@ mirror_tuning_clear (MirrorTuning *tuning)
 }
 
 gboolean
+mirror_tuning_is_auto (const MirrorTuning *tuning)
+{
+  return tuning->copy_mode == NULL || g_str_equal (tuning->copy_mode, "auto");
+}
+
+gboolean
 mirror_start (QmpClient *qmp, const char *job_id, const char *device, const char *target,
               const MirrorTuning *tuning, GCancellable *cancellable, GError **error)
 {
@@ -27,7 +33,7 @@ mirror_start (QmpClient *qmp, const char *job_id, const char *device, const char
     .speed = tuning->speed,
     .buf_size = tuning->buf_size > 0 ? tuning->buf_size : MIRROR_DEFAULT_BUF_SIZE,
     .granularity = tuning->granularity,
-    .copy_mode = tuning->copy_mode,
+    .copy_mode = mirror_tuning_is_auto (tuning) ? NULL : tuning->copy_mode,
     .auto_dismiss = FALSE,
   };
 

@@ -55,6 +55,13 @@ qmp_can_block_export (QmpClient *qmp)
   return qmp_client_has_command (qmp, "block-export-add");
 }
 
+gboolean
+qmp_can_change_copy_mode (QmpClient *qmp)
+{
+  /* copy-mode is all block-job-change can change (8.2 .. 10.x): no schema read */
+  return qmp_client_has_command (qmp, "block-job-change");
+}
+
 /* ---- the VM ---------------------------------------------------------------- */
 
 void
@@ -414,10 +421,10 @@ qmp_blockdev_mirror (QmpClient *qmp, const QmpBlockdevMirror *args, GCancellable
 }
 
 gboolean
-qmp_block_job_complete (QmpClient *qmp, const char *device, GCancellable *cancellable,
-                        GError **error)
+qmp_job_complete (QmpClient *qmp, const char *id, GCancellable *cancellable, GError **error)
 {
-  return qmp_run (qmp, "block-job-complete", qmp_args_new ("device", qmp_str (device), NULL),
+  /* job-complete (QEMU 3.0) does the same; QEMU 10.1 deprecates block-job-complete */
+  return qmp_run (qmp, "job-complete", qmp_args_new ("id", qmp_str (id), NULL),
                   cancellable, error);
 }
 
@@ -428,6 +435,25 @@ qmp_block_job_cancel (QmpClient *qmp, const char *device, gboolean force,
   return qmp_run (qmp, "block-job-cancel",
                   qmp_args_new ("device", qmp_str (device), "force", qmp_bool (force), NULL),
                   cancellable, error);
+}
+
+void
+qmp_block_job_change_copy_mode_async (QmpClient *qmp, const char *id, const char *copy_mode,
+                                      GCancellable *cancellable, GAsyncReadyCallback callback,
+                                      gpointer user_data)
+{
+  qmp_client_execute_async (qmp, "block-job-change",
+                            qmp_args_new ("id", qmp_str (id), "type", qmp_str ("mirror"),
+                                          "copy-mode", qmp_str (copy_mode), NULL),
+                            -1, 0, cancellable, callback, user_data);
+}
+
+gboolean
+qmp_block_job_change_copy_mode_finish (QmpClient *qmp, GAsyncResult *result, GError **error)
+{
+  g_autoptr(JsonNode) ret = qmp_client_execute_finish (qmp, result, error);
+
+  return ret != NULL;
 }
 
 gboolean

@@ -21,6 +21,8 @@ extern const char qmp_null_arg[];
 gboolean qmp_can_getfd (QmpClient *qmp);
 /* block-export-add/del (else only nbd-server-add/remove). */
 gboolean qmp_can_block_export (QmpClient *qmp);
+/* block-job-change copy-mode: a running mirror can become write-blocking (8.2). */
+gboolean qmp_can_change_copy_mode (QmpClient *qmp);
 
 /* ---- addresses ------------------------------------------------------------ */
 
@@ -164,10 +166,17 @@ typedef struct {
 
 gboolean qmp_blockdev_mirror (QmpClient *qmp, const QmpBlockdevMirror *args,
                               GCancellable *cancellable, GError **error);
-gboolean qmp_block_job_complete (QmpClient *qmp, const char *device,
-                                 GCancellable *cancellable, GError **error);
+/* job-complete: a READY mirror pivots. */
+gboolean qmp_job_complete (QmpClient *qmp, const char *id, GCancellable *cancellable,
+                           GError **error);
 gboolean qmp_block_job_cancel (QmpClient *qmp, const char *device, gboolean force,
                                GCancellable *cancellable, GError **error);
+/* block-job-change of mirror @id to @copy_mode ("write-blocking"; QEMU cannot go back). */
+void qmp_block_job_change_copy_mode_async (QmpClient *qmp, const char *id, const char *copy_mode,
+                                           GCancellable *cancellable,
+                                           GAsyncReadyCallback callback, gpointer user_data);
+gboolean qmp_block_job_change_copy_mode_finish (QmpClient *qmp, GAsyncResult *result,
+                                                GError **error);
 gboolean qmp_job_dismiss (QmpClient *qmp, const char *id, GCancellable *cancellable,
                           GError **error);
 void qmp_job_dismiss_async (QmpClient *qmp, const char *id, GCancellable *cancellable,

@@ -42,8 +42,12 @@ extern CommonOptions common_options;
   { "granularity", 0, 0, G_OPTION_ARG_INT64, &(t)->granularity, \
     "Dirty-tracking granularity, a power of two (default: QEMU's)", "BYTES" }, \
   { "copy-mode", 0, 0, G_OPTION_ARG_STRING, &(t)->copy_mode, \
-    "background (default) or write-blocking: guest writes wait for the target, so a busy " \
-    "disk still converges", "MODE" }, \
+    "auto (default; move: write-blocking): background until a mirror stops converging, " \
+    "then write-blocking; background; or write-blocking: guest writes wait for the " \
+    "target, so a busy disk still converges", "MODE" }, \
+  { "converge-window", 0, 0, G_OPTION_ARG_INT, &(t)->converge_window, \
+    "auto: a mirror whose remaining bytes have not shrunk for SECONDS while the guest " \
+    "writes is not converging (default 30, 0 = never switch)", "SECONDS" }, \
   { "stall-timeout", 0, 0, G_OPTION_ARG_INT, &(t)->stall_timeout, \
     "Give up when the copy makes no progress for SECONDS (default 60, 0 = never)", "SECONDS" }, \
   { "nbd-reconnect-delay", 0, 0, G_OPTION_ARG_INT, &(t)->reconnect_delay, \

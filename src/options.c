@@ -8,9 +8,10 @@ options_mirror_check (const MirrorTuning *tuning, GError **error)
 {
   gint64 g = tuning->granularity;
 
-  if (tuning->stall_timeout < -1 || tuning->reconnect_delay < -1)
+  if (tuning->stall_timeout < -1 || tuning->reconnect_delay < -1 || tuning->converge_window < -1)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "--stall-timeout and --nbd-reconnect-delay must not be negative"), FALSE;
+                        "--stall-timeout, --converge-window and --nbd-reconnect-delay must not "
+                        "be negative"), FALSE;
   if (tuning->speed < 0 || tuning->buf_size < 0)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                         "--speed and --buf-size must not be negative"), FALSE;
@@ -19,9 +20,9 @@ options_mirror_check (const MirrorTuning *tuning, GError **error)
                         "--granularity must be a power of two from 512 to 67108864, not %"
                         G_GINT64_FORMAT, g), FALSE;
   if (tuning->copy_mode != NULL && !g_str_equal (tuning->copy_mode, "background")
-      && !g_str_equal (tuning->copy_mode, "write-blocking"))
+      && !g_str_equal (tuning->copy_mode, "write-blocking") && !g_str_equal (tuning->copy_mode, "auto"))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "--copy-mode must be background or write-blocking, not '%s'",
+                        "--copy-mode must be auto, background or write-blocking, not '%s'",
                         tuning->copy_mode), FALSE;
   return TRUE;
 }

@@ -13,6 +13,7 @@
 
 typedef struct {
   BlkJobState shown;          /* last state reported */
+  gboolean write_blocking;    /* the switch to write-blocking was reported */
   gint64 last_bytes;          /* for the rate */
   gint64 last_us;
   double rate;                /* bytes per second, smoothed */
@@ -195,6 +196,19 @@ progress_tick_cb (gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
+/* --copy-mode auto made @job write-blocking: a line of its own and an event. */
+static void
+progress_switched (Progress *progress, BlkJob *job)
+{
+  g_autofree char *label = blkmig_escape (job->label);
+
+  events_emit ("copy-mode", "disk", qmp_str (job->label), "mode", qmp_str ("write-blocking"),
+               "reason", qmp_str ("not converging"), NULL);
+  if (!progress->quiet)
+    g_printerr ("blkmig: %s: not converging in background mode, switched to write-blocking\n",
+                label);
+}
+
 /* One report per visible state change (QEMU's internal steps are not news). */
 static void
 progress_changed_cb (JobGroup *group, BlkJob *job, gpointer user_data)
@@ -205,6 +219,11 @@ progress_changed_cb (JobGroup *group, BlkJob *job, gpointer user_data)
   if (job == NULL)
     return;
   view = progress_view (progress, job);
+  if (job->write_blocking && !view->write_blocking)
+    {
+      view->write_blocking = TRUE;
+      progress_switched (progress, job);
+    }
   if (view->shown == job->state)
     return;
   view->shown = job->state;

@@ -537,6 +537,10 @@ source_run (SourceRun *run, gboolean no_migrate, GCancellable *cancellable, GErr
   run->files = files;
   job_group_set_stall_timeout (group, 1000 * MIRROR_KNOB (opts->mirror.stall_timeout,
                                                           MIRROR_DEFAULT_STALL_TIMEOUT));
+  if (mirror_tuning_is_auto (&opts->mirror))
+    job_group_set_convergence (group, 1000 * MIRROR_KNOB (opts->mirror.converge_window,
+                                                          MIRROR_DEFAULT_CONVERGE_WINDOW),
+                               qmp_can_change_copy_mode (run->qmp));
   progress = progress_start (group, opts->quiet, opts->progress_ms);
   ok = source_mirror_and_switch (run, run->plan.migrate_uri, no_migrate, cancellable, error);
   g_clear_pointer (&progress, progress_stop);

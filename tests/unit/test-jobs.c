@@ -404,9 +404,9 @@ peer_simulate (Fixture *fx, Cmd *cmd)
       peer_block_event (fx, force ? "BLOCK_JOB_CANCELLED" : "BLOCK_JOB_COMPLETED", device, NULL);
       peer_status (fx, device, "concluded");
     }
-  else if (g_str_equal (cmd->execute, "block-job-complete"))
+  else if (g_str_equal (cmd->execute, "job-complete"))
     {
-      const char *device = json_object_get_string_member (obj, "device");
+      const char *device = json_object_get_string_member (obj, "id");
 
       peer_block_event (fx, "BLOCK_JOB_COMPLETED", device, NULL);
       peer_status (fx, device, "concluded");
@@ -832,8 +832,8 @@ test_group_complete_all (Fixture *fx, gconstpointer data)
   g_assert_no_error (error);
   g_assert_cmpint (j1->state, ==, BLK_JOB_COMPLETING);
   g_assert_cmpint (j2->state, ==, BLK_JOB_COMPLETING);
-  c1 = peer_expect (fx, "block-job-complete", "{\"device\":\"J1\"}");
-  c2 = peer_expect (fx, "block-job-complete", "{\"device\":\"J2\"}");
+  c1 = peer_expect (fx, "job-complete", "{\"id\":\"J1\"}");
+  c2 = peer_expect (fx, "job-complete", "{\"id\":\"J2\"}");
   peer_assert_quiet (fx);
   fx->simulate = TRUE;
   for (guint i = 0; i < 2; i++)
@@ -1078,6 +1078,56 @@ test_group_abort_timeout (Fixture *fx, gconstpointer data)
   peer_assert_quiet (fx);
 }
 
+/* ---- convergence ---------------------------------------------------------- */
+
+#define SEC G_USEC_PER_SEC
+#define MIB ((gint64) 1 << 20)
+
+/* Shrinking remaining bytes converge, however slowly. */
+static void
+test_converge_shrinking (void)
+{
+  ConvergeWatch w = CONVERGE_WATCH_INIT;
+
+  for (gint64 t = 0; t < 100; t++)
+    g_assert_false (converge_watch_stuck (&w, t * MIB, 200 * MIB, t * SEC, 3 * SEC));
+}
+
+/* Data moves, the dirty bytes come back as fast: stuck once the window passes. */
+static void
+test_converge_stuck (void)
+{
+  ConvergeWatch w = CONVERGE_WATCH_INIT;
+
+  g_assert_false (converge_watch_stuck (&w, 10 * MIB, 40 * MIB, 0, 3 * SEC));
+  g_assert_false (converge_watch_stuck (&w, 20 * MIB, 50 * MIB, 1 * SEC, 3 * SEC));
+  g_assert_false (converge_watch_stuck (&w, 30 * MIB, 61 * MIB, 2 * SEC, 3 * SEC));
+  g_assert_true (converge_watch_stuck (&w, 40 * MIB, 70 * MIB, 3 * SEC, 3 * SEC));
+  /* a new low starts the window again */
+  g_assert_false (converge_watch_stuck (&w, 50 * MIB, 79 * MIB, 4 * SEC, 3 * SEC));
+  g_assert_false (converge_watch_stuck (&w, 60 * MIB, 90 * MIB, 6 * SEC, 3 * SEC));
+  converge_watch_reset (&w);
+  g_assert_false (converge_watch_stuck (&w, 60 * MIB, 90 * MIB, 100 * SEC, 3 * SEC));
+}
+
+/* No data moved (a stall) or nothing left to copy (the rate limit holds READY
+ * back): neither is a failure to converge; no figures yet neither. */
+static void
+test_converge_not_stuck (void)
+{
+  ConvergeWatch stall = CONVERGE_WATCH_INIT;
+  ConvergeWatch done = CONVERGE_WATCH_INIT;
+  ConvergeWatch none = CONVERGE_WATCH_INIT;
+
+  g_assert_false (converge_watch_stuck (&stall, 10 * MIB, 40 * MIB, 0, 3 * SEC));
+  g_assert_false (converge_watch_stuck (&stall, 10 * MIB, 40 * MIB, 10 * SEC, 3 * SEC));
+  g_assert_false (converge_watch_stuck (&done, 32 * MIB, 32 * MIB, 0, 3 * SEC));
+  g_assert_false (converge_watch_stuck (&done, 900 * MIB, 900 * MIB, 10 * SEC, 3 * SEC));
+  g_assert_false (converge_watch_stuck (&none, 0, 0, 0, 3 * SEC));
+  g_assert_false (converge_watch_stuck (&none, -1, 10, 10 * SEC, 3 * SEC));
+  g_assert_false (converge_watch_stuck (&none, 20, 10, 20 * SEC, 3 * SEC));
+}
+
 int
 main (int argc, char **argv)
 {
@@ -1085,6 +1135,9 @@ main (int argc, char **argv)
   g_test_init (&argc, &argv, NULL);
 
   g_test_add_func ("/job/new", test_job_new);
+  g_test_add_func ("/converge/shrinking", test_converge_shrinking);
+  g_test_add_func ("/converge/stuck", test_converge_stuck);
+  g_test_add_func ("/converge/not-stuck", test_converge_not_stuck);
   g_test_add_func ("/job/running", test_job_running);
   g_test_add_func ("/job/ready-event", test_job_ready_event);
   g_test_add_func ("/job/ready-status", test_job_ready_status);

@@ -26,6 +26,11 @@ test_mirror_defaults (void)
   tuning.copy_mode = (char *) "write-blocking";
   tuning.stall_timeout = 0;
   g_assert_true (options_mirror_check (&tuning, &error));
+  g_assert_false (mirror_tuning_is_auto (&tuning));
+  tuning.copy_mode = (char *) "auto";
+  tuning.converge_window = 0;
+  g_assert_true (options_mirror_check (&tuning, &error));
+  g_assert_true (mirror_tuning_is_auto (&tuning));
 }
 
 static void
@@ -36,11 +41,16 @@ test_mirror_refused (void)
   MirrorTuning odd = { .granularity = 1536, .stall_timeout = -1, .reconnect_delay = -1 };
   MirrorTuning mode = { .copy_mode = (char *) "fast", .stall_timeout = -1,
                         .reconnect_delay = -1 };
+  MirrorTuning window = MIRROR_TUNING_INIT;
+  const char *negative_text = "--stall-timeout, --converge-window and --nbd-reconnect-delay "
+                              "must not be negative";
 
-  assert_refused (&negative, "--stall-timeout and --nbd-reconnect-delay must not be negative");
+  window.converge_window = -2;
+  assert_refused (&negative, negative_text);
+  assert_refused (&window, negative_text);
   assert_refused (&speed, "--speed and --buf-size must not be negative");
   assert_refused (&odd, "--granularity must be a power of two from 512 to 67108864, not 1536");
-  assert_refused (&mode, "--copy-mode must be background or write-blocking, not 'fast'");
+  assert_refused (&mode, "--copy-mode must be auto, background or write-blocking, not 'fast'");
 }
 
 int
