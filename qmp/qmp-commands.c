@@ -89,6 +89,25 @@ qmp_query_status (QmpClient *qmp, guint timeout_ms, GCancellable *cancellable, G
   return info;
 }
 
+char *
+qmp_query_machine_type (QmpClient *qmp, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(JsonNode) ret = qmp_client_execute_sync (qmp, "qom-get",
+                                                     qmp_args_new ("path", qmp_str ("/machine"),
+                                                                   "property", qmp_str ("type"),
+                                                                   NULL),
+                                                     cancellable, error);
+  const char *type = ret != NULL ? qmp_node_string (ret) : NULL;
+
+  if (ret == NULL)
+    return NULL;
+  if (type == NULL)
+    return g_set_error (error, QMP_ERROR, QMP_ERROR_PROTOCOL, "qom-get: not a string"), NULL;
+  if (g_str_has_suffix (type, "-machine"))
+    return g_strndup (type, strlen (type) - strlen ("-machine"));
+  return g_strdup (type);
+}
+
 gboolean
 qmp_stop (QmpClient *qmp, GCancellable *cancellable, GError **error)
 {
@@ -221,6 +240,7 @@ qmp_blockdev_add_nbd (QmpClient *qmp, const QmpBlockdevNbd *args, GCancellable *
                                 "server", qmp_address_flat (&args->server),
                                 "export", qmp_str (args->export_name),
                                 "discard", qmp_opt_str (args->discard),
+                                "detect-zeroes", qmp_opt_str (args->detect_zeroes),
                                 "reconnect-delay", args->reconnect_delay >= 0
                                   ? qmp_int (args->reconnect_delay) : NULL,
                                 "tls-creds", qmp_opt_str (args->tls_creds),
@@ -238,19 +258,38 @@ qmp_cache_arg (const QmpBlockdevImage *args)
                        "no-flush", qmp_bool (args->cache_no_flush), NULL);
 }
 
+static JsonNode *
+qmp_image_args (const QmpBlockdevImage *args)
+{
+  return qmp_args_new ("driver", qmp_str (args->format),
+                       "node-name", qmp_str (args->node_name),
+                       "cache", qmp_cache_arg (args),
+                       "discard", qmp_opt_str (args->discard),
+                       "detect-zeroes", qmp_opt_str (args->detect_zeroes),
+                       "file", qmp_args_new ("driver", qmp_str ("file"),
+                                             "filename", qmp_str (args->filename),
+                                             "cache", qmp_cache_arg (args),
+                                             "discard", qmp_opt_str (args->discard),
+                                             NULL),
+                       NULL);
+}
+
 gboolean
 qmp_blockdev_add_image (QmpClient *qmp, const QmpBlockdevImage *args,
                         GCancellable *cancellable, GError **error)
 {
-  return qmp_run (qmp, "blockdev-add",
-                  qmp_args_new ("driver", qmp_str (args->format),
-                                "node-name", qmp_str (args->node_name),
-                                "cache", qmp_cache_arg (args),
-                                "file", qmp_args_new ("driver", qmp_str ("file"),
-                                                      "filename", qmp_str (args->filename),
-                                                      "cache", qmp_cache_arg (args),
-                                                      NULL),
-                                NULL),
+  return qmp_run (qmp, "blockdev-add", qmp_image_args (args), cancellable, error);
+}
+
+gboolean
+qmp_blockdev_reopen_image (QmpClient *qmp, const QmpBlockdevImage *args,
+                           GCancellable *cancellable, GError **error)
+{
+  JsonNode *options = json_node_new (JSON_NODE_ARRAY);
+
+  json_node_take_array (options, json_array_new ());
+  json_array_add_element (json_node_get_array (options), qmp_image_args (args));
+  return qmp_run (qmp, "blockdev-reopen", qmp_args_new ("options", options, NULL),
                   cancellable, error);
 }
 
@@ -308,6 +347,7 @@ qmp_block_info_free (QmpBlockInfo *info)
     return;
   g_free (info->device);
   g_free (info->qdev);
+  g_free (info->detect_zeroes);
   g_free (info->node_name);
   g_free (info->file);
   g_free (info->drv);
@@ -343,6 +383,7 @@ qmp_block_info_parse (JsonObject *entry)
   info->ro = qmp_member_bool (inserted, "ro", FALSE);
   info->cache_direct = qmp_member_bool (cache, "direct", FALSE);
   info->cache_no_flush = qmp_member_bool (cache, "no-flush", FALSE);
+  info->detect_zeroes = qmp_dup (inserted, "detect_zeroes");
   info->image = qmp_image_info_parse (qmp_member_object (inserted, "image"));
   return info;
 }
@@ -541,13 +582,19 @@ qmp_query_block_jobs_finish (QmpClient *qmp, GAsyncResult *result, GError **erro
 /* ---- NBD server and exports ------------------------------------------------ */
 
 gboolean
-qmp_nbd_server_start (QmpClient *qmp, const QmpSocketAddress *addr, const char *tls_creds,
-                      const char *tls_authz, GCancellable *cancellable, GError **error)
+qmp_nbd_server_start (QmpClient *qmp, const QmpNbdServer *args, GCancellable *cancellable,
+                      GError **error)
 {
+  gboolean handshake = qmp_client_has_argument (qmp, "nbd-server-start", "handshake-max-seconds");
+
   return qmp_run (qmp, "nbd-server-start",
-                  qmp_args_new ("addr", qmp_address_legacy (addr),
-                                "tls-creds", qmp_opt_str (tls_creds),
-                                "tls-authz", qmp_opt_str (tls_authz), NULL),
+                  qmp_args_new ("addr", qmp_address_legacy (&args->addr),
+                                "tls-creds", qmp_opt_str (args->tls_creds),
+                                "tls-authz", qmp_opt_str (args->tls_authz),
+                                "max-connections", qmp_int (args->max_connections),
+                                "handshake-max-seconds", handshake
+                                  ? qmp_int (args->handshake_max_seconds) : NULL,
+                                NULL),
                   cancellable, error);
 }
 

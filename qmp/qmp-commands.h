@@ -55,6 +55,9 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (QmpStatusInfo, qmp_status_info_free)
 QmpStatusInfo *qmp_query_status (QmpClient *qmp, guint timeout_ms, GCancellable *cancellable,
                                  GError **error);
 gboolean qmp_stop (QmpClient *qmp, GCancellable *cancellable, GError **error);
+/* The machine type the VM runs ("pc-i440fx-7.2"; qom-get /machine type without
+ * QOM's "-machine" suffix); NULL with an error where there is none (a storage daemon). */
+char *qmp_query_machine_type (QmpClient *qmp, GCancellable *cancellable, GError **error);
 gboolean qmp_cont (QmpClient *qmp, GCancellable *cancellable, GError **error);
 /* Hands QEMU @fd (dup'ed) under @fdname. */
 gboolean qmp_getfd (QmpClient *qmp, const char *fdname, int fd, GCancellable *cancellable,
@@ -85,6 +88,7 @@ typedef struct {
   QmpSocketAddress server;
   const char *export_name;
   const char *discard;        /* "unmap", or NULL */
+  const char *detect_zeroes;  /* "unmap", or NULL */
   gint64 reconnect_delay;     /* seconds, < 0: omitted */
   const char *tls_creds;      /* NULL: none */
   const char *tls_hostname;   /* NULL: none */
@@ -101,10 +105,15 @@ typedef struct {
   gboolean set_cache;         /* send "cache" on both nodes: */
   gboolean cache_direct;
   gboolean cache_no_flush;
+  const char *discard;        /* both nodes: "unmap", or NULL */
+  const char *detect_zeroes;  /* the format node: "off", "on", "unmap", or NULL */
 } QmpBlockdevImage;
 
 gboolean qmp_blockdev_add_image (QmpClient *qmp, const QmpBlockdevImage *args,
                                  GCancellable *cancellable, GError **error);
+/* blockdev-reopen of a node made by qmp_blockdev_add_image with changed options. */
+gboolean qmp_blockdev_reopen_image (QmpClient *qmp, const QmpBlockdevImage *args,
+                                    GCancellable *cancellable, GError **error);
 gboolean qmp_blockdev_del (QmpClient *qmp, const char *node_name, GCancellable *cancellable,
                            GError **error);
 
@@ -127,6 +136,7 @@ typedef struct {
   gboolean ro;
   gboolean cache_direct;
   gboolean cache_no_flush;
+  char *detect_zeroes;        /* "off", "on", "unmap" (NULL: absent) */
   QmpImageInfo *image;        /* NULL when absent */
 } QmpBlockInfo;
 
@@ -203,8 +213,15 @@ GPtrArray *qmp_query_block_jobs_finish (QmpClient *qmp, GAsyncResult *result, GE
 
 /* ---- NBD server and exports ------------------------------------------------ */
 
-gboolean qmp_nbd_server_start (QmpClient *qmp, const QmpSocketAddress *addr,
-                               const char *tls_creds, const char *tls_authz,
+typedef struct {
+  QmpSocketAddress addr;
+  const char *tls_creds;          /* NULL: none */
+  const char *tls_authz;          /* NULL: none */
+  gint64 max_connections;         /* sent always (QEMU 9.1 changed the default) */
+  gint64 handshake_max_seconds;   /* sent where QEMU has it (10.0; default 10 s) */
+} QmpNbdServer;
+
+gboolean qmp_nbd_server_start (QmpClient *qmp, const QmpNbdServer *args,
                                GCancellable *cancellable, GError **error);
 gboolean qmp_nbd_server_stop (QmpClient *qmp, GCancellable *cancellable, GError **error);
 /* The old export commands (before block-export-add). */

@@ -47,19 +47,25 @@ typedef struct {
   gboolean was_running;     /* --verify paused it */
   const char *tag;          /* the move's random id; names derive from it */
   Journal *journal;
+  QmpBlockdevImage target;  /* how our node for the new image was opened */
 } MoveRun;
 
+/* The guest keeps its cache mode: with cache=none the new image is O_DIRECT too.
+ * While the mirror copies, zeros it reads (a thick source) become unmapping zero
+ * writes, so the new image stays thin; move_restore_zeroes undoes that for the guest. */
 static gboolean
 move_open_target (MoveRun *run, const MoveArgs *args, const char *format,
                   GCancellable *cancellable, GError **error)
 {
-  const QmpBlockdevImage target = {
+  run->target = (QmpBlockdevImage) {
     .node_name = run->node,
     .format = format,
     .filename = args->to,
     .set_cache = TRUE,
     .cache_direct = run->disk->cache_direct,
     .cache_no_flush = run->disk->cache_no_flush,
+    .discard = "unmap",
+    .detect_zeroes = "unmap",
   };
 
   if (g_file_test (args->to, G_FILE_TEST_EXISTS))
@@ -72,8 +78,21 @@ move_open_target (MoveRun *run, const MoveArgs *args, const char *format,
   if (!util_image_create (args->to, format, run->disk->virtual_size, cancellable, error))
     return FALSE;
   run->created = TRUE;
-  /* The guest keeps its cache mode: with cache=none the new image is O_DIRECT too. */
-  return qmp_blockdev_add_image (run->qmp, &target, cancellable, error);
+  return qmp_blockdev_add_image (run->qmp, &run->target, cancellable, error);
+}
+
+/* After the pivot the guest runs on our node: its detect-zeroes goes back to what
+ * the old disk had (scanning every guest write is not the guest's setting); discard
+ * stays unmap.  A failure costs only that scan: the move itself succeeded. */
+static void
+move_restore_zeroes (MoveRun *run)
+{
+  g_autoptr(GError) error = NULL;
+
+  run->target.detect_zeroes = run->disk->detect_zeroes != NULL ? run->disk->detect_zeroes : "off";
+  if (!qmp_blockdev_reopen_image (run->qmp, &run->target, NULL, &error))
+    g_printerr ("blkmig: warning: %s: the new image keeps detect-zeroes=unmap: %s\n",
+                run->disk->name, error->message);
 }
 
 /* stop / cont around a verified pivot (only a guest that was running is resumed) */
@@ -121,6 +140,7 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
         move_guest_run (run, TRUE, NULL, NULL);
       return FALSE;
     }
+  move_restore_zeroes (run);
   /* The guest has not run since the pivot: old and new must be the same. */
   if (args->verify && !move_verify_pivot (run->qmp, run->disk->name, run->disk->node, run->node,
                                           run->tag, common_options.quiet,

@@ -18,6 +18,7 @@ disk_info_free (DiskInfo *disk)
   g_free (disk->node);
   g_free (disk->format);
   g_free (disk->file);
+  g_free (disk->detect_zeroes);
   g_strfreev (disk->backing);
   g_free (disk);
 }
@@ -71,6 +72,7 @@ disks_from_block (const QmpBlockInfo *entry)
   disk->read_only = entry->ro;
   disk->cache_direct = entry->cache_direct;
   disk->cache_no_flush = entry->cache_no_flush;
+  disk->detect_zeroes = g_strdup (entry->detect_zeroes ?: "off");
   disk->format = g_strdup (entry->image != NULL ? entry->image->format ?: "raw"
                                                 : entry->drv ?: "raw");
   disks_take_image (disk, entry->image);

@@ -16,6 +16,7 @@ typedef struct {
   gboolean read_only;
   gboolean cache_direct;  /* cache.direct: O_DIRECT, i.e. cache=none/directsync */
   gboolean cache_no_flush;
+  char *detect_zeroes;    /* QEMU's detect-zeroes for the disk: "off", "on", "unmap" */
 } DiskInfo;
 
 void disk_info_free (DiskInfo *disk);

@@ -224,6 +224,7 @@ dest_open_file_target (QmpClient *dst, Journal *journal, Cookie *reply, CookieDi
     .node_name = disk->target_node,
     .format = disk->format,
     .filename = disk->target_path,
+    .discard = "unmap",       /* the source's zero writes may leave holes */
   };
 
   if (disk->created && !dest_create_target (journal, reply, disk, cancellable, error))
@@ -286,6 +287,29 @@ dest_expect_incoming (QmpClient *dst, GCancellable *cancellable, GError **error)
                "the destination QEMU is %s, not waiting for a migration: start it with "
                "-incoming defer -S", state);
   return FALSE;
+}
+
+/* A live migration between QEMU versions needs one versioned machine type on both
+ * sides; with another, QEMU refuses the stream only after every disk was copied. */
+static gboolean
+dest_check_machine (QmpClient *dst, const Cookie *reply, GCancellable *cancellable,
+                    GError **error)
+{
+  g_autoptr(GError) local_error = NULL;
+  g_autofree char *mine = NULL;
+  g_autofree char *shown = NULL;
+
+  if (reply->machine == NULL)
+    return TRUE;  /* an older source, or one that could not tell */
+  mine = qmp_query_machine_type (dst, cancellable, &local_error);
+  if (mine == NULL || g_str_equal (mine, reply->machine))
+    return TRUE;
+  shown = blkmig_escape (mine);
+  return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_MIGRATION,
+                      "the source runs machine type %s, the destination %s: a live migration "
+                      "needs the same one on both sides (QEMU would refuse the stream after "
+                      "the disks are copied); start the destination with -machine %s",
+                      reply->machine, shown, reply->machine), FALSE;
 }
 
 /* With --tls-creds the memory stream is TLS too, with the NBD server's credentials
@@ -362,7 +386,8 @@ dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean 
     return FALSE;
   if (!session_check_plaintext (opts->listen.host, opts->tls_dir != NULL, opts->insecure, error)
       || !dest_check_incoming (reply, opts, error)
-      || (reply->mode == COOKIE_MODE_LIVE && !dest_expect_incoming (dst, cancellable, error)))
+      || (reply->mode == COOKIE_MODE_LIVE && !dest_expect_incoming (dst, cancellable, error))
+      || (reply->mode == COOKIE_MODE_LIVE && !dest_check_machine (dst, reply, cancellable, error)))
     return FALSE;
   if (!dest_check_named (reply, opts, error))
     return FALSE;

@@ -31,6 +31,21 @@ typedef struct {
   SourcePlan plan;            /* what was decided from the cookie and the options */
 } SourceRun;
 
+#define QEMU_NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
+
+/* The source's machine type for the destination's check; none when QEMU cannot
+ * tell, or tells something that is not a QEMU name. */
+static char *
+source_machine_type (QmpClient *src, GCancellable *cancellable)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *type = qmp_query_machine_type (src, cancellable, &error);
+
+  if (type == NULL || strlen (type) > 64 || strspn (type, QEMU_NAME_CHARS) != strlen (type))
+    return NULL;
+  return g_steal_pointer (&type);
+}
+
 static Cookie *
 source_begin (QmpClient *src, CookieMode mode, const char *const *names,
               GCancellable *cancellable, GError **error)
@@ -49,6 +64,7 @@ source_begin (QmpClient *src, CookieMode mode, const char *const *names,
                         "the source has no disks to migrate"), NULL;
   events_emit ("phase", "phase", qmp_str ("begin"), "disks", qmp_int (chosen->len), NULL);
   cookie = cookie_new (mode);
+  cookie->machine = source_machine_type (src, cancellable);
   cookie_add_feature (cookie, "sparse", FALSE);
   for (guint i = 0; i < chosen->len; i++)
     {
@@ -115,12 +131,15 @@ source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GErr
   g_autofree char *tls = run->opts->tls_dir != NULL && run->tunnel.path == NULL
                         ? names_node (run->cookie->id, NAMES_TLS_CLIENT, 0) : NULL;
   /* discard=unmap lets the mirror pre-zero the target cheaply and then copy
-   * only allocated data, so sparse disks stay sparse and fast. */
+   * only allocated data, so sparse disks stay sparse and fast; detect-zeroes=unmap
+   * turns zeros read from a thick source (allocated, but zero) into zero writes
+   * that may unmap, so the target stays thin there too. */
   QmpBlockdevNbd args = {
     .node_name = node,
     .server = source_nbd_server_arg (run),
     .export_name = disk->export_name,
     .discard = "unmap",
+    .detect_zeroes = "unmap",
     .reconnect_delay = run->opts->pass_fds ? 0 : MIRROR_KNOB (run->opts->mirror.reconnect_delay,
                                                               MIRROR_DEFAULT_RECONNECT_DELAY),
     .tls_creds = tls,

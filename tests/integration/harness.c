@@ -52,6 +52,15 @@ img_write (const char *path, const char *format, int pattern, const char *offset
   g_assert_cmpint (status, ==, 0);
 }
 
+gint64
+file_allocated (const char *path)
+{
+  GStatBuf st;
+
+  g_assert_cmpint (g_stat (path, &st), ==, 0);
+  return (gint64) st.st_blocks * 512;
+}
+
 gboolean
 img_identical (const char *a, const char *b)
 {
@@ -270,6 +279,7 @@ vm_add_disks (GPtrArray *argv, const VmDisk *disks, const char *flags, const cha
               const char *blkdebug_opts)
 {
   gboolean devices = flags == NULL || strstr (flags, "nodevices") == NULL;
+  const char *unmap = flags != NULL && strstr (flags, "unmap") != NULL ? ",discard=unmap" : "";
 
   if (flags != NULL && strstr (flags, "drive") != NULL)
     {
@@ -285,12 +295,13 @@ vm_add_disks (GPtrArray *argv, const VmDisk *disks, const char *flags, const cha
                                                 d->id, d->path, blkdebug_opts != NULL ? "," : "",
                                                 blkdebug_opts != NULL ? blkdebug_opts : ""));
       else
-        g_ptr_array_add (argv, g_strdup_printf ("driver=file,filename=%s,node-name=file-%s",
-                                                d->path, d->id));
+        g_ptr_array_add (argv, g_strdup_printf ("driver=file,filename=%s,node-name=file-%s%s",
+                                                d->path, d->id, unmap));
       /* Without a device the format node itself carries the disk's name. */
       g_ptr_array_add (argv, g_strdup ("-blockdev"));
-      g_ptr_array_add (argv, g_strdup_printf ("driver=%s,file=file-%s,node-name=%s%s",
-                                              d->format, d->id, devices ? "drive-" : "", d->id));
+      g_ptr_array_add (argv, g_strdup_printf ("driver=%s,file=file-%s,node-name=%s%s%s",
+                                              d->format, d->id, devices ? "drive-" : "", d->id,
+                                              unmap));
       if (!devices)
         continue;
       g_ptr_array_add (argv, g_strdup ("-device"));

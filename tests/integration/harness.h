@@ -47,7 +47,8 @@ char *rig_qemu_version (gboolean other);
  * type pc-i440fx-7.2 (what both QEMUs of a cross-version migration must run),
  * "relative" with "drive" names the images relative to the rig directory (QEMU's
  * working directory), "chdir-root" makes QEMU change to "/" once it has opened
- * them (as -daemonize does). */
+ * them (as -daemonize does), "unmap" gives -blockdev disks discard=unmap (zero
+ * writes may then leave holes: a thin target). */
 Vm *vm_start (Rig *rig, const char *name, const VmDisk *disks, const char *flags);
 void vm_stop (Vm *vm);
 /* Runs a command that must succeed; @args_json may be NULL. */
@@ -71,6 +72,8 @@ void img_create (const char *path, const char *format, const char *size);
 void img_write (const char *path, const char *format, int pattern, const char *offset,
                 const char *len);
 gboolean img_identical (const char *a, const char *b);
+/* Bytes the file takes on disk (st_blocks * 512). */
+gint64 file_allocated (const char *path);
 /* Whether [offset, offset+len) reads back as @pattern. */
 gboolean img_has_pattern (const char *path, const char *format, int pattern,
                           const char *offset, const char *len);

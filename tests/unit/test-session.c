@@ -130,14 +130,28 @@ exists (const char *path)
 /* ---- prepare -------------------------------------------------------------- */
 
 /* The start of every prepare of vda onto the destination's node vda. */
+/* nbd-server-start as prepare sends it: handshake-max-seconds where the schema
+ * (QEMU 10.0's) has it. */
+/* qom-get of the machine type (begin records it, prepare compares it). */
+#define MACHINE_ARGS "{\"path\":\"/machine\",\"property\":\"type\"}"
+
+static const char *
+nbd_server_args (void)
+{
+  if (g_strrstr (g_getenv ("FAKE_QEMU_SCHEMA") ?: "", "10.0") != NULL)
+    return "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}},"
+           "\"max-connections\":128,\"handshake-max-seconds\":120}";
+  return "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}},"
+         "\"max-connections\":128}";
+}
+
 static void
 script_prepare_start (Fixture *fx, const char *nodes)
 {
   expect (fx, "query-block", NULL, "[]");
   expect (fx, "query-named-block-nodes", "{\"flat\":true}", nodes);
   expect (fx, "getfd", "{\"fdname\":\"blkmig-nbd-listen\"}", "{}");
-  expect (fx, "nbd-server-start",
-          "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}}}", "{}");
+  expect (fx, "nbd-server-start", nbd_server_args (), "{}");
 }
 
 /* What prepare's rollback sends once the server started (no export of ours left). */
@@ -223,8 +237,8 @@ test_prepare_target_add_fails (Fixture *fx, gconstpointer data)
   g_autoptr(Cookie) reply = NULL;
   g_autofree char *target = g_build_filename (fx->dir, "vda.qcow2", NULL);
   g_autofree char *args = g_strdup_printf ("{\"driver\":\"qcow2\",\"node-name\":\"blkmigID8d0\","
-                                           "\"file\":{\"driver\":\"file\",\"filename\":\"%s\"}}",
-                                           target);
+                                           "\"discard\":\"unmap\",\"file\":{\"driver\":\"file\","
+                                           "\"filename\":\"%s\",\"discard\":\"unmap\"}}", target);
 
   script_prepare_start (fx, "[]");
   expect_error (fx, "blockdev-add", args, "Could not open the image");
@@ -289,12 +303,13 @@ test_prepare_live (Fixture *fx, gconstpointer data)
     .journal = fx->journal,
   };
 
+  fx->offer->machine = g_strdup ("pc-i440fx-7.2");
   expect (fx, "query-block", NULL, "[]");
   expect (fx, "query-named-block-nodes", "{\"flat\":true}", DEST_NODES);
   expect (fx, "query-status", NULL, "{\"status\":\"inmigrate\",\"running\":false}");
+  expect (fx, "qom-get", MACHINE_ARGS, "\"pc-i440fx-7.2-machine\"");
   expect (fx, "getfd", "{\"fdname\":\"blkmig-nbd-listen\"}", "{}");
-  expect (fx, "nbd-server-start",
-          "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}}}", "{}");
+  expect (fx, "nbd-server-start", nbd_server_args (), "{}");
   expect (fx, "block-export-add", "{\"type\":\"nbd\",\"id\":\"blkmig-ID8-0\",\"node-name\":\"vda\","
           "\"name\":\"blkmig-ID8-0\",\"writable\":true}", "{}");
   expect (fx, "migrate-set-capabilities",
@@ -307,6 +322,42 @@ test_prepare_live (Fixture *fx, gconstpointer data)
   /* the memory stream's socket is listed for removal too */
   g_assert_true (g_ptr_array_find_with_equal_func (fx->journal->created, uri + 5,
                                                    g_str_equal, NULL));
+}
+
+/* Another machine type on the destination (here with a hostile byte in QEMU's
+ * answer): refused before anything starts, both types named, the peer's escaped. */
+static void
+test_prepare_machine_mismatch (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Cookie) reply = NULL;
+  PrepareOptions opts = {
+    .listen = { .unix_path = fx->listen },
+    .incoming_uri = (char *) "unix:/nonexistent/mig.sock",
+    .journal = fx->journal,
+  };
+
+  fx->offer->machine = g_strdup ("pc-i440fx-7.2");
+  expect (fx, "query-block", NULL, "[]");
+  expect (fx, "query-named-block-nodes", "{\"flat\":true}", DEST_NODES);
+  expect (fx, "query-status", NULL, "{\"status\":\"inmigrate\",\"running\":false}");
+  expect (fx, "qom-get", MACHINE_ARGS, "\"pc-i440fx-10.0\\u001b-machine\"");
+  expect (fx, "query-block-exports", NULL, "[]");
+  expect (fx, "query-named-block-nodes", "{\"flat\":true}", "[]");
+  expect (fx, "query-migrate-parameters", NULL, "{}");
+  fake_qemu_expect (fx->fake, "object-del", "*", "{}");
+  fake_qemu_expect (fx->fake, "object-del", "*", "{}");
+  fake_qemu_expect (fx->fake, "object-del", "*", "{}");
+  reply = session_prepare (connect (fx, "dst"), fx->offer, &opts, NULL, &error);
+  g_assert_null (reply);
+  g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_MIGRATION);
+  g_assert_cmpstr (error->message, ==,
+                   "prepare: the source runs machine type pc-i440fx-7.2, the destination "
+                   "pc-i440fx-10.0\\x1b: a live migration needs the same one on both sides "
+                   "(QEMU would refuse the stream after the disks are copied); start the "
+                   "destination with -machine pc-i440fx-7.2");
+  g_assert_cmpuint (fake_qemu_count (fx->fake, "nbd-server-start"), ==, 0);
+  g_assert_null (journal_step (fx, "prepare"));
 }
 
 static void
@@ -478,8 +529,10 @@ test_begin (Fixture *fx, gconstpointer data)
   CookieDisk *disk;
 
   expect (fx, "query-block", NULL, SRC_BLOCK);
+  expect (fx, "qom-get", MACHINE_ARGS, "\"pc-i440fx-7.2-machine\"");
   cookie = session_begin (connect (fx, "src"), COOKIE_MODE_LIVE, NULL, NULL, &error);
   g_assert_no_error (error);
+  g_assert_cmpstr (cookie->machine, ==, "pc-i440fx-7.2");
   g_assert_cmpint (cookie->kind, ==, COOKIE_KIND_SOURCE);
   g_assert_cmpint (cookie->mode, ==, COOKIE_MODE_LIVE);
   g_assert_cmpuint (cookie->disks->len, ==, 1);       /* the empty cd drive is no disk */
@@ -511,7 +564,8 @@ test_begin_unknown_disk (Fixture *fx, gconstpointer data)
 
 #define NBD_ADD \
   "{\"driver\":\"nbd\",\"node-name\":\"blkmigID8n0\",\"server\":{\"type\":\"unix\"," \
-  "\"path\":\"%s\"},\"export\":\"blkmig-ID8-0\",\"discard\":\"unmap\",\"reconnect-delay\":5}"
+  "\"path\":\"%s\"},\"export\":\"blkmig-ID8-0\",\"discard\":\"unmap\"," \
+  "\"detect-zeroes\":\"unmap\",\"reconnect-delay\":5}"
 #define MIRROR \
   "{\"job-id\":\"blkmig-ID8-0\",\"device\":\"drive0\",\"target\":\"blkmigID8n0\"," \
   "\"sync\":\"full\",\"buf-size\":67108864,\"auto-dismiss\":false}"
@@ -747,6 +801,7 @@ main (int argc, char **argv)
   ADD ("prepare/qmp-closes", COOKIE_MODE_COPY, test_prepare_qmp_closes);
   ADD ("prepare/no-disk", COOKIE_MODE_COPY, test_prepare_no_disk);
   ADD ("prepare/live", COOKIE_MODE_LIVE, test_prepare_live);
+  ADD ("prepare/machine-mismatch", COOKIE_MODE_LIVE, test_prepare_machine_mismatch);
   ADD ("prepare/not-incoming", COOKIE_MODE_LIVE, test_prepare_not_incoming);
   ADD ("prepare/incoming-plaintext", COOKIE_MODE_LIVE, test_prepare_incoming_plaintext);
   ADD ("finish/copy", COOKIE_MODE_COPY, test_finish_copy);
