@@ -55,6 +55,7 @@ cookie_free (Cookie *cookie)
     return;
   g_free (cookie->id);
   g_free (cookie->source_host);
+  g_free (cookie->machine);
   g_clear_pointer (&cookie->features, g_ptr_array_unref);
   g_clear_pointer (&cookie->disks, g_ptr_array_unref);
   g_free (cookie->dest_host);
@@ -166,6 +167,7 @@ cookie_copy_as (const Cookie *cookie, CookieKind kind)
   copy = cookie_alloc (kind, cookie->mode);
   copy->id = g_strdup (cookie->id);
   copy->source_host = g_strdup (cookie->source_host);
+  copy->machine = g_strdup (cookie->machine);
   for (guint i = 0; i < cookie->features->len; i++)
     {
       const CookieFeature *feature = g_ptr_array_index (cookie->features, i);
@@ -557,6 +559,9 @@ parse_mode (JsonObject *obj, CookieMode *mode, GError **error)
 }
 
 /* version, kind, id, mode and source: everything but features and disks. */
+static gboolean check_name (const char *where, const char *key, const char *value,
+                            GError **error);
+
 static Cookie *
 parse_header (JsonObject *obj, CookieKind min_kind, GError **error)
 {
@@ -571,7 +576,9 @@ parse_header (JsonObject *obj, CookieKind min_kind, GError **error)
       || !check_hex_id (cookie->id, error)
       || !parse_mode (obj, &cookie->mode, error)
       || !get_object (obj, NULL, "source", &source, error)
-      || !get_string (source, "source", "host", TRUE, &cookie->source_host, error))
+      || !get_string (source, "source", "host", TRUE, &cookie->source_host, error)
+      || !get_string (source, "source", "machine", FALSE, &cookie->machine, error)
+      || (cookie->machine != NULL && !check_name ("source", "machine", cookie->machine, error)))
     return NULL;
   return g_steal_pointer (&cookie);
 }
@@ -998,6 +1005,8 @@ build_cookie (const Cookie *cookie)
   json_builder_set_member_name (b, "source");
   json_builder_begin_object (b);
   blkmig_json_add_string (b, "host", cookie->source_host);
+  if (cookie->machine != NULL)
+    blkmig_json_add_string (b, "machine", cookie->machine);
   json_builder_end_object (b);
   build_features (b, cookie);
   json_builder_set_member_name (b, "disks");

@@ -51,6 +51,7 @@ typedef struct {
   char *id;              /* 32 lowercase hex digits */
   CookieMode mode;
   char *source_host;
+  char *machine;         /* the source's machine type ("pc-i440fx-7.2"), may be NULL */
   GPtrArray *features;   /* CookieFeature: offered (source) */
   GPtrArray *disks;      /* CookieDisk */
   /* destination */

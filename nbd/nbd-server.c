@@ -10,6 +10,13 @@
 
 #define NBD_EXPORT_DEL_TIMEOUT_MS (30 * 1000)
 #define NBD_LISTEN_FD_NAME "blkmig-nbd-listen"
+/* Who connects: one client per disk (a reconnect replaces it), --verify's reader,
+ * or a tunnel-endpoint's channels (TUNNEL_MAX_CHANNELS, 64).  Explicit because
+ * QEMU 9.1 changed the default (unlimited before, 100 since). */
+#define NBD_SERVER_MAX_CONNECTIONS 128
+/* QEMU 10.0 drops a client whose NBD handshake takes more than 10 s; through a
+ * busy tunnel or a slow TLS handshake that can be too short. */
+#define NBD_SERVER_HANDSHAKE_SECONDS 120
 
 void
 nbd_endpoint_clear (NbdEndpoint *ep)
@@ -148,10 +155,15 @@ gboolean
 nbd_server_start (QmpClient *qmp, NbdEndpoint *ep, const char *tls_creds, const char *tls_authz,
                   GCancellable *cancellable, GError **error)
 {
-  QmpSocketAddress addr = { 0 };
+  QmpNbdServer args = {
+    .tls_creds = tls_creds,
+    .tls_authz = tls_authz,
+    .max_connections = NBD_SERVER_MAX_CONNECTIONS,
+    .handshake_max_seconds = NBD_SERVER_HANDSHAKE_SECONDS,
+  };
 
-  return nbd_server_addr (qmp, ep, &addr, cancellable, error)
-         && qmp_nbd_server_start (qmp, &addr, tls_creds, tls_authz, cancellable, error);
+  return nbd_server_addr (qmp, ep, &args.addr, cancellable, error)
+         && qmp_nbd_server_start (qmp, &args, cancellable, error);
 }
 
 gboolean

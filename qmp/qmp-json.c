@@ -13,6 +13,13 @@ qmp_node_array (JsonNode *node)
   return node != NULL && JSON_NODE_HOLDS_ARRAY (node) ? json_node_get_array (node) : NULL;
 }
 
+const char *
+qmp_node_string (JsonNode *node)
+{
+  return node != NULL && JSON_NODE_HOLDS_VALUE (node)
+         && json_node_get_value_type (node) == G_TYPE_STRING ? json_node_get_string (node) : NULL;
+}
+
 static JsonNode *
 qmp_member (JsonObject *obj, const char *key)
 {

@@ -9,6 +9,7 @@
  * like {"node-name": false} can never crash blkmig or raise a GLib critical. */
 JsonObject *qmp_node_object (JsonNode *node);
 JsonArray *qmp_node_array (JsonNode *node);
+const char *qmp_node_string (JsonNode *node);
 const char *qmp_member_string (JsonObject *obj, const char *key);
 const char *qmp_member_string_or (JsonObject *obj, const char *key, const char *fallback);
 gint64 qmp_member_int (JsonObject *obj, const char *key, gint64 fallback);

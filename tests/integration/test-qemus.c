@@ -126,6 +126,51 @@ test_relative_after_chdir (Pair *p, gconstpointer data)
   g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
 }
 
+/* pc-i440fx-MAJOR.MINOR: what "pc" means for a QEMU of @version. */
+static char *
+pc_machine (const char *version)
+{
+  g_auto(GStrv) v = g_strsplit (version, ".", 3);
+
+  return g_strdup_printf ("pc-i440fx-%s.%s", v[0], v[1]);
+}
+
+/* Both on plain "pc", which names another machine type in each QEMU: prepare
+ * refuses before anything moves (QEMU itself would refuse only the memory stream,
+ * after every disk was copied). */
+static void
+test_skew_machine (Pair *p, gconstpointer data)
+{
+  g_autofree char *err = NULL;
+  g_autofree char *want = NULL;
+  g_autofree char *status_text = NULL;
+  g_autofree char *mine = NULL;
+  g_autofree char *other = NULL;
+  g_autofree char *mine_version = NULL;
+  g_autofree char *other_version = NULL;
+
+  if (rig_other_qemu () == NULL)
+    {
+      g_test_skip ("BLKMIG_TEST_OTHER_QEMU is not set (./run.sh test sets it)");
+      return;
+    }
+  mine = pc_machine (mine_version = rig_qemu_version (FALSE));
+  other = pc_machine (other_version = rig_qemu_version (TRUE));
+  pair_start (p, NULL, "incoming other-qemu");
+  g_assert_cmpint (blkmig_run (NULL, &err, "migrate", "--source", p->src->qmp_path,
+                               "--dest", p->dst->qmp_path, NULL), ==, 7);
+  want = g_strdup_printf ("blkmig migrate: prepare: the source runs machine type %s, the "
+                          "destination %s: a live migration needs the same one on both sides "
+                          "(QEMU would refuse the stream after the disks are copied); start "
+                          "the destination with -machine %s\n", mine, other, mine);
+  g_assert_cmpstr (err, ==, want);
+  status_text = vm_status (p->src);
+  g_assert_cmpstr (status_text, ==, "running");
+  g_assert_cmpuint (vm_count_blkmig_nodes (p->src), ==, 0);
+  g_assert_cmpuint (vm_count_exports (p->dst), ==, 0);
+  g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
+}
+
 /* The destination runs the other QEMU (BLKMIG_TEST_OTHER_QEMU). */
 static void
 test_skew (Pair *p, gconstpointer data)
@@ -169,6 +214,7 @@ main (int argc, char **argv)
 #define ADD(path, c, fn) g_test_add (path, Pair, c, pair_setup, fn, pair_teardown)
   ADD ("/qemus/skew/live", &skew_live, test_skew);
   ADD ("/qemus/skew/copy", &skew_copy, test_skew);
+  ADD ("/qemus/skew/machine-mismatch", NULL, test_skew_machine);
   ADD ("/qemus/drive/drive-to-drive", &drive_drive, test_combination);
   ADD ("/qemus/drive/drive-to-blockdev", &drive_blockdev, test_combination);
   ADD ("/qemus/drive/blockdev-to-drive", &blockdev_drive, test_combination);

@@ -570,8 +570,8 @@ link_case $c 2 --nbd-reconnect-delay 15
 if ((RC == 0)); then ok "$c: a 2 s link outage: perform still succeeds ($TOOK s)"
 else not_ok "$c: a 2 s link outage: perform still succeeds" "status $RC" "$DIR/$c-perform.log"; fi
 run "$DIR/$c-finish.log" in_dst finish --qmp "$DIR/$c-dst.qmp" -c "$DIR/$c-result.cookie"
-if ((RC == 0)) && identical qcow2 "$DIR/$c-src-vda.qcow2" "$DIR/$c-dst-vda.qcow2" &&
-    identical raw "$DIR/$c-src-vdb.raw" "$DIR/$c-dst-vdb.raw"; then
+if ((RC == 0)) && identical qcow2 "$DIR/$c-src-vda.qcow2" "$DIR/$c-dst-vda.qcow2" >/dev/null &&
+    identical raw "$DIR/$c-src-vdb.raw" "$DIR/$c-dst-vdb.raw" >/dev/null; then
     ok "$c: finish, and both disks are identical"
 else not_ok "$c: finish, and both disks are identical" "$DIR/$c-finish.log"; fi
 stop_pair $c

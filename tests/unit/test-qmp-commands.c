@@ -83,17 +83,26 @@ test_wire_block (Fixture *fx, gconstpointer data)
 static void
 test_wire_nbd_migration (Fixture *fx, gconstpointer data)
 {
-  const QmpSocketAddress fd = { .type = QMP_ADDRESS_FD, .fd_name = "blkmig-nbd-listen" };
+  const QmpNbdServer server = {
+    .addr = { .type = QMP_ADDRESS_FD, .fd_name = "blkmig-nbd-listen" },
+    .tls_creds = "t0",
+    .max_connections = 7,
+    .handshake_max_seconds = 9,
+  };
+  gboolean qemu10 = g_strrstr (g_getenv ("FAKE_QEMU_SCHEMA") ?: "", "10.0") != NULL;
   const QmpMigrateParameters unset = { .tls_creds = QMP_NULL, .tls_hostname = QMP_NULL };
   const char *const caps[] = { "events", "late-block-activate", NULL };
   const char *const dns[] = { "CN=a", NULL };
   g_autoptr(GError) error = NULL;
 
   fixture_connect (fx);
+  /* handshake-max-seconds only where the schema has it (QEMU 10.0) */
   expect (fx, "nbd-server-start",
-          "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}},"
-          "\"tls-creds\":\"t0\"}");
-  g_assert_true (qmp_nbd_server_start (fx->qmp, &fd, "t0", NULL, NULL, &error));
+          qemu10 ? "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}},"
+                   "\"tls-creds\":\"t0\",\"max-connections\":7,\"handshake-max-seconds\":9}"
+                 : "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}},"
+                   "\"tls-creds\":\"t0\",\"max-connections\":7}");
+  g_assert_true (qmp_nbd_server_start (fx->qmp, &server, NULL, &error));
   expect (fx, "migrate-set-parameters", "{\"tls-creds\":null,\"tls-hostname\":null}");
   g_assert_true (qmp_migrate_set_parameters (fx->qmp, &unset, NULL, &error));
   expect (fx, "migrate-set-capabilities",
