@@ -55,6 +55,10 @@ test_wire_block (Fixture *fx, gconstpointer data)
     .node_name = "n", .format = "qcow2", .filename = "/t.qcow2", .set_cache = TRUE,
     .cache_direct = TRUE,
   };
+  const QmpBlockdevImage reopen = {
+    .node_name = "m", .format = "raw", .filename = "/m.raw", .discard = "unmap",
+    .detect_zeroes = "off",
+  };
   g_autoptr(GError) error = NULL;
 
   fixture_connect (fx);
@@ -73,6 +77,13 @@ test_wire_block (Fixture *fx, gconstpointer data)
           "\"no-flush\":false},\"file\":{\"driver\":\"file\",\"filename\":\"/t.qcow2\","
           "\"cache\":{\"direct\":true,\"no-flush\":false}}}");
   g_assert_true (qmp_blockdev_add_image (fx->qmp, &image, NULL, &error));
+  expect (fx, "blockdev-reopen",
+          "{\"options\":[{\"driver\":\"raw\",\"node-name\":\"m\",\"discard\":\"unmap\","
+          "\"detect-zeroes\":\"off\",\"file\":{\"driver\":\"file\",\"filename\":\"/m.raw\","
+          "\"discard\":\"unmap\"}}]}");
+  g_assert_true (qmp_blockdev_reopen_image (fx->qmp, &reopen, NULL, &error));
+  expect (fx, "job-complete", "{\"id\":\"j\"}");
+  g_assert_true (qmp_job_complete (fx->qmp, "j", NULL, &error));
   expect (fx, "block-job-cancel", "{\"device\":\"j\",\"force\":true}");
   g_assert_true (qmp_block_job_cancel (fx->qmp, "j", TRUE, NULL, &error));
   expect (fx, "yank", "{\"instances\":[{\"type\":\"block-node\",\"node-name\":\"n\"}]}");
@@ -142,6 +153,30 @@ test_reply_migrate (Fixture *fx, gconstpointer data)
   g_assert_null (bad->error_desc);
   g_assert_cmpint (bad->transferred, ==, -1);
   g_assert_cmpint (bad->downtime, ==, -1);
+}
+
+/* The machine type: QOM's "-machine" suffix dropped; a mistyped answer is an error. */
+static void
+test_reply_machine (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *type = NULL;
+  g_autofree char *plain = NULL;
+  g_autofree char *bad = NULL;
+
+  fake_qemu_expect_raw (fx->fake, "qom-get", "{\"path\":\"/machine\",\"property\":\"type\"}",
+                        "\"return\": \"pc-i440fx-7.2-machine\"");
+  fixture_connect (fx);
+  type = qmp_query_machine_type (fx->qmp, NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (type, ==, "pc-i440fx-7.2");
+  fake_qemu_expect_raw (fx->fake, "qom-get", "*", "\"return\": \"microvm\"");
+  plain = qmp_query_machine_type (fx->qmp, NULL, &error);
+  g_assert_cmpstr (plain, ==, "microvm");
+  fake_qemu_expect_raw (fx->fake, "qom-get", "*", "\"return\": {\"type\": 7}");
+  bad = qmp_query_machine_type (fx->qmp, NULL, &error);
+  g_assert_null (bad);
+  g_assert_error (error, QMP_ERROR, QMP_ERROR_PROTOCOL);
 }
 
 static void
@@ -215,6 +250,7 @@ main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
 #define ADD(path, func) g_test_add (path, Fixture, NULL, fixture_setup, func, fixture_teardown)
+  ADD ("/qmp-commands/reply/machine", test_reply_machine);
   ADD ("/qmp-commands/wire/block", test_wire_block);
   ADD ("/qmp-commands/wire/nbd-migration", test_wire_nbd_migration);
   ADD ("/qmp-commands/reply/migrate", test_reply_migrate);
