@@ -98,13 +98,25 @@ run_migration (Pair *p, const Case *c)
   g_assert_true (img_has_pattern (p->dst_vda, "qcow2", 0x5a, "100M", "1M"));
 }
 
+/* A refused migration: the source runs on, nothing of blkmig's is left anywhere. */
+static void
+assert_rolled_back (Pair *p)
+{
+  g_autofree char *status_text = vm_status (p->src);
+
+  g_assert_cmpstr (status_text, ==, "running");
+  g_assert_cmpuint (vm_count_blkmig_nodes (p->src), ==, 0);
+  g_assert_cmpuint (vm_count_exports (p->dst), ==, 0);
+  g_assert_cmpuint (vm_count_blkmig_nodes (p->dst), ==, 0);
+  g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
+}
+
 /* An incoming QEMU reopens a disk to export it; a -drive image named by a relative
  * path is then looked up from "/" when QEMU has changed there (-daemonize does). */
 static void
 test_relative_after_chdir (Pair *p, gconstpointer data)
 {
   g_autofree char *err = NULL;
-  g_autofree char *status_text = NULL;
   int status;
 
   pair_start (p, "drive relative", "incoming drive relative chdir-root");
@@ -118,12 +130,7 @@ test_relative_after_chdir (Pair *p, gconstpointer data)
                                         "changed its directory, as -daemonize does; give the "
                                         "destination's images by absolute paths): destination: "
                                         "block-export-add: "));
-  status_text = vm_status (p->src);
-  g_assert_cmpstr (status_text, ==, "running");
-  g_assert_cmpuint (vm_count_blkmig_nodes (p->src), ==, 0);
-  g_assert_cmpuint (vm_count_exports (p->dst), ==, 0);
-  g_assert_cmpuint (vm_count_blkmig_nodes (p->dst), ==, 0);
-  g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
+  assert_rolled_back (p);
 }
 
 /* pc-i440fx-MAJOR.MINOR: what "pc" means for a QEMU of @version. */
@@ -143,7 +150,6 @@ test_skew_machine (Pair *p, gconstpointer data)
 {
   g_autofree char *err = NULL;
   g_autofree char *want = NULL;
-  g_autofree char *status_text = NULL;
   g_autofree char *mine = NULL;
   g_autofree char *other = NULL;
   g_autofree char *mine_version = NULL;
@@ -164,11 +170,7 @@ test_skew_machine (Pair *p, gconstpointer data)
                           "(QEMU would refuse the stream after the disks are copied); start "
                           "the destination with -machine %s\n", mine, other, mine);
   g_assert_cmpstr (err, ==, want);
-  status_text = vm_status (p->src);
-  g_assert_cmpstr (status_text, ==, "running");
-  g_assert_cmpuint (vm_count_blkmig_nodes (p->src), ==, 0);
-  g_assert_cmpuint (vm_count_exports (p->dst), ==, 0);
-  g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
+  assert_rolled_back (p);
 }
 
 /* The destination runs the other QEMU (BLKMIG_TEST_OTHER_QEMU). */

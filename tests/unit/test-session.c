@@ -167,6 +167,20 @@ script_prepare_rollback (Fixture *fx)
   expect_error (fx, "object-del", "{\"id\":\"blkmigID8c0\"}", "object 'blkmigID8c0' not found");
 }
 
+/* What prepare's rollback sends when it refused before the server started: the
+ * sweep of exports, nodes and TLS objects (@nodes: query-named-block-nodes' answer). */
+static void
+script_refused_sweep (Fixture *fx, const char *nodes)
+{
+  expect (fx, "query-block-exports", NULL, "[]");
+  expect (fx, "query-named-block-nodes", "{\"flat\":true}", nodes);
+  expect (fx, "query-migrate-parameters", NULL, "{}");
+  fake_qemu_any_order_begin (fx->fake);
+  for (guint i = 0; i < 3; i++)
+    fake_qemu_expect (fx->fake, "object-del", "*", "{}");
+  fake_qemu_any_order_end (fx->fake);
+}
+
 static Cookie *
 prepare (Fixture *fx, const char *create_dir, GError **error)
 {
@@ -277,12 +291,7 @@ test_prepare_no_disk (Fixture *fx, gconstpointer data)
   /* Refused before anything starts: no server, so only the nodes and TLS sweep. */
   expect (fx, "query-block", NULL, "[]");
   expect (fx, "query-named-block-nodes", "{\"flat\":true}", "[]");
-  expect (fx, "query-block-exports", NULL, "[]");
-  expect (fx, "query-named-block-nodes", "{\"flat\":true}", "[]");
-  expect (fx, "query-migrate-parameters", NULL, "{}");
-  fake_qemu_expect (fx->fake, "object-del", "*", "{}");
-  fake_qemu_expect (fx->fake, "object-del", "*", "{}");
-  fake_qemu_expect (fx->fake, "object-del", "*", "{}");
+  script_refused_sweep (fx, "[]");
   reply = prepare (fx, NULL, &error);
   g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK);
   g_assert_cmpstr (error->message, ==, "prepare: vda: the destination has no disk of that "
@@ -342,12 +351,7 @@ test_prepare_machine_mismatch (Fixture *fx, gconstpointer data)
   expect (fx, "query-named-block-nodes", "{\"flat\":true}", DEST_NODES);
   expect (fx, "query-status", NULL, "{\"status\":\"inmigrate\",\"running\":false}");
   expect (fx, "qom-get", MACHINE_ARGS, "\"pc-i440fx-10.0\\u001b-machine\"");
-  expect (fx, "query-block-exports", NULL, "[]");
-  expect (fx, "query-named-block-nodes", "{\"flat\":true}", "[]");
-  expect (fx, "query-migrate-parameters", NULL, "{}");
-  fake_qemu_expect (fx->fake, "object-del", "*", "{}");
-  fake_qemu_expect (fx->fake, "object-del", "*", "{}");
-  fake_qemu_expect (fx->fake, "object-del", "*", "{}");
+  script_refused_sweep (fx, "[]");
   reply = session_prepare (connect (fx, "dst"), fx->offer, &opts, NULL, &error);
   g_assert_null (reply);
   g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_MIGRATION);
@@ -374,13 +378,7 @@ test_prepare_not_incoming (Fixture *fx, gconstpointer data)
   expect (fx, "query-block", NULL, "[]");
   expect (fx, "query-named-block-nodes", "{\"flat\":true}", DEST_NODES);
   expect (fx, "query-status", NULL, "{\"status\":\"running\\u001b[2J\",\"running\":true}");
-  expect (fx, "query-block-exports", NULL, "[]");
-  expect (fx, "query-named-block-nodes", "{\"flat\":true}", DEST_NODES);
-  expect (fx, "query-migrate-parameters", NULL, "{}");
-  fake_qemu_any_order_begin (fx->fake);
-  for (guint i = 0; i < 3; i++)
-    fake_qemu_expect (fx->fake, "object-del", "*", "{}");
-  fake_qemu_any_order_end (fx->fake);
+  script_refused_sweep (fx, DEST_NODES);
   reply = session_prepare (connect (fx, "dst"), fx->offer, &opts, NULL, &error);
   g_assert_null (reply);
   g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE);
