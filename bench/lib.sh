@@ -291,11 +291,13 @@ live_once() {
     echo "$t"
 }
 
-# live_bench ID WHAT SPEED TARGET PEER-ARGS...: paired blkmig / libvirt runs.
+# live_bench ID WHAT SPEED TARGET PEER-ARGS...: paired blkmig / libvirt runs.  An
+# unlimited run (SPEED 0) also gets the row ID-dd: blkmig vs dd O_DIRECT of the
+# disk's 512 MiB of data (dd_limit), measured in the same run.
 live_bench() {
     local id=$1 what=$2 speed=$3 target=$4 i
     shift 4
-    local peer=() ours=() ratios=() p o r alloc peer_msg="libvirt peer not available"
+    local peer=() ours=() ratios=() dd_t=() dd_r=() p o r x alloc peer_msg="libvirt peer not available"
     if peer_available; then
         peer_msg="libvirt peer failed (see stderr)"
         mapfile -t peer < <(peer_run "$BENCH_RUNS" "$@" || true)
@@ -307,6 +309,11 @@ live_bench() {
         ours+=("$o")
         alloc=$(($(cat "$W/live-alloc") / MiB))
         blog "run $((i + 1)): blkmig ${o} s (dst alloc ${alloc} MiB), libvirt ${peer[i]:-n/a} s"
+        if ((speed == 0)); then
+            x=$(dd_limit $((512 * MiB))) || bdie "dd failed"
+            dd_t+=("$x") dd_r+=("$(fdiv "$o" "$x")")
+            blog "run $((i + 1)): dd of the 512 MiB of data ${x} s"
+        fi
         [[ -n ${peer[i]:-} ]] && ratios+=("$(fdiv "$o" "${peer[i]}")")
     done
     o=$(median "${ours[@]}")
@@ -315,5 +322,8 @@ live_bench() {
         result "$id" "$what" "$o s" "$p s (libvirt)" "$r" "<= $target" "$(met "$r" le "$target")"
     else
         result "$id" "$what" "$o s" "$peer_msg" "n/a" "<= $target" "n/a"
+    fi
+    if ((${#dd_t[@]} > 0)); then
+        dd_result "$id-dd" "$what" "$o" "$(median "${dd_t[@]}")" "$(median "${dd_r[@]}")" $((512 * MiB))
     fi
 }
