@@ -37,9 +37,12 @@ Commands:
                 to build-fuzz/corpus/NAME/ (tests/fuzz/README.md)
   demo          deps + build, then examples/demo.sh (a live migration between two
                 local QEMUs, checked with qemu-img compare)
-  bench [ARGS]  deps + build, then bench/run-all.sh ARGS (P1..P8 performance
-                benchmarks, not part of `test`; --quick for one run each); prints
-                one table, see docs/performance.md
+  bench [--qemu 7.2|10.0|all] [ARGS]
+                deps + build, then bench/run-all.sh ARGS (P1..P8 performance
+                benchmarks, not part of `test`; --quick for one run each,
+                --only=P1,P3 for some) once per chosen QEMU (default all: the
+                system's 7.2, then 10.0, see qemu10), that QEMU first in PATH;
+                prints one table per QEMU, see docs/performance.md
   qemu10        fetch QEMU 10.0 (Debian bookworm-backports) into a cache outside the
                 tree (BLKMIG_QEMU_CACHE, default ~/.cache/blkmig) and print the
                 directory of its wrappers (qemu-system-x86_64, qemu-img, qemu-io,
@@ -346,9 +349,42 @@ cmd_demo() {
     exec bash examples/demo.sh
 }
 
+# cmd_bench [--qemu 7.2|10.0|all] [ARGS...]: bench/run-all.sh ARGS once per chosen
+# QEMU, with that QEMU first in PATH (7.2: the system's /usr/bin; 10.0: the cached
+# wrappers of qemu10_fetch).  Fails when a chosen QEMU is missing or a run fails.
 cmd_bench() {
+    local which=all args=()
+    while (($# > 0)); do
+        case $1 in
+            --qemu) (($# >= 2)) || die "bench: --qemu needs 7.2, 10.0 or all"
+                    which=$2; shift 2 ;;
+            --qemu=*) which=${1#--qemu=}; shift ;;
+            *) args+=("$1"); shift ;;
+        esac
+    done
+    local dirs=()
+    case $which in
+        7.2) dirs=(/usr/bin) ;;
+        10.0) dirs=(qemu10) ;;
+        all) dirs=(/usr/bin qemu10) ;;
+        *) die "bench: --qemu takes 7.2, 10.0 or all, not '$which'" ;;
+    esac
     cmd_build
-    exec bash bench/run-all.sh "$@"
+    local dir version status=0
+    for dir in "${dirs[@]}"; do
+        if [[ $dir == qemu10 ]]; then
+            qemu10_fetch || die "bench: QEMU 10.0 could not be fetched"
+            dir=$QEMU10_DIR/bin
+        fi
+        version=$(qemu_version "$dir")
+        [[ -n $version ]] || die "bench: no working qemu-system-x86_64 in $dir"
+        log "bench on QEMU $version ($dir)"
+        PATH=$dir:$PATH bash bench/run-all.sh "${args[@]}" || {
+            log "bench on QEMU $version: bench/run-all.sh exited with status $?"
+            status=1
+        }
+    done
+    return "$status"
 }
 
 case ${1:-} in

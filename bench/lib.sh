@@ -114,11 +114,13 @@ disk_args() {
         -blockdev "driver=$fmt,file=file-$id,node-name=drive-$id,cache.direct=on" \
         -device "virtio-blk-pci,drive=drive-$id,id=$id"
 }
-# node_args ID IMG [FMT]: a format node named ID without a device (a copy destination).
+# node_args ID IMG [FMT [OPTS]]: a format node named ID without a device (a copy
+# destination).  OPTS (e.g. discard=unmap) is added to both the file and the format
+# node.
 node_args() {
-    local id=$1 img=$2 fmt=${3:-$(img_fmt "$2")}
-    printf '%s\n' -blockdev "driver=file,filename=$img,node-name=file-$id,cache.direct=on" \
-        -blockdev "driver=$fmt,file=file-$id,node-name=$id,cache.direct=on"
+    local id=$1 img=$2 fmt=${3:-$(img_fmt "$2")} opts=${4:+,$4}
+    printf '%s\n' -blockdev "driver=file,filename=$img,node-name=file-$id,cache.direct=on$opts" \
+        -blockdev "driver=$fmt,file=file-$id,node-name=$id,cache.direct=on$opts"
 }
 
 # KVM when /dev/kvm is a device; else TCG (absolute figures then mean less: the
@@ -199,6 +201,38 @@ timed() {
 # drop_caches: start every timed copy from the same cold page cache.
 drop_caches() { sync; echo 3 >/proc/sys/vm/drop_caches; }
 
+# ---- the physical limit: dd with O_DIRECT ----------------------------------
+
+# dd_limit BYTES [SRC]: seconds for `dd bs=4M iflag=direct oflag=direct conv=fsync`
+# to copy BYTES (a multiple of 1 MiB) from SRC into a new file in $W (the same
+# filesystem as the benchmark's images, BENCH_TMP), from a cold page cache.  SRC
+# is a raw file holding at least BYTES of data; without it a dense file of BYTES
+# is made once in $W and reused.  This is the storage's own copy rate, the
+# physical limit a copy of BYTES of data can approach.
+dd_limit() {
+    local bytes=$1 src=${2:-} t
+    if [[ -z $src ]]; then
+        src=$W/dd-src-$bytes.raw
+        [[ -e $src ]] || mk_dense "$src" raw $(((bytes + MiB - 1) / MiB))
+    fi
+    rm -f "$W/dd-dst.raw"
+    drop_caches
+    t=$(timed dd if="$src" of="$W/dd-dst.raw" bs=4M count="$bytes" iflag=direct,count_bytes \
+        oflag=direct conv=fsync status=none) || return 1
+    rm -f "$W/dd-dst.raw"
+    echo "$t"
+}
+
+# dd_result ID WHAT SECONDS DD-SECONDS RATIO BYTES: the row "WHAT vs dd O_DIRECT
+# (physical limit)", from medians of the blkmig and dd times and of their paired
+# ratios; target <= 1.05 (issue 11: copies should come within 5 % of dd).
+dd_result() {
+    local rate
+    rate=$(awk -v b="$6" -v t="$4" 'BEGIN { if (t > 0) printf "%.0f", b / t / 1048576; else print "?" }')
+    result "$1" "$2 vs dd O_DIRECT (physical limit)" "$3 s" "$4 s (dd, $rate MiB/s)" "$5" \
+        "<= 1.05" "$(met "$5" le 1.05)"
+}
+
 # peer_available: whether the libvirt peer script is there.
 peer_available() { [[ -x $LIBVIRT_PEER || -r $LIBVIRT_PEER ]] && [[ -f $LIBVIRT_PEER ]]; }
 
@@ -257,11 +291,13 @@ live_once() {
     echo "$t"
 }
 
-# live_bench ID WHAT SPEED TARGET PEER-ARGS...: paired blkmig / libvirt runs.
+# live_bench ID WHAT SPEED TARGET PEER-ARGS...: paired blkmig / libvirt runs.  An
+# unlimited run (SPEED 0) also gets the row ID-dd: blkmig vs dd O_DIRECT of the
+# disk's 512 MiB of data (dd_limit), measured in the same run.
 live_bench() {
     local id=$1 what=$2 speed=$3 target=$4 i
     shift 4
-    local peer=() ours=() ratios=() p o r alloc peer_msg="libvirt peer not available"
+    local peer=() ours=() ratios=() dd_t=() dd_r=() p o r x alloc peer_msg="libvirt peer not available"
     if peer_available; then
         peer_msg="libvirt peer failed (see stderr)"
         mapfile -t peer < <(peer_run "$BENCH_RUNS" "$@" || true)
@@ -273,6 +309,11 @@ live_bench() {
         ours+=("$o")
         alloc=$(($(cat "$W/live-alloc") / MiB))
         blog "run $((i + 1)): blkmig ${o} s (dst alloc ${alloc} MiB), libvirt ${peer[i]:-n/a} s"
+        if ((speed == 0)); then
+            x=$(dd_limit $((512 * MiB))) || bdie "dd failed"
+            dd_t+=("$x") dd_r+=("$(fdiv "$o" "$x")")
+            blog "run $((i + 1)): dd of the 512 MiB of data ${x} s"
+        fi
         [[ -n ${peer[i]:-} ]] && ratios+=("$(fdiv "$o" "${peer[i]}")")
     done
     o=$(median "${ours[@]}")
@@ -281,5 +322,8 @@ live_bench() {
         result "$id" "$what" "$o s" "$p s (libvirt)" "$r" "<= $target" "$(met "$r" le "$target")"
     else
         result "$id" "$what" "$o s" "$peer_msg" "n/a" "<= $target" "n/a"
+    fi
+    if ((${#dd_t[@]} > 0)); then
+        dd_result "$id-dd" "$what" "$o" "$(median "${dd_t[@]}")" "$(median "${dd_r[@]}")" $((512 * MiB))
     fi
 }

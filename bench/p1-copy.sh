@@ -7,7 +7,10 @@
 #   * blkmig move                 (same-host mirror to a new image)
 #   * nbdcopy between two qemu-nbd exports (--cache=none) of the same images
 #   * qemu-img convert -t none -T none
-# and reports the median of the per-run ratios blkmig / nbdcopy (target <= 1.0).
+#   * dd iflag=direct oflag=direct bs=4M of the same bytes (the physical limit, lib.sh
+#     dd_limit)
+# and reports the median of the per-run ratios blkmig / nbdcopy (target <= 1.0) and
+# blkmig / dd (rows P1a-dd, P1b-dd; target <= 1.05).
 # P1_MIB sets the disk size (default 2048); BLKMIG_ARGS adds options to blkmig.
 source "$(dirname "$0")/lib.sh"
 
@@ -18,7 +21,7 @@ read -r -a EXTRA <<<"${BLKMIG_ARGS:-}"
 blog "creating a dense ${MIB} MiB raw image"
 mk_dense "$W/src.raw" raw "$MIB"
 
-copy_t=() move_t=() nbd_t=() conv_t=() r_copy=() r_move=() r_conv=()
+copy_t=() move_t=() nbd_t=() conv_t=() dd_t=() r_copy=() r_move=() r_conv=() r_cdd=() r_mdd=()
 for ((run = 1; run <= BENCH_RUNS; run++)); do
     # blkmig migrate --mode copy: running source VM, destination QEMU holding an
     # empty target node "vda" (cache=none), no device.
@@ -61,15 +64,24 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
     t=$(timed qemu-img convert -t none -T none -f raw -O raw "$W/src.raw" "$W/dst.raw")
     conv_t+=("$t")
 
+    # dd with O_DIRECT both ways: the storage's own rate for these bytes.
+    t=$(dd_limit "$BYTES" "$W/src.raw") || bdie "dd failed"
+    dd_t+=("$t")
+
     r_copy+=("$(fdiv "${copy_t[-1]}" "${nbd_t[-1]}")")
     r_move+=("$(fdiv "${move_t[-1]}" "${nbd_t[-1]}")")
     r_conv+=("$(fdiv "${copy_t[-1]}" "${conv_t[-1]}")")
-    blog "run $run: copy ${copy_t[-1]} s, move ${move_t[-1]} s, nbdcopy ${nbd_t[-1]} s, convert ${conv_t[-1]} s"
+    r_cdd+=("$(fdiv "${copy_t[-1]}" "${dd_t[-1]}")")
+    r_mdd+=("$(fdiv "${move_t[-1]}" "${dd_t[-1]}")")
+    blog "run $run: copy ${copy_t[-1]} s, move ${move_t[-1]} s, nbdcopy ${nbd_t[-1]} s, convert ${conv_t[-1]} s, dd ${dd_t[-1]} s"
 done
 
 mbs() { awk -v b="$BYTES" -v t="$1" 'BEGIN { printf "%.0f", b / t / 1048576 }'; }
 c=$(median "${copy_t[@]}") m=$(median "${move_t[@]}") n=$(median "${nbd_t[@]}") v=$(median "${conv_t[@]}")
 rc=$(median "${r_copy[@]}") rm_=$(median "${r_move[@]}") rv=$(median "${r_conv[@]}")
+dd=$(median "${dd_t[@]}") rcd=$(median "${r_cdd[@]}") rmd=$(median "${r_mdd[@]}")
 result P1a "copy ${MIB} MiB dense: migrate --mode copy vs nbdcopy" "$c s ($(mbs "$c") MiB/s)" "$n s ($(mbs "$n") MiB/s)" "$rc" "<= 1.0" "$(met "$rc" le 1.0)"
 result P1b "copy ${MIB} MiB dense: move vs nbdcopy" "$m s ($(mbs "$m") MiB/s)" "$n s ($(mbs "$n") MiB/s)" "$rm_" "<= 1.0" "$(met "$rm_" le 1.0)"
 result P1c "copy ${MIB} MiB dense: migrate --mode copy vs qemu-img convert" "$c s" "$v s ($(mbs "$v") MiB/s)" "$rv" "(context)" "-"
+dd_result P1a-dd "copy ${MIB} MiB dense: migrate --mode copy" "$c" "$dd" "$rcd" "$BYTES"
+dd_result P1b-dd "copy ${MIB} MiB dense: move" "$m" "$dd" "$rmd" "$BYTES"

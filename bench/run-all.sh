@@ -7,12 +7,14 @@
 #   --only=LIST  run only these benchmarks
 # Environment: LIBVIRT_PEER (default ../shared/bench/libvirt-peer.sh relative to the
 # repository), BLKMIG (default build/blkmig), BLKMIG_ARGS (extra mirror options),
-# BENCH_TMP (default /var/tmp; must support O_DIRECT).
+# BENCH_TMP (default /var/tmp; must support O_DIRECT).  The QEMU used is the first
+# qemu-system-x86_64 (and qemu-img, qemu-io, qemu-nbd) in PATH; the table's title
+# names its version (`./run.sh bench --qemu 7.2|10.0|all` chooses it).
 # Each row: id, what, blkmig, reference, ratio, target, met?  Ratios are medians of
 # per-run ratios against a reference measured in the same run.
 set -uo pipefail
 SELF=$(readlink -f "$0")
-cd "$(dirname "$SELF")"
+cd "$(dirname "$SELF")" || exit 1
 
 ONLY=
 for a in "$@"; do
@@ -32,7 +34,12 @@ trap 'rm -f "$BENCH_RESULTS"' EXIT
 
 SCRIPTS=(p1-copy p2-live p3-sparse p4-wan p5-converge p6-footprint p7-multidisk p8-bw tunnel)
 t_start=$(date +%s)
-echo "blkmig bench: BENCH_RUNS=$BENCH_RUNS, $(nproc) CPUs, $(qemu-system-x86_64 --version | head -n 1)" >&2
+# The QEMU every script runs is the first qemu-system-x86_64 in PATH (./run.sh bench
+# --qemu puts the chosen one first); its version goes into the table's title.
+QEMU_VERSION=$(qemu-system-x86_64 --version 2>/dev/null |
+    sed -n 's/^QEMU emulator version \([0-9.]*\).*/\1/p')
+echo "blkmig bench: BENCH_RUNS=$BENCH_RUNS, $(nproc) CPUs, $(qemu-system-x86_64 --version | head -n 1)" \
+    "($(command -v qemu-system-x86_64))" >&2
 if [[ -f $LIBVIRT_PEER ]]; then
     echo "libvirt peer: $LIBVIRT_PEER" >&2
 else
@@ -50,7 +57,7 @@ for s in "${SCRIPTS[@]}"; do
 done
 
 echo
-echo "blkmig benchmarks ($BENCH_RUNS paired run(s) each; medians; total $(($(date +%s) - t_start)) s)"
+echo "blkmig benchmarks on QEMU ${QEMU_VERSION:-unknown} ($BENCH_RUNS paired run(s) each; medians; total $(($(date +%s) - t_start)) s)"
 {
     echo "id|what|blkmig|reference|ratio|target|met?"
     echo "--|----|------|---------|-----|------|----"

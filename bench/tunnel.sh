@@ -6,7 +6,9 @@
 # destination's NBD UNIX socket and once through `--tunnel-command 'blkmig
 # tunnel-endpoint ...'` (one stream, per-connection flow control).  Reports the median
 # of direct_time / tunnel_time (goal >= 0.85) and the largest VmHWM of the two blkmig
-# processes that carry the tunnel (perform and tunnel-endpoint).
+# processes that carry the tunnel (perform and tunnel-endpoint).  T1-dd: the
+# tunnelled copy vs dd iflag=direct oflag=direct of the same bytes (lib.sh dd_limit,
+# the physical limit; target <= 1.05).
 source "$(dirname "$0")/lib.sh"
 
 MIB=${TUNNEL_MIB:-1024}
@@ -44,7 +46,7 @@ copy_once() {
     vm_stop src
 }
 
-direct_t=() tunnel_t=() ratios=() peaks=()
+direct_t=() tunnel_t=() ratios=() peaks=() dd_t=() dd_r=()
 for ((run = 1; run <= BENCH_RUNS; run++)); do
     direct_t+=("$(copy_once)") || bdie "direct copy failed"
     touch "$W/sampling"
@@ -57,15 +59,19 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
     tunnel_t+=("$t")
     peaks+=("$(awk -v k="$(cat "$W/peak")" 'BEGIN { printf "%.2f", k / 1024 }')")
     ratios+=("$(fdiv "${direct_t[-1]}" "$t")")
-    blog "run $run: direct ${direct_t[-1]} s, tunnel $t s, ratio ${ratios[-1]}, peak ${peaks[-1]} MiB"
+    x=$(dd_limit $((MIB * MiB)) "$W/src.raw") || bdie "dd failed"
+    dd_t+=("$x") dd_r+=("$(fdiv "$t" "$x")")
+    blog "run $run: direct ${direct_t[-1]} s, tunnel $t s, ratio ${ratios[-1]}, peak ${peaks[-1]} MiB, dd $x s"
 done
 
 d=$(median "${direct_t[@]}")
 t=$(median "${tunnel_t[@]}")
 r=$(median "${ratios[@]}")
 p=$(median "${peaks[@]}")
+x=$(median "${dd_t[@]}") rx=$(median "${dd_r[@]}")
 result T1 "tunnel vs direct NBD, ${MIB} MiB dense copy (throughput ratio)" \
     "$t s ($(fdiv "$MIB" "$t") MiB/s)" "$d s direct ($(fdiv "$MIB" "$d") MiB/s)" "$r" ">= 0.85" \
     "$(met "$r" ge 0.85)"
 result T2 "tunnel peak memory (VmHWM of perform / tunnel-endpoint)" "$p MiB" "(context)" "-" \
     "(context)" "-"
+dd_result T1-dd "tunnel, ${MIB} MiB dense copy" "$t" "$x" "$rx" $((MIB * MiB))
