@@ -292,6 +292,16 @@ fail (GError **error, const char *fmt, ...)
   return FALSE;
 }
 
+gboolean
+cookie_is_name (const char *value)
+{
+  gboolean ok = strlen (value) <= COOKIE_MAX_NAME;
+
+  for (const char *p = value; ok && *p != '\0'; p++)
+    ok = g_ascii_isalnum (*p) || strchr ("._-#", *p) != NULL;
+  return ok;
+}
+
 /* A value from the cookie, escaped and bounded so that the message stays one
  * harmless line. */
 static char *
@@ -643,11 +653,8 @@ check_name (const char *where, const char *key, const char *value, GError **erro
 {
   g_autofree char *path = NULL;
   g_autofree char *quoted = NULL;
-  gboolean ok = strlen (value) <= COOKIE_MAX_NAME;
 
-  for (const char *p = value; ok && *p != '\0'; p++)
-    ok = g_ascii_isalnum (*p) || strchr ("._-#", *p) != NULL;
-  if (ok)
+  if (cookie_is_name (value))
     return TRUE;
   path = path_of (where, key);
   quoted = quote (value);

@@ -73,6 +73,9 @@ void cookie_feature_free (CookieFeature *feature);
 void cookie_free (Cookie *cookie);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (Cookie, cookie_free)
 
+/* Whether @value is what the cookie accepts as a QEMU name: [A-Za-z0-9._-#], at
+ * most COOKIE_MAX_NAME characters (ids, node names, machine types). */
+gboolean cookie_is_name (const char *value);
 /* A new source cookie with a fresh random id and this host's name. */
 Cookie *cookie_new (CookieMode mode);
 /* A deep copy holding what a cookie of @kind (at most cookie->kind) has: the copy

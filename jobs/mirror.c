@@ -21,6 +21,17 @@ mirror_tuning_is_auto (const MirrorTuning *tuning)
   return tuning->copy_mode == NULL || g_str_equal (tuning->copy_mode, "auto");
 }
 
+void
+mirror_arm_watchdogs (JobGroup *group, QmpClient *qmp, const MirrorTuning *tuning)
+{
+  job_group_set_stall_timeout (group, 1000 * MIRROR_KNOB (tuning->stall_timeout,
+                                                          MIRROR_DEFAULT_STALL_TIMEOUT));
+  if (mirror_tuning_is_auto (tuning))
+    job_group_set_convergence (group, 1000 * MIRROR_KNOB (tuning->converge_window,
+                                                          MIRROR_DEFAULT_CONVERGE_WINDOW),
+                               qmp_can_change_copy_mode (qmp));
+}
+
 gboolean
 mirror_start (QmpClient *qmp, const char *job_id, const char *device, const char *target,
               const MirrorTuning *tuning, GCancellable *cancellable, GError **error)

@@ -1,6 +1,7 @@
 /* How blkmig runs a mirror: job knobs, the target connection, the stall watchdog. */
 #pragma once
 
+#include "jobs/job-group.h"
 #include "qmp/qmp-client.h"
 
 typedef struct {
@@ -27,6 +28,10 @@ void mirror_tuning_clear (MirrorTuning *tuning);
 /* --copy-mode auto: start in background mode, write-blocking when not converging. */
 gboolean mirror_tuning_is_auto (const MirrorTuning *tuning);
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MirrorTuning, mirror_tuning_clear)
+
+/* Arms @group's watchdogs for mirrors run with @tuning: the stall timeout, and with
+ * --copy-mode auto the convergence watch (switching where @qmp's QEMU can). */
+void mirror_arm_watchdogs (JobGroup *group, QmpClient *qmp, const MirrorTuning *tuning);
 
 /* Starts a mirror of @device to node @target (blockdev-mirror): sync full,
  * explicit @job_id, auto-dismiss off, the knobs of @tuning. */

@@ -248,12 +248,7 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
   run.job_id = job_id = names_move_job (tag);
   run.journal = journal = move_journal_new (tag, &args, &run);
   group = job_group_new (run.qmp);
-  job_group_set_stall_timeout (group, 1000 * MIRROR_KNOB (args.mirror.stall_timeout,
-                                                          MIRROR_DEFAULT_STALL_TIMEOUT));
-  if (mirror_tuning_is_auto (&args.mirror))
-    job_group_set_convergence (group, 1000 * MIRROR_KNOB (args.mirror.converge_window,
-                                                          MIRROR_DEFAULT_CONVERGE_WINDOW),
-                               qmp_can_change_copy_mode (run.qmp));
+  mirror_arm_watchdogs (group, run.qmp, &args.mirror);
   if (move_open_target (&run, &args, args.format != NULL ? args.format : run.disk->format,
                         cancellable, error)
       && move_mirror (&run, group, &args, cancellable, error))

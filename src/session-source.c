@@ -31,8 +31,6 @@ typedef struct {
   SourcePlan plan;            /* what was decided from the cookie and the options */
 } SourceRun;
 
-#define QEMU_NAME_CHARS "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-"
-
 /* The source's machine type for the destination's check; none when QEMU cannot
  * tell, or tells something that is not a QEMU name. */
 static char *
@@ -41,7 +39,7 @@ source_machine_type (QmpClient *src, GCancellable *cancellable)
   g_autoptr(GError) error = NULL;
   g_autofree char *type = qmp_query_machine_type (src, cancellable, &error);
 
-  if (type == NULL || strlen (type) > 64 || strspn (type, QEMU_NAME_CHARS) != strlen (type))
+  if (type == NULL || !cookie_is_name (type))
     return NULL;
   return g_steal_pointer (&type);
 }
@@ -554,12 +552,7 @@ source_run (SourceRun *run, gboolean no_migrate, GCancellable *cancellable, GErr
 
   run->group = group;
   run->files = files;
-  job_group_set_stall_timeout (group, 1000 * MIRROR_KNOB (opts->mirror.stall_timeout,
-                                                          MIRROR_DEFAULT_STALL_TIMEOUT));
-  if (mirror_tuning_is_auto (&opts->mirror))
-    job_group_set_convergence (group, 1000 * MIRROR_KNOB (opts->mirror.converge_window,
-                                                          MIRROR_DEFAULT_CONVERGE_WINDOW),
-                               qmp_can_change_copy_mode (run->qmp));
+  mirror_arm_watchdogs (group, run->qmp, &opts->mirror);
   progress = progress_start (group, opts->quiet, opts->progress_ms);
   ok = source_mirror_and_switch (run, run->plan.migrate_uri, no_migrate, cancellable, error);
   g_clear_pointer (&progress, progress_stop);
