@@ -5,10 +5,11 @@
 # slow link; a writer loops (over the first half of the disk) `qemu-io -d /machine/peripheral/vda/virtio-backend
 # "write ..."` (through the guest device, which the mirror sees) faster than that.
 # Per run: the idle copy (reference), the busy copy with --copy-mode background
-# (first run only; given up after P5_CAP x the idle time) and with --copy-mode
-# write-blocking.
-# Reports write-blocking time / idle time (target <= 3) and whether background
-# converged.  Also probes the QMP schema for block-job-change (not in QEMU 7.2).
+# and with --copy-mode auto, the default (both first run only; given up after
+# P5_CAP x the idle time), and with --copy-mode write-blocking.
+# Reports write-blocking time / idle time (target <= 3), whether background
+# converged, and what auto did (P5c: switched and converged, or failed on a QEMU
+# without block-job-change).  Also probes the QMP schema for block-job-change (not in QEMU 7.2).
 source "$(dirname "$0")/lib.sh"
 read -r -a EXTRA <<<"${BLKMIG_ARGS:-}"
 MIB=${P5_MIB:-256}
@@ -54,8 +55,11 @@ busy_copy() {
     bg_pid writer "$wpid"
     sleep 1
     t0=$(now)
+    local window=()
+    [[ $mode == auto ]] && window=(--converge-window "${P5_WINDOW:-5}")
     timeout --signal=INT "$cap" "$BLKMIG" migrate -q --mode copy --source "$W/src.qmp" --dest "$W/dst.qmp" \
-        --speed "$SPEED" --copy-mode "$mode" "${EXTRA[@]}" >"$W/busy.out" 2>"$W/busy.err" || rc=$?
+        --speed "$SPEED" --copy-mode "$mode" "${window[@]}" "${EXTRA[@]}" >"$W/busy.out" 2>"$W/busy.err" || rc=$?
+    grep -q 'switched to write-blocking' "$W/busy.err" && echo yes >"$W/switched"
     t1=$(now)
     kill "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null || true
     rm -f "$W/writer.pid"
@@ -90,8 +94,14 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
         || bdie "idle copy failed"
     stop_pair
     cap=$(awk -v i="$i" -v c="$CAP" 'BEGIN { printf "%.0f", i * c + 1 }')
-    b=skipped
+    b=skipped a=skipped
     ((run == 1)) && b=$(busy_copy background "$cap")
+    if ((run == 1)); then
+        rm -f "$W/switched"
+        a=$(busy_copy auto "$cap")
+        [[ -f $W/switched ]] && a="$a s, switched to write-blocking"
+        auto=$a
+    fi
     w=$(busy_copy write-blocking "$cap")
     wrate+=("$(cat "$W/writer.rate")")
     idle+=("$i") bg+=("$b") wb+=("$w")
@@ -108,3 +118,6 @@ done
 w=$(median "${wb[@]}")
 result P5a "converge under a writer (~$(median "${wrate[@]}" | cut -d. -f1) MiB/s on ${HOT} of ${MIB} MiB > $((SPEED / MiB)) MiB/s link): write-blocking vs idle" "$w s" "$i s (idle)" "$r" "<= 3" "$(met "$r" le 3)"
 result P5b "same writer, --copy-mode background (cap ${CAP}x idle); $BJC" "converged $nb/$nt (${bg[0]})" "$i s (idle)" "-" "(context)" "-"
+# auto (the default): converges by switching where block-job-change exists; on
+# QEMU 7.2 it fails after --converge-window (P5_WINDOW, default 5 s) as documented.
+result P5c "same writer, --copy-mode auto (default; window ${P5_WINDOW:-5} s); $BJC" "$auto" "$i s (idle)" "-" "(context)" "-"
