@@ -693,6 +693,34 @@ qmp_proxy_link_free (QmpProxyLink *link)
   g_free (link);
 }
 
+/* Sends all of @out (its file descriptors with the first bytes), waiting while the
+ * reader is behind: a large reply (QEMU 10.0's 400 KB schema) fills the socket. */
+static gboolean
+qmp_proxy_send_all (GSocket *to, GOutputVector *out, GSocketControlMessage **messages,
+                    int n_messages)
+{
+  const char *data = out->buffer;
+  gsize left = out->size;
+
+  while (left > 0)
+    {
+      g_autoptr(GError) error = NULL;
+      GOutputVector chunk = { data, left };
+      gssize sent = g_socket_send_message (to, NULL, &chunk, 1, messages, n_messages, 0, NULL,
+                                           &error);
+
+      if (sent < 0 && g_error_matches (error, G_IO_ERROR, G_IO_ERROR_WOULD_BLOCK)
+          && g_socket_condition_timed_wait (to, G_IO_OUT, 10 * G_USEC_PER_SEC, NULL, NULL))
+        continue;
+      if (sent <= 0)
+        return FALSE;
+      data += sent;
+      left -= sent;
+      n_messages = 0;  /* the descriptors went with the first bytes */
+    }
+  return TRUE;
+}
+
 static gboolean
 qmp_proxy_forward_cb (GSocket *from, GIOCondition cond, gpointer user_data)
 {
@@ -709,7 +737,7 @@ qmp_proxy_forward_cb (GSocket *from, GIOCondition cond, gpointer user_data)
   if (ok)
     {
       out.size = n;
-      ok = g_socket_send_message (link->to, NULL, &out, 1, messages, n_messages, 0, NULL, NULL) == n;
+      ok = qmp_proxy_send_all (link->to, &out, messages, n_messages);
     }
   for (int i = 0; i < n_messages; i++)
     g_object_unref (messages[i]);

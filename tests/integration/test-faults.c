@@ -505,7 +505,16 @@ fx_run_fault (Fx *fx, int *status, char **err)
   g_unsetenv ("BLKMIG_TEST_PAUSE_AT");
   if (mirroring)
     {
-      CHECK (fx_wait_for_jobs (fx, proc), "blkmig ended before its mirrors started");
+      if (!fx_wait_for_jobs (fx, proc))
+        {
+          gboolean early = g_subprocess_get_identifier (proc) == NULL;
+
+          if (!early)
+            g_subprocess_force_exit (proc);
+          *status = blkmig_wait (proc, NULL, err);
+          CHECK (FALSE, "%s; stderr:\n%s", early ? "blkmig ended before its mirrors started"
+                                                : "the mirrors did not start within 30 s", *err);
+        }
       fx_inject (fx, proc);
       if (c->fault == FAULT_CUT_DST)
         fx_lift_speed (fx);   /* blkmig does not notice: no need to wait 28 s */
