@@ -56,10 +56,11 @@ busy_copy() {
     sleep 1
     t0=$(now)
     local window=()
-    [[ $mode == auto ]] && window=(--converge-window "${P5_WINDOW:-5}")
+    rm -f "$W/busy.events"
+    [[ $mode == auto ]] && window=(--converge-window "${P5_WINDOW:-5}" --events "$W/busy.events")
     timeout --signal=INT "$cap" "$BLKMIG" migrate -q --mode copy --source "$W/src.qmp" --dest "$W/dst.qmp" \
         --speed "$SPEED" --copy-mode "$mode" "${window[@]}" "${EXTRA[@]}" >"$W/busy.out" 2>"$W/busy.err" || rc=$?
-    grep -q 'switched to write-blocking' "$W/busy.err" && echo yes >"$W/switched"
+    grep -qs '"event":"copy-mode"' "$W/busy.events" && echo yes >"$W/switched"
     t1=$(now)
     kill "$wpid" 2>/dev/null; wait "$wpid" 2>/dev/null || true
     rm -f "$W/writer.pid"
@@ -94,13 +95,15 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
         || bdie "idle copy failed"
     stop_pair
     cap=$(awk -v i="$i" -v c="$CAP" 'BEGIN { printf "%.0f", i * c + 1 }')
-    b=skipped a=skipped
+    b=skipped
     ((run == 1)) && b=$(busy_copy background "$cap")
-    if ((run == 1)); then
+    if ((run == 1)); then   # ($a holds the source's -blockdev arguments)
         rm -f "$W/switched"
-        a=$(busy_copy auto "$cap")
-        [[ -f $W/switched ]] && a="$a s, switched to write-blocking"
-        auto=$a
+        # room for the convergence window (twice: a switch, then its effect)
+        auto=$(busy_copy auto $((cap + 2 * ${P5_WINDOW:-5})))
+        [[ -f $W/switched ]] && auto="$auto s, switched to write-blocking"
+        [[ $auto == failed ]] && grep -q 'not converging' "$W/busy.err" &&
+            auto="failed after the window: not converging, no block-job-change"
     fi
     w=$(busy_copy write-blocking "$cap")
     wrate+=("$(cat "$W/writer.rate")")
