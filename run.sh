@@ -379,7 +379,7 @@ cmd_bench() {
         version=$(qemu_version "$dir")
         [[ -n $version ]] || die "bench: no working qemu-system-x86_64 in $dir"
         log "bench on QEMU $version ($dir)"
-        PATH=$dir:$PATH bash bench/run-all.sh "${args[@]}" || {
+        BENCH_SYSTEM_PATH=$PATH PATH=$dir:$PATH bash bench/run-all.sh "${args[@]}" || {
             log "bench on QEMU $version: bench/run-all.sh exited with status $?"
             status=1
         }

@@ -245,7 +245,9 @@ peer_run() {
     shift
     for try in 1 2 3 4; do
         blog "libvirt peer: $LIBVIRT_PEER $n $* (attempt $try)"
-        if bash "$LIBVIRT_PEER" "$n" "$@" 2>"$W/peer.err" >"$W/peer.out"; then
+        # libvirt runs the system's QEMU (7.2) even when blkmig's is first in PATH
+        if PATH=${BENCH_SYSTEM_PATH:-$PATH} bash "$LIBVIRT_PEER" "$n" "$@" 2>"$W/peer.err" \
+                >"$W/peer.out"; then
             break
         fi
         blog "libvirt peer failed: $(grep -v '^# +' "$W/peer.err" | grep ERROR | tail -n 1)"
