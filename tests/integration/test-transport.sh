@@ -582,8 +582,8 @@ if ((RC == 6 || RC == 5)) && ((TOOK <= 40)) && grep -q 'blkmig perform: ' "$DIR/
 else not_ok "$c: the link stays down: perform gives up within 40 s" "status $RC after $TOOK s" \
     "$DIR/$c-perform.log"; fi
 run "$DIR/$c-abort.log" in_dst abort --qmp "$DIR/$c-dst.qmp" -c "$DIR/$c-dst.cookie"
-if ((RC == 0)) && source_intact "$DIR/$c-src.qmp" >/dev/null 2>&1 &&
-    dest_clean "$DIR/$c-dst.qmp" >/dev/null 2>&1; then
+if ((RC == 0)) && source_intact "$DIR/$c-src.qmp" >>"$DIR/$c-abort.log" 2>&1 &&
+    dest_clean "$DIR/$c-dst.qmp" >>"$DIR/$c-abort.log" 2>&1; then
     ok "$c: the source runs untouched, abort leaves nothing on the destination"
 else not_ok "$c: the source runs untouched, abort leaves nothing on the destination" \
     "$DIR/$c-abort.log"; fi
