@@ -286,6 +286,26 @@ check_value (JsonNode *value, const char *type, const char *path, GError **error
 }
 
 gboolean
+fake_qemu_schema_has (const char *command, const char *argument)
+{
+  JsonObject *entry = schema_find (command);
+  JsonObject *type;
+  JsonArray *members;
+
+  if (entry == NULL || !g_str_equal (meta_type (entry), "command"))
+    return FALSE;
+  if (argument == NULL)
+    return TRUE;
+  type = schema_find (json_object_get_string_member (entry, "arg-type"));
+  members = type != NULL ? json_object_get_array_member (type, "members") : NULL;
+  for (guint i = 0; members != NULL && i < json_array_get_length (members); i++)
+    if (g_str_equal (json_object_get_string_member (json_array_get_object_element (members, i),
+                                                    "name"), argument))
+      return TRUE;
+  return FALSE;
+}
+
+gboolean
 fake_qemu_validate (const char *command, JsonNode *args, GError **error)
 {
   JsonObject *entry = schema_find (command);
@@ -293,7 +313,7 @@ fake_qemu_validate (const char *command, JsonNode *args, GError **error)
 
   if (entry == NULL || !g_str_equal (meta_type (entry), "command"))
     return g_set_error (error, G_IO_ERROR, G_IO_ERROR_NOT_FOUND,
-                        "%s: not a command of QEMU 7.2's schema", command), FALSE;
+                        "%s: not a command of the saved schema", command), FALSE;
   if (args == NULL)
     args = empty = json_node_init_object (json_node_alloc (), json_object_new ());
   if (check_value (args, json_object_get_string_member (entry, "arg-type"), "", error))

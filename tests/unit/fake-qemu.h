@@ -96,5 +96,9 @@ void fake_qemu_keep_fds (FakeQemu *fake);
 guint fake_qemu_fd_count (FakeQemu *fake);
 int fake_qemu_steal_fd (FakeQemu *fake);
 
+/* Whether the saved schema (7.2's, or FAKE_QEMU_SCHEMA's) has @command and, unless
+ * @argument is NULL, that top-level argument: scripts whose arguments differ between
+ * QEMU versions ask this, as blkmig asks the real QEMU. */
+gboolean fake_qemu_schema_has (const char *command, const char *argument);
 /* Checks one command against the saved schema (exposed for the fake's own tests). */
 gboolean fake_qemu_validate (const char *command, JsonNode *args, GError **error);

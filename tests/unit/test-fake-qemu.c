@@ -35,8 +35,14 @@ test_schema (void)
   ASSERT_VALID ("blockdev-add", "{\"driver\":\"qcow2\",\"node-name\":\"n1\",\"file\":\"other\"}");
   ASSERT_VALID ("block-job-cancel", "{\"device\":\"j\",\"force\":false}");
   ASSERT_INVALID ("blockdev-frobnicate", NULL,
-                  "blockdev-frobnicate: not a command of QEMU 7.2's schema");
-  ASSERT_INVALID ("SHUTDOWN", NULL, "SHUTDOWN: not a command of QEMU 7.2's schema");
+                  "blockdev-frobnicate: not a command of the saved schema");
+  ASSERT_INVALID ("SHUTDOWN", NULL, "SHUTDOWN: not a command of the saved schema");
+  /* what version-dependent scripts ask (QEMU 7.2's schema in this test) */
+  g_assert_true (fake_qemu_schema_has ("nbd-server-start", NULL));
+  g_assert_true (fake_qemu_schema_has ("nbd-server-start", "max-connections"));
+  g_assert_false (fake_qemu_schema_has ("nbd-server-start", "handshake-max-seconds"));
+  g_assert_false (fake_qemu_schema_has ("block-job-change", NULL));
+  g_assert_false (fake_qemu_schema_has ("SHUTDOWN", NULL));
   ASSERT_INVALID ("block-job-cancel", NULL,
                   "block-job-cancel: arguments: device: required, missing");
   ASSERT_INVALID ("block-job-cancel", "{\"device\":\"j\",\"forc\":true}",
@@ -149,9 +155,9 @@ test_unknown_to_schema (Fixture *fx, gconstpointer data)
   /* Even a scripted command fails when QEMU 7.2 would not know it. */
   fake_qemu_expect (fx->fake, "job-frobnicate", NULL, "{}");
   g_free (run (fx, "job-frobnicate", NULL));
-  assert_failed (fx, "fake-qemu: job-frobnicate: not a command of QEMU 7.2's schema");
+  assert_failed (fx, "fake-qemu: job-frobnicate: not a command of the saved schema");
   g_free (run (fx, "block-job-cancel", "{\"id\":\"x\"}"));
-  assert_failed (fx, "fake-qemu: job-frobnicate: not a command of QEMU 7.2's schema");
+  assert_failed (fx, "fake-qemu: job-frobnicate: not a command of the saved schema");
 }
 
 static void

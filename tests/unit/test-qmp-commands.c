@@ -100,7 +100,7 @@ test_wire_nbd_migration (Fixture *fx, gconstpointer data)
     .max_connections = 7,
     .handshake_max_seconds = 9,
   };
-  gboolean qemu10 = g_strrstr (g_getenv ("FAKE_QEMU_SCHEMA") ?: "", "10.0") != NULL;
+  gboolean handshake = fake_qemu_schema_has ("nbd-server-start", "handshake-max-seconds");
   const QmpMigrateParameters unset = { .tls_creds = QMP_NULL, .tls_hostname = QMP_NULL };
   const char *const caps[] = { "events", "late-block-activate", NULL };
   const char *const dns[] = { "CN=a", NULL };
@@ -109,7 +109,7 @@ test_wire_nbd_migration (Fixture *fx, gconstpointer data)
   fixture_connect (fx);
   /* handshake-max-seconds only where the schema has it (QEMU 10.0) */
   expect (fx, "nbd-server-start",
-          qemu10 ? "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}},"
+          handshake ? "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}},"
                    "\"tls-creds\":\"t0\",\"max-connections\":7,\"handshake-max-seconds\":9}"
                  : "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}},"
                    "\"tls-creds\":\"t0\",\"max-connections\":7}");
@@ -219,8 +219,10 @@ test_reply_block (Fixture *fx, gconstpointer data)
 static void
 test_schema (Fixture *fx, gconstpointer data)
 {
-  gboolean qemu10 = g_strrstr (g_getenv ("FAKE_QEMU_SCHEMA") ?: "", "10.0") != NULL;
+  /* the -schema-10.0 run has both; 7.2 neither */
+  gboolean qemu10 = fake_qemu_schema_has ("block-job-change", NULL);
 
+  g_assert_true (fake_qemu_schema_has ("migrate", "channels") == qemu10);
   fixture_connect (fx);
   g_assert_cmpuint (fake_qemu_count (fx->fake, "query-qmp-schema"), ==, 0);
   g_assert_true (qmp_client_has_argument (fx->qmp, "migrate", "uri"));

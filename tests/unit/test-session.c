@@ -129,22 +129,22 @@ exists (const char *path)
 
 /* ---- prepare -------------------------------------------------------------- */
 
-/* The start of every prepare of vda onto the destination's node vda. */
-/* nbd-server-start as prepare sends it: handshake-max-seconds where the schema
- * (QEMU 10.0's) has it. */
 /* qom-get of the machine type (begin records it, prepare compares it). */
 #define MACHINE_ARGS "{\"path\":\"/machine\",\"property\":\"type\"}"
 
+/* nbd-server-start as prepare sends it: handshake-max-seconds where the schema
+ * (QEMU 10.0's) has it. */
 static const char *
 nbd_server_args (void)
 {
-  if (g_strrstr (g_getenv ("FAKE_QEMU_SCHEMA") ?: "", "10.0") != NULL)
+  if (fake_qemu_schema_has ("nbd-server-start", "handshake-max-seconds"))
     return "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}},"
            "\"max-connections\":128,\"handshake-max-seconds\":120}";
   return "{\"addr\":{\"type\":\"fd\",\"data\":{\"str\":\"blkmig-nbd-listen\"}},"
          "\"max-connections\":128}";
 }
 
+/* The start of every prepare of vda onto the destination's node vda. */
 static void
 script_prepare_start (Fixture *fx, const char *nodes)
 {
