@@ -32,6 +32,7 @@ struct _JobGroup {
 };
 
 static void job_group_check_waiters (JobGroup *group);
+static void job_group_watch_restart (JobGroup *group);
 
 static void
 job_waiter_free (JobWaiter *waiter)
@@ -125,8 +126,8 @@ job_group_free (JobGroup *group)
 {
   if (group == NULL)
     return;
-  group->converge_window_ms = 0;
-  job_group_set_stall_timeout (group, 0);
+  group->stall_timeout_ms = group->converge_window_ms = 0;
+  job_group_watch_restart (group);   /* stops both watchdogs */
   g_signal_handler_disconnect (group->qmp, group->event_handler);
   g_signal_handler_disconnect (group->qmp, group->closed_handler);
   for (guint i = 0; i < group->waiters->len; i++)
