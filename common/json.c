@@ -24,6 +24,13 @@ blkmig_json_add_int (JsonBuilder *b, const char *key, gint64 value)
 }
 
 void
+blkmig_json_add_bool (JsonBuilder *b, const char *key, gboolean value)
+{
+  json_builder_set_member_name (b, key);
+  json_builder_add_boolean_value (b, value);
+}
+
+void
 blkmig_json_add_strv (JsonBuilder *b, const char *key, const char *const *strv)
 {
   json_builder_set_member_name (b, key);

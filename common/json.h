@@ -1,4 +1,4 @@
-/* Small JsonBuilder helpers: a member with a string (or null), an integer, a string array. */
+/* Small JsonBuilder helpers: a member with a string (or null), an integer, a boolean, a string array. */
 #pragma once
 
 #include <json-glib/json-glib.h>
@@ -6,6 +6,7 @@
 /* "key": "value", or "key": null when @value is NULL. */
 void blkmig_json_add_string (JsonBuilder *b, const char *key, const char *value);
 void blkmig_json_add_int (JsonBuilder *b, const char *key, gint64 value);
+void blkmig_json_add_bool (JsonBuilder *b, const char *key, gboolean value);
 /* "key": [ ... ], empty when @strv is NULL. */
 void blkmig_json_add_strv (JsonBuilder *b, const char *key, const char *const *strv);
 

@@ -266,6 +266,7 @@ qmp_image_args (const QmpBlockdevImage *args)
                        "cache", qmp_cache_arg (args),
                        "discard", qmp_opt_str (args->discard),
                        "detect-zeroes", qmp_opt_str (args->detect_zeroes),
+                       "backing", args->no_backing ? json_node_new (JSON_NODE_NULL) : NULL,
                        "file", qmp_args_new ("driver", qmp_str ("file"),
                                              "filename", qmp_str (args->filename),
                                              "cache", qmp_cache_arg (args),
@@ -306,8 +307,10 @@ qmp_image_info_free (QmpImageInfo *image)
 {
   if (image == NULL)
     return;
+  g_free (image->filename);
   g_free (image->format);
   g_strfreev (image->backing);
+  qmp_image_info_free (image->backing_image);
   g_free (image);
 }
 
@@ -333,10 +336,13 @@ qmp_image_info_parse (JsonObject *obj)
   if (obj == NULL)
     return NULL;
   image = g_new0 (QmpImageInfo, 1);
+  image->filename = qmp_dup (obj, "filename");
   image->format = qmp_dup (obj, "format");
   image->virtual_size = qmp_member_int (obj, "virtual-size", 0);
   image->actual_size = qmp_member_int (obj, "actual-size", 0);
   image->backing = qmp_backing_chain (obj);
+  /* as deep as the reply: the client's parser bounds its nesting */
+  image->backing_image = qmp_image_info_parse (qmp_member_object (obj, "backing-image"));
   return image;
 }
 
@@ -458,6 +464,37 @@ qmp_blockdev_mirror (QmpClient *qmp, const QmpBlockdevMirror *args, GCancellable
                                   ? qmp_int (args->granularity) : NULL,
                                 "copy-mode", qmp_opt_str (args->copy_mode),
                                 "auto-dismiss", qmp_bool (args->auto_dismiss), NULL),
+                  cancellable, error);
+}
+
+gboolean
+qmp_block_commit (QmpClient *qmp, const QmpBlockCommit *args, GCancellable *cancellable,
+                  GError **error)
+{
+  return qmp_run (qmp, "block-commit",
+                  qmp_args_new ("job-id", qmp_str (args->job_id),
+                                "device", qmp_str (args->device),
+                                "base-node", qmp_str (args->base_node),
+                                "top-node", qmp_opt_str (args->top_node),
+                                "speed", args->speed > 0 ? qmp_int (args->speed) : NULL,
+                                "auto-dismiss", qmp_bool (FALSE), NULL),
+                  cancellable, error);
+}
+
+gboolean
+qmp_transaction_blockdev_snapshot (QmpClient *qmp, const char *const *nodes,
+                                   const char *const *overlays, GCancellable *cancellable,
+                                   GError **error)
+{
+  JsonArray *actions = json_array_new ();
+
+  for (guint i = 0; nodes[i] != NULL && overlays[i] != NULL; i++)
+    json_array_add_element (actions,
+                            qmp_args_new ("type", qmp_str ("blockdev-snapshot"),
+                                          "data", qmp_args_new ("node", qmp_str (nodes[i]),
+                                                                "overlay", qmp_str (overlays[i]),
+                                                                NULL), NULL));
+  return qmp_run (qmp, "transaction", qmp_args_new ("actions", qmp_array_node (actions), NULL),
                   cancellable, error);
 }
 

@@ -107,6 +107,7 @@ typedef struct {
   gboolean cache_no_flush;
   const char *discard;        /* both nodes: "unmap", or NULL */
   const char *detect_zeroes;  /* the format node: "off", "on", "unmap", or NULL */
+  gboolean no_backing;        /* "backing": null (an overlay blockdev-snapshot attaches) */
 } QmpBlockdevImage;
 
 gboolean qmp_blockdev_add_image (QmpClient *qmp, const QmpBlockdevImage *args,
@@ -118,12 +119,15 @@ gboolean qmp_blockdev_del (QmpClient *qmp, const char *node_name, GCancellable *
                            GError **error);
 
 /* The "image" member of query-block / query-named-block-nodes. */
-typedef struct {
+typedef struct _QmpImageInfo QmpImageInfo;
+struct _QmpImageInfo {
+  char *filename;             /* NULL: absent */
   char *format;               /* NULL: absent */
   gint64 virtual_size;        /* 0: absent */
   gint64 actual_size;         /* 0: absent */
   GStrv backing;              /* backing files' names, top first; NULL when none */
-} QmpImageInfo;
+  QmpImageInfo *backing_image;  /* the next layer down, NULL when none */
+};
 
 /* One query-block entry. */
 typedef struct {
@@ -176,6 +180,23 @@ typedef struct {
 
 gboolean qmp_blockdev_mirror (QmpClient *qmp, const QmpBlockdevMirror *args,
                               GCancellable *cancellable, GError **error);
+/* block-commit: @top_node (NULL: the active layer, which makes it a mirror that
+ * becomes READY) into @base_node, below it in @device's chain.  auto-dismiss off. */
+typedef struct {
+  const char *job_id;
+  const char *device;         /* the disk's root node or BlockBackend */
+  const char *top_node;       /* NULL: the active layer */
+  const char *base_node;
+  gint64 speed;               /* 0: unlimited */
+} QmpBlockCommit;
+
+gboolean qmp_block_commit (QmpClient *qmp, const QmpBlockCommit *args,
+                           GCancellable *cancellable, GError **error);
+/* transaction of one blockdev-snapshot per pair: @overlays[i] (a node added with
+ * no_backing) goes on top of @nodes[i]; all of them or none. */
+gboolean qmp_transaction_blockdev_snapshot (QmpClient *qmp, const char *const *nodes,
+                                            const char *const *overlays,
+                                            GCancellable *cancellable, GError **error);
 /* job-complete: a READY mirror pivots. */
 gboolean qmp_job_complete (QmpClient *qmp, const char *id, GCancellable *cancellable,
                            GError **error);

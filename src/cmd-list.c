@@ -84,6 +84,26 @@ list_print_table (const ListColumn *columns, guint n, GPtrArray *rows, const cha
     }
 }
 
+/* "backing: /b.qcow2 [node mid] -> /a.raw [node #block123]", top first */
+static char *
+list_backing_note (const DiskInfo *disk)
+{
+  g_autoptr(GArray) layers = disk_info_layers (disk);
+  g_autoptr(GString) note = g_string_new ("backing:");
+
+  for (guint i = 1; i < layers->len; i++)
+    {
+      const DiskLayer *layer = &g_array_index (layers, DiskLayer, i);
+      g_autofree char *file = blkmig_escape_controls (layer->file);
+      g_autofree char *node = blkmig_escape_controls (layer->node);
+
+      g_string_append_printf (note, "%s %s", i > 1 ? " ->" : "", file);
+      if (*layer->node != '\0')
+        g_string_append_printf (note, " [node %s]", node);
+    }
+  return g_string_free (g_steal_pointer (&note), FALSE);
+}
+
 static ListRow *
 list_disk_row (const DiskInfo *disk)
 {
@@ -98,11 +118,7 @@ list_disk_row (const DiskInfo *disk)
   row->cells[5] = blkmig_escape_controls (device != NULL ? device : "-");
   row->cells[6] = blkmig_escape_controls (*disk->file ? disk->file : "-");
   if (disk->backing != NULL)
-    {
-      g_autofree char *chain = g_strjoinv (" -> ", disk->backing);
-      g_autofree char *escaped = blkmig_escape_controls (chain);
-      row->note = g_strdup_printf ("backing: %s", escaped);
-    }
+    row->note = list_backing_note (disk);
   return row;
 }
 
@@ -157,6 +173,27 @@ list_print_human (GPtrArray *disks, GPtrArray *jobs)
 
 /* ---- JSON ---------------------------------------------------------------- */
 
+/* "chain": every layer, the active one first: file, node (null: unknown), format */
+static void
+list_json_chain (JsonBuilder *b, const DiskInfo *disk)
+{
+  g_autoptr(GArray) layers = disk_info_layers (disk);
+
+  json_builder_set_member_name (b, "chain");
+  json_builder_begin_array (b);
+  for (guint i = 0; i < layers->len; i++)
+    {
+      const DiskLayer *layer = &g_array_index (layers, DiskLayer, i);
+
+      json_builder_begin_object (b);
+      blkmig_json_add_string (b, "file", layer->file);
+      blkmig_json_add_string (b, "node", *layer->node ? layer->node : NULL);
+      blkmig_json_add_string (b, "format", layer->format);
+      json_builder_end_object (b);
+    }
+  json_builder_end_array (b);
+}
+
 static void
 list_json_disk (JsonBuilder *b, const DiskInfo *disk)
 {
@@ -171,6 +208,7 @@ list_json_disk (JsonBuilder *b, const DiskInfo *disk)
   blkmig_json_add_string (b, "device", device);
   blkmig_json_add_string (b, "file", disk->file);
   blkmig_json_add_strv (b, "backing", (const char *const *) disk->backing);
+  list_json_chain (b, disk);
   json_builder_end_object (b);
 }
 
@@ -191,7 +229,8 @@ list_json_job (JsonBuilder *b, const QmpBlockJobInfo *job)
 /* The document docs/list.md describes:
  *   {"version": 1,
  *    "disks": [{"name", "node", "format", "virtual-size", "allocated",
- *               "device" (qdev id, QOM path or null), "file", "backing": [top first]}],
+ *               "device" (qdev id, QOM path or null), "file", "backing": [top first],
+ *               "chain": [{"file", "node" (or null), "format"}, the active layer first]}],
  *    "jobs": [{"id", "type", "status", "offset", "len", "speed"}]}
  * Keys come in this order; sizes are bytes. */
 static void

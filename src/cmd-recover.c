@@ -8,6 +8,7 @@
 #include "src/disks.h"
 #include "src/session.h"
 #include "src/util.h"
+#include "src/volumes.h"
 
 typedef struct {
   char *id;
@@ -171,13 +172,30 @@ recover_move (const RecoverArgs *args, const Journal *journal, const char **done
   return TRUE;
 }
 
+/* snapshot and merge: one QEMU, the VM's own */
+static gboolean
+recover_chain (const RecoverArgs *args, const Journal *journal, const char **done,
+               GError **error)
+{
+  gboolean gone;
+  g_autoptr(QmpClient) qmp = recover_connect (args, 0, journal->source_qmp, "qemu", &gone);
+
+  if (qmp == NULL)
+    return *done = "the VM's QEMU could not be reached (offline: use blkmig reconcile)", FALSE;
+  if (g_str_equal (journal->command, "snapshot"))
+    return snapshot_recover (qmp, journal, done, error);
+  return merge_recover (qmp, journal, done, error);
+}
+
 static gboolean
 recover_one (const RecoverArgs *args, Journal *journal, GError **error)
 {
   const char *done = "unknown journal";
   gboolean ok;
 
-  if (journal->cookie == NULL && !g_str_equal (journal->command, "move"))
+  if (g_str_equal (journal->command, "snapshot") || g_str_equal (journal->command, "merge"))
+    ok = recover_chain (args, journal, &done, error);
+  else if (journal->cookie == NULL && !g_str_equal (journal->command, "move"))
     ok = (done = "nothing had been started", TRUE);
   else if (g_str_equal (journal->command, "begin"))
     ok = (done = "an offer no perform finished: withdrawn", TRUE);

@@ -16,6 +16,8 @@ gboolean cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError *
 gboolean cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_finish (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_abort (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_snapshot (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_merge (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_list (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_verify (int argc, char **argv, GCancellable *cancellable, GError **error);

@@ -1,6 +1,8 @@
 /* Disk discovery from query-block (qmp_query_block), and name lookup by qdev id, BlockBackend or node. */
 #include "src/disks.h"
 
+#include <glib/gstdio.h>
+
 #include "common/error.h"
 #include "common/escape.h"
 #include "qmp/qmp-commands.h"
@@ -20,6 +22,8 @@ disk_info_free (DiskInfo *disk)
   g_free (disk->file);
   g_free (disk->detect_zeroes);
   g_strfreev (disk->backing);
+  g_strfreev (disk->backing_nodes);
+  g_strfreev (disk->backing_formats);
   g_free (disk);
 }
 
@@ -48,15 +52,64 @@ disk_info_attached_device (const DiskInfo *disk)
   return disk->qdev != NULL && *disk->qdev != '\0' ? g_strdup (disk->qdev) : NULL;
 }
 
+/* Protocol nodes sit under a format node; they are not disks of their own. */
+static gboolean
+disks_is_protocol (const char *drv)
+{
+  static const char *const protocols[] = {
+    "file", "host_device", "host_cdrom", "nbd", "iscsi", "rbd", "ssh", "http", "https",
+    "null-co", "null-aio", "blkdebug", "throttle", NULL
+  };
+  return g_strv_contains (protocols, drv);
+}
+
 /* Size, allocation and backing chain from an "image" (NULL: none). */
 static void
 disks_take_image (DiskInfo *disk, const QmpImageInfo *image)
 {
+  g_autoptr(GStrvBuilder) formats = g_strv_builder_new ();
+
   if (image == NULL)
     return;
   disk->virtual_size = image->virtual_size;
   disk->allocated = image->actual_size;
   disk->backing = g_strdupv (image->backing);
+  for (const QmpImageInfo *layer = image->backing_image; layer != NULL;
+       layer = layer->backing_image)
+    g_strv_builder_add (formats, layer->format ?: "raw");
+  if (disk->backing != NULL)
+    disk->backing_formats = g_strv_builder_end (formats);
+}
+
+/* The format node that holds @file (a backing layer's name as QEMU reports it). */
+static const char *
+disks_node_of_file (GPtrArray *nodes, const char *file)
+{
+  for (guint i = 0; i < nodes->len; i++)
+    {
+      QmpBlockNodeInfo *node = nodes->pdata[i];
+      if (node->node_name != NULL && g_strcmp0 (node->file, file) == 0
+          && !disks_is_protocol (node->drv ?: "file"))
+        return node->node_name;
+    }
+  return "";
+}
+
+/* Names the nodes of every disk's backing layers, from query-named-block-nodes. */
+static void
+disks_name_backing (GPtrArray *disks, GPtrArray *nodes)
+{
+  for (guint i = 0; i < disks->len; i++)
+    {
+      DiskInfo *disk = disks->pdata[i];
+      guint n = disk->backing != NULL ? g_strv_length (disk->backing) : 0;
+
+      if (n == 0)
+        continue;
+      disk->backing_nodes = g_new0 (char *, n + 1);
+      for (guint k = 0; k < n; k++)
+        disk->backing_nodes[k] = g_strdup (disks_node_of_file (nodes, disk->backing[k]));
+    }
 }
 
 static DiskInfo *
@@ -97,16 +150,6 @@ disks_from_node (const QmpBlockNodeInfo *node)
   return disk;
 }
 
-/* Protocol nodes sit under a format node; they are not disks of their own. */
-static gboolean
-disks_is_protocol (const char *drv)
-{
-  static const char *const protocols[] = {
-    "file", "host_device", "host_cdrom", "nbd", "iscsi", "rbd", "ssh", "http", "https",
-    "null-co", "null-aio", "blkdebug", "throttle", NULL
-  };
-  return g_strv_contains (protocols, drv);
-}
 
 /* Named nodes that no device uses: disks of a storage daemon or a -blockdev
  * without a device.  Auto-named (#...) nodes are internal and skipped. */
@@ -118,6 +161,7 @@ disks_add_named_nodes (QmpClient *qmp, GPtrArray *disks, GCancellable *cancellab
 
   if (nodes == NULL)
     return FALSE;
+  disks_name_backing (disks, nodes);
   for (guint i = 0; i < nodes->len; i++)
     {
       QmpBlockNodeInfo *node = nodes->pdata[i];
@@ -147,6 +191,50 @@ disks_query (QmpClient *qmp, gboolean with_nodes, GCancellable *cancellable, GEr
   if (with_nodes && !disks_add_named_nodes (qmp, disks, cancellable, error))
     return NULL;
   return g_steal_pointer (&disks);
+}
+
+GArray *
+disk_info_layers (const DiskInfo *disk)
+{
+  GArray *layers = g_array_new (FALSE, TRUE, sizeof (DiskLayer));
+  DiskLayer top = { disk->file, disk->node, disk->format };
+
+  g_array_append_val (layers, top);
+  for (guint i = 0; disk->backing != NULL && disk->backing[i] != NULL; i++)
+    {
+      DiskLayer layer = {
+        .file = disk->backing[i],
+        .node = disk->backing_nodes != NULL ? disk->backing_nodes[i] : "",
+        .format = disk->backing_formats != NULL && i < g_strv_length (disk->backing_formats)
+                  ? disk->backing_formats[i] : "raw",
+      };
+      g_array_append_val (layers, layer);
+    }
+  return layers;
+}
+
+static gboolean
+disks_same_file (const char *a, const char *b)
+{
+  GStatBuf sa, sb;
+
+  if (g_strcmp0 (a, b) == 0)
+    return TRUE;
+  return a != NULL && b != NULL && *a == '/' && *b == '/' && g_stat (a, &sa) == 0
+         && g_stat (b, &sb) == 0 && sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+int
+disk_layers_find (GArray *layers, const char *name)
+{
+  for (guint i = 0; i < layers->len; i++)
+    if (*g_array_index (layers, DiskLayer, i).node != '\0'
+        && g_str_equal (g_array_index (layers, DiskLayer, i).node, name))
+      return (int) i;
+  for (guint i = 0; i < layers->len; i++)
+    if (disks_same_file (g_array_index (layers, DiskLayer, i).file, name))
+      return (int) i;
+  return -1;
 }
 
 DiskInfo *

@@ -35,6 +35,10 @@ journal_free (Journal *journal)
   g_free (journal->new_image);
   g_free (journal->new_node);
   g_free (journal->job);
+  g_free (journal->top_node);
+  g_strfreev (journal->chain);
+  g_strfreev (journal->disks);
+  g_strfreev (journal->nodes);
   g_free (journal);
 }
 
@@ -80,6 +84,13 @@ journal_add_string (JsonBuilder *b, const char *key, const char *value)
   json_builder_add_string_value (b, value);
 }
 
+static void
+journal_add_strv (JsonBuilder *b, const char *key, GStrv value)
+{
+  if (value != NULL)
+    blkmig_json_add_strv (b, key, (const char *const *) value);
+}
+
 static const char *const step_names[JOURNAL_STEP_LAST] = {
   [JOURNAL_STEP_NONE] = NULL,
   [JOURNAL_STEP_BEGIN] = "begin",
@@ -94,6 +105,10 @@ static const char *const step_names[JOURNAL_STEP_LAST] = {
   [JOURNAL_STEP_MOVED] = "moved",
   [JOURNAL_STEP_SUPERSEDED] = "superseded",
   [JOURNAL_STEP_PIVOTED] = "pivoted",
+  [JOURNAL_STEP_SNAPSHOT] = "snapshot",
+  [JOURNAL_STEP_TRANSACTION] = "transaction",
+  [JOURNAL_STEP_COMMIT] = "commit",
+  [JOURNAL_STEP_COMMITTED] = "committed",
 };
 
 const char *
@@ -130,6 +145,16 @@ journal_to_string (const Journal *journal)
   journal_add_string (b, "new-image", journal->new_image);
   journal_add_string (b, "new-node", journal->new_node);
   journal_add_string (b, "job", journal->job);
+  journal_add_string (b, "top-node", journal->top_node);
+  journal_add_strv (b, "chain", journal->chain);
+  journal_add_strv (b, "disks", journal->disks);
+  journal_add_strv (b, "nodes", journal->nodes);
+  if (g_str_equal (journal->command, "merge"))
+    {
+      blkmig_json_add_bool (b, "active", journal->active);
+      blkmig_json_add_bool (b, "paused-guest", journal->paused_guest);
+      blkmig_json_add_bool (b, "delete-merged", journal->delete_merged);
+    }
   json_builder_set_member_name (b, "created");
   json_builder_begin_array (b);
   for (guint i = 0; journal->created != NULL && i < journal->created->len; i++)
@@ -282,11 +307,14 @@ journal_get (JsonObject *obj, const char *key)
   return g_strdup (qmp_member_string (obj, key));
 }
 
-/* "created": an array of strings, or absent. */
+/* Member @key: an array of strings (into @out, NULL when absent), or an error. */
 static gboolean
-journal_parse_created (Journal *journal, JsonNode *node, GError **error)
+journal_parse_strv (const Journal *journal, JsonObject *obj, const char *key, GStrv *out,
+                    GError **error)
 {
+  JsonNode *node = json_object_get_member (obj, key);
   JsonArray *list = node != NULL && JSON_NODE_HOLDS_ARRAY (node) ? json_node_get_array (node) : NULL;
+  g_autoptr(GStrvBuilder) items = g_strv_builder_new ();
 
   for (guint i = 0; list != NULL && i < json_array_get_length (list); i++)
     {
@@ -294,13 +322,28 @@ journal_parse_created (Journal *journal, JsonNode *node, GError **error)
       if (!JSON_NODE_HOLDS_VALUE (item) || json_node_get_value_type (item) != G_TYPE_STRING)
         list = NULL;
       else
-        journal_add_created (journal, json_node_get_string (item));
+        g_strv_builder_add (items, json_node_get_string (item));
     }
+  if (list != NULL)
+    *out = g_strv_builder_end (items);
   if (node == NULL || list != NULL)
     return TRUE;
   g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
-               "journal %s: created must be an array of strings", journal->path);
+               "journal %s: %s must be an array of strings", journal->path, key);
   return FALSE;
+}
+
+/* "created": an array of strings, or absent. */
+static gboolean
+journal_parse_created (Journal *journal, JsonObject *obj, GError **error)
+{
+  g_auto(GStrv) created = NULL;
+
+  if (!journal_parse_strv (journal, obj, "created", &created, error))
+    return FALSE;
+  for (guint i = 0; created != NULL && created[i] != NULL; i++)
+    journal_add_created (journal, created[i]);
+  return TRUE;
 }
 
 static gboolean
@@ -317,8 +360,15 @@ journal_parse (Journal *journal, JsonObject *obj, GError **error)
   journal->new_image = journal_get (obj, "new-image");
   journal->new_node = journal_get (obj, "new-node");
   journal->job = journal_get (obj, "job");
+  journal->top_node = journal_get (obj, "top-node");
+  journal->active = qmp_member_bool (obj, "active", FALSE);
+  journal->paused_guest = qmp_member_bool (obj, "paused-guest", FALSE);
+  journal->delete_merged = qmp_member_bool (obj, "delete-merged", FALSE);
   journal->created = g_ptr_array_new_with_free_func (g_free);
-  if (!journal_parse_created (journal, json_object_get_member (obj, "created"), error))
+  if (!journal_parse_created (journal, obj, error)
+      || !journal_parse_strv (journal, obj, "chain", &journal->chain, error)
+      || !journal_parse_strv (journal, obj, "disks", &journal->disks, error)
+      || !journal_parse_strv (journal, obj, "nodes", &journal->nodes, error))
     return FALSE;
   if (journal->id == NULL || journal->command == NULL || step == NULL)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,

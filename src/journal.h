@@ -11,6 +11,11 @@
  *   begin:   offered (gone when perform is done or rolled back, or by abort/recover)
  *   move:    mirror → superseded (old leaf marked, pivot about to be asked) →
  *            pivoted (then the journal goes)
+ *   snapshot: snapshot (overlays about to be made) → transaction (about to be
+ *            sent) → (gone)
+ *   merge:   commit (job about to start) → [active layer: superseded (guest
+ *            paused, pivot about to be asked) → pivoted (guest resumed next)] →
+ *            committed (only what --delete-merged removes is left) → (gone)
  * Each step is one JournalStep; its name on disk comes from one table in journal.c. */
 typedef enum {
   JOURNAL_STEP_NONE,            /* nothing written yet (never on disk) */
@@ -26,6 +31,10 @@ typedef enum {
   JOURNAL_STEP_MOVED,           /* "moved" */
   JOURNAL_STEP_SUPERSEDED,      /* "superseded" */
   JOURNAL_STEP_PIVOTED,         /* "pivoted" */
+  JOURNAL_STEP_SNAPSHOT,        /* "snapshot" */
+  JOURNAL_STEP_TRANSACTION,     /* "transaction" */
+  JOURNAL_STEP_COMMIT,          /* "commit" */
+  JOURNAL_STEP_COMMITTED,       /* "committed" */
   JOURNAL_STEP_LAST
 } JournalStep;
 
@@ -43,12 +52,21 @@ typedef struct {
   char *dest_qmp;
   Cookie *cookie;          /* the newest cookie, NULL for move */
   GPtrArray *created;      /* files blkmig created or is about to create */
-  /* move */
+  /* move (and merge) */
   char *disk;
-  char *old_image;         /* the leaf the guest ran on */
-  char *new_image;         /* the target blkmig created */
-  char *new_node;
+  char *old_image;         /* move: the leaf the guest ran on; merge: the top */
+  char *new_image;         /* move: the target blkmig created; merge: the base */
+  char *new_node;          /* move: our node; merge: the base's node */
   char *job;
+  /* merge */
+  char *top_node;
+  GStrv chain;             /* the disk's files before the merge, active first */
+  gboolean active;         /* the top was the active layer */
+  gboolean paused_guest;   /* blkmig stopped a running guest for the pivot */
+  gboolean delete_merged;
+  /* snapshot: disks[i] gets the overlay created[i], opened as node nodes[i] */
+  GStrv disks;
+  GStrv nodes;
 } Journal;
 
 void journal_free (Journal *journal);

@@ -24,10 +24,12 @@ static const struct {
   { "finish", cmd_finish, "destination phase: tear down the exports and resume the guest" },
   { "abort", cmd_abort, "clean up one side of a failed migration, given any of its cookies" },
   { "move", cmd_move, "move one disk to new storage on the same host, live" },
+  { "snapshot", cmd_snapshot, "external snapshot of running disks (one transaction for all)" },
+  { "merge", cmd_merge, "live merge of a layer of a running disk's chain into a lower one" },
   { "list", cmd_list, "show a running QEMU's disks and block jobs" },
   { "verify", cmd_verify, "compare two disks (images or NBD URIs); exit 0 only if identical" },
   { "recover", cmd_recover, "finish or roll back what an interrupted blkmig left (its journal)" },
-  { "reconcile", cmd_reconcile, "after a crash, decide offline which image of an interrupted move is authoritative" },
+  { "reconcile", cmd_reconcile, "after a crash, decide offline which leaf of an interrupted move or merge is authoritative" },
   { "tunnel-endpoint", cmd_tunnel_endpoint, "far end of --tunnel: hand its NBD connections to the destination" },
   { "qmp", cmd_qmp, "run one QMP command and print its reply (for scripts)" },
 };

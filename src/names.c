@@ -20,6 +20,12 @@ names_move_job (const char *id)
 }
 
 char *
+names_merge_job (const char *id)
+{
+  return g_strdup_printf ("blkmig-%.8s-merge", id);
+}
+
+char *
 names_node (const char *id, NamesKind kind, guint index)
 {
   return g_strdup_printf ("blkmig%.8s%c%u", id, (char) kind, index);

@@ -7,12 +7,14 @@
  * or a move's random one), so the id alone finds all of it again:
  *   jobs and exports  blkmig-ID8-N        (the export of disk N has job N's name)
  *   the move's job    blkmig-ID8-move
+ *   the merge's job   blkmig-ID8-merge
  *   nodes, objects    blkmigID8<kind>N    (kinds below)
  *   move's --verify   blkmigID8vo, blkmigID8vn (exports of the old and new image) */
 typedef enum {
   NAMES_NBD_CLIENT = 'n',   /* source: NBD client node of disk N */
   NAMES_FILE_TARGET = 'd',  /* destination: a file target blkmig opened */
   NAMES_MOVE_TARGET = 'm',  /* move: the new image's node */
+  NAMES_OVERLAY = 's',      /* snapshot: the overlay node of disk N */
   NAMES_TLS_SERVER = 't',   /* destination: tls-creds-x509 of the NBD server */
   NAMES_TLS_AUTHZ = 'z',    /* destination: authz-list of the NBD server */
   NAMES_TLS_CLIENT = 'c',   /* source: tls-creds-x509 of the NBD clients */
@@ -21,6 +23,7 @@ typedef enum {
 char *names_job (const char *id, guint index);
 char *names_export (const char *id, guint index);
 char *names_move_job (const char *id);
+char *names_merge_job (const char *id);
 char *names_node (const char *id, NamesKind kind, guint index);
 /* @new_image: the export of the new image, else of the old one. */
 char *names_verify_export (const char *id, gboolean new_image);

@@ -103,17 +103,22 @@ util_private_dir_remove (const char *dir)
   g_rmdir (dir);
 }
 
-gboolean
-util_image_create (const char *path, const char *format, gint64 size,
-                   GCancellable *cancellable, GError **error)
+/* qemu-img create, with a backing file (-u: not opened, the VM holds its lock) when
+ * @backing is not NULL. */
+static gboolean
+util_qemu_img_create (const char *path, const char *format, gint64 size, const char *backing,
+                      const char *backing_format, GCancellable *cancellable, GError **error)
 {
   g_autofree char *size_str = g_strdup_printf ("%" G_GINT64_FORMAT, size);
   g_autoptr(GSubprocess) proc = NULL;
   g_autofree char *err_text = NULL;
+  const char *argv[] = { "qemu-img", "create", "-q", "-f", format, path, size_str,
+                         "-u", "-b", backing, "-F", backing_format, NULL };
 
-  proc = g_subprocess_new (G_SUBPROCESS_FLAGS_STDOUT_SILENCE | G_SUBPROCESS_FLAGS_STDERR_PIPE,
-                           error, "qemu-img", "create", "-q", "-f", format, path, size_str,
-                           NULL);
+  if (backing == NULL)
+    argv[7] = NULL;
+  proc = g_subprocess_newv (argv, G_SUBPROCESS_FLAGS_STDOUT_SILENCE
+                                  | G_SUBPROCESS_FLAGS_STDERR_PIPE, error);
   if (proc == NULL)
     return FALSE;
   if (!g_subprocess_communicate_utf8 (proc, NULL, cancellable, NULL, &err_text, error))
@@ -123,6 +128,13 @@ util_image_create (const char *path, const char *format, gint64 size,
   g_strstrip (err_text);
   g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot create %s: %s", path, err_text);
   return FALSE;
+}
+
+gboolean
+util_image_create (const char *path, const char *format, gint64 size,
+                   GCancellable *cancellable, GError **error)
+{
+  return util_qemu_img_create (path, format, size, NULL, NULL, cancellable, error);
 }
 
 char *
@@ -151,6 +163,18 @@ util_rename_noreplace (const char *from, const char *to)
   return unlink (from);
 }
 
+/* Renames @made (in a staging directory) to @path, never replacing anything. */
+static gboolean
+util_place_new (const char *made, const char *path, GError **error)
+{
+  if (util_rename_noreplace (made, path) == 0)
+    return TRUE;
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot create %s: %s", path,
+               g_strerror (errno));
+  g_unlink (made);
+  return FALSE;
+}
+
 gboolean
 util_image_create_new (const char *path, const char *staging, const char *format, gint64 size,
                        GCancellable *cancellable, GError **error)
@@ -158,14 +182,20 @@ util_image_create_new (const char *path, const char *staging, const char *format
   g_autofree char *base = g_path_get_basename (path);
   g_autofree char *made = g_build_filename (staging, base, NULL);
 
-  if (!util_image_create (made, format, size, cancellable, error))
-    return FALSE;
-  if (util_rename_noreplace (made, path) == 0)
-    return TRUE;
-  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot create %s: %s", path,
-               g_strerror (errno));
-  g_unlink (made);
-  return FALSE;
+  return util_image_create (made, format, size, cancellable, error)
+         && util_place_new (made, path, error);
+}
+
+gboolean
+util_overlay_create_new (const char *path, const char *staging, const char *backing,
+                         const char *backing_format, gint64 size, GCancellable *cancellable,
+                         GError **error)
+{
+  g_autofree char *base = g_path_get_basename (path);
+  g_autofree char *made = g_build_filename (staging, base, NULL);
+
+  return util_qemu_img_create (made, "qcow2", size, backing, backing_format, cancellable, error)
+         && util_place_new (made, path, error);
 }
 
 char *

@@ -28,6 +28,11 @@ char *util_staging_dir_new (const char *parent, GError **error);
  * BLKMIG_ERROR_DISK. */
 gboolean util_image_create_new (const char *path, const char *staging, const char *format,
                                 gint64 size, GCancellable *cancellable, GError **error);
+/* The same for a qcow2 overlay backed by @backing (an absolute path, not opened:
+ * a running VM holds its lock) in @backing_format. */
+gboolean util_overlay_create_new (const char *path, const char *staging, const char *backing,
+                                  const char *backing_format, gint64 size,
+                                  GCancellable *cancellable, GError **error);
 /* "vd-a_1" from any string: keeps [A-Za-z0-9-_.], replaces the rest with '_'. */
 char *util_sanitize_name (const char *name);
 /* Cancels @cancellable on SIGINT and SIGTERM for as long as the process runs. */
