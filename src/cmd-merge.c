@@ -161,7 +161,7 @@ merge_journal_new (const MergeRun *run, const MergeArgs *args)
 
   for (guint i = 0; i < run->layers->len; i++)
     g_strv_builder_add (chain, merge_layer (run, (int) i)->file);
-  journal->source_qmp = g_strdup (args->qmp);
+  journal->source_qmp = g_canonicalize_filename (args->qmp, NULL);
   journal->disk = g_strdup (run->disk->name);
   journal->old_image = g_strdup (merge_layer (run, run->top)->file);
   journal->new_image = g_strdup (merge_layer (run, run->base)->file);
@@ -209,12 +209,12 @@ merge_guest (MergeRun *run, gboolean run_it, GError **error)
   if (run_it)
     return !run->journal->paused_guest || qmp_cont (run->qmp, NULL, error);
   status = qmp_query_status (run->qmp, 0, NULL, error);
-  if (status == NULL || !status->running)
-    return status != NULL;
+  if (status == NULL)
+    return FALSE;
   /* recorded before the stop, so recover knows to resume it */
-  run->journal->paused_guest = TRUE;
-  return journal_write (run->journal, JOURNAL_STEP_COMMIT, error)
-         && qmp_stop (run->qmp, NULL, error);
+  run->journal->paused_guest = status->running;
+  return journal_write (run->journal, JOURNAL_STEP_READY, error)
+         && (!status->running || qmp_stop (run->qmp, NULL, error));
 }
 
 /* The pivot of an active-layer merge.  QEMU's active commit copies in the background

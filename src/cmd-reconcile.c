@@ -3,14 +3,16 @@
 #include <stdio.h>
 
 #include "common/error.h"
+#include "common/json.h"
 #include "qmp/qmp-json.h"
 #include "src/commands.h"
 #include "src/journal.h"
 
 typedef struct {
   const char *authoritative;
-  const char *stale;          /* a blkmig-created target to remove, or NULL */
+  const char *stale;          /* a file that lost, to remove with --fix, or NULL */
   const char *reason;
+  int completed;              /* merge: 1 done, 0 not, -1 not a merge */
 } Decision;
 
 /* qemu-img info [--backing-chain] --output=json; @force_share FALSE checks the lock. */
@@ -59,7 +61,23 @@ reconcile_same_file (const char *a, const char *b)
   return g_str_equal (a, b);
 }
 
-/* The move journal that names @image as its old leaf or its new target. */
+/* Whether @journal is about @image: a move's old leaf or target, any layer a merge
+ * saw in the chain. */
+static gboolean
+reconcile_names (const Journal *journal, const char *image)
+{
+  if (g_str_equal (journal->command, "move"))
+    return reconcile_same_file (image, journal->old_image)
+           || reconcile_same_file (image, journal->new_image);
+  if (!g_str_equal (journal->command, "merge"))
+    return FALSE;
+  for (guint i = 0; journal->chain != NULL && journal->chain[i] != NULL; i++)
+    if (reconcile_same_file (image, journal->chain[i]))
+      return TRUE;
+  return FALSE;
+}
+
+/* The move or merge journal that names @image. */
 static Journal *
 reconcile_find_journal (const char *image, const char *path, GError **error)
 {
@@ -73,9 +91,7 @@ reconcile_find_journal (const char *image, const char *path, GError **error)
   for (guint i = 0; i < all->len; i++)
     {
       Journal *journal = all->pdata[i];
-      if (g_str_equal (journal->command, "move")
-          && (reconcile_same_file (image, journal->old_image)
-              || reconcile_same_file (image, journal->new_image)))
+      if (reconcile_names (journal, image))
         return g_ptr_array_steal_index (all, i);
     }
   return NULL;
@@ -93,16 +109,63 @@ reconcile_decide (const Journal *journal, gboolean new_readable)
 
   if (!marked)
     return (Decision) { journal->old_image, journal->new_image,
-                        "the pivot was never asked for: the old leaf has every write" };
+                        "the pivot was never asked for: the old leaf has every write", -1 };
   if (!new_readable)
     return (Decision) { journal->old_image, NULL,
                         "the pivot was asked for but the new image cannot be read: the old "
-                        "leaf is the only copy left" };
+                        "leaf is the only copy left", -1 };
   return (Decision) { journal->new_image, NULL,
                       journal->step == JOURNAL_STEP_PIVOTED
                         ? "the pivot completed: the guest ran on the new image"
                         : "the pivot was asked for: the new image was in sync and may hold "
-                          "writes the old leaf lacks" };
+                          "writes the old leaf lacks", -1 };
+}
+
+/* An active-layer merge.  The guest was paused from before the superseded mark until
+ * "pivoted" was on disk (src/cmd-merge.c): until then the old chain (top over base)
+ * holds every write, pivot or not; once recorded, the guest ran on the base, and the
+ * top holds nothing the base lacks (they were in sync at the pivot). */
+static Decision
+reconcile_decide_active (const Journal *journal)
+{
+  if (journal->step == JOURNAL_STEP_PIVOTED || journal->step == JOURNAL_STEP_COMMITTED)
+    return (Decision) { journal->new_image, journal->old_image,
+                        "the pivot completed and the guest ran on the base: the old top "
+                        "holds nothing the base lacks", 1 };
+  if (journal->step == JOURNAL_STEP_SUPERSEDED)
+    return (Decision) { journal->old_image, NULL,
+                        "the pivot was asked for with the guest paused and not recorded "
+                        "as done: the old top over its base has every write either way", 0 };
+  return (Decision) { journal->old_image, NULL,
+                      "the pivot was never asked for: the top over its base has every write",
+                      0 };
+}
+
+/* Whether @file is one of the layers @chain (qemu-img info --backing-chain) lists. */
+static gboolean
+reconcile_chain_has (JsonNode *chain, const char *file)
+{
+  JsonArray *layers = qmp_node_array (chain);
+
+  for (guint i = 0; i < qmp_array_length (layers); i++)
+    if (reconcile_same_file (qmp_member_string (qmp_array_object (layers, i), "filename"),
+                             file))
+      return TRUE;
+  return FALSE;
+}
+
+/* An internal merge: QEMU rewrites the backing link above the top when the commit
+ * completes, so the active layer's chain tells whether it did; either chain opens. */
+static Decision
+reconcile_decide_internal (const Journal *journal, JsonNode *chain)
+{
+  if (reconcile_chain_has (chain, journal->old_image))
+    return (Decision) { journal->chain[0], NULL,
+                        "the commit did not complete: the chain still holds the top (its "
+                        "base may hold part of it, which the top covers)", 0 };
+  return (Decision) { journal->chain[0],
+                      journal->delete_merged ? journal->old_image : NULL,
+                      "the commit completed: the top is out of the chain", 1 };
 }
 
 static gboolean
@@ -120,6 +183,29 @@ reconcile_size (const char *image)
   g_autoptr(JsonNode) info = reconcile_qemu_img_info (image, FALSE, TRUE, NULL);
 
   return qmp_member_int (qmp_node_object (info), "virtual-size", -1);
+}
+
+/* "volumes": vdsm's answer, the authoritative leaf first: file, format, virtual size,
+ * backing (null at the bottom) */
+static void
+reconcile_print_volumes (JsonBuilder *b, JsonNode *chain)
+{
+  JsonArray *layers = qmp_node_array (chain);
+
+  json_builder_set_member_name (b, "volumes");
+  json_builder_begin_array (b);
+  for (guint i = 0; i < qmp_array_length (layers); i++)
+    {
+      JsonObject *layer = qmp_array_object (layers, i);
+
+      json_builder_begin_object (b);
+      blkmig_json_add_string (b, "file", qmp_member_string (layer, "filename"));
+      blkmig_json_add_string (b, "format", qmp_member_string (layer, "format"));
+      blkmig_json_add_int (b, "virtual-size", qmp_member_int (layer, "virtual-size", -1));
+      blkmig_json_add_string (b, "backing", qmp_member_string (layer, "full-backing-filename"));
+      json_builder_end_object (b);
+    }
+  json_builder_end_array (b);
 }
 
 static void
@@ -146,6 +232,11 @@ reconcile_print (const char *image, const Journal *journal, const Decision *d, J
   json_builder_add_string_value (b, d->reason);
   json_builder_set_member_name (b, "fixed");
   json_builder_add_boolean_value (b, fixed);
+  blkmig_json_add_string (b, "operation", journal != NULL ? journal->command : NULL);
+  json_builder_set_member_name (b, "completed");
+  d->completed >= 0 ? json_builder_add_boolean_value (b, d->completed)
+                    : json_builder_add_null_value (b);
+  reconcile_print_volumes (b, chain);
   json_builder_set_member_name (b, "chain");
   json_builder_add_value (b, json_node_copy (chain));
   json_builder_end_object (b);
@@ -154,13 +245,44 @@ reconcile_print (const char *image, const Journal *journal, const Decision *d, J
   printf ("%s\n", text);
 }
 
-/* --fix: remove the target blkmig created if it lost, and close the journal. */
+/* --fix: remove the file that lost (a move's target, a merged top), close the journal. */
 static void
 reconcile_fix (Journal *journal, const Decision *d)
 {
-  if (d->stale != NULL)
+  GStatBuf st;
+
+  if (d->stale != NULL && g_lstat (d->stale, &st) == 0 && S_ISREG (st.st_mode))
     g_unlink (d->stale);
   journal_remove (journal);
+}
+
+static gboolean
+reconcile_decide_journal (const Journal *journal, Decision *d, GError **error)
+{
+  g_autoptr(JsonNode) active_chain = NULL;
+
+  if (g_str_equal (journal->command, "move"))
+    return *d = reconcile_decide (journal, reconcile_readable (journal->new_image,
+                                                             reconcile_size (journal->old_image))),
+           TRUE;
+  if (journal->chain == NULL || journal->chain[0] == NULL || journal->old_image == NULL
+      || journal->new_image == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
+                        "journal %s: the merge's chain, top or base is missing", journal->path),
+           FALSE;
+  /* the active layer's lock: a QEMU running the disk again must be asked, not us */
+  if (g_file_test (journal->chain[0], G_FILE_TEST_EXISTS)
+      && (active_chain = reconcile_qemu_img_info (journal->chain[0], TRUE, FALSE, error)) == NULL)
+    return FALSE;
+  if (journal->active)
+    return *d = reconcile_decide_active (journal), TRUE;
+  if (active_chain == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "the active layer %s is gone",
+                        journal->chain[0]), FALSE;
+  if (active_chain == NULL)
+    return FALSE;
+  *d = reconcile_decide_internal (journal, active_chain);
+  return TRUE;
 }
 
 static gboolean
@@ -172,6 +294,7 @@ reconcile_run (const char *image, const char *journal_path, gboolean fix, GError
   g_autoptr(GError) find_error = NULL;
   Decision d = {
     .authoritative = image, .reason = "no blkmig operation is recorded for this image",
+    .completed = -1,
   };
 
   if (lock_check == NULL)
@@ -179,13 +302,13 @@ reconcile_run (const char *image, const char *journal_path, gboolean fix, GError
   journal = reconcile_find_journal (image, journal_path, journal_path != NULL ? error : &find_error);
   if (journal == NULL && journal_path != NULL)
     return FALSE;
-  if (journal != NULL && !g_str_equal (journal->command, "move"))
+  if (journal != NULL && !g_str_equal (journal->command, "move")
+      && !g_str_equal (journal->command, "merge"))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "%s is a %s journal: reconcile handles interrupted moves; use blkmig "
-                        "recover", journal->path, journal->command), FALSE;
-  if (journal != NULL)
-    d = reconcile_decide (journal, reconcile_readable (journal->new_image,
-                                                       reconcile_size (journal->old_image)));
+                        "%s is a %s journal: reconcile handles interrupted moves and merges; "
+                        "use blkmig recover", journal->path, journal->command), FALSE;
+  if (journal != NULL && !reconcile_decide_journal (journal, &d, error))
+    return FALSE;
   chain = reconcile_qemu_img_info (d.authoritative, TRUE, TRUE, error);
   if (chain == NULL)
     return FALSE;
@@ -202,14 +325,15 @@ cmd_reconcile (int argc, char **argv, GCancellable *cancellable, GError **error)
   gboolean fix = FALSE;
   const GOptionEntry entries[] = {
     { "journal", 'j', 0, G_OPTION_ARG_FILENAME, &journal,
-      "The move's journal (default: the one that names IMAGE)", "FILE" },
+      "The move's or merge's journal (default: the one that names IMAGE)", "FILE" },
     { "fix", 0, 0, G_OPTION_ARG_NONE, &fix,
-      "Remove the target that lost and close the journal", NULL },
+      "Remove the file that lost (a move's target, a merged top) and close the journal", NULL },
     G_OPTION_ENTRY_NULL
   };
 
-  if (!command_parse (&argc, &argv, "IMAGE", "For an offline image whose move was interrupted, "
-                      "decide which leaf is authoritative and print its chain as JSON.",
+  if (!command_parse (&argc, &argv, "IMAGE", "For an offline image whose move or merge was "
+                      "interrupted, decide which leaf is authoritative and print its chain as "
+                      "JSON.",
                       entries, error))
     return FALSE;
   if (argc != 2)

@@ -127,7 +127,7 @@ snapshot_journal_new (const char *tag, const SnapshotArgs *args, GPtrArray *chos
   g_autoptr(GStrvBuilder) disks = g_strv_builder_new ();
   g_autoptr(GStrvBuilder) nodes = g_strv_builder_new ();
 
-  journal->source_qmp = g_strdup (args->qmp);
+  journal->source_qmp = g_canonicalize_filename (args->qmp, NULL);
   for (guint i = 0; i < chosen->len; i++)
     {
       g_autofree char *node = names_node (tag, NAMES_OVERLAY, i);

@@ -109,6 +109,7 @@ static const char *const step_names[JOURNAL_STEP_LAST] = {
   [JOURNAL_STEP_TRANSACTION] = "transaction",
   [JOURNAL_STEP_COMMIT] = "commit",
   [JOURNAL_STEP_COMMITTED] = "committed",
+  [JOURNAL_STEP_READY] = "ready",
 };
 
 const char *

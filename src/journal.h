@@ -13,9 +13,10 @@
  *            pivoted (then the journal goes)
  *   snapshot: snapshot (overlays about to be made) → transaction (about to be
  *            sent) → (gone)
- *   merge:   commit (job about to start) → [active layer: superseded (guest
- *            paused, pivot about to be asked) → pivoted (guest resumed next)] →
- *            committed (only what --delete-merged removes is left) → (gone)
+ *   merge:   commit (job about to start) → [active layer: ready (READY, the
+ *            guest about to be paused) → superseded (guest paused, pivot about to
+ *            be asked) → pivoted (guest resumed next)] → committed (only what
+ *            --delete-merged removes is left) → (gone)
  * Each step is one JournalStep; its name on disk comes from one table in journal.c. */
 typedef enum {
   JOURNAL_STEP_NONE,            /* nothing written yet (never on disk) */
@@ -35,6 +36,7 @@ typedef enum {
   JOURNAL_STEP_TRANSACTION,     /* "transaction" */
   JOURNAL_STEP_COMMIT,          /* "commit" */
   JOURNAL_STEP_COMMITTED,       /* "committed" */
+  JOURNAL_STEP_READY,           /* "ready" */
   JOURNAL_STEP_LAST
 } JournalStep;
 

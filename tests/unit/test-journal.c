@@ -35,7 +35,7 @@ test_step_names (void)
   static const char *const names[] = { "begin", "offered", "prepare", "prepared", "mirror",
                                        "switch", "pre-switchover", "completed", "copied",
                                        "moved", "superseded", "pivoted", "snapshot",
-                                       "transaction", "commit", "committed" };
+                                       "transaction", "commit", "committed", "ready" };
   JournalStep step;
 
   g_assert_cmpuint (G_N_ELEMENTS (names), ==, JOURNAL_STEP_LAST - 1);
