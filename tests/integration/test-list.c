@@ -10,8 +10,9 @@
 typedef struct {
   Rig *rig;
   Vm *vm;
-  char *base;           /* vda's backing file */
-  char *top;            /* vda: qcow2 over base */
+  char *base;           /* the bottom of vda's chain */
+  char *mid;            /* vda's backing file, over base */
+  char *top;            /* vda: qcow2 over mid */
   char *raw;            /* vdb */
 } Fixture;
 
@@ -36,11 +37,14 @@ fixture_set_up (Fixture *f, gconstpointer data)
 
   f->rig = rig_new ();
   f->base = rig_path (f->rig, "base.qcow2");
+  f->mid = rig_path (f->rig, "mid.qcow2");
   f->top = rig_path (f->rig, "top.qcow2");
   f->raw = rig_path (f->rig, "vdb.raw");
   img_create (f->base, "qcow2", "64M");
   img_write (f->base, "qcow2", 0xab, "0", "1M");
   run_ok ((const char *const[]) { "qemu-img", "create", "-q", "-f", "qcow2", "-b", f->base,
+                                  "-F", "qcow2", f->mid, NULL });
+  run_ok ((const char *const[]) { "qemu-img", "create", "-q", "-f", "qcow2", "-b", f->mid,
                                   "-F", "qcow2", f->top, NULL });
   img_create (f->raw, "raw", "16M");
   img_write (f->raw, "raw", 0xcd, "0", "8M");
@@ -53,6 +57,7 @@ static void
 fixture_tear_down (Fixture *f, gconstpointer data)
 {
   g_free (f->base);
+  g_free (f->mid);
   g_free (f->top);
   g_free (f->raw);
   rig_free (f->rig);
@@ -78,6 +83,24 @@ actual_size (Vm *vm, const char *id)
   return -1;
 }
 
+/* The name QEMU gave the format node that opened @file (asked here, not through blkmig). */
+static char *
+node_of (Vm *vm, const char *file)
+{
+  g_autoptr(JsonNode) ret = vm_qmp (vm, "query-named-block-nodes", "{\"flat\":true}");
+  JsonArray *list = json_node_get_array (ret);
+
+  for (guint i = 0; i < json_array_get_length (list); i++)
+    {
+      JsonObject *node = json_array_get_object_element (list, i);
+      if (g_str_equal (json_object_get_string_member (node, "file"), file)
+          && g_str_equal (json_object_get_string_member (node, "drv"), "qcow2"))
+        return g_strdup (json_object_get_string_member (node, "node-name"));
+    }
+  g_error ("QEMU has no qcow2 node for %s", file);
+  return NULL;
+}
+
 static char *
 disk_row (Vm *vm, const char *id, const char *format, const char *size, const char *file)
 {
@@ -94,11 +117,15 @@ test_list_human (Fixture *f, gconstpointer data)
   g_autofree char *err = NULL;
   g_autofree char *vda = disk_row (f->vm, "vda", "qcow2", "64 MiB", f->top);
   g_autofree char *vdb = disk_row (f->vm, "vdb", "raw", "16 MiB", f->raw);
+  g_autofree char *mid_node = node_of (f->vm, f->mid);
+  g_autofree char *base_node = node_of (f->vm, f->base);
   g_autofree char *expected = NULL;
 
-  expected = g_strdup_printf (ROW_FORMAT "%s  backing: %s\n%s\nBlock jobs: none\n",
+  /* the whole chain, three layers deep, each with its node name */
+  expected = g_strdup_printf (ROW_FORMAT "%s  backing: %s [node %s] -> %s [node %s]\n%s\n"
+                              "Block jobs: none\n",
                               "NAME", "NODE", "FORMAT", "SIZE", "ALLOCATED", "DEVICE", "FILE",
-                              vda, f->base, vdb);
+                              vda, f->mid, mid_node, f->base, base_node, vdb);
   g_assert_cmpint (blkmig_run (&out, &err, "list", "--qmp", f->vm->qmp_path, NULL), ==, 0);
   g_assert_cmpstr (err, ==, "");
   g_assert_cmpstr (out, ==, expected);
@@ -108,6 +135,33 @@ static JsonObject *
 disk_at (JsonObject *doc, guint i)
 {
   return json_array_get_object_element (json_object_get_array_member (doc, "disks"), i);
+}
+
+static void
+assert_layer (JsonArray *chain, guint i, const char *file, const char *node, const char *format)
+{
+  JsonObject *layer = json_array_get_object_element (chain, i);
+
+  g_assert_cmpstr (json_object_get_string_member (layer, "file"), ==, file);
+  g_assert_cmpstr (json_object_get_string_member (layer, "node"), ==, node);
+  g_assert_cmpstr (json_object_get_string_member (layer, "format"), ==, format);
+}
+
+/* vda: top over mid over base; vdb: no backing */
+static void
+assert_chain (Fixture *f, JsonObject *vda, JsonObject *vdb)
+{
+  g_autofree char *mid_node = node_of (f->vm, f->mid);
+  g_autofree char *base_node = node_of (f->vm, f->base);
+  JsonArray *chain = json_object_get_array_member (vda, "chain");
+
+  g_assert_cmpuint (json_array_get_length (chain), ==, 3);
+  assert_layer (chain, 0, f->top, "drive-vda", "qcow2");
+  assert_layer (chain, 1, f->mid, mid_node, "qcow2");
+  assert_layer (chain, 2, f->base, base_node, "qcow2");
+  chain = json_object_get_array_member (vdb, "chain");
+  g_assert_cmpuint (json_array_get_length (chain), ==, 1);
+  assert_layer (chain, 0, f->raw, "drive-vdb", "raw");
 }
 
 static void
@@ -124,7 +178,7 @@ assert_disk (JsonObject *disk, const char *name, const char *format, gint64 size
   g_assert_cmpint (json_object_get_int_member (disk, "allocated"), >, 0);
   g_assert_cmpstr (json_object_get_string_member (disk, "device"), ==, name);
   g_assert_cmpstr (json_object_get_string_member (disk, "file"), ==, file);
-  g_assert_cmpuint (json_array_get_length (chain), ==, backing != NULL ? 1 : 0);
+  g_assert_cmpuint (json_array_get_length (chain), ==, backing != NULL ? 2 : 0);
   if (backing != NULL)
     g_assert_cmpstr (json_array_get_string_element (chain, 0), ==, backing);
 }
@@ -160,8 +214,9 @@ test_list_json (Fixture *f, gconstpointer data)
   g_assert_cmpstr (g_list_nth_data (keys, 2), ==, "jobs");
   g_assert_cmpint (json_object_get_int_member (doc, "version"), ==, 1);
   g_assert_cmpuint (json_array_get_length (json_object_get_array_member (doc, "disks")), ==, 2);
-  assert_disk (disk_at (doc, 0), "vda", "qcow2", 64 << 20, f->top, f->base);
+  assert_disk (disk_at (doc, 0), "vda", "qcow2", 64 << 20, f->top, f->mid);
   assert_disk (disk_at (doc, 1), "vdb", "raw", 16 << 20, f->raw, NULL);
+  assert_chain (f, disk_at (doc, 0), disk_at (doc, 1));
   g_assert_cmpint (json_object_get_int_member (disk_at (doc, 0), "allocated"), ==,
                    actual_size (f->vm, "vda"));
   g_assert_cmpuint (json_array_get_length (json_object_get_array_member (doc, "jobs")), ==, 0);
