@@ -214,6 +214,72 @@ test_reply_block (Fixture *fx, gconstpointer data)
   g_assert_cmpint (job->len, ==, -1);
 }
 
+/* snapshot and merge: an overlay opened without backing, one transaction for
+ * several disks, block-commit of the active layer (no top-node) and of an internal one. */
+static void
+test_wire_chain (Fixture *fx, gconstpointer data)
+{
+  const QmpBlockdevImage overlay = {
+    .node_name = "blkmig12345678s0", .format = "qcow2", .filename = "/o.qcow2",
+    .no_backing = TRUE,
+  };
+  const QmpBlockCommit active = {
+    .job_id = "blkmig-12345678-merge", .device = "vda", .base_node = "mid",
+  };
+  const QmpBlockCommit internal = {
+    .job_id = "j", .device = "vda", .top_node = "mid", .base_node = "#block12", .speed = 7,
+  };
+  const char *const nodes[] = { "vda", "vdb", NULL };
+  const char *const overlays[] = { "o0", "o1", NULL };
+  g_autoptr(GError) error = NULL;
+
+  fixture_connect (fx);
+  expect (fx, "blockdev-add",
+          "{\"driver\":\"qcow2\",\"node-name\":\"blkmig12345678s0\",\"backing\":null,"
+          "\"file\":{\"driver\":\"file\",\"filename\":\"/o.qcow2\"}}");
+  g_assert_true (qmp_blockdev_add_image (fx->qmp, &overlay, NULL, &error));
+  expect (fx, "transaction",
+          "{\"actions\":[{\"type\":\"blockdev-snapshot\",\"data\":{\"node\":\"vda\","
+          "\"overlay\":\"o0\"}},{\"type\":\"blockdev-snapshot\",\"data\":{\"node\":"
+          "\"vdb\",\"overlay\":\"o1\"}}]}");
+  g_assert_true (qmp_transaction_blockdev_snapshot (fx->qmp, nodes, overlays, NULL, &error));
+  expect (fx, "block-commit",
+          "{\"job-id\":\"blkmig-12345678-merge\",\"device\":\"vda\",\"base-node\":"
+          "\"mid\",\"auto-dismiss\":false}");
+  g_assert_true (qmp_block_commit (fx->qmp, &active, NULL, &error));
+  expect (fx, "block-commit",
+          "{\"job-id\":\"j\",\"device\":\"vda\",\"base-node\":\"#block12\","
+          "\"top-node\":\"mid\",\"speed\":7,\"auto-dismiss\":false}");
+  g_assert_true (qmp_block_commit (fx->qmp, &internal, NULL, &error));
+  g_assert_no_error (error);
+}
+
+/* The backing chain, layer by layer; a mistyped layer is absent, not a crash. */
+static void
+test_reply_chain (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GPtrArray) blocks = NULL;
+  QmpImageInfo *image;
+
+  fake_qemu_expect_raw (fx->fake, "query-block", NULL,
+                   "\"return\": [{\"inserted\": {\"node-name\": \"top\", \"image\": "
+                   "{\"filename\": \"/t\", \"format\": \"qcow2\", \"backing-image\": "
+                   "{\"filename\": \"/m\", \"format\": \"qcow2\", \"virtual-size\": 9, "
+                   "\"backing-image\": {\"filename\": 3, \"format\": \"raw\", "
+                   "\"backing-image\": [1]}}}}}]");
+  fixture_connect (fx);
+  blocks = qmp_query_block (fx->qmp, NULL, NULL);
+  image = ((QmpBlockInfo *) blocks->pdata[0])->image;
+  g_assert_cmpstr (image->filename, ==, "/t");
+  g_assert_cmpstr (image->backing_image->filename, ==, "/m");
+  g_assert_cmpint (image->backing_image->virtual_size, ==, 9);
+  g_assert_null (image->backing_image->backing_image->filename);
+  g_assert_cmpstr (image->backing_image->backing_image->format, ==, "raw");
+  g_assert_null (image->backing_image->backing_image->backing_image);
+  g_assert_cmpstr (image->backing[0], ==, "/m");
+  g_assert_cmpstr (image->backing[1], ==, "");
+}
+
 /* Read once per connection, on the first question, from the peer's own schema
  * (the fake's is QEMU 7.2's, or 10.0's in the -schema-10.0 runs). */
 static void
@@ -255,6 +321,8 @@ main (int argc, char **argv)
   ADD ("/qmp-commands/reply/machine", test_reply_machine);
   ADD ("/qmp-commands/wire/block", test_wire_block);
   ADD ("/qmp-commands/wire/nbd-migration", test_wire_nbd_migration);
+  ADD ("/qmp-commands/wire/chain", test_wire_chain);
+  ADD ("/qmp-commands/reply/chain", test_reply_chain);
   ADD ("/qmp-commands/reply/migrate", test_reply_migrate);
   ADD ("/qmp-commands/reply/block", test_reply_block);
   ADD ("/qmp-commands/schema", test_schema);
