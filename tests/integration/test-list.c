@@ -299,6 +299,37 @@ test_list_job (Fixture *f, gconstpointer data)
   g_assert_cmpuint (vm_count_jobs (f->vm), ==, 0);
 }
 
+/* A backing file whose name carries a terminal escape (anyone who can write the
+ * image directory chooses such names): list, merge's refusal and its progress never
+ * print it raw. */
+static void
+test_hostile_backing_name (void)
+{
+  g_autoptr(Rig) rig = rig_new ();
+  g_autofree char *base = rig_path (rig, "evil\033[2J.qcow2");
+  g_autofree char *top = rig_path (rig, "top.qcow2");
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  VmDisk disks[] = { { "vda", top, "qcow2" }, { NULL } };
+  Vm *vm;
+
+  img_create (base, "qcow2", "16M");
+  run_ok ((const char *const[]) { "qemu-img", "create", "-q", "-f", "qcow2", "-b", base,
+                                  "-F", "qcow2", top, NULL });
+  vm = vm_start (rig, "vm", disks, NULL);
+  g_assert_cmpint (blkmig_run (&out, &err, "list", "--qmp", vm->qmp_path, NULL), ==, 0);
+  g_assert_null (strchr (out, '\033'));
+  g_assert_nonnull (strstr (out, "evil\\x1b[2J.qcow2"));
+  g_clear_pointer (&out, g_free);
+  g_clear_pointer (&err, g_free);
+  g_assert_cmpint (blkmig_run (&out, &err, "merge", "--qmp", vm->qmp_path, "--disk", "vda",
+                               "--top", "no\033]0;x\007", NULL), ==, 4);
+  g_assert_null (strchr (err, '\033'));
+  g_assert_nonnull (strstr (err, "--top no\\x1b]0;x\\x07 is not in vda's chain ("));
+  g_assert_nonnull (strstr (err, "evil\\x1b[2J.qcow2)"));
+  g_assert_cmpuint (vm_count_jobs (vm), ==, 0);
+}
+
 static void
 test_list_usage (void)
 {
@@ -329,5 +360,6 @@ main (int argc, char **argv)
   g_test_add ("/list/json", Fixture, NULL, fixture_set_up, test_list_json, fixture_tear_down);
   g_test_add ("/list/job", Fixture, NULL, fixture_set_up, test_list_job, fixture_tear_down);
   g_test_add_func ("/list/usage", test_list_usage);
+  g_test_add_func ("/list/hostile-backing-name", test_hostile_backing_name);
   return g_test_run ();
 }
