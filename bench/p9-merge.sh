@@ -5,9 +5,9 @@
 # identical copies (cp --sparse=always) of the same image pair, made once:
 #   base.qcow2     P9_DISK_MIB (default 1024) virtual, P9_BASE_MIB (default a quarter
 #                  of the disk) of data (pattern 0xa5) at the end of the disk
-#   overlay.qcow2  P9_DISK_MIB virtual, backing file base.qcow2 (relative, so each
-#                  copy points at its own base), P9_MIB (default 512) of data
-#                  (pattern 0x5a) from offset 0
+#   overlay.qcow2  P9_DISK_MIB virtual, backing file base.qcow2, P9_MIB (default 512)
+#                  of data (pattern 0x5a) from offset 0; each copy's header is set
+#                  to its own base's absolute path (qemu-img rebase -u)
 # and merges the overlay into its base twice:
 #   * reference: `qemu-img commit -q -f qcow2 $P9_COMMIT_ARGS overlay.qcow2` offline
 #     (P9_COMMIT_ARGS default empty: qemu-img's own writeback cache, flushed when it
@@ -53,11 +53,14 @@ write_mib "$W/tmpl/overlay.qcow2" 0x5a 0 "$MIB"
 blog "overlay allocation: $(($(alloc_bytes "$W/tmpl/overlay.qcow2") / MiB)) MiB," \
     "base: $(($(alloc_bytes "$W/tmpl/base.qcow2") / MiB)) MiB"
 
-# fresh_pair DIR: DIR/base.qcow2 and DIR/overlay.qcow2, copies of the templates.
+# fresh_pair DIR: DIR/base.qcow2 and DIR/overlay.qcow2, copies of the templates, the
+# overlay's backing file set to DIR/base.qcow2 (absolute: with a relative name in the
+# header and -blockdev's explicit backing QEMU names the overlay json:{...}).
 fresh_pair() {
     rm -rf "$1"
     mkdir "$1"
     cp --sparse=always "$W/tmpl/base.qcow2" "$W/tmpl/overlay.qcow2" "$1/"
+    qemu-img rebase -q -u -f qcow2 -b "$1/base.qcow2" -F qcow2 "$1/overlay.qcow2"
 }
 
 # vm_args DIR: -blockdev/-device arguments for the overlay in DIR on its base, both
