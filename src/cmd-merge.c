@@ -241,13 +241,66 @@ merge_pivot (MergeRun *run, JobGroup *group, GError **error)
   return ok;
 }
 
-/* A named top node (blockdev-add: snapshot's overlay, a -blockdev) is still held by
- * the monitor once it is out of the chain: release it, and with it its file's lock. */
+/* Whether @file is one of the merged layers' files: from the top down to (not
+ * including) the base. */
+static gboolean
+merge_is_merged_file (const Journal *journal, const char *file)
+{
+  gboolean in_range = FALSE;
+
+  if (file == NULL)
+    return FALSE;
+  if (journal->chain == NULL)
+    return g_strcmp0 (file, journal->old_image) == 0;
+  for (guint i = 0; journal->chain[i] != NULL; i++)
+    {
+      in_range = in_range || g_str_equal (journal->chain[i], journal->old_image);
+      if (g_str_equal (journal->chain[i], journal->new_image))
+        return FALSE;
+      if (in_range && g_str_equal (journal->chain[i], file))
+        return TRUE;
+    }
+  return FALSE;
+}
+
+/* The merged layers are out of the chain, but a node someone named (blockdev-add:
+ * snapshot's overlay; -blockdev: a format node and the protocol node under it) is
+ * still held by the monitor, and with it its file and the file's lock: release them.
+ * blockdev-del refuses a node something still uses, and a protocol node is free only
+ * once the format node over it is gone: rounds until one deletes nothing. */
 static void
 merge_release_top (const Journal *journal, QmpClient *qmp)
 {
+  g_autoptr(GPtrArray) nodes = NULL;
+  g_autoptr(GPtrArray) left = g_ptr_array_new ();
+  gboolean deleted = TRUE;
+
   if (journal->top_node != NULL && journal->top_node[0] != '#' && journal->top_node[0] != '\0')
     qmp_blockdev_del (qmp, journal->top_node, NULL, NULL);
+  if ((nodes = qmp_query_named_block_nodes (qmp, NULL, NULL)) == NULL)
+    return;
+  for (guint i = 0; i < nodes->len; i++)
+    {
+      QmpBlockNodeInfo *node = nodes->pdata[i];
+
+      if (node->node_name != NULL && node->node_name[0] != '#' && node->node_name[0] != '\0'
+          && merge_is_merged_file (journal, node->file))
+        g_ptr_array_add (left, node->node_name);
+    }
+  while (deleted && left->len > 0)
+    {
+      deleted = FALSE;
+      for (guint i = 0; i < left->len;)
+        {
+          if (!qmp_blockdev_del (qmp, left->pdata[i], NULL, NULL))
+            {
+              i++;
+              continue;
+            }
+          g_ptr_array_remove_index (left, i);
+          deleted = TRUE;
+        }
+    }
 }
 
 /* The merged layers' files: from the top down to (not including) the base. */
