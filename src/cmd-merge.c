@@ -307,18 +307,13 @@ merge_release_top (const Journal *journal, QmpClient *qmp)
 static void
 merge_delete_files (const Journal *journal)
 {
-  gboolean in_range = FALSE;
-
   for (guint i = 0; journal->chain != NULL && journal->chain[i] != NULL; i++)
     {
       const char *file = journal->chain[i];
       struct stat st;
 
-      in_range = in_range || g_str_equal (file, journal->old_image);
-      if (g_str_equal (file, journal->new_image))
-        break;
-      if (!in_range || !g_path_is_absolute (file) || lstat (file, &st) != 0
-          || !S_ISREG (st.st_mode))
+      if (!merge_is_merged_file (journal, file) || !g_path_is_absolute (file)
+          || lstat (file, &st) != 0 || !S_ISREG (st.st_mode))
         continue;
       if (g_unlink (file) == 0 && !common_options.quiet)
         g_printerr ("blkmig: removed %s\n", file);
