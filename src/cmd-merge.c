@@ -175,8 +175,7 @@ merge_journal_new (const MergeRun *run, const MergeArgs *args)
 }
 
 static gboolean
-merge_start (MergeRun *run, JobGroup *group, const MergeArgs *args, GCancellable *cancellable,
-             GError **error)
+merge_start (MergeRun *run, JobGroup *group, const MergeArgs *args, GError **error)
 {
   const QmpBlockCommit commit = {
     .job_id = run->journal->job,
@@ -193,7 +192,8 @@ merge_start (MergeRun *run, JobGroup *group, const MergeArgs *args, GCancellable
                NULL);
   if (!journal_write (run->journal, JOURNAL_STEP_COMMIT, error))
     return job_group_forget (group, job), FALSE;
-  if (qmp_block_commit (run->qmp, &commit, cancellable, error))
+  /* not cancellable: a job QEMU started must stay known to the group, which cancels it */
+  if (qmp_block_commit (run->qmp, &commit, NULL, error))
     return TRUE;
   job_group_forget (group, job);
   return g_prefix_error (error, "%s: QEMU refused the merge (nothing changed): ",
@@ -326,7 +326,7 @@ merge_run (MergeRun *run, JobGroup *group, const MergeArgs *args, GCancellable *
 {
   g_autoptr(Progress) progress = progress_start (group, common_options.quiet, 2000);
 
-  if (!merge_start (run, group, args, cancellable, error))
+  if (!merge_start (run, group, args, error))
     return FALSE;
   if (run->journal->active)
     {

@@ -40,6 +40,7 @@ typedef struct {
   GPtrArray *staging;       /* private directories the overlays are made in */
   guint created;            /* overlays in place so far */
   guint added;              /* overlay nodes added so far */
+  gboolean sent;            /* the transaction went to QEMU */
 } SnapshotRun;
 
 static gboolean
@@ -194,8 +195,17 @@ snapshot_make (SnapshotRun *run, const SnapshotArgs *args, GCancellable *cancell
   return TRUE;
 }
 
+/* QEMU answered with an error: the transaction was not applied.  Anything else
+ * (the connection ended, no answer in time) leaves it unknown. */
 static gboolean
-snapshot_transaction (SnapshotRun *run, GCancellable *cancellable, GError **error)
+snapshot_refused (const GError *error)
+{
+  return error->domain == QMP_ERROR && error->code != QMP_ERROR_CLOSED
+         && error->code != QMP_ERROR_TIMEOUT && error->code != QMP_ERROR_PROTOCOL;
+}
+
+static gboolean
+snapshot_transaction (SnapshotRun *run, GError **error)
 {
   g_autoptr(GPtrArray) nodes = g_ptr_array_new ();
 
@@ -207,18 +217,26 @@ snapshot_transaction (SnapshotRun *run, GCancellable *cancellable, GError **erro
   g_ptr_array_add (nodes, NULL);
   if (!journal_write (run->journal, JOURNAL_STEP_TRANSACTION, error))
     return FALSE;
+  /* Not cancellable: a signal must not make us forget a transaction QEMU applies. */
+  run->sent = TRUE;
   if (qmp_transaction_blockdev_snapshot (run->qmp, (const char *const *) nodes->pdata,
-                                         (const char *const *) run->journal->nodes, cancellable,
+                                         (const char *const *) run->journal->nodes, NULL,
                                          error))
     return TRUE;
+  if (!snapshot_refused (*error))
+    return g_prefix_error (error, "the snapshot's outcome is unknown, the journal %s stays "
+                           "for blkmig recover: ", run->journal->path), FALSE;
   g_prefix_error (error, "QEMU refused the snapshot (no disk changed): ");
   return FALSE;
 }
 
-/* Nothing is in use yet: our nodes go, then the overlays we made and the directories. */
+/* Nothing is in use yet: our nodes go, then the overlays we made and the directories.
+ * A transaction whose outcome is unknown is left to recover, which asks QEMU. */
 static void
-snapshot_rollback (SnapshotRun *run)
+snapshot_rollback (SnapshotRun *run, const GError *error)
 {
+  if (run->sent && !snapshot_refused (error))
+    return;
   session_abort_blockdevs (run->qmp, run->journal->id);
   journal_remove_created (run->journal, TRUE);
   journal_remove (run->journal);
@@ -266,14 +284,14 @@ cmd_snapshot (int argc, char **argv, GCancellable *cancellable, GError **error)
   run = (SnapshotRun) { .qmp = qmp, .chosen = chosen, .staging = staging };
   run.journal = journal = snapshot_journal_new (tag, &args, chosen);
   if (snapshot_stage (&run, &args, error) && snapshot_make (&run, &args, cancellable, error)
-      && snapshot_transaction (&run, cancellable, error))
+      && snapshot_transaction (&run, error))
     {
       journal_remove_created (journal, FALSE);  /* the staging directories */
       journal_remove (journal);
       snapshot_report (&run, &args);
       return TRUE;
     }
-  snapshot_rollback (&run);
+  snapshot_rollback (&run, *error);
   return FALSE;
 }
 
