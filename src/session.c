@@ -122,13 +122,13 @@ session_try_end (QmpClient *qmp, guint saved, gboolean ok, GError **error)
   return FALSE;
 }
 
+/* Dismisses our concluded jobs; with @group, adds the others to it. */
 static void
-session_abort_jobs (QmpClient *qmp, const char *id)
+session_sweep_jobs (QmpClient *qmp, const char *id, JobGroup *group)
 {
   g_autoptr(GError) error = NULL;
   guint saved = session_try_begin (qmp);
   g_autoptr(GPtrArray) jobs = qmp_query_block_jobs (qmp, NULL, &error);
-  g_autoptr(JobGroup) group = job_group_new (qmp);
 
   session_try_end (qmp, saved, jobs != NULL, &error);
   for (guint i = 0; jobs != NULL && i < jobs->len; i++)
@@ -142,11 +142,24 @@ session_abort_jobs (QmpClient *qmp, const char *id)
           saved = session_try_begin (qmp);
           session_try_end (qmp, saved, qmp_job_dismiss (qmp, info->device, NULL, &error),
                            &error);
-          continue;
         }
-      job_group_add (group, info->device, info->device);
+      else if (group != NULL)
+        job_group_add (group, info->device, info->device);
     }
+}
+
+/* Force-cancels our jobs and dismisses them; a last sweep dismisses any that
+ * concluded without the group seeing it (seen on QEMU 10.0 after a cut link). */
+static void
+session_abort_jobs (QmpClient *qmp, const char *id)
+{
+  g_autoptr(JobGroup) group = job_group_new (qmp);
+
+  session_sweep_jobs (qmp, id, group);
+  if (job_group_get_jobs (group)->len == 0)
+    return;
   job_group_abort (group, ABORT_TIMEOUT_MS);
+  session_sweep_jobs (qmp, id, NULL);
 }
 
 /* An NBD client node whose server is gone would wait out its reconnect-delay
