@@ -123,6 +123,30 @@ merge_find (const MergeRun *run, const char *option, const char *name, int *inde
   return FALSE;
 }
 
+/* The journal names the active layer, the top and the base by file, so that after a
+ * host crash reconcile finds them from storage alone: a layer QEMU can only describe
+ * as json:{...} (a relative backing name under -blockdev's own backing=) is refused. */
+static gboolean
+merge_plain_names (const MergeRun *run, GError **error)
+{
+  const int layers[] = { 0, run->top, run->base };
+
+  for (guint i = 0; i < G_N_ELEMENTS (layers); i++)
+    {
+      const char *file = merge_layer (run, layers[i])->file;
+      g_autofree char *shown = NULL;
+
+      if (g_path_is_absolute (file))
+        continue;
+      shown = blkmig_escape (file);
+      return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                          "%s: layer '%s' has no plain absolute file name, which the merge's "
+                          "journal needs to find it after a crash", run->disk->name, shown),
+             FALSE;
+    }
+  return TRUE;
+}
+
 /* Top and base from the options; base must lie below top and be named in QEMU. */
 static gboolean
 merge_choose (MergeRun *run, const MergeArgs *args, GError **error)
@@ -149,7 +173,7 @@ merge_choose (MergeRun *run, const MergeArgs *args, GError **error)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
                         "%s: QEMU names no node for a layer of the chain", run->disk->name),
            FALSE;
-  return TRUE;
+  return merge_plain_names (run, error);
 }
 
 static Journal *

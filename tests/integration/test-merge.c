@@ -704,6 +704,33 @@ test_refused (void)
   chain_assert_data (c);
 }
 
+/* -drive with a relative file name: QEMU reports the leaf as "top.qcow2", which a
+ * crash journal and an overlay's header cannot name reliably; both refuse. */
+static void
+test_refused_relative (void)
+{
+  g_autoptr(Rig) rig = rig_new ();
+  g_autofree char *base = rig_path (rig, "base.qcow2");
+  g_autofree char *top = rig_path (rig, "top.qcow2");
+  g_autofree char *snap = rig_path (rig, "snap.qcow2");
+  VmDisk disks[] = { { "vda", top, "qcow2" }, { NULL } };
+  Vm *vm;
+
+  img_create (base, "qcow2", "16M");
+  overlay_create (top, base);
+  vm = vm_start (rig, "vm", disks, "drive,relative");
+  assert_refused (4, "blkmig merge: vda: layer 'top.qcow2' has no plain absolute file name, "
+                  "which the merge's journal needs to find it after a crash\n",
+                  "merge", "--qmp", vm->qmp_path, "--disk", "vda");
+  assert_refused (4, "blkmig snapshot: vda: its image 'top.qcow2' is not a plain absolute file "
+                  "name, which an overlay needs to name its backing file\n",
+                  "snapshot", "--qmp", vm->qmp_path, "--disk", "vda", "--to", snap);
+  g_assert_false (g_file_test (snap, G_FILE_TEST_EXISTS));
+  g_assert_cmpuint (vm_count_jobs (vm), ==, 0);
+  g_assert_cmpuint (vm_count_blkmig_nodes (vm), ==, 0);
+  g_assert_cmpuint (rig_count_journals (rig), ==, 0);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -719,5 +746,6 @@ main (int argc, char **argv)
       g_test_add_data_func (path, &kill_cases[i], test_kill_then_recover);
     }
   g_test_add_func ("/refused", test_refused);
+  g_test_add_func ("/refused/relative-names", test_refused_relative);
   return g_test_run ();
 }
