@@ -21,7 +21,9 @@
 # the idle wait excluded).  After each run the VM's merged base must equal the
 # reference's committed base (qemu-img compare; the first run also checks the
 # reference against the overlay it came from), or the script fails.
-# Row P9: median of the per-run ratios blkmig / qemu-img commit (target <= 1.2).
+# Row P9: median of the per-run ratios blkmig / qemu-img commit (target <= 1.2);
+# row P9b: the same against `qemu-img commit -t none` of a third copy, the VM's cache
+# mode (like for like: the VM's disk is cache=none).
 source "$(dirname "$0")/lib.sh"
 
 DISK_MIB=${P9_DISK_MIB:-1024}
@@ -73,9 +75,10 @@ vm_args() {
         -device "virtio-blk-pci,drive=drive-vda,id=vda"
 }
 
-ours=() refs=() ratios=()
+ours=() refs=() ratios=() drefs=() dratios=()
 for ((run = 1; run <= BENCH_RUNS; run++)); do
     fresh_pair "$W/ref"
+    fresh_pair "$W/refd"
     fresh_pair "$W/vm"
 
     # reference: qemu-img commit of the overlay, offline.
@@ -87,6 +90,11 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
         qemu-img compare -q -f qcow2 -F qcow2 "$W/ref/base.qcow2" "$W/tmpl/overlay.qcow2" ||
             bdie "qemu-img commit's base differs from the overlay it committed"
     fi
+    # like for like (P9b): the same commit in the VM's cache mode, O_DIRECT.
+    drop_caches
+    t=$(timed qemu-img commit -q -f qcow2 -t none "$W/refd/overlay.qcow2") ||
+        bdie "qemu-img commit -t none failed"
+    drefs+=("$t")
 
     # blkmig merge of the running VM's active layer into its base.
     mapfile -t a < <(vm_args "$W/vm")
@@ -105,8 +113,10 @@ for ((run = 1; run <= BENCH_RUNS; run++)); do
         bdie "run $run: the merged base differs from qemu-img commit's"
 
     ratios+=("$(fdiv "${ours[-1]}" "${refs[-1]}")")
-    blog "run $run: blkmig merge ${ours[-1]} s, qemu-img commit ${refs[-1]} s, ratio ${ratios[-1]}"
-    rm -rf "$W/ref" "$W/vm"
+    dratios+=("$(fdiv "${ours[-1]}" "${drefs[-1]}")")
+    blog "run $run: blkmig merge ${ours[-1]} s, qemu-img commit ${refs[-1]} s (ratio ${ratios[-1]})," \
+        "-t none ${drefs[-1]} s (ratio ${dratios[-1]})"
+    rm -rf "$W/ref" "$W/refd" "$W/vm"
 done
 
 mbs() { awk -v b=$((MIB * MiB)) -v t="$1" 'BEGIN { if (t > 0) printf "%.0f", b / t / 1048576; else print "?" }'; }
@@ -114,3 +124,7 @@ o=$(median "${ours[@]}") c=$(median "${refs[@]}") r=$(median "${ratios[@]}")
 result P9 "active merge: ${DISK_MIB} MiB overlay / ${MIB} MiB data into its base vs qemu-img commit" \
     "$o s ($(mbs "$o") MiB/s)" "$c s (qemu-img commit${COMMIT_ARGS:+ $COMMIT_ARGS}, $(mbs "$c") MiB/s)" \
     "$r" "<= 1.2" "$(met "$r" le 1.2)"
+d=$(median "${drefs[@]}") rd=$(median "${dratios[@]}")
+result P9b "active merge: ${DISK_MIB} MiB overlay / ${MIB} MiB data, like for like" \
+    "$o s ($(mbs "$o") MiB/s)" "$d s (qemu-img commit -t none, $(mbs "$d") MiB/s)" \
+    "$rd" "<= 1.2" "$(met "$rd" le 1.2)"
