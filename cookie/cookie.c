@@ -16,13 +16,38 @@ static const BlkmigJsonLimits cookie_json_limits = {
 };
 
 /* Features this build of blkmig knows. */
-static const char *const known_features[] = { "sparse", "write-blocking", NULL };
+static const char *const known_features[] = { "sparse", "write-blocking", "chain-top", NULL };
 
 static const char *const mode_names[] = { "live", "copy", "move" };
 static const char *const kind_names[] = { "source", "destination", "result" };
 static const char *const status_names[] = { "completed", "copied", "moved", NULL };
 
 /* ---- Construction and destruction ---------------------------------------- */
+
+void
+cookie_layer_free (CookieLayer *layer)
+{
+  if (layer == NULL)
+    return;
+  g_free (layer->name);
+  g_free (layer->format);
+  g_free (layer->identity);
+  g_free (layer);
+}
+
+CookieLayer *
+cookie_layer_new (const char *name, const char *format, gint64 virtual_size,
+                  gint64 allocated, const char *identity)
+{
+  CookieLayer *layer = g_new0 (CookieLayer, 1);
+
+  layer->name = g_strdup (name);
+  layer->format = g_strdup (format);
+  layer->virtual_size = virtual_size;
+  layer->allocated = allocated;
+  layer->identity = g_strdup (identity);
+  return layer;
+}
 
 void
 cookie_disk_free (CookieDisk *disk)
@@ -33,6 +58,8 @@ cookie_disk_free (CookieDisk *disk)
   g_free (disk->node);
   g_free (disk->format);
   g_strfreev (disk->backing);
+  g_free (disk->sync);
+  g_clear_pointer (&disk->chain, g_ptr_array_unref);
   g_free (disk->export_name);
   g_free (disk->target_node);
   g_free (disk->target_path);
@@ -137,6 +164,15 @@ cookie_disk_copy (const CookieDisk *disk, CookieKind kind)
                                       disk->virtual_size, disk->allocated);
 
   copy->backing = g_strdupv (disk->backing);
+  copy->sync = g_strdup (disk->sync);
+  for (guint i = 0; disk->chain != NULL && i < disk->chain->len; i++)
+    {
+      const CookieLayer *l = disk->chain->pdata[i];
+      if (copy->chain == NULL)
+        copy->chain = g_ptr_array_new_with_free_func ((GDestroyNotify) cookie_layer_free);
+      g_ptr_array_add (copy->chain, cookie_layer_new (l->name, l->format, l->virtual_size,
+                                                      l->allocated, l->identity));
+    }
   if (kind >= COOKIE_KIND_DESTINATION)
     {
       copy->export_name = g_strdup (disk->export_name);
@@ -299,6 +335,17 @@ cookie_is_name (const char *value)
 
   for (const char *p = value; ok && *p != '\0'; p++)
     ok = g_ascii_isalnum (*p) || strchr ("._-#", *p) != NULL;
+  return ok;
+}
+
+gboolean
+cookie_is_file_name (const char *value)
+{
+  gboolean ok = *value != '\0' && strlen (value) <= 255 && strcmp (value, ".") != 0
+                && strcmp (value, "..") != 0;
+
+  for (const char *p = value; ok && *p != '\0'; p++)
+    ok = g_ascii_isalnum (*p) || strchr ("._+-", *p) != NULL;
   return ok;
 }
 
@@ -669,6 +716,9 @@ get_name (JsonObject *obj, const char *where, const char *key, char **out, GErro
          && check_name (where, key, *out, error);
 }
 
+static gboolean parse_disk_chain (CookieDisk *disk, JsonObject *obj, const char *where,
+                                  GError **error);
+
 static gboolean
 parse_disk_source (CookieDisk *disk, JsonObject *obj, const char *where, GError **error)
 {
@@ -680,7 +730,90 @@ parse_disk_source (CookieDisk *disk, JsonObject *obj, const char *where, GError 
          && check_size (where, "virtual-size", disk->virtual_size, 1, error)
          && get_int (obj, where, "allocated", TRUE, &disk->allocated, error)
          && check_size (where, "allocated", disk->allocated, 0, error)
-         && get_strv (obj, where, "backing", FALSE, &disk->backing, error);
+         && get_strv (obj, where, "backing", FALSE, &disk->backing, error)
+         && parse_disk_chain (disk, obj, where, error);
+}
+
+static gboolean
+check_identity (const char *where, const char *value, GError **error)
+{
+  g_autofree char *quoted = NULL;
+  gboolean ok = g_str_has_prefix (value, "sha256:") && strlen (value) == 7 + 64;
+
+  for (const char *p = value + 7; ok && *p != '\0'; p++)
+    ok = g_ascii_isdigit (*p) || (*p >= 'a' && *p <= 'f');
+  if (ok)
+    return TRUE;
+  quoted = quote (value);
+  return fail (error, "%s.identity must be sha256: and 64 lowercase hex digits, got '%s'",
+               where, quoted);
+}
+
+static gboolean
+check_file_name (const char *where, const char *value, GError **error)
+{
+  g_autofree char *quoted = NULL;
+
+  if (cookie_is_file_name (value))
+    return TRUE;
+  quoted = quote (value);
+  return fail (error, "%s.name must be a plain file name ([A-Za-z0-9._+-], no directory), "
+               "got '%s'", where, quoted);
+}
+
+static CookieLayer *
+parse_layer (JsonNode *node, const char *where, GError **error)
+{
+  g_autoptr (CookieLayer) layer = g_new0 (CookieLayer, 1);
+  JsonObject *obj;
+
+  if (!JSON_NODE_HOLDS_OBJECT (node))
+    return fail (error, "%s must be an object", where), NULL;
+  obj = json_node_get_object (node);
+  if (!get_string (obj, where, "name", TRUE, &layer->name, error)
+      || !check_file_name (where, layer->name, error)
+      || !get_string (obj, where, "format", TRUE, &layer->format, error)
+      || !check_format (where, layer->format, error)
+      || !get_int (obj, where, "virtual-size", TRUE, &layer->virtual_size, error)
+      || !check_size (where, "virtual-size", layer->virtual_size, 1, error)
+      || !get_int (obj, where, "allocated", TRUE, &layer->allocated, error)
+      || !check_size (where, "allocated", layer->allocated, 0, error)
+      || !get_string (obj, where, "identity", TRUE, &layer->identity, error)
+      || !check_identity (where, layer->identity, error))
+    return NULL;
+  return g_steal_pointer (&layer);
+}
+
+/* "sync" (full or top) and "chain" (the layers below the active one), optional;
+ * top needs the chain it relies on. */
+static gboolean
+parse_disk_chain (CookieDisk *disk, JsonObject *obj, const char *where, GError **error)
+{
+  JsonArray *array;
+  g_autofree char *quoted = NULL;
+
+  if (!get_string (obj, where, "sync", FALSE, &disk->sync, error)
+      || !get_array (obj, where, "chain", FALSE, &array, error))
+    return FALSE;
+  if (disk->sync != NULL && !g_str_equal (disk->sync, "full") && !g_str_equal (disk->sync, "top"))
+    return quoted = quote (disk->sync),
+           fail (error, "%s.sync must be full or top, got '%s'", where, quoted);
+  if (array != NULL && json_array_get_length (array) > COOKIE_MAX_LAYERS)
+    return fail (error, "%s.chain has more than %d layers", where, COOKIE_MAX_LAYERS);
+  for (guint i = 0; array != NULL && i < json_array_get_length (array); i++)
+    {
+      g_autofree char *at = g_strdup_printf ("%s.chain[%u]", where, i);
+      CookieLayer *layer = parse_layer (json_array_get_element (array, i), at, error);
+
+      if (layer == NULL)
+        return FALSE;
+      if (disk->chain == NULL)
+        disk->chain = g_ptr_array_new_with_free_func ((GDestroyNotify) cookie_layer_free);
+      g_ptr_array_add (disk->chain, layer);
+    }
+  if (g_strcmp0 (disk->sync, "top") == 0 && disk->chain == NULL)
+    return fail (error, "%s.sync is top but %s.chain lists no layer", where, where);
+  return TRUE;
 }
 
 static gboolean
@@ -943,6 +1076,30 @@ build_features (JsonBuilder *b, const Cookie *cookie)
 }
 
 static void
+build_chain (JsonBuilder *b, const CookieDisk *disk)
+{
+  if (disk->sync != NULL)
+    blkmig_json_add_string (b, "sync", disk->sync);
+  if (disk->chain == NULL)
+    return;
+  json_builder_set_member_name (b, "chain");
+  json_builder_begin_array (b);
+  for (guint i = 0; i < disk->chain->len; i++)
+    {
+      const CookieLayer *layer = disk->chain->pdata[i];
+
+      json_builder_begin_object (b);
+      blkmig_json_add_string (b, "name", layer->name);
+      blkmig_json_add_string (b, "format", layer->format);
+      blkmig_json_add_int (b, "virtual-size", layer->virtual_size);
+      blkmig_json_add_int (b, "allocated", layer->allocated);
+      blkmig_json_add_string (b, "identity", layer->identity);
+      json_builder_end_object (b);
+    }
+  json_builder_end_array (b);
+}
+
+static void
 build_disk (JsonBuilder *b, const CookieDisk *disk, CookieKind kind)
 {
   json_builder_begin_object (b);
@@ -953,6 +1110,7 @@ build_disk (JsonBuilder *b, const CookieDisk *disk, CookieKind kind)
   blkmig_json_add_int (b, "allocated", disk->allocated);
   if (disk->backing != NULL && disk->backing[0] != NULL)
     blkmig_json_add_strv (b, "backing", (const char *const *) disk->backing);
+  build_chain (b, disk);
   if (kind >= COOKIE_KIND_DESTINATION)
     {
       blkmig_json_add_string (b, "export", disk->export_name);

@@ -27,6 +27,18 @@ typedef enum {
   COOKIE_MODE_MOVE,
 } CookieMode;
 
+/* The longest backing chain a cookie may describe. */
+#define COOKIE_MAX_LAYERS 64
+
+/* One read-only layer below a disk's active layer (--chain top). */
+typedef struct {
+  char *name;            /* the file's base name (no directory), a plain file name */
+  char *format;          /* "qcow2" or "raw" */
+  gint64 virtual_size;
+  gint64 allocated;
+  char *identity;        /* "sha256:" + 64 hex digits (nbd_layer_identity) */
+} CookieLayer;
+
 typedef struct {
   char *name;            /* the user's name: qdev id, BlockBackend or node name */
   char *node;            /* source root node name (what the mirror starts from) */
@@ -34,6 +46,10 @@ typedef struct {
   gint64 virtual_size;   /* bytes, > 0 */
   gint64 allocated;      /* bytes on the host, >= 0 */
   GStrv backing;         /* backing file names, top first; NULL when none */
+  char *sync;            /* "top": only the active layer moves (the destination has
+                          * the chain); NULL or "full": the whole disk */
+  GPtrArray *chain;      /* CookieLayer below the active layer, nearest first; NULL
+                          * when the cookie does not describe it */
   /* destination */
   char *export_name;     /* NBD export name on the destination */
   char *target_node;     /* destination node that is exported */
@@ -67,6 +83,13 @@ typedef struct {
   gint64 bytes;          /* bytes the mirrors reported as copied */
 } Cookie;
 
+void cookie_layer_free (CookieLayer *layer);
+CookieLayer *cookie_layer_new (const char *name, const char *format, gint64 virtual_size,
+                               gint64 allocated, const char *identity);
+/* Whether @value may name a layer's file: [A-Za-z0-9._+-], not "." or "..", at most
+ * 255 bytes (a peer's base name: never a path). */
+gboolean cookie_is_file_name (const char *value);
+G_DEFINE_AUTOPTR_CLEANUP_FUNC (CookieLayer, cookie_layer_free)
 void cookie_disk_free (CookieDisk *disk);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (CookieDisk, cookie_disk_free)
 void cookie_feature_free (CookieFeature *feature);
