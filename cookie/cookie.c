@@ -244,6 +244,15 @@ cookie_new_reply (const Cookie *offer)
 }
 
 gboolean
+cookie_has_feature (const Cookie *cookie, const char *name)
+{
+  for (guint i = 0; i < cookie->features->len; i++)
+    if (g_str_equal (((CookieFeature *) cookie->features->pdata[i])->name, name))
+      return TRUE;
+  return FALSE;
+}
+
+gboolean
 cookie_has_accepted (const Cookie *cookie, const char *feature)
 {
   g_return_val_if_fail (cookie != NULL && feature != NULL, FALSE);
@@ -1272,6 +1281,11 @@ check_reply_disks (const Cookie *offer, const Cookie *reply, GError **error)
         return fail (error, "disk %s is %" G_GINT64_FORMAT " bytes on the source but %"
                      G_GINT64_FORMAT " bytes on the destination",
                      quoted, ours->virtual_size, theirs->virtual_size);
+      /* the source mirrors as it offered, never as the answer says */
+      if (g_strcmp0 (theirs->sync, ours->sync) != 0)
+        return fail (error, "disk %s: the destination answered sync %s, the offer said %s",
+                     quoted, theirs->sync != NULL ? theirs->sync : "full",
+                     ours->sync != NULL ? ours->sync : "full");
     }
   for (guint i = 0; i < reply->disks->len; i++)
     {

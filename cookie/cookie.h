@@ -116,6 +116,8 @@ CookieDisk *cookie_disk_new (const char *name, const char *node, const char *for
                              gint64 virtual_size, gint64 allocated);
 /* Adds a feature this build offers. */
 void cookie_add_feature (Cookie *cookie, const char *name, gboolean mandatory);
+/* Whether @cookie offers feature @name. */
+gboolean cookie_has_feature (const Cookie *cookie, const char *name);
 gboolean cookie_has_accepted (const Cookie *cookie, const char *feature);
 CookieDisk *cookie_find_disk (const Cookie *cookie, const char *name);
 

@@ -34,13 +34,13 @@ mirror_arm_watchdogs (JobGroup *group, QmpClient *qmp, const MirrorTuning *tunin
 
 gboolean
 mirror_start (QmpClient *qmp, const char *job_id, const char *device, const char *target,
-              const MirrorTuning *tuning, GCancellable *cancellable, GError **error)
+              const char *sync, const MirrorTuning *tuning, GCancellable *cancellable, GError **error)
 {
   const QmpBlockdevMirror args = {
     .job_id = job_id,
     .device = device,
     .target = target,
-    .sync = "full",
+    .sync = sync,
     .speed = tuning->speed,
     .buf_size = tuning->buf_size > 0 ? tuning->buf_size : MIRROR_DEFAULT_BUF_SIZE,
     .granularity = tuning->granularity,

@@ -19,6 +19,9 @@ typedef struct {
   char *mode;
   char *migrate_uri;
   char *create_dir;
+  char *chain;
+  char *base_dir;
+  char **bases;
   MirrorTuning mirror;
   gboolean verify;
   char *tunnel;
@@ -68,6 +71,8 @@ migrate_prepare (MigrateRun *run, const MigrateArgs *args, GCancellable *cancell
     .tls_dir = args->tls_dir,
     .tls_authz = (const char *const *) args->tls_authz,
     .insecure = args->insecure,
+    .base_dir = args->base_dir,
+    .bases = (const char *const *) args->bases,
   };
 
   run->reply = session_prepare (run->dst, run->offer, &opts, cancellable, error);
@@ -130,8 +135,8 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   };
   gint64 finish_start;
 
-  run->offer = session_begin (run->src, mode, (const char *const *) args->disks, cancellable,
-                              error);
+  run->offer = session_begin (run->src, mode, (const char *const *) args->disks,
+                              g_strcmp0 (args->chain, "top") == 0, cancellable, error);
   if (run->offer == NULL)
     return FALSE;
   run->journal = journal_new (run->offer->id, "migrate");
@@ -219,6 +224,7 @@ migrate_close_journal (MigrateRun *run, const MigrateArgs *args, GError **error)
 static gboolean
 migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GError **error)
 {
+  gboolean chain_top;
   const GOptionEntry entries[] = {
     { "source", 's', 0, G_OPTION_ARG_FILENAME, &args->source, "Source QEMU's QMP socket", "PATH" },
     { "dest", 'd', 0, G_OPTION_ARG_FILENAME, &args->dest, "Destination QEMU's QMP socket", "PATH" },
@@ -230,6 +236,8 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
       "URI for the memory stream (default: a private UNIX socket)", "URI" },
     { "create-dir", 0, 0, G_OPTION_ARG_FILENAME, &args->create_dir,
       "Create targets the destination lacks in DIR (copy and move modes)", "DIR" },
+    COMMAND_CHAIN_ENTRY (&args->chain),
+    COMMAND_BASE_ENTRIES (&args->base_dir, &args->bases),
     COMMAND_MIRROR_ENTRIES (&args->mirror),
     { "verify", 0, 0, G_OPTION_ARG_NONE, &args->verify,
       "Compare source and destination while both are quiescent (live: at switchover; copy: "
@@ -246,7 +254,9 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
                       "from the source QEMU to the destination QEMU.", entries, error)
       || !command_require ("--source", args->source, error)
       || !command_require ("--dest", args->dest, error)
-      || !options_mirror_check (&args->mirror, error))
+      || !options_mirror_check (&args->mirror, error)
+      || !options_chain (args->chain, &chain_top, error)
+      || !options_name_path ("--base", (const char *const *) args->bases, error))
     return FALSE;
   if (!cookie_mode_from_string (args->mode != NULL ? args->mode : "live", mode))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
@@ -263,6 +273,9 @@ migrate_args_clear (MigrateArgs *args)
   g_free (args->mode);
   g_free (args->migrate_uri);
   g_free (args->create_dir);
+  g_free (args->chain);
+  g_free (args->base_dir);
+  g_strfreev (args->bases);
   mirror_tuning_clear (&args->mirror);
   g_free (args->tunnel);
   g_free (args->tunnel_command);

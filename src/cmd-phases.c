@@ -82,14 +82,17 @@ cmd_begin (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_auto(PhaseArgs) args = { 0 };
   g_auto(GStrv) disks = NULL;
   g_autofree char *mode_str = NULL;
+  g_autofree char *chain = NULL;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
     { "disk", 0, 0, G_OPTION_ARG_STRING_ARRAY, &disks, "Migrate only this disk; repeatable", "NAME" },
     { "mode", 'm', 0, G_OPTION_ARG_STRING, &mode_str, "live (default), copy or move", "MODE" },
+    COMMAND_CHAIN_ENTRY (&chain),
     G_OPTION_ENTRY_NULL
   };
   g_autoptr(QmpClient) qmp = NULL;
   g_autoptr(Cookie) cookie = NULL;
+  gboolean chain_top = FALSE;
   CookieMode mode;
 
   if (!phase_parse (argc, argv, "Describe the source's disks in a source cookie, and record "
@@ -98,9 +101,11 @@ cmd_begin (int argc, char **argv, GCancellable *cancellable, GError **error)
   if (!cookie_mode_from_string (mode_str != NULL ? mode_str : "live", &mode))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                         "--mode must be live, copy or move, not '%s'", mode_str), FALSE;
-  if ((qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
+  if (!options_chain (chain, &chain_top, error)
+      || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
     return FALSE;
-  cookie = session_begin (qmp, mode, (const char *const *) disks, cancellable, error);
+  cookie = session_begin (qmp, mode, (const char *const *) disks, chain_top, cancellable,
+                          error);
   return cookie != NULL && begin_record (cookie, args.qmp, phase_out (&args), error);
 }
 
@@ -114,20 +119,6 @@ prepare_default_incoming (const NbdEndpoint *listen, GError **error)
   return NULL;
 }
 
-/* --target NAME=PATH: a name, and an absolute path. */
-static gboolean
-prepare_check_targets (char **targets, GError **error)
-{
-  for (gsize i = 0; targets != NULL && targets[i] != NULL; i++)
-    {
-      const char *eq = strchr (targets[i], '=');
-      if (eq == NULL || eq == targets[i] || !g_path_is_absolute (eq + 1))
-        return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                            "--target %s: expected NAME=/absolute/path", targets[i]), FALSE;
-    }
-  return TRUE;
-}
-
 gboolean
 cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
 {
@@ -138,6 +129,8 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autofree char *tls_dir = NULL;
   g_auto(GStrv) tls_authz = NULL;
   g_auto(GStrv) targets = NULL;
+  g_autofree char *base_dir = NULL;
+  g_auto(GStrv) bases = NULL;
   gboolean insecure = FALSE;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
@@ -150,6 +143,7 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
       "says: .qcow2, .raw or .img); repeatable", "NAME=PATH" },
     { "incoming", 0, 0, G_OPTION_ARG_STRING, &incoming,
       "Memory stream URI for a live migration (default: unix:LISTEN-PATH.migrate)", "URI" },
+    COMMAND_BASE_ENTRIES (&base_dir, &bases),
     COMMAND_TLS_ENTRIES (&tls_dir, &insecure),
     COMMAND_TLS_AUTHZ_ENTRY (&tls_authz),
     G_OPTION_ENTRY_NULL
@@ -166,7 +160,8 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
                     entries, &args, error)
       || !command_require ("--listen", listen, error)
       || !nbd_endpoint_parse (listen, &ep, error)
-      || !prepare_check_targets (targets, error)
+      || !options_name_path ("--target", (const char *const *) targets, error)
+      || !options_name_path ("--base", (const char *const *) bases, error)
       || (offer = cookie_load (phase_in (&args), COOKIE_KIND_SOURCE, error)) == NULL)
     return FALSE;
   if (offer->mode == COOKIE_MODE_LIVE && incoming == NULL
@@ -181,6 +176,8 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   opts.tls_authz = (const char *const *) tls_authz;
   opts.insecure = insecure;
   opts.targets = (const char *const *) targets;
+  opts.base_dir = base_dir;
+  opts.bases = (const char *const *) bases;
   opts.journal = journal = journal_new (offer->id, "prepare");
   journal->dest_qmp = g_strdup (args.qmp);
   reply = session_prepare (qmp, offer, &opts, cancellable, error);

@@ -56,6 +56,21 @@ extern CommonOptions common_options;
     "How long a lost NBD connection to the destination may take to come back (default 5)", \
     "SECONDS" }
 
+/* --chain on the commands that describe the source's disks. */
+#define COMMAND_CHAIN_ENTRY(value) \
+  { "chain", 0, 0, G_OPTION_ARG_STRING, (value), \
+    "full (default): every disk arrives as one image; top: a disk with backing files sends " \
+    "only its active layer, onto the destination's own copy of the chain below it " \
+    "(prepare --base-dir/--base, or the destination VM's disk), verified layer by layer " \
+    "first", "full|top" }
+/* Where prepare finds the source's backing layers for --chain top. */
+#define COMMAND_BASE_ENTRIES(dir, map) \
+  { "base-dir", 0, 0, G_OPTION_ARG_FILENAME, (dir), \
+    "--chain top: the source's backing layers are in DIR under their file names", "DIR" }, \
+  { "base", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, (map), \
+    "--chain top: disk NAME's nearest backing layer is PATH (the rest from its header); " \
+    "repeatable", "NAME=PATH" }
+
 /* Tunnel options of the commands that mirror to a destination. */
 #define COMMAND_TUNNEL_ENTRIES(addr, command) \
   { "tunnel", 0, 0, G_OPTION_ARG_STRING, (addr), \

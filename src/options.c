@@ -26,3 +26,28 @@ options_mirror_check (const MirrorTuning *tuning, GError **error)
                         tuning->copy_mode), FALSE;
   return TRUE;
 }
+
+gboolean
+options_chain (const char *value, gboolean *top, GError **error)
+{
+  *top = g_strcmp0 (value, "top") == 0;
+  if (value == NULL || *top || g_str_equal (value, "full"))
+    return TRUE;
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE, "--chain must be full or top, not '%s'",
+               value);
+  return FALSE;
+}
+
+gboolean
+options_name_path (const char *option, const char *const *entries, GError **error)
+{
+  for (gsize i = 0; entries != NULL && entries[i] != NULL; i++)
+    {
+      const char *eq = strchr (entries[i], '=');
+
+      if (eq == NULL || eq == entries[i] || !g_path_is_absolute (eq + 1))
+        return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                            "%s %s: expected NAME=/absolute/path", option, entries[i]), FALSE;
+    }
+  return TRUE;
+}

@@ -10,6 +10,7 @@
 #include "qmp/qmp-commands.h"
 #include "qmp/qmp-json.h"
 #include "qmp/qmp-wait.h"
+#include "src/chain.h"
 #include "src/disks.h"
 #include "src/events.h"
 #include "src/names.h"
@@ -44,16 +45,69 @@ dest_target_path (const char *dir, CookieDisk *disk)
   return g_build_filename (dir, base, NULL);
 }
 
+/* The PATH of @name in NAME=PATH entries, or NULL. */
+static const char *
+dest_map_lookup (const char *const *map, const char *name)
+{
+  gsize len = strlen (name);
+
+  for (gsize i = 0; map != NULL && map[i] != NULL; i++)
+    if (strncmp (map[i], name, len) == 0 && map[i][len] == '=')
+      return map[i] + len + 1;
+  return NULL;
+}
+
 /* The operator's --target NAME=PATH for disk @name, or NULL. */
 static const char *
 dest_named_target (const PrepareOptions *opts, const char *name)
 {
-  gsize len = strlen (name);
+  return dest_map_lookup (opts->targets, name);
+}
 
-  for (gsize i = 0; opts->targets != NULL && opts->targets[i] != NULL; i++)
-    if (strncmp (opts->targets[i], name, len) == 0 && opts->targets[i][len] == '=')
-      return opts->targets[i] + len + 1;
-  return NULL;
+/* --chain top: where this host keeps the source's nearest backing layer of @disk
+ * (--base NAME=PATH, else --base-dir and the layer's file name); NULL when neither
+ * was given.  The name is the cookie's, checked to be a plain file name. */
+static char *
+dest_base_path (const PrepareOptions *opts, const CookieDisk *disk)
+{
+  const char *named = dest_map_lookup (opts->bases, disk->name);
+  const CookieLayer *nearest = disk->chain->pdata[0];
+
+  if (named != NULL)
+    return g_strdup (named);
+  return opts->base_dir != NULL ? g_build_filename (opts->base_dir, nearest->name, NULL) : NULL;
+}
+
+/* The destination's chain below a new target: found from the options, and it must be
+ * the source's (verified before anything is made or moved). */
+static gboolean
+dest_check_local_chain (const PrepareOptions *opts, const CookieDisk *disk,
+                        GCancellable *cancellable, GError **error)
+{
+  g_autofree char *base = dest_base_path (opts, disk);
+  g_autofree char *name = blkmig_escape (disk->name);
+  g_auto(GStrv) files = NULL;
+  g_auto(GStrv) formats = NULL;
+  const CookieLayer *nearest = disk->chain->pdata[0];
+
+  if (base == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "%s: the source sends only the active layer (--chain top): give "
+                        "--base-dir DIR or --base %s=PATH for the chain below it", name, name),
+           FALSE;
+  return chain_local (base, nearest->format, &files, &formats, cancellable, error)
+         && chain_verify (disk->name, disk->chain, (const char *const *) files,
+                          (const char *const *) formats, cancellable, error);
+}
+
+/* --chain top into a disk of the destination QEMU: its own backing chain must be the
+ * source's. */
+static gboolean
+dest_check_disk_chain (const CookieDisk *disk, const DiskInfo *have, GCancellable *cancellable,
+                       GError **error)
+{
+  return chain_verify (disk->name, disk->chain, (const char *const *) have->backing,
+                       (const char *const *) have->backing_formats, cancellable, error);
 }
 
 /* Different disk names can sanitise to one file name: never two disks in one file. */
@@ -107,6 +161,25 @@ dest_check_named_format (CookieDisk *disk, const char *path, GError **error)
   return FALSE;
 }
 
+/* --chain top into a new file: an overlay (qcow2) on this host's verified copy of the
+ * chain.  An existing file is not adopted for it. */
+static gboolean
+dest_plan_top (CookieDisk *disk, const PrepareOptions *opts, GCancellable *cancellable,
+               GError **error)
+{
+  g_autofree char *name = blkmig_escape (disk->name);
+
+  if (!g_str_equal (disk->format, "qcow2"))
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_COOKIE,
+                        "%s: sync top needs a qcow2 disk, the cookie says %s", name,
+                        disk->format), FALSE;
+  if (!disk->created)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                        "%s: %s already exists: --chain top creates the overlay itself", name,
+                        disk->target_path), FALSE;
+  return dest_check_local_chain (opts, disk, cancellable, error);
+}
+
 /* A file target: made new in create_dir, or the file the operator named.  An
  * existing file is used only when named (--target): the source's disk names
  * must not choose which of this host's images gets overwritten. */
@@ -126,6 +199,8 @@ dest_plan_file (Cookie *reply, guint i, const PrepareOptions *opts, GCancellable
     return FALSE;
   /* lstat: a link, even a dangling one, counts as there and is never followed */
   disk->created = lstat (disk->target_path, &st) != 0 && errno == ENOENT;
+  if (disk->sync != NULL && g_str_equal (disk->sync, "top"))
+    return dest_plan_top (disk, opts, cancellable, error);
   if (disk->created)
     return TRUE;
   if (named == NULL)
@@ -153,7 +228,9 @@ dest_plan_disk (Cookie *reply, guint i, GPtrArray *dst_disks, const PrepareOptio
       disk->target_node = g_strdup (have->node);
       disk->target_path = *have->file ? g_strdup (have->file) : NULL;
       return dest_check_size (disk, have->virtual_size,
-                              *have->file ? have->file : "the destination disk", error);
+                              *have->file ? have->file : "the destination disk", error)
+             && (g_strcmp0 (disk->sync, "top") != 0
+                 || dest_check_disk_chain (disk, have, cancellable, error));
     }
   if (reply->mode != COOKIE_MODE_LIVE
       && (opts->create_dir != NULL || dest_named_target (opts, disk->name) != NULL))
@@ -197,19 +274,26 @@ dest_journal_write (Journal *journal, const Cookie *reply, GError **error)
  * target only once it exists under its name (a crash in between leaves a file,
  * never removes one that was there). */
 static gboolean
-dest_create_target (Journal *journal, Cookie *reply, CookieDisk *disk,
+dest_create_target (const PrepareOptions *opts, Cookie *reply, CookieDisk *disk,
                     GCancellable *cancellable, GError **error)
 {
   g_autofree char *parent = g_path_get_dirname (disk->target_path);
   g_autofree char *staging = util_staging_dir_new (parent, error);
+  g_autofree char *base = disk->chain != NULL && g_strcmp0 (disk->sync, "top") == 0
+                          ? dest_base_path (opts, disk) : NULL;
+  Journal *journal = opts->journal;
   gboolean ok;
 
   if (staging == NULL)
     return FALSE;
   journal_add_created (journal, staging);
   ok = dest_journal_write (journal, reply, error)
-       && util_image_create_new (disk->target_path, staging, disk->format, disk->virtual_size,
-                                 cancellable, error);
+       && (base != NULL
+           ? util_overlay_create_new (disk->target_path, staging, base,
+                                      ((CookieLayer *) disk->chain->pdata[0])->format,
+                                      disk->virtual_size, cancellable, error)
+           : util_image_create_new (disk->target_path, staging, disk->format,
+                                    disk->virtual_size, cancellable, error));
   if (ok)
     journal_add_created (journal, disk->target_path);
   util_private_dir_remove (staging);
@@ -217,8 +301,8 @@ dest_create_target (Journal *journal, Cookie *reply, CookieDisk *disk,
 }
 
 static gboolean
-dest_open_file_target (QmpClient *dst, Journal *journal, Cookie *reply, CookieDisk *disk,
-                       GCancellable *cancellable, GError **error)
+dest_open_file_target (QmpClient *dst, const PrepareOptions *opts, Cookie *reply,
+                       CookieDisk *disk, GCancellable *cancellable, GError **error)
 {
   const QmpBlockdevImage target = {
     .node_name = disk->target_node,
@@ -227,7 +311,7 @@ dest_open_file_target (QmpClient *dst, Journal *journal, Cookie *reply, CookieDi
     .discard = "unmap",       /* the source's zero writes may leave holes */
   };
 
-  if (disk->created && !dest_create_target (journal, reply, disk, cancellable, error))
+  if (disk->created && !dest_create_target (opts, reply, disk, cancellable, error))
     return FALSE;
   return qmp_blockdev_add_image (dst, &target, cancellable, error);
 }
@@ -250,7 +334,7 @@ dest_export_hint (const char *message)
 }
 
 static gboolean
-dest_export_disk (QmpClient *dst, Journal *journal, Cookie *reply, guint i,
+dest_export_disk (QmpClient *dst, const PrepareOptions *opts, Cookie *reply, guint i,
                   GCancellable *cancellable, GError **error)
 {
   CookieDisk *disk = reply->disks->pdata[i];
@@ -258,7 +342,7 @@ dest_export_disk (QmpClient *dst, Journal *journal, Cookie *reply, guint i,
   g_autofree char *shown = NULL;
 
   if (session_is_file_target (reply, i)
-      && !dest_open_file_target (dst, journal, reply, disk, cancellable, error))
+      && !dest_open_file_target (dst, opts, reply, disk, cancellable, error))
     return FALSE;
   if (!nbd_export_add (dst, name, disk->target_node, name, TRUE, cancellable, error))
     {
@@ -410,7 +494,7 @@ dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean 
       reply->nbd_port = ep.port;
     }
   for (guint i = 0; ok && i < reply->disks->len; i++)
-    ok = dest_export_disk (dst, opts->journal, reply, i, cancellable, error);
+    ok = dest_export_disk (dst, opts, reply, i, cancellable, error);
   nbd_endpoint_clear (&ep);
   if (ok && reply->mode == COOKIE_MODE_LIVE)
     ok = dest_start_incoming (dst, reply, opts, cancellable, error);

@@ -11,6 +11,7 @@
 #include "qmp/qmp-json.h"
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
+#include "src/chain.h"
 #include "src/events.h"
 #include "src/names.h"
 #include "src/progress.h"
@@ -44,8 +45,22 @@ source_machine_type (QmpClient *src, GCancellable *cancellable)
   return g_steal_pointer (&type);
 }
 
+/* --chain top: a disk with backing files moves its active layer only. */
+static gboolean
+source_describe_chain (CookieDisk *cd, const DiskInfo *d, GCancellable *cancellable,
+                       GError **error)
+{
+  if (d->backing == NULL)
+    return TRUE;
+  cd->chain = chain_describe (d, cancellable, error);
+  if (cd->chain == NULL)
+    return FALSE;
+  cd->sync = g_strdup ("top");
+  return TRUE;
+}
+
 static Cookie *
-source_begin (QmpClient *src, CookieMode mode, const char *const *names,
+source_begin (QmpClient *src, CookieMode mode, const char *const *names, gboolean chain_top,
               GCancellable *cancellable, GError **error)
 {
   g_autoptr(GPtrArray) disks = disks_query (src, names != NULL && names[0] != NULL, cancellable, error);
@@ -71,15 +86,19 @@ source_begin (QmpClient *src, CookieMode mode, const char *const *names,
                                         d->allocated);
       cd->backing = g_strdupv (d->backing);
       g_ptr_array_add (cookie->disks, cd);
+      if (chain_top && !source_describe_chain (cd, d, cancellable, error))
+        return NULL;
+      if (cd->sync != NULL && !cookie_has_feature (cookie, "chain-top"))
+        cookie_add_feature (cookie, "chain-top", TRUE);
     }
   return g_steal_pointer (&cookie);
 }
 
 Cookie *
-session_begin (QmpClient *src, CookieMode mode, const char *const *names,
+session_begin (QmpClient *src, CookieMode mode, const char *const *names, gboolean chain_top,
                GCancellable *cancellable, GError **error)
 {
-  Cookie *cookie = source_begin (src, mode, names, cancellable, error);
+  Cookie *cookie = source_begin (src, mode, names, chain_top, cancellable, error);
 
   if (cookie == NULL)
     g_prefix_error (error, "begin: ");
@@ -169,7 +188,8 @@ source_start_mirror (SourceRun *run, guint i, DiskInfo *info, GCancellable *canc
   g_autofree char *job_id = names_job (run->cookie->id, i);
   BlkJob *job = job_group_add (run->group, job_id, disk->name);
 
-  if (mirror_start (run->qmp, job_id, source_mirror_device (info), node, &run->opts->mirror,
+  if (mirror_start (run->qmp, job_id, source_mirror_device (info), node,
+                    g_strcmp0 (disk->sync, "top") == 0 ? "top" : "full", &run->opts->mirror,
                     cancellable, error))
     return TRUE;
   job_group_forget (run->group, job);

@@ -39,11 +39,15 @@ typedef struct {
   const char *const *tls_authz; /* client certificate DNs allowed, NULL = any the CA signed */
   gboolean insecure;        /* allow plaintext TCP to a non-loopback address */
   const char *const *targets; /* --target NAME=PATH: the file for disk NAME, may exist */
+  const char *base_dir;     /* --chain top: the source's backing layers are here by name */
+  const char *const *bases; /* --base NAME=PATH: disk NAME's nearest backing layer */
 } PrepareOptions;
 
-/* Begin: the source cookie for the selected disks (all when @disks is empty). */
+/* Begin: the source cookie for the selected disks (all when @disks is empty).
+ * @chain_top: a disk with backing files moves only its active layer (sync top) and
+ * the cookie describes the chain below it for the destination to verify. */
 Cookie *session_begin (QmpClient *src, CookieMode mode, const char *const *disks,
-                       GCancellable *cancellable, GError **error);
+                       gboolean chain_top, GCancellable *cancellable, GError **error);
 
 /* Prepare: validates @offer, starts the NBD server and one writable export per
  * disk (creating missing targets in create_dir), and returns the destination

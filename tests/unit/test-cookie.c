@@ -635,6 +635,23 @@ test_reply_size (void)
                       "but 2147483648 bytes on the destination");
 }
 
+/* The source mirrors as it offered: an answer that turns full into top (the source
+ * would skip the base) or top into full is refused. */
+static void
+test_reply_sync (void)
+{
+  g_autoptr (Cookie) offer = make_source ();
+  g_autoptr (Cookie) reply = make_destination (FALSE);
+
+  cookie_find_disk (reply, "vda")->sync = g_strdup ("top");
+  assert_reply_fails (offer, reply, "cookie: disk vda: the destination answered sync top, "
+                      "the offer said full");
+  cookie_find_disk (offer, "vda")->sync = g_strdup ("top");
+  g_clear_pointer (&cookie_find_disk (reply, "vda")->sync, g_free);
+  assert_reply_fails (offer, reply, "cookie: disk vda: the destination answered sync full, "
+                      "the offer said top");
+}
+
 static void
 test_reply_mandatory (void)
 {
@@ -888,6 +905,7 @@ main (int argc, char **argv)
   g_test_add_func ("/cookie/check-reply/missing-disk", test_reply_missing_disk);
   g_test_add_func ("/cookie/check-reply/extra-disk", test_reply_extra_disk);
   g_test_add_func ("/cookie/check-reply/size", test_reply_size);
+  g_test_add_func ("/cookie/check-reply/sync", test_reply_sync);
   g_test_add_func ("/cookie/check-reply/mandatory", test_reply_mandatory);
   g_test_add_func ("/cookie/file/save-load", test_save_load);
   g_test_add_func ("/cookie/file/load-errors", test_load_errors);

@@ -528,7 +528,7 @@ test_begin (Fixture *fx, gconstpointer data)
 
   expect (fx, "query-block", NULL, SRC_BLOCK);
   expect (fx, "qom-get", MACHINE_ARGS, "\"pc-i440fx-7.2-machine\"");
-  cookie = session_begin (connect (fx, "src"), COOKIE_MODE_LIVE, NULL, NULL, &error);
+  cookie = session_begin (connect (fx, "src"), COOKIE_MODE_LIVE, NULL, FALSE, NULL, &error);
   g_assert_no_error (error);
   g_assert_cmpstr (cookie->machine, ==, "pc-i440fx-7.2");
   g_assert_cmpint (cookie->kind, ==, COOKIE_KIND_SOURCE);
@@ -551,7 +551,7 @@ test_begin_unknown_disk (Fixture *fx, gconstpointer data)
 
   expect (fx, "query-block", NULL, SRC_BLOCK);
   expect (fx, "query-named-block-nodes", "{\"flat\":true}", "[]");
-  cookie = session_begin (connect (fx, "src"), COOKIE_MODE_COPY, names, NULL, &error);
+  cookie = session_begin (connect (fx, "src"), COOKIE_MODE_COPY, names, FALSE, NULL, &error);
   g_assert_null (cookie);
   g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK);
   g_assert_cmpstr (error->message, ==,

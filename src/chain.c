@@ -1,0 +1,147 @@
+/* Backing chains across hosts (--chain top): describing the source's, verifying the destination's. */
+#include "src/chain.h"
+
+#include <glib/gstdio.h>
+
+#include "common/error.h"
+#include "common/escape.h"
+#include "nbd/identity.h"
+#include "qmp/qmp-json.h"
+#include "src/util.h"
+
+static CookieLayer *
+chain_describe_layer (const DiskInfo *disk, const char *file, const char *format,
+                      GCancellable *cancellable, GError **error)
+{
+  g_autofree char *name = g_path_get_basename (file);
+  g_autofree char *shown = blkmig_escape (file);
+  g_autofree char *identity = NULL;
+  gint64 size = 0;
+  GStatBuf st;
+
+  if (!g_path_is_absolute (file) || !cookie_is_file_name (name))
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                        "%s: backing layer '%s' needs a plain absolute path whose file name "
+                        "has only [A-Za-z0-9._+-] for --chain top", disk->name, shown), NULL;
+  if (!util_image_size (file, format, &size, cancellable, error) || g_stat (file, &st) != 0
+      || (identity = nbd_layer_identity (file, format, cancellable, error)) == NULL)
+    {
+      if (error != NULL && *error == NULL)
+        g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot read %s", shown);
+      return NULL;
+    }
+  return cookie_layer_new (name, format, size, (gint64) st.st_blocks * 512, identity);
+}
+
+GPtrArray *
+chain_describe (const DiskInfo *disk, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(GPtrArray) layers = g_ptr_array_new_with_free_func ((GDestroyNotify) cookie_layer_free);
+
+  for (guint i = 0; disk->backing != NULL && disk->backing[i] != NULL; i++)
+    {
+      const char *format = disk->backing_formats != NULL
+                           && i < g_strv_length (disk->backing_formats)
+                           ? disk->backing_formats[i] : "raw";
+      CookieLayer *layer;
+
+      if (i >= COOKIE_MAX_LAYERS)
+        return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                            "%s: more than %d backing layers", disk->name, COOKIE_MAX_LAYERS),
+               NULL;
+      layer = chain_describe_layer (disk, disk->backing[i], format, cancellable, error);
+      if (layer == NULL)
+        return NULL;
+      g_ptr_array_add (layers, layer);
+    }
+  return g_steal_pointer (&layers);
+}
+
+/* qemu-img info --backing-chain -U --output=json -f FORMAT BASE */
+static JsonNode *
+chain_info (const char *base, const char *format, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(GSubprocess) proc = NULL;
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+
+  proc = g_subprocess_new (G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE,
+                           error, "qemu-img", "info", "-U", "--backing-chain", "--output=json",
+                           "-f", format, base, NULL);
+  if (proc == NULL || !g_subprocess_communicate_utf8 (proc, NULL, cancellable, &out, &err, error))
+    return NULL;
+  if (g_subprocess_get_successful (proc))
+    return json_from_string (out, error);
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot read %s: %s", base,
+               g_strstrip (err));
+  return NULL;
+}
+
+gboolean
+chain_local (const char *base, const char *format, GStrv *files, GStrv *formats,
+             GCancellable *cancellable, GError **error)
+{
+  g_autoptr(JsonNode) info = chain_info (base, format, cancellable, error);
+  JsonArray *list = qmp_node_array (info);
+  g_autoptr(GStrvBuilder) names = g_strv_builder_new ();
+  g_autoptr(GStrvBuilder) kinds = g_strv_builder_new ();
+
+  if (info == NULL)
+    return FALSE;
+  for (guint i = 0; i < qmp_array_length (list); i++)
+    {
+      JsonObject *layer = qmp_array_object (list, i);
+      g_strv_builder_add (names, qmp_member_string_or (layer, "filename", ""));
+      g_strv_builder_add (kinds, qmp_member_string_or (layer, "format", ""));
+    }
+  *files = g_strv_builder_end (names);
+  *formats = g_strv_builder_end (kinds);
+  return TRUE;
+}
+
+/* One layer: format, size, identity, in that order (the cheapest first). */
+static gboolean
+chain_verify_layer (const char *name, guint i, const CookieLayer *want, const char *file,
+                    const char *format, GCancellable *cancellable, GError **error)
+{
+  g_autofree char *shown = blkmig_escape (file);
+  g_autofree char *theirs = blkmig_escape (want->name);
+  g_autofree char *identity = NULL;
+  const char *what = NULL;
+  gint64 size = 0;
+
+  if (!g_str_equal (format, want->format))
+    what = "its format differs";
+  else if (!util_image_size (file, format, &size, cancellable, error))
+    return FALSE;
+  else if (size != want->virtual_size)
+    what = "its size differs";
+  else if ((identity = nbd_layer_identity (file, format, cancellable, error)) == NULL)
+    return FALSE;
+  else if (!g_str_equal (identity, want->identity))
+    what = "its content differs";
+  if (what == NULL)
+    return TRUE;
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+               "%s: backing layer %u (%s here, %s on the source) is not the source's: %s",
+               name, i + 1, shown, theirs, what);
+  return FALSE;
+}
+
+gboolean
+chain_verify (const char *name, const GPtrArray *layers, const char *const *files,
+              const char *const *formats, GCancellable *cancellable, GError **error)
+{
+  guint have = files != NULL ? g_strv_length ((GStrv) files) : 0;
+  g_autofree char *shown = blkmig_escape (name);
+
+  if (have != layers->len)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
+                        "%s: the destination's chain has %u backing layers, the source's %u",
+                        shown, have, layers->len), FALSE;
+  for (guint i = 0; i < layers->len; i++)
+    if (!chain_verify_layer (shown, i, layers->pdata[i], files[i], formats[i], cancellable,
+                             error))
+      return FALSE;
+  return TRUE;
+}

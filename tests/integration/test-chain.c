@@ -1,0 +1,238 @@
+/* Integration tests of --chain top: only the active layer moves, onto the destination's verified copy of the chain. */
+#include <glib/gstdio.h>
+
+#include "tests/integration/harness.h"
+
+typedef struct {
+  Rig *rig;
+  char *base, *snap, *top;            /* the source's chain: base <- snap <- top */
+  char *dst_dir;                      /* the destination's copies of base and snap */
+  char *dst_base, *dst_snap;
+} Chain;
+
+static void
+tool_ok (const char *const *argv)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *err = NULL;
+  int status = 0;
+
+  g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL,
+                NULL, NULL, NULL, &err, &status, &error);
+  g_assert_no_error (error);
+  if (!g_spawn_check_wait_status (status, NULL))
+    g_error ("%s failed: %s", argv[0], err);
+}
+
+static void
+overlay (const char *path, const char *backing)
+{
+  tool_ok ((const char *const[]) { "qemu-img", "create", "-q", "-f", "qcow2", "-b", backing,
+                                   "-F", "qcow2", path, NULL });
+}
+
+/* The destination's copy of a layer, its header naming the destination's backing. */
+static void
+copy_layer (const char *from, const char *to, const char *backing)
+{
+  tool_ok ((const char *const[]) { "cp", "--sparse=always", from, to, NULL });
+  if (backing != NULL)
+    tool_ok ((const char *const[]) { "qemu-img", "rebase", "-q", "-u", "-f", "qcow2", "-b",
+                                     backing, "-F", "qcow2", to, NULL });
+}
+
+static void
+chain_setup (Chain *c, gconstpointer data)
+{
+  c->rig = rig_new ();
+  c->base = rig_path (c->rig, "base.qcow2");
+  c->snap = rig_path (c->rig, "snap.qcow2");
+  c->top = rig_path (c->rig, "top.qcow2");
+  c->dst_dir = rig_path (c->rig, "dst");
+  c->dst_base = g_build_filename (c->dst_dir, "base.qcow2", NULL);
+  c->dst_snap = g_build_filename (c->dst_dir, "snap.qcow2", NULL);
+  img_create (c->base, "qcow2", "64M");
+  img_write (c->base, "qcow2", 0x11, "0", "16M");
+  overlay (c->snap, c->base);
+  img_write (c->snap, "qcow2", 0x22, "8M", "8M");
+  overlay (c->top, c->snap);
+  img_write (c->top, "qcow2", 0x33, "12M", "2M");
+  g_assert_cmpint (g_mkdir (c->dst_dir, 0700), ==, 0);
+  copy_layer (c->base, c->dst_base, NULL);
+  copy_layer (c->snap, c->dst_snap, c->dst_base);
+}
+
+static void
+chain_teardown (Chain *c, gconstpointer data)
+{
+  rig_free (c->rig);
+  g_free (c->base);
+  g_free (c->snap);
+  g_free (c->top);
+  g_free (c->dst_dir);
+  g_free (c->dst_base);
+  g_free (c->dst_snap);
+}
+
+/* @image's chain (qemu-img info --backing-chain): its files, top first. */
+static GStrv
+chain_files (const char *image)
+{
+  const char *argv[] = { "qemu-img", "info", "-U", "--backing-chain", "--output=json", image,
+                         NULL };
+  g_autofree char *out = NULL;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(JsonNode) info = NULL;
+  g_autoptr(GStrvBuilder) files = g_strv_builder_new ();
+  JsonArray *list;
+
+  g_assert_true (g_spawn_sync (NULL, (char **) argv, NULL, G_SPAWN_SEARCH_PATH, NULL, NULL,
+                               &out, NULL, NULL, &error));
+  info = json_from_string (out, &error);
+  g_assert_no_error (error);
+  list = json_node_get_array (info);
+  for (guint i = 0; i < json_array_get_length (list); i++)
+    g_strv_builder_add (files, json_object_get_string_member (
+                                 json_array_get_object_element (list, i), "filename"));
+  return g_strv_builder_end (files);
+}
+
+/* The destination's disk is an overlay on the destination's own snap and base, the
+ * guest sees the same disk, and only the top's data went into it. */
+static void
+assert_arrived (Chain *c, const char *dst_top)
+{
+  g_auto(GStrv) files = chain_files (dst_top);
+
+  g_assert_cmpuint (g_strv_length (files), ==, 3);
+  g_assert_cmpstr (files[0], ==, dst_top);
+  g_assert_cmpstr (files[1], ==, c->dst_snap);
+  g_assert_cmpstr (files[2], ==, c->dst_base);
+  g_assert_true (img_identical (c->top, dst_top));
+  g_assert_cmpint (file_allocated (dst_top), <, 8 << 20);
+}
+
+static void
+assert_clean (Chain *c, Vm *src, Vm *dst)
+{
+  g_assert_cmpuint (vm_count_jobs (src), ==, 0);
+  g_assert_cmpuint (vm_count_blkmig_nodes (src), ==, 0);
+  g_assert_cmpuint (vm_count_exports (dst), ==, 0);
+  g_assert_cmpuint (vm_count_blkmig_nodes (dst), ==, 0);
+  g_assert_cmpuint (rig_count_journals (c->rig), ==, 0);
+}
+
+/* Live: the destination VM already runs its disk on an empty overlay of its copies;
+ * the guest writes while the top is mirrored. */
+static void
+test_live_top (Chain *c, gconstpointer data)
+{
+  g_autofree char *dst_top = g_build_filename (c->dst_dir, "top.qcow2", NULL);
+  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
+  VmDisk dst_disks[] = { { "vda", dst_top, "qcow2" }, { NULL } };
+  g_autoptr(GSubprocess) proc = NULL;
+  g_autofree char *status = NULL;
+  Vm *src, *dst;
+
+  overlay (dst_top, c->dst_snap);
+  src = vm_start (c->rig, "src", src_disks, NULL);
+  dst = vm_start (c->rig, "dst", dst_disks, "incoming");
+  proc = blkmig_spawn ("migrate", "-q", "--chain", "top", "--speed", "1048576",
+                       "--source", src->qmp_path, "--dest", dst->qmp_path, NULL);
+  vm_wait_for_jobs (src);
+  vm_guest_write (src, "vda", 0x44, "20M", "1M");
+  vm_guest_write (src, "vda", 0x45, "1M", "512K");
+  g_assert_cmpint (blkmig_wait (proc, NULL, NULL), ==, 0);
+  status = vm_status (dst);
+  g_assert_cmpstr (status, ==, "running");
+  assert_clean (c, src, dst);
+  vm_stop (dst);
+  assert_arrived (c, dst_top);
+  g_assert_true (img_has_pattern (dst_top, "qcow2", 0x44, "20M", "1M"));
+  g_assert_true (img_has_pattern (dst_top, "qcow2", 0x11, "0", "1M"));
+}
+
+/* Copy into a new file: prepare makes the overlay on the layers it finds in
+ * --base-dir, after checking them. */
+static void
+test_copy_top_base_dir (Chain *c, gconstpointer data)
+{
+  g_autofree char *create_dir = rig_path (c->rig, "created");
+  g_autofree char *target = g_build_filename (create_dir, "vda.qcow2", NULL);
+  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
+  Vm *src, *dst;
+
+  g_assert_cmpint (g_mkdir (create_dir, 0700), ==, 0);
+  src = vm_start (c->rig, "src", src_disks, NULL);
+  dst = vm_start (c->rig, "dst", NULL, "paused");
+  g_assert_cmpint (blkmig_run (NULL, NULL, "migrate", "-q", "--mode", "copy", "--chain", "top",
+                               "--create-dir", create_dir, "--base-dir", c->dst_dir,
+                               "--source", src->qmp_path, "--dest", dst->qmp_path, NULL), ==, 0);
+  assert_clean (c, src, dst);
+  vm_stop (src);
+  vm_stop (dst);
+  assert_arrived (c, target);
+}
+
+/* One byte differs in the destination's base: refused before anything moves, the
+ * layer named; nothing is left. */
+static void
+test_top_refuses_other_base (Chain *c, gconstpointer data)
+{
+  g_autofree char *create_dir = rig_path (c->rig, "created");
+  g_autofree char *target = g_build_filename (create_dir, "vda.qcow2", NULL);
+  g_autofree char *err = NULL;
+  g_autofree char *want = NULL;
+  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
+  Vm *src, *dst;
+
+  g_assert_cmpint (g_mkdir (create_dir, 0700), ==, 0);
+  img_write (c->dst_base, "qcow2", 0x12, "4096", "1");
+  src = vm_start (c->rig, "src", src_disks, NULL);
+  dst = vm_start (c->rig, "dst", NULL, "paused");
+  g_assert_cmpint (blkmig_run (NULL, &err, "migrate", "--mode", "copy", "--chain", "top",
+                               "--create-dir", create_dir, "--base-dir", c->dst_dir,
+                               "--source", src->qmp_path, "--dest", dst->qmp_path, NULL), ==, 4);
+  want = g_strdup_printf ("vda: backing layer 2 (%s here, base.qcow2 on the source) is not the "
+                          "source's: its content differs\n", c->dst_base);
+  g_assert_true (g_str_has_prefix (err, "blkmig migrate: "));
+  g_assert_true (g_str_has_suffix (err, want));
+  g_assert_true (strchr (err, '\n') == err + strlen (err) - 1);  /* one line */
+  assert_clean (c, src, dst);
+  g_assert_false (g_file_test (target, G_FILE_TEST_EXISTS));
+}
+
+/* Without a place to find the chain, prepare says what is missing. */
+static void
+test_top_needs_base (Chain *c, gconstpointer data)
+{
+  g_autofree char *create_dir = rig_path (c->rig, "created");
+  g_autofree char *err = NULL;
+  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
+  Vm *src, *dst;
+
+  g_assert_cmpint (g_mkdir (create_dir, 0700), ==, 0);
+  src = vm_start (c->rig, "src", src_disks, NULL);
+  dst = vm_start (c->rig, "dst", NULL, "paused");
+  g_assert_cmpint (blkmig_run (NULL, &err, "migrate", "--mode", "copy", "--chain", "top",
+                               "--create-dir", create_dir, "--source", src->qmp_path,
+                               "--dest", dst->qmp_path, NULL), ==, 2);
+  g_assert_true (g_str_has_suffix (err, "vda: the source sends only the active layer (--chain "
+                                        "top): give --base-dir DIR or --base vda=PATH for the "
+                                        "chain below it\n"));
+  assert_clean (c, src, dst);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add ("/chain/live-top", Chain, NULL, chain_setup, test_live_top, chain_teardown);
+  g_test_add ("/chain/copy-top-base-dir", Chain, NULL, chain_setup, test_copy_top_base_dir,
+              chain_teardown);
+  g_test_add ("/chain/top-refuses-other-base", Chain, NULL, chain_setup,
+              test_top_refuses_other_base, chain_teardown);
+  g_test_add ("/chain/top-needs-base", Chain, NULL, chain_setup, test_top_needs_base,
+              chain_teardown);
+  return g_test_run ();
+}
