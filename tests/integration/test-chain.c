@@ -202,6 +202,46 @@ test_top_refuses_other_base (Chain *c, gconstpointer data)
   g_assert_false (g_file_test (target, G_FILE_TEST_EXISTS));
 }
 
+/* One process per phase, the chain named with --base: begin offers chain-top, prepare
+ * builds on the named layer, perform sends the top, finish detaches. */
+static void
+test_phases_top_base_map (Chain *c, gconstpointer data)
+{
+  g_autofree char *create_dir = rig_path (c->rig, "created");
+  g_autofree char *target = g_build_filename (create_dir, "vda.qcow2", NULL);
+  g_autofree char *c1 = rig_path (c->rig, "source.cookie");
+  g_autofree char *c2 = rig_path (c->rig, "dest.cookie");
+  g_autofree char *c3 = rig_path (c->rig, "result.cookie");
+  g_autofree char *sock = rig_path (c->rig, "nbd.sock");
+  g_autofree char *listen = g_strdup_printf ("unix:%s", sock);
+  g_autofree char *base = g_strdup_printf ("vda=%s", c->dst_snap);
+  g_autofree char *offer = NULL;
+  g_autofree char *err = NULL;
+  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
+  Vm *src, *dst;
+
+  g_assert_cmpint (g_mkdir (create_dir, 0700), ==, 0);
+  src = vm_start (c->rig, "src", src_disks, NULL);
+  dst = vm_start (c->rig, "dst", NULL, "paused");
+  g_assert_cmpint (blkmig_run (NULL, NULL, "begin", "--qmp", src->qmp_path, "--mode", "copy",
+                               "--chain", "top", "-o", c1, NULL), ==, 0);
+  g_assert_true (g_file_get_contents (c1, &offer, NULL, NULL));
+  g_assert_nonnull (strstr (offer, "\"name\" : \"chain-top\",\n      \"mandatory\" : true"));
+  g_assert_nonnull (strstr (offer, "\"sync\" : \"top\""));
+  g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", dst->qmp_path, "--listen", listen,
+                               "--create-dir", create_dir, "--base", base, "-c", c1, "-o", c2,
+                               NULL), ==, 0);
+  if (blkmig_run (NULL, &err, "perform", "-q", "--local-destination", "--qmp", src->qmp_path,
+                  "-c", c2, "-o", c3, NULL) != 0)
+    g_error ("perform failed: %s", err);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", dst->qmp_path, "-c", c3, NULL),
+                   ==, 0);
+  assert_clean (c, src, dst);
+  vm_stop (src);
+  vm_stop (dst);
+  assert_arrived (c, target);
+}
+
 /* Without a place to find the chain, prepare says what is missing. */
 static void
 test_top_needs_base (Chain *c, gconstpointer data)
@@ -232,6 +272,8 @@ main (int argc, char **argv)
               chain_teardown);
   g_test_add ("/chain/top-refuses-other-base", Chain, NULL, chain_setup,
               test_top_refuses_other_base, chain_teardown);
+  g_test_add ("/chain/phases-top-base-map", Chain, NULL, chain_setup, test_phases_top_base_map,
+              chain_teardown);
   g_test_add ("/chain/top-needs-base", Chain, NULL, chain_setup, test_top_needs_base,
               chain_teardown);
   return g_test_run ();
