@@ -2,12 +2,115 @@
 #include "src/chain.h"
 
 #include <glib/gstdio.h>
+#include <stdint.h>
+#include <sys/stat.h>
 
 #include "common/error.h"
 #include "common/escape.h"
+#include "common/json.h"
 #include "nbd/identity.h"
+#include "src/journal.h"
 #include "qmp/qmp-json.h"
 #include "src/util.h"
+
+/* ---- the identity cache ----------------------------------------------------
+ * Hashing reads every allocated byte, and a template chain is verified again for
+ * every VM built on it: the state directory remembers identities under a key that
+ * any write to the file changes (device, inode, size, mtime and ctime to the
+ * nanosecond; ctime cannot be set back).  Not named *.json: it is no journal. */
+
+#define CHAIN_CACHE_NAME "identities.cache"
+#define CHAIN_CACHE_MAX 256
+#define CHAIN_IDENTITY_LEN (7 + 64)
+
+static char *
+chain_cache_key (const char *file, const char *format)
+{
+  struct stat st;
+
+  if (stat (file, &st) != 0)
+    return NULL;
+  return g_strdup_printf ("%ju:%ju:%jd:%jd.%09ld:%jd.%09ld:%s", (uintmax_t) st.st_dev,
+                          (uintmax_t) st.st_ino, (intmax_t) st.st_size,
+                          (intmax_t) st.st_mtim.tv_sec, st.st_mtim.tv_nsec,
+                          (intmax_t) st.st_ctim.tv_sec, st.st_ctim.tv_nsec, format);
+}
+
+static char *
+chain_cache_path (void)
+{
+  g_autofree char *dir = journal_dir ();
+
+  if (!journal_dir_check (dir, FALSE, NULL))
+    return NULL;
+  return g_build_filename (dir, CHAIN_CACHE_NAME, NULL);
+}
+
+/* The cache as an object (empty when missing or unreadable: it is only a cache). */
+static JsonNode *
+chain_cache_load (const char *path)
+{
+  static const BlkmigJsonLimits limits = { 1 << 20, 4, 4 * CHAIN_CACHE_MAX };
+  g_autofree char *text = g_file_test (path, G_FILE_TEST_EXISTS)
+                          ? journal_read (path, NULL) : NULL;
+  JsonNode *root = text != NULL ? blkmig_json_parse (text, -1, &limits, NULL) : NULL;
+
+  if (root != NULL && JSON_NODE_HOLDS_OBJECT (root))
+    return root;
+  if (root != NULL)
+    json_node_unref (root);
+  root = json_node_new (JSON_NODE_OBJECT);
+  json_node_take_object (root, json_object_new ());
+  return root;
+}
+
+static char *
+chain_cache_lookup (const char *path, const char *key)
+{
+  g_autoptr(JsonNode) root = chain_cache_load (path);
+  const char *value = qmp_member_string (json_node_get_object (root), key);
+
+  if (value == NULL || !g_str_has_prefix (value, "sha256:")
+      || strlen (value) != CHAIN_IDENTITY_LEN)
+    return NULL;
+  return g_strdup (value);
+}
+
+static void
+chain_cache_store (const char *path, const char *key, const char *identity)
+{
+  g_autoptr(JsonNode) root = chain_cache_load (path);
+  JsonObject *obj = json_node_get_object (root);
+  g_autofree char *text = NULL;
+
+  if (json_object_get_size (obj) >= CHAIN_CACHE_MAX)
+    {
+      json_node_take_object (root, json_object_new ());  /* start over */
+      obj = json_node_get_object (root);
+    }
+  json_object_set_string_member (obj, key, identity);
+  text = json_to_string (root, TRUE);
+  journal_store (path, text, NULL);
+}
+
+/* nbd_layer_identity, remembered while the file stays as it was. */
+static char *
+chain_identity (const char *file, const char *format, GCancellable *cancellable,
+                GError **error)
+{
+  g_autofree char *path = chain_cache_path ();
+  g_autofree char *key = chain_cache_key (file, format);
+  g_autofree char *after = NULL;
+  char *identity = path != NULL && key != NULL ? chain_cache_lookup (path, key) : NULL;
+
+  if (identity != NULL)
+    return identity;
+  identity = nbd_layer_identity (file, format, cancellable, error);
+  after = identity != NULL ? chain_cache_key (file, format) : NULL;
+  if (path != NULL && key != NULL && g_strcmp0 (key, after) == 0)  /* unchanged meanwhile */
+    chain_cache_store (path, key, identity);
+  return identity;
+}
 
 static CookieLayer *
 chain_describe_layer (const DiskInfo *disk, const char *file, const char *format,
@@ -24,7 +127,7 @@ chain_describe_layer (const DiskInfo *disk, const char *file, const char *format
                         "%s: backing layer '%s' needs a plain absolute path whose file name "
                         "has only [A-Za-z0-9._+-] for --chain top", disk->name, shown), NULL;
   if (!util_image_size (file, format, &size, cancellable, error) || g_stat (file, &st) != 0
-      || (identity = nbd_layer_identity (file, format, cancellable, error)) == NULL)
+      || (identity = chain_identity (file, format, cancellable, error)) == NULL)
     {
       if (error != NULL && *error == NULL)
         g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot read %s", shown);
@@ -116,7 +219,7 @@ chain_verify_layer (const char *name, guint i, const CookieLayer *want, const ch
     return FALSE;
   else if (size != want->virtual_size)
     what = "its size differs";
-  else if ((identity = nbd_layer_identity (file, format, cancellable, error)) == NULL)
+  else if ((identity = chain_identity (file, format, cancellable, error)) == NULL)
     return FALSE;
   else if (!g_str_equal (identity, want->identity))
     what = "its content differs";

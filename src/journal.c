@@ -222,7 +222,7 @@ journal_open_tmp (const char *tmp)
 }
 
 /* temp file, fsync, rename, fsync of the directory */
-static gboolean
+gboolean
 journal_store (const char *path, const char *text, GError **error)
 {
   g_autofree char *dir = g_path_get_dirname (path);
@@ -393,7 +393,7 @@ journal_parse (Journal *journal, JsonObject *obj, GError **error)
 
 /* The journal's text, from a regular file of the effective user (not a link; a FIFO
  * planted there does not block the open). */
-static char *
+char *
 journal_read (const char *path, GError **error)
 {
   int fd = open (path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_CLOEXEC);

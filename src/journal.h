@@ -100,5 +100,9 @@ Journal *journal_load (const char *path, GError **error);
 /* The journal @command wrote for migration @id: NULL without an error when there is
  * none; an error when the state directory or the journal cannot be trusted. */
 Journal *journal_find (const char *id, const char *command, GError **error);
+/* Any state file: @text stored at @path (in journal_dir()) as a journal is, and read
+ * back only from a regular file of the effective user, not through a link, bounded. */
+gboolean journal_store (const char *path, const char *text, GError **error);
+char *journal_read (const char *path, GError **error);
 /* Every journal in journal_dir(), oldest first. */
 GPtrArray *journal_load_all (GError **error);

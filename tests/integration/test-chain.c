@@ -242,6 +242,38 @@ test_phases_top_base_map (Chain *c, gconstpointer data)
   assert_arrived (c, target);
 }
 
+/* Identities are remembered in the state directory, but never for a layer that
+ * changed since: one byte written into the destination's base after a first
+ * migration makes the second one refuse. */
+static void
+test_cache_follows_changes (Chain *c, gconstpointer data)
+{
+  g_autofree char *create_dir = rig_path (c->rig, "created");
+  g_autofree char *target = g_build_filename (create_dir, "vda.qcow2", NULL);
+  g_autofree char *cache = rig_path (c->rig, "state/identities.cache");
+  g_autofree char *text = NULL;
+  g_autofree char *err = NULL;
+  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
+  Vm *src, *dst;
+
+  g_assert_cmpint (g_mkdir (create_dir, 0700), ==, 0);
+  src = vm_start (c->rig, "src", src_disks, NULL);
+  dst = vm_start (c->rig, "dst", NULL, "paused");
+  g_assert_cmpint (blkmig_run (NULL, NULL, "migrate", "-q", "--mode", "copy", "--chain", "top",
+                               "--create-dir", create_dir, "--base-dir", c->dst_dir,
+                               "--source", src->qmp_path, "--dest", dst->qmp_path, NULL), ==, 0);
+  g_assert_true (g_file_get_contents (cache, &text, NULL, NULL));
+  g_assert_nonnull (strstr (text, ":qcow2\" : \"sha256:"));
+  g_assert_cmpint (g_unlink (target), ==, 0);
+  img_write (c->dst_base, "qcow2", 0x12, "4096", "1");
+  g_assert_cmpint (blkmig_run (NULL, &err, "migrate", "--mode", "copy", "--chain", "top",
+                               "--create-dir", create_dir, "--base-dir", c->dst_dir,
+                               "--source", src->qmp_path, "--dest", dst->qmp_path, NULL), ==, 4);
+  g_assert_true (g_str_has_suffix (err, "is not the source's: its content differs\n"));
+  assert_clean (c, src, dst);
+  g_assert_false (g_file_test (target, G_FILE_TEST_EXISTS));
+}
+
 /* Without a place to find the chain, prepare says what is missing. */
 static void
 test_top_needs_base (Chain *c, gconstpointer data)
@@ -274,6 +306,8 @@ main (int argc, char **argv)
               test_top_refuses_other_base, chain_teardown);
   g_test_add ("/chain/phases-top-base-map", Chain, NULL, chain_setup, test_phases_top_base_map,
               chain_teardown);
+  g_test_add ("/chain/cache-follows-changes", Chain, NULL, chain_setup,
+              test_cache_follows_changes, chain_teardown);
   g_test_add ("/chain/top-needs-base", Chain, NULL, chain_setup, test_top_needs_base,
               chain_teardown);
   return g_test_run ();
