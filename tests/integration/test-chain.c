@@ -8,6 +8,8 @@ typedef struct {
   char *base, *snap, *top;            /* the source's chain: base <- snap <- top */
   char *dst_dir;                      /* the destination's copies of base and snap */
   char *dst_base, *dst_snap;
+  char *create_dir, *target;          /* copy mode: where prepare creates vda */
+  Vm *src, *dst;
 } Chain;
 
 static void
@@ -57,7 +59,10 @@ chain_setup (Chain *c, gconstpointer data)
   img_write (c->snap, "qcow2", 0x22, "8M", "8M");
   overlay (c->top, c->snap);
   img_write (c->top, "qcow2", 0x33, "12M", "2M");
+  c->create_dir = rig_path (c->rig, "created");
+  c->target = g_build_filename (c->create_dir, "vda.qcow2", NULL);
   g_assert_cmpint (g_mkdir (c->dst_dir, 0700), ==, 0);
+  g_assert_cmpint (g_mkdir (c->create_dir, 0700), ==, 0);
   copy_layer (c->base, c->dst_base, NULL);
   copy_layer (c->snap, c->dst_snap, c->dst_base);
 }
@@ -72,6 +77,29 @@ chain_teardown (Chain *c, gconstpointer data)
   g_free (c->dst_dir);
   g_free (c->dst_base);
   g_free (c->dst_snap);
+  g_free (c->create_dir);
+  g_free (c->target);
+}
+
+/* Copy mode: the source VM on top, a paused destination without disks. */
+static void
+copy_pair_start (Chain *c)
+{
+  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
+
+  c->src = vm_start (c->rig, "src", src_disks, NULL);
+  c->dst = vm_start (c->rig, "dst", NULL, "paused");
+}
+
+/* migrate --mode copy --chain top into create_dir, the layers in @base_dir (NULL:
+ * none given); its exit status, stderr in *@err. */
+static int
+copy_top (Chain *c, const char *base_dir, char **err)
+{
+  return blkmig_run (NULL, err, "migrate", "-q", "--mode", "copy", "--chain", "top",
+                     "--create-dir", c->create_dir, "--source", c->src->qmp_path,
+                     "--dest", c->dst->qmp_path,
+                     base_dir != NULL ? "--base-dir" : NULL, base_dir, NULL);
 }
 
 /* @image's chain (qemu-img info --backing-chain): its files, top first. */
@@ -157,21 +185,12 @@ test_live_top (Chain *c, gconstpointer data)
 static void
 test_copy_top_base_dir (Chain *c, gconstpointer data)
 {
-  g_autofree char *create_dir = rig_path (c->rig, "created");
-  g_autofree char *target = g_build_filename (create_dir, "vda.qcow2", NULL);
-  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
-  Vm *src, *dst;
-
-  g_assert_cmpint (g_mkdir (create_dir, 0700), ==, 0);
-  src = vm_start (c->rig, "src", src_disks, NULL);
-  dst = vm_start (c->rig, "dst", NULL, "paused");
-  g_assert_cmpint (blkmig_run (NULL, NULL, "migrate", "-q", "--mode", "copy", "--chain", "top",
-                               "--create-dir", create_dir, "--base-dir", c->dst_dir,
-                               "--source", src->qmp_path, "--dest", dst->qmp_path, NULL), ==, 0);
-  assert_clean (c, src, dst);
-  vm_stop (src);
-  vm_stop (dst);
-  assert_arrived (c, target);
+  copy_pair_start (c);
+  g_assert_cmpint (copy_top (c, c->dst_dir, NULL), ==, 0);
+  assert_clean (c, c->src, c->dst);
+  vm_stop (c->src);
+  vm_stop (c->dst);
+  assert_arrived (c, c->target);
 }
 
 /* One byte differs in the destination's base: refused before anything moves, the
@@ -179,27 +198,19 @@ test_copy_top_base_dir (Chain *c, gconstpointer data)
 static void
 test_top_refuses_other_base (Chain *c, gconstpointer data)
 {
-  g_autofree char *create_dir = rig_path (c->rig, "created");
-  g_autofree char *target = g_build_filename (create_dir, "vda.qcow2", NULL);
   g_autofree char *err = NULL;
   g_autofree char *want = NULL;
-  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
-  Vm *src, *dst;
 
-  g_assert_cmpint (g_mkdir (create_dir, 0700), ==, 0);
   img_write (c->dst_base, "qcow2", 0x12, "4096", "1");
-  src = vm_start (c->rig, "src", src_disks, NULL);
-  dst = vm_start (c->rig, "dst", NULL, "paused");
-  g_assert_cmpint (blkmig_run (NULL, &err, "migrate", "--mode", "copy", "--chain", "top",
-                               "--create-dir", create_dir, "--base-dir", c->dst_dir,
-                               "--source", src->qmp_path, "--dest", dst->qmp_path, NULL), ==, 4);
+  copy_pair_start (c);
+  g_assert_cmpint (copy_top (c, c->dst_dir, &err), ==, 4);
   want = g_strdup_printf ("vda: backing layer 2 (%s here, base.qcow2 on the source) is not the "
                           "source's: its content differs\n", c->dst_base);
   g_assert_true (g_str_has_prefix (err, "blkmig migrate: "));
   g_assert_true (g_str_has_suffix (err, want));
   g_assert_true (strchr (err, '\n') == err + strlen (err) - 1);  /* one line */
-  assert_clean (c, src, dst);
-  g_assert_false (g_file_test (target, G_FILE_TEST_EXISTS));
+  assert_clean (c, c->src, c->dst);
+  g_assert_false (g_file_test (c->target, G_FILE_TEST_EXISTS));
 }
 
 /* One process per phase, the chain named with --base: begin offers chain-top, prepare
@@ -207,8 +218,6 @@ test_top_refuses_other_base (Chain *c, gconstpointer data)
 static void
 test_phases_top_base_map (Chain *c, gconstpointer data)
 {
-  g_autofree char *create_dir = rig_path (c->rig, "created");
-  g_autofree char *target = g_build_filename (create_dir, "vda.qcow2", NULL);
   g_autofree char *c1 = rig_path (c->rig, "source.cookie");
   g_autofree char *c2 = rig_path (c->rig, "dest.cookie");
   g_autofree char *c3 = rig_path (c->rig, "result.cookie");
@@ -217,29 +226,25 @@ test_phases_top_base_map (Chain *c, gconstpointer data)
   g_autofree char *base = g_strdup_printf ("vda=%s", c->dst_snap);
   g_autofree char *offer = NULL;
   g_autofree char *err = NULL;
-  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
-  Vm *src, *dst;
 
-  g_assert_cmpint (g_mkdir (create_dir, 0700), ==, 0);
-  src = vm_start (c->rig, "src", src_disks, NULL);
-  dst = vm_start (c->rig, "dst", NULL, "paused");
-  g_assert_cmpint (blkmig_run (NULL, NULL, "begin", "--qmp", src->qmp_path, "--mode", "copy",
+  copy_pair_start (c);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "begin", "--qmp", c->src->qmp_path, "--mode", "copy",
                                "--chain", "top", "-o", c1, NULL), ==, 0);
   g_assert_true (g_file_get_contents (c1, &offer, NULL, NULL));
   g_assert_nonnull (strstr (offer, "\"name\" : \"chain-top\",\n      \"mandatory\" : true"));
   g_assert_nonnull (strstr (offer, "\"sync\" : \"top\""));
-  g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", dst->qmp_path, "--listen", listen,
-                               "--create-dir", create_dir, "--base", base, "-c", c1, "-o", c2,
-                               NULL), ==, 0);
-  if (blkmig_run (NULL, &err, "perform", "-q", "--local-destination", "--qmp", src->qmp_path,
+  g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", c->dst->qmp_path, "--listen",
+                               listen, "--create-dir", c->create_dir, "--base", base, "-c", c1,
+                               "-o", c2, NULL), ==, 0);
+  if (blkmig_run (NULL, &err, "perform", "-q", "--local-destination", "--qmp", c->src->qmp_path,
                   "-c", c2, "-o", c3, NULL) != 0)
     g_error ("perform failed: %s", err);
-  g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", dst->qmp_path, "-c", c3, NULL),
+  g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", c->dst->qmp_path, "-c", c3, NULL),
                    ==, 0);
-  assert_clean (c, src, dst);
-  vm_stop (src);
-  vm_stop (dst);
-  assert_arrived (c, target);
+  assert_clean (c, c->src, c->dst);
+  vm_stop (c->src);
+  vm_stop (c->dst);
+  assert_arrived (c, c->target);
 }
 
 /* Identities are remembered in the state directory, but never for a layer that
@@ -248,51 +253,34 @@ test_phases_top_base_map (Chain *c, gconstpointer data)
 static void
 test_cache_follows_changes (Chain *c, gconstpointer data)
 {
-  g_autofree char *create_dir = rig_path (c->rig, "created");
-  g_autofree char *target = g_build_filename (create_dir, "vda.qcow2", NULL);
   g_autofree char *cache = rig_path (c->rig, "state/identities.cache");
   g_autofree char *text = NULL;
   g_autofree char *err = NULL;
-  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
-  Vm *src, *dst;
 
-  g_assert_cmpint (g_mkdir (create_dir, 0700), ==, 0);
-  src = vm_start (c->rig, "src", src_disks, NULL);
-  dst = vm_start (c->rig, "dst", NULL, "paused");
-  g_assert_cmpint (blkmig_run (NULL, NULL, "migrate", "-q", "--mode", "copy", "--chain", "top",
-                               "--create-dir", create_dir, "--base-dir", c->dst_dir,
-                               "--source", src->qmp_path, "--dest", dst->qmp_path, NULL), ==, 0);
+  copy_pair_start (c);
+  g_assert_cmpint (copy_top (c, c->dst_dir, NULL), ==, 0);
   g_assert_true (g_file_get_contents (cache, &text, NULL, NULL));
   g_assert_nonnull (strstr (text, ":qcow2\" : \"sha256:"));
-  g_assert_cmpint (g_unlink (target), ==, 0);
+  g_assert_cmpint (g_unlink (c->target), ==, 0);
   img_write (c->dst_base, "qcow2", 0x12, "4096", "1");
-  g_assert_cmpint (blkmig_run (NULL, &err, "migrate", "--mode", "copy", "--chain", "top",
-                               "--create-dir", create_dir, "--base-dir", c->dst_dir,
-                               "--source", src->qmp_path, "--dest", dst->qmp_path, NULL), ==, 4);
+  g_assert_cmpint (copy_top (c, c->dst_dir, &err), ==, 4);
   g_assert_true (g_str_has_suffix (err, "is not the source's: its content differs\n"));
-  assert_clean (c, src, dst);
-  g_assert_false (g_file_test (target, G_FILE_TEST_EXISTS));
+  assert_clean (c, c->src, c->dst);
+  g_assert_false (g_file_test (c->target, G_FILE_TEST_EXISTS));
 }
 
 /* Without a place to find the chain, prepare says what is missing. */
 static void
 test_top_needs_base (Chain *c, gconstpointer data)
 {
-  g_autofree char *create_dir = rig_path (c->rig, "created");
   g_autofree char *err = NULL;
-  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
-  Vm *src, *dst;
 
-  g_assert_cmpint (g_mkdir (create_dir, 0700), ==, 0);
-  src = vm_start (c->rig, "src", src_disks, NULL);
-  dst = vm_start (c->rig, "dst", NULL, "paused");
-  g_assert_cmpint (blkmig_run (NULL, &err, "migrate", "--mode", "copy", "--chain", "top",
-                               "--create-dir", create_dir, "--source", src->qmp_path,
-                               "--dest", dst->qmp_path, NULL), ==, 2);
+  copy_pair_start (c);
+  g_assert_cmpint (copy_top (c, NULL, &err), ==, 2);
   g_assert_true (g_str_has_suffix (err, "vda: the source sends only the active layer (--chain "
                                         "top): give --base-dir DIR or --base vda=PATH for the "
                                         "chain below it\n"));
-  assert_clean (c, src, dst);
+  assert_clean (c, c->src, c->dst);
 }
 
 int
