@@ -9,6 +9,7 @@
 #include "common/escape.h"
 #include "common/json.h"
 #include "nbd/identity.h"
+#include "src/events.h"
 #include "src/journal.h"
 #include "qmp/qmp-json.h"
 #include "src/util.h"
@@ -93,6 +94,30 @@ chain_cache_store (const char *path, const char *key, const char *identity)
   journal_store (path, text, NULL);
 }
 
+static gboolean chain_quiet;
+
+void
+chain_set_quiet (gboolean quiet)
+{
+  chain_quiet = quiet;
+}
+
+/* Hashing a base takes seconds per GiB: say so (stderr and a "hashing" event). */
+static void
+chain_announce (const char *file)
+{
+  struct stat st;
+  gint64 bytes = stat (file, &st) == 0 ? (gint64) st.st_blocks * 512 : 0;
+
+  events_emit ("hashing", "layer", qmp_str (file), "bytes", qmp_int (bytes), NULL);
+  if (!chain_quiet)
+    {
+      g_autofree char *shown = blkmig_escape_controls (file);
+      g_autofree char *size = util_human_size (bytes);
+      g_printerr ("blkmig: reading %s (%s) for its content identity\n", shown, size);
+    }
+}
+
 /* nbd_layer_identity, remembered while the file stays as it was. */
 static char *
 chain_identity (const char *file, const char *format, GCancellable *cancellable,
@@ -105,6 +130,7 @@ chain_identity (const char *file, const char *format, GCancellable *cancellable,
 
   if (identity != NULL)
     return identity;
+  chain_announce (file);
   identity = nbd_layer_identity (file, format, cancellable, error);
   after = identity != NULL ? chain_cache_key (file, format) : NULL;
   if (path != NULL && key != NULL && g_strcmp0 (key, after) == 0)  /* unchanged meanwhile */

@@ -4,6 +4,10 @@
 #include "cookie/cookie.h"
 #include "src/disks.h"
 
+/* -q: no line on stderr while a layer is read for its identity (the "hashing" event
+ * stays).  Set once by command_parse. */
+void chain_set_quiet (gboolean quiet);
+
 /* The layers below @disk's active layer as the cookie carries them (CookieLayer,
  * nearest first): base name, format, virtual size, allocation on the host and
  * content identity (which reads every allocated byte of each layer).  A layer whose

@@ -5,6 +5,7 @@
 #include "common/debug.h"
 #include "common/error.h"
 #include "common/escape.h"
+#include "src/chain.h"
 #include "src/commands.h"
 #include "src/events.h"
 #include "src/exit-code.h"
@@ -64,6 +65,7 @@ command_parse (int *argc, char ***argv, const char *params, const char *summary,
   g_option_context_add_main_entries (ctx, common, NULL);
   if (!g_option_context_parse (ctx, argc, argv, error))
     return FALSE;
+  chain_set_quiet (common_options.quiet);
   if (common_options.debug)
     blkmig_debug_init (BLKMIG_DEBUG_QMP | BLKMIG_DEBUG_JOBS | BLKMIG_DEBUG_TUNNEL);
   if (common_options.json)
