@@ -564,15 +564,23 @@ check_size (const char *where, const char *key, gint64 value, gint64 min, GError
   return TRUE;
 }
 
+/* Exactly @len lowercase hex digits. */
+static gboolean
+is_lower_hex (const char *text, gsize len)
+{
+  gboolean ok = strlen (text) == len;
+
+  for (const char *p = text; ok && *p != '\0'; p++)
+    ok = g_ascii_isdigit (*p) || (*p >= 'a' && *p <= 'f');
+  return ok;
+}
+
 static gboolean
 check_hex_id (const char *id, GError **error)
 {
   g_autofree char *quoted = NULL;
-  gboolean ok = strlen (id) == 32;
 
-  for (const char *p = id; ok && *p != '\0'; p++)
-    ok = g_ascii_isdigit (*p) || (*p >= 'a' && *p <= 'f');
-  if (ok)
+  if (is_lower_hex (id, 32))
     return TRUE;
   quoted = quote (id);
   return fail (error, "id must be 32 lowercase hex digits, got '%s'", quoted);
@@ -747,11 +755,8 @@ static gboolean
 check_identity (const char *where, const char *value, GError **error)
 {
   g_autofree char *quoted = NULL;
-  gboolean ok = g_str_has_prefix (value, "sha256:") && strlen (value) == 7 + 64;
 
-  for (const char *p = value + 7; ok && *p != '\0'; p++)
-    ok = g_ascii_isdigit (*p) || (*p >= 'a' && *p <= 'f');
-  if (ok)
+  if (g_str_has_prefix (value, "sha256:") && is_lower_hex (value + 7, 64))
     return TRUE;
   quoted = quote (value);
   return fail (error, "%s.identity must be sha256: and 64 lowercase hex digits, got '%s'",
