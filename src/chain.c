@@ -186,31 +186,11 @@ chain_describe (const DiskInfo *disk, GCancellable *cancellable, GError **error)
   return g_steal_pointer (&layers);
 }
 
-/* qemu-img info --backing-chain -U --output=json -f FORMAT BASE */
-static JsonNode *
-chain_info (const char *base, const char *format, GCancellable *cancellable, GError **error)
-{
-  g_autoptr(GSubprocess) proc = NULL;
-  g_autofree char *out = NULL;
-  g_autofree char *err = NULL;
-
-  proc = g_subprocess_new (G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE,
-                           error, "qemu-img", "info", "-U", "--backing-chain", "--output=json",
-                           "-f", format, base, NULL);
-  if (proc == NULL || !g_subprocess_communicate_utf8 (proc, NULL, cancellable, &out, &err, error))
-    return NULL;
-  if (g_subprocess_get_successful (proc))
-    return json_from_string (out, error);
-  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot read %s: %s", base,
-               g_strstrip (err));
-  return NULL;
-}
-
 gboolean
 chain_local (const char *base, const char *format, GStrv *files, GStrv *formats,
              GCancellable *cancellable, GError **error)
 {
-  g_autoptr(JsonNode) info = chain_info (base, format, cancellable, error);
+  g_autoptr(JsonNode) info = util_qemu_img_info (base, format, TRUE, TRUE, cancellable, error);
   JsonArray *list = qmp_node_array (info);
   g_autoptr(GStrvBuilder) names = g_strv_builder_new ();
   g_autoptr(GStrvBuilder) kinds = g_strv_builder_new ();

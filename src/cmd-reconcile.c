@@ -7,6 +7,7 @@
 #include "qmp/qmp-json.h"
 #include "src/commands.h"
 #include "src/journal.h"
+#include "src/util.h"
 
 typedef struct {
   const char *authoritative;
@@ -15,37 +16,25 @@ typedef struct {
   int completed;              /* merge: 1 done, 0 not, -1 not a merge */
 } Decision;
 
-/* qemu-img info [--backing-chain] --output=json; @force_share FALSE checks the lock. */
+/* qemu-img info [--backing-chain] (probed, as vdsm does); @force_share FALSE checks the
+ * lock, and a lock taken says what to do instead. */
 static JsonNode *
 reconcile_qemu_img_info (const char *image, gboolean chain, gboolean force_share, GError **error)
 {
-  g_autoptr(GSubprocess) proc = NULL;
-  g_autoptr(GPtrArray) argv = g_ptr_array_new ();
-  g_autofree char *out = NULL;
-  g_autofree char *err = NULL;
+  g_autoptr(GError) local = NULL;
+  g_autofree char *prefix = g_strdup_printf ("cannot read %s: ", image);
+  JsonNode *info = util_qemu_img_info (image, NULL, chain, force_share, NULL, &local);
 
-  g_ptr_array_add (argv, "qemu-img");
-  g_ptr_array_add (argv, "info");
-  g_ptr_array_add (argv, "--output=json");
-  if (force_share)
-    g_ptr_array_add (argv, "-U");
-  if (chain)
-    g_ptr_array_add (argv, "--backing-chain");
-  g_ptr_array_add (argv, (char *) image);
-  g_ptr_array_add (argv, NULL);
-  proc = g_subprocess_newv ((const char *const *) argv->pdata,
-                            G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, error);
-  if (proc == NULL || !g_subprocess_communicate_utf8 (proc, NULL, NULL, &out, &err, error))
-    return NULL;
-  if (g_subprocess_get_successful (proc))
-    return json_from_string (out, error);
-  g_strstrip (err);
-  if (strstr (err, "lock") != NULL)
+  if (info != NULL)
+    return info;
+  /* qemu-img's words, not the file's name, say whether a lock was the reason */
+  if (g_str_has_prefix (local->message, prefix)
+      && strstr (local->message + strlen (prefix), "lock") != NULL)
     g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
                  "%s is in use (a QEMU holds its lock): reconcile works on offline images; "
                  "for a running VM use blkmig recover", image);
   else
-    g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot read %s: %s", image, err);
+    g_propagate_error (error, g_steal_pointer (&local));
   return NULL;
 }
 

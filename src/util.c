@@ -250,28 +250,53 @@ util_format_bytes (gint64 bytes)
   return g_strdup_printf ("%s (%" G_GINT64_FORMAT " bytes)", human, bytes);
 }
 
+JsonNode *
+util_qemu_img_info (const char *path, const char *format, gboolean chain, gboolean force_share,
+                    GCancellable *cancellable, GError **error)
+{
+  g_autoptr(GPtrArray) argv = g_ptr_array_new ();
+  g_autoptr(GSubprocess) proc = NULL;
+  g_autofree char *out = NULL;
+  g_autofree char *err_text = NULL;
+  JsonNode *info;
+
+  g_ptr_array_add (argv, "qemu-img");
+  g_ptr_array_add (argv, "info");
+  g_ptr_array_add (argv, "--output=json");
+  if (force_share)
+    g_ptr_array_add (argv, "-U");
+  if (chain)
+    g_ptr_array_add (argv, "--backing-chain");
+  if (format != NULL)
+    {
+      g_ptr_array_add (argv, "-f");
+      g_ptr_array_add (argv, (char *) format);
+    }
+  g_ptr_array_add (argv, (char *) path);
+  g_ptr_array_add (argv, NULL);
+  proc = g_subprocess_newv ((const char *const *) argv->pdata,
+                            G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE, error);
+  if (proc == NULL
+      || !g_subprocess_communicate_utf8 (proc, NULL, cancellable, &out, &err_text, error))
+    return NULL;
+  info = g_subprocess_get_successful (proc) ? json_from_string (out, NULL) : NULL;
+  if (info != NULL && JSON_NODE_HOLDS (info, chain ? JSON_NODE_ARRAY : JSON_NODE_OBJECT))
+    return info;
+  if (info != NULL)
+    json_node_unref (info);
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot read %s: %s", path,
+               g_strstrip (err_text));
+  return NULL;
+}
+
 gboolean
 util_image_size (const char *path, const char *format, gint64 *size, GCancellable *cancellable,
                  GError **error)
 {
-  g_autoptr(GSubprocess) proc = NULL;
-  g_autofree char *out = NULL;
-  g_autofree char *err_text = NULL;
-  g_autoptr(JsonNode) info = NULL;
+  g_autoptr(JsonNode) info = util_qemu_img_info (path, format, FALSE, TRUE, cancellable, error);
 
-  proc = g_subprocess_new (G_SUBPROCESS_FLAGS_STDOUT_PIPE | G_SUBPROCESS_FLAGS_STDERR_PIPE,
-                           error, "qemu-img", "info", "-U", "--output=json", "-f", format, path,
-                           NULL);
-  if (proc == NULL
-      || !g_subprocess_communicate_utf8 (proc, NULL, cancellable, &out, &err_text, error))
+  if (info == NULL)
     return FALSE;
-  info = g_subprocess_get_successful (proc) ? json_from_string (out, NULL) : NULL;
-  if (info == NULL || !JSON_NODE_HOLDS_OBJECT (info))
-    {
-      g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot read %s: %s", path,
-                   g_strstrip (err_text));
-      return FALSE;
-    }
   *size = qmp_member_int (json_node_get_object (info), "virtual-size", 0);
   return TRUE;
 }

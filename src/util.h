@@ -2,6 +2,7 @@
 #pragma once
 
 #include <gio/gio.h>
+#include <json-glib/json-glib.h>
 
 /* A new 0700 directory under $XDG_RUNTIME_DIR (or the temp dir) for sockets. */
 char *util_private_dir_new (GError **error);
@@ -44,6 +45,11 @@ char *util_format_bytes (gint64 bytes);
 /* Whether nothing listens on the QMP socket @path any more (missing or refused):
  * that QEMU is gone, and with it everything blkmig had made inside it. */
 gboolean util_qmp_gone (const char *path);
+/* qemu-img info --output=json of @path (@format, NULL: probed; @chain: the whole
+ * backing chain, an array; @force_share: -U, else a running QEMU's lock refuses);
+ * BLKMIG_ERROR_DISK "cannot read PATH: qemu-img's words" when it fails. */
+JsonNode *util_qemu_img_info (const char *path, const char *format, gboolean chain,
+                              gboolean force_share, GCancellable *cancellable, GError **error);
 /* The virtual size of @path opened as @format (never probed: a guest can write
  * any header into a raw image). */
 gboolean util_image_size (const char *path, const char *format, gint64 *size,
