@@ -6,6 +6,16 @@
 skip_all() { echo "1..0 # SKIP $*"; exit 77; }
 bail() { echo "Bail out! $*"; exit 1; }
 
+# alive PID: the process exists and has not ended.  A daemonized QEMU's parent is
+# init, which may reap it only a second or more after it exited: a zombie ('Z' in
+# /proc/PID/stat) holds no files, sockets or locks any more, so it counts as gone.
+alive() {
+    local stat
+    { stat=$(<"/proc/$1/stat"); } 2>/dev/null || return 1
+    stat=${stat##*) }   # the command name may hold spaces and parentheses
+    [[ ${stat:0:1} != [ZX] ]]
+}
+
 # pid_of PIDFILE: the QEMU's pid if it is still alive and still QEMU.
 pid_of() {
     local pid
@@ -13,6 +23,7 @@ pid_of() {
     pid=$(<"$1")
     [[ $pid =~ ^[0-9]+$ ]] || return 1
     [[ -r /proc/$pid/comm && $(</proc/"$pid"/comm) == qemu* ]] || return 1
+    alive "$pid" || return 1
     echo "$pid"
 }
 
@@ -20,14 +31,14 @@ stop_qemu() {   # stop_qemu PIDFILE
     local pid i
     pid=$(pid_of "$1") || return 0
     kill -TERM "$pid" 2>/dev/null
-    for ((i = 0; i < 50; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
+    for ((i = 0; i < 250; i++)); do
+        alive "$pid" || return 0
+        sleep 0.02
     done
     kill -KILL "$pid" 2>/dev/null
-    for ((i = 0; i < 20; i++)); do
-        kill -0 "$pid" 2>/dev/null || return 0
-        sleep 0.1
+    for ((i = 0; i < 100; i++)); do
+        alive "$pid" || return 0
+        sleep 0.02
     done
 }
 
