@@ -9,6 +9,7 @@
 #include <sched.h>
 #include <signal.h>
 #include <sys/mount.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "common/async.h"
@@ -614,15 +615,168 @@ test_cell (Fx *fx, gconstpointer data)
   fx_rerun (fx);
 }
 
+/* ---- two lanes ------------------------------------------------------------ */
+
+/* The cells run in two processes at once: most of a cell's time is spent waiting
+ * (for QEMU, for blkmig's timeouts: dst-frozen alone waits out 10 s + 10 s), and
+ * the cells share nothing (each has its own rig, QEMUs, state, runtime and mount
+ * namespace).  The cells below run in a second test-faults process, the worker,
+ * started with the same arguments (so the same -p/-s selection); this process
+ * reports each of them as its own test, with the worker's verdict and messages. */
+static const char *const worker_cells[] = {
+  "dst-frozen/ready", "target-eio/mirroring", "target-enospc/mirroring",
+  "sigterm/prepare", "sigterm/mirroring", "sigterm/ready", "sigterm/pre-switchover",
+  "refused/wrong-size", "refused/no-such-disk", "refused/mandatory-feature",
+};
+#define LANE_ENV "BLKMIG_TEST_FAULTS_WORKER"
+
+static GSubprocess *worker;
+static char *worker_log;            /* the worker's TAP output */
+
+static gboolean
+in_worker_lane (const Cell *c)
+{
+  return g_strv_contains ((const char *const *) worker_cells, c->name);
+}
+
+static void
+worker_child_setup (gpointer user_data)
+{
+  /* this process ends (say, at meson's timeout): the worker cleans up and ends too */
+  prctl (PR_SET_PDEATHSIG, SIGTERM);
+}
+
+static void
+worker_start (int argc, char **argv)
+{
+  g_autoptr(GSubprocessLauncher) launcher = g_subprocess_launcher_new (G_SUBPROCESS_FLAGS_NONE);
+  g_autoptr(GPtrArray) wargv = g_ptr_array_new ();
+  g_autoptr(GError) error = NULL;
+  g_autofree char *self = g_file_read_link ("/proc/self/exe", NULL);
+  int fd = g_file_open_tmp ("blkmig-faults-worker-XXXXXX.tap", &worker_log, &error);
+
+  g_assert_no_error (error);
+  close (fd);
+  g_ptr_array_add (wargv, self != NULL ? self : (char *) "/proc/self/exe");
+  for (int i = 1; i < argc; i++)
+    g_ptr_array_add (wargv, argv[i]);
+  g_ptr_array_add (wargv, NULL);
+  g_subprocess_launcher_setenv (launcher, LANE_ENV, "1", TRUE);
+  g_subprocess_launcher_set_stdout_file_path (launcher, worker_log);
+  g_subprocess_launcher_set_child_setup (launcher, worker_child_setup, NULL, NULL);
+  worker = g_subprocess_launcher_spawnv (launcher, (const char *const *) wargv->pdata, &error);
+  g_assert_no_error (error);
+}
+
+static gboolean
+is_result_line (const char *line)
+{
+  const char *p = g_str_has_prefix (line, "not ok ") ? line + 7
+                  : g_str_has_prefix (line, "ok ") ? line + 3 : NULL;
+
+  return p != NULL && g_ascii_isdigit (*p);
+}
+
+/* The worker's result line for @path ("ok 3 /faults/x/y", "not ok ...", maybe with
+ * " # SKIP ..."): its index in @lines, or -1. */
+static int
+worker_find_result (char **lines, const char *path)
+{
+  gsize n = strlen (path);
+
+  for (int i = 0; lines[i] != NULL; i++)
+    {
+      const char *p = lines[i] + (g_str_has_prefix (lines[i], "not ") ? 7 : 3);
+
+      if (!is_result_line (lines[i]))
+        continue;
+      p += strspn (p, "0123456789");
+      if (*p == ' ' && strncmp (p + 1, path, n) == 0 && (p[1 + n] == ' ' || p[1 + n] == '\0'))
+        return i;
+    }
+  return -1;
+}
+
+/* A cell of the worker's lane: waits for the worker's verdict on it (the worker
+ * runs its cells in this process's order, so by the time this one is reached it
+ * has mostly finished), repeats the worker's messages about it and takes the verdict. */
+static void
+test_worker_cell (gconstpointer data)
+{
+  const Cell *c = data;
+  g_autofree char *path = g_strdup_printf ("/faults/%s", c->name);
+  g_auto(GStrv) lines = NULL;
+  const char *skip;
+  int at = -1, from;
+  gboolean ended = FALSE;
+  gint64 start = g_get_monotonic_time ();
+
+  /* a cell is bounded (BLKMIG_BOUND_S, the harness's 30 s waits): 10 min is a hang */
+  for (int i = 0; i < 10 * 60 * 20 && at < 0 && !ended; i++)
+    {
+      g_autofree char *text = NULL;
+
+      ended = g_subprocess_get_identifier (worker) == NULL;   /* then the log is complete */
+      g_file_get_contents (worker_log, &text, NULL, NULL);
+      g_clear_pointer (&lines, g_strfreev);
+      lines = g_strsplit (text != NULL ? text : "", "\n", -1);
+      at = worker_find_result (lines, path);
+      if (at < 0 && !ended)
+        blkmig_sleep (50, NULL);
+    }
+  if (at < 0)
+    {
+      g_autofree char *text = g_strjoinv ("\n", lines);
+
+      g_test_fail_printf ("the worker process gave no result for %s (%s); its output:\n%s",
+                          path, ended ? "it ended" : "it hangs", text);
+      return;
+    }
+  g_test_message ("%s: the worker's verdict came %.1f s after this process asked for it",
+                  c->name, (g_get_monotonic_time () - start) / 1e6);
+  /* the messages since the worker's previous result, then the verdict */
+  for (from = at; from > 0 && !is_result_line (lines[from - 1]); from--)
+    ;
+  for (int i = from; i < at; i++)
+    if (g_str_has_prefix (lines[i], "# ") && !g_str_has_prefix (lines[i], "# Start of ")
+        && !g_str_has_prefix (lines[i], "# End of ") && !g_str_has_prefix (lines[i], "# random seed"))
+      g_test_message ("%s", lines[i] + 2);
+  skip = strstr (lines[at], " # SKIP");
+  if (g_str_has_prefix (lines[at], "not ok "))
+    {
+      /* the failure's message may go on over the next lines */
+      g_autoptr(GString) text = g_string_new (lines[at]);
+
+      for (int i = at + 1; lines[i] != NULL && !is_result_line (lines[i])
+                           && !g_str_has_prefix (lines[i], "# Start of ")
+                           && !g_str_has_prefix (lines[i], "# End of "); i++)
+        g_string_append_printf (text, "\n%s", lines[i]);
+      g_test_fail_printf ("failed in the worker process: %s", text->str);
+    }
+  else if (skip != NULL)
+    g_test_skip (skip + strlen (" # SKIP"));
+}
+
 int
 main (int argc, char **argv)
 {
   g_autofree char **args = g_new0 (char *, argc + 2);
+  g_autofree char **all_args = NULL;
+  gboolean is_worker = g_getenv (LANE_ENV) != NULL;
+  gboolean listing = FALSE;
+  int all_argc;
+  int status;
 
   /* --keep-going: a failing cell must not hide the cells after it. */
   memcpy (args, argv, argc * sizeof *argv);
   args[argc++] = (char *) "--keep-going";
   argv = args;
+  all_argc = argc;
+  all_args = g_memdup2 (args, (argc + 1) * sizeof *args);   /* g_test_init eats some */
+  for (int i = 1; i < argc; i++)
+    listing |= g_str_equal (argv[i], "-l");
+  if (is_worker)
+    setvbuf (stdout, NULL, _IOLBF, 0);   /* each result as it comes, for the other lane */
   g_test_init (&argc, &argv, NULL);
   /* A private mount namespace: the ENOSPC cell's tmpfs cannot outlive this process. */
   if (geteuid () == 0 && unshare (CLONE_NEWNS) == 0)
@@ -633,7 +787,22 @@ main (int argc, char **argv)
 
       if (cells[i].fault == FAULT_ENOSPC && geteuid () != 0)
         continue;   /* mounting the small tmpfs needs root */
-      g_test_add (path, Fx, &cells[i], fx_setup, test_cell, fx_teardown);
+      if (is_worker && !in_worker_lane (&cells[i]))
+        continue;
+      if (!is_worker && !listing && in_worker_lane (&cells[i]))
+        g_test_add_data_func (path, &cells[i], test_worker_cell);
+      else
+        g_test_add (path, Fx, &cells[i], fx_setup, test_cell, fx_teardown);
     }
-  return g_test_run ();
+  if (!is_worker && !listing)
+    worker_start (all_argc, all_args);
+  status = g_test_run ();
+  if (worker != NULL)
+    {
+      g_subprocess_wait (worker, NULL, NULL);
+      g_clear_object (&worker);
+      g_unlink (worker_log);
+      g_free (worker_log);
+    }
+  return status;
 }
