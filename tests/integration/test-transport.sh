@@ -507,7 +507,6 @@ for ((i = 0; i < 200; i++)); do
     fi
     sleep 0.05
 done
-sleep 1
 start=$SECONDS
 kill -KILL "$EP_PID" 2>/dev/null
 wait "$EP_PID" 2>/dev/null
@@ -548,11 +547,12 @@ link_case() {
         --insecure --speed 4194304 "$@" >"$DIR/$c-perform.log" 2>&1 &
     perform=$!
     BG_PIDS+=("$perform")
+    # both disks' mirrors run (their NBD connections are up) when the link goes down
     for ((i = 0; i < 200; i++)); do
-        grep -q 'blkmig: vda: .*copying' "$DIR/$c-perform.log" && break
+        grep -q 'blkmig: vda: .*copying' "$DIR/$c-perform.log" &&
+            grep -q 'blkmig: vdb: .*copying' "$DIR/$c-perform.log" && break
         sleep 0.05
     done
-    sleep 1
     link down
     START=$SECONDS
     if [[ $down == forever ]]; then
