@@ -259,19 +259,32 @@ qmp_cache_arg (const QmpBlockdevImage *args)
 }
 
 static JsonNode *
+qmp_image_backing (const QmpBlockdevImage *args)
+{
+  if (args->no_backing)
+    return json_node_new (JSON_NODE_NULL);
+  return args->backing_node != NULL ? qmp_str (args->backing_node) : NULL;
+}
+
+static JsonNode *
 qmp_image_args (const QmpBlockdevImage *args)
 {
+  JsonNode *file = args->file_node != NULL
+                   ? qmp_str (args->file_node)
+                   : qmp_args_new ("driver", qmp_str ("file"),
+                                   "filename", qmp_str (args->filename),
+                                   "cache", qmp_cache_arg (args),
+                                   "discard", qmp_opt_str (args->discard),
+                                   NULL);
+
   return qmp_args_new ("driver", qmp_str (args->format),
                        "node-name", qmp_str (args->node_name),
+                       "read-only", args->read_only ? qmp_bool (TRUE) : NULL,
                        "cache", qmp_cache_arg (args),
                        "discard", qmp_opt_str (args->discard),
                        "detect-zeroes", qmp_opt_str (args->detect_zeroes),
-                       "backing", args->no_backing ? json_node_new (JSON_NODE_NULL) : NULL,
-                       "file", qmp_args_new ("driver", qmp_str ("file"),
-                                             "filename", qmp_str (args->filename),
-                                             "cache", qmp_cache_arg (args),
-                                             "discard", qmp_opt_str (args->discard),
-                                             NULL),
+                       "backing", qmp_image_backing (args),
+                       "file", file,
                        NULL);
 }
 
@@ -299,6 +312,62 @@ qmp_blockdev_del (QmpClient *qmp, const char *node_name, GCancellable *cancellab
                   GError **error)
 {
   return qmp_run (qmp, "blockdev-del", qmp_args_new ("node-name", qmp_str (node_name), NULL),
+                  cancellable, error);
+}
+
+/* The graph's nodes by id, then the edge @parent --@child--> node. */
+static const char *
+qmp_graph_child (JsonObject *graph, const char *parent, const char *child)
+{
+  JsonArray *nodes = qmp_member_array (graph, "nodes");
+  JsonArray *edges = qmp_member_array (graph, "edges");
+  gint64 parent_id = -1;
+
+  for (guint i = 0; i < qmp_array_length (nodes); i++)
+    {
+      JsonObject *node = qmp_array_object (nodes, i);
+      if (g_strcmp0 (qmp_member_string (node, "name"), parent) == 0)
+        parent_id = qmp_member_int (node, "id", -1);
+    }
+  for (guint i = 0; parent_id >= 0 && i < qmp_array_length (edges); i++)
+    {
+      JsonObject *edge = qmp_array_object (edges, i);
+      gint64 id = qmp_member_int (edge, "child", -2);
+
+      if (qmp_member_int (edge, "parent", -1) != parent_id
+          || g_strcmp0 (qmp_member_string (edge, "name"), child) != 0)
+        continue;
+      for (guint j = 0; j < qmp_array_length (nodes); j++)
+        if (qmp_member_int (qmp_array_object (nodes, j), "id", -1) == id)
+          return qmp_member_string (qmp_array_object (nodes, j), "name");
+    }
+  return NULL;
+}
+
+char *
+qmp_query_block_child (QmpClient *qmp, const char *parent, const char *child,
+                       GCancellable *cancellable, GError **error)
+{
+  g_autoptr(JsonNode) ret = qmp_client_execute_sync (qmp, "x-debug-query-block-graph", NULL,
+                                                     cancellable, error);
+  const char *name = ret != NULL ? qmp_graph_child (qmp_node_object (ret), parent, child) : NULL;
+
+  if (ret == NULL)
+    return NULL;
+  if (name == NULL)
+    return g_set_error (error, QMP_ERROR, QMP_ERROR_PROTOCOL,
+                        "x-debug-query-block-graph: the node has no %s child", child), NULL;
+  return g_strdup (name);
+}
+
+gboolean
+qmp_change_backing_file (QmpClient *qmp, const char *device, const char *image_node,
+                         const char *backing_file, GCancellable *cancellable, GError **error)
+{
+  return qmp_run (qmp, "change-backing-file",
+                  qmp_args_new ("device", qmp_str (device),
+                                "image-node-name", qmp_str (image_node),
+                                "backing-file", qmp_str (backing_file), NULL),
                   cancellable, error);
 }
 

@@ -108,6 +108,9 @@ typedef struct {
   const char *discard;        /* both nodes: "unmap", or NULL */
   const char *detect_zeroes;  /* the format node: "off", "on", "unmap", or NULL */
   gboolean no_backing;        /* "backing": null (an overlay blockdev-snapshot attaches) */
+  const char *backing_node;   /* "backing": this node (blockdev-reopen attaching a chain) */
+  const char *file_node;      /* "file": this existing node instead of a new one */
+  gboolean read_only;         /* "read-only": true on the format node */
 } QmpBlockdevImage;
 
 gboolean qmp_blockdev_add_image (QmpClient *qmp, const QmpBlockdevImage *args,
@@ -117,6 +120,15 @@ gboolean qmp_blockdev_reopen_image (QmpClient *qmp, const QmpBlockdevImage *args
                                     GCancellable *cancellable, GError **error);
 gboolean qmp_blockdev_del (QmpClient *qmp, const char *node_name, GCancellable *cancellable,
                            GError **error);
+/* The node attached to @parent as its child @child ("file", "backing"), from
+ * x-debug-query-block-graph; NULL (an error) when there is none. */
+char *qmp_query_block_child (QmpClient *qmp, const char *parent, const char *child,
+                             GCancellable *cancellable, GError **error);
+/* change-backing-file: writes @backing_file into the header of @image_node, a
+ * node of the chain under the root node @device.  Only for an active image. */
+gboolean qmp_change_backing_file (QmpClient *qmp, const char *device, const char *image_node,
+                                  const char *backing_file, GCancellable *cancellable,
+                                  GError **error);
 
 /* The "image" member of query-block / query-named-block-nodes. */
 typedef struct _QmpImageInfo QmpImageInfo;

@@ -254,6 +254,62 @@ test_wire_chain (Fixture *fx, gconstpointer data)
   g_assert_no_error (error);
 }
 
+/* copy-base live: the copied chain opened read-only, attached under the disk by
+ * reopening it with its own file child and settings, the header written after. */
+static void
+test_wire_compose (Fixture *fx, gconstpointer data)
+{
+  const QmpBlockdevImage chain = {
+    .node_name = "blkmig12345678k0", .format = "qcow2", .filename = "/b/snap.qcow2",
+    .read_only = TRUE,
+  };
+  const QmpBlockdevImage reopen = {
+    .node_name = "drive-vda", .format = "qcow2", .file_node = "#block123",
+    .backing_node = "blkmig12345678k0", .detect_zeroes = "unmap",
+  };
+  g_autoptr(GError) error = NULL;
+
+  fixture_connect (fx);
+  expect (fx, "blockdev-add",
+          "{\"driver\":\"qcow2\",\"node-name\":\"blkmig12345678k0\",\"read-only\":true,"
+          "\"file\":{\"driver\":\"file\",\"filename\":\"/b/snap.qcow2\"}}");
+  g_assert_true (qmp_blockdev_add_image (fx->qmp, &chain, NULL, &error));
+  expect (fx, "blockdev-reopen",
+          "{\"options\":[{\"driver\":\"qcow2\",\"node-name\":\"drive-vda\","
+          "\"detect-zeroes\":\"unmap\",\"backing\":\"blkmig12345678k0\",\"file\":\"#block123\"}]}");
+  g_assert_true (qmp_blockdev_reopen_image (fx->qmp, &reopen, NULL, &error));
+  expect (fx, "change-backing-file",
+          "{\"device\":\"drive-vda\",\"image-node-name\":\"drive-vda\",\"backing-file\":"
+          "\"/b/snap.qcow2\"}");
+  g_assert_true (qmp_change_backing_file (fx->qmp, "drive-vda", "drive-vda", "/b/snap.qcow2",
+                                          NULL, &error));
+  g_assert_no_error (error);
+}
+
+/* A node's child from the block graph; a mistyped graph has none. */
+static void
+test_reply_graph (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autofree char *file = NULL;
+  g_autofree char *none = NULL;
+
+  fake_qemu_expect_raw (fx->fake, "x-debug-query-block-graph", NULL,
+                        "\"return\": {\"nodes\": [{\"id\": 1, \"name\": \"drive-vda\"}, "
+                        "{\"id\": 2, \"name\": \"#block9\"}, {\"id\": \"3\", \"name\": 4}], "
+                        "\"edges\": [{\"parent\": 1, \"child\": 2, \"name\": \"file\"}, "
+                        "{\"parent\": 1, \"child\": 3, \"name\": \"backing\"}]}");
+  fake_qemu_expect_raw (fx->fake, "x-debug-query-block-graph", NULL,
+                        "\"return\": {\"nodes\": 7}");
+  fixture_connect (fx);
+  file = qmp_query_block_child (fx->qmp, "drive-vda", "file", NULL, &error);
+  g_assert_no_error (error);
+  g_assert_cmpstr (file, ==, "#block9");
+  none = qmp_query_block_child (fx->qmp, "drive-vda", "file", NULL, &error);
+  g_assert_null (none);
+  g_assert_error (error, QMP_ERROR, QMP_ERROR_PROTOCOL);
+}
+
 /* The backing chain, layer by layer; a mistyped layer is absent, not a crash. */
 static void
 test_reply_chain (Fixture *fx, gconstpointer data)
@@ -322,6 +378,8 @@ main (int argc, char **argv)
   ADD ("/qmp-commands/wire/block", test_wire_block);
   ADD ("/qmp-commands/wire/nbd-migration", test_wire_nbd_migration);
   ADD ("/qmp-commands/wire/chain", test_wire_chain);
+  ADD ("/qmp-commands/wire/compose", test_wire_compose);
+  ADD ("/qmp-commands/reply/graph", test_reply_graph);
   ADD ("/qmp-commands/reply/chain", test_reply_chain);
   ADD ("/qmp-commands/reply/migrate", test_reply_migrate);
   ADD ("/qmp-commands/reply/block", test_reply_block);
