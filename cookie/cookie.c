@@ -16,7 +16,8 @@ static const BlkmigJsonLimits cookie_json_limits = {
 };
 
 /* Features this build of blkmig knows. */
-static const char *const known_features[] = { "sparse", "write-blocking", "chain-top", NULL };
+static const char *const known_features[] = { "sparse", "write-blocking", "chain-top",
+                                                 "chain-copy-base", NULL };
 
 static const char *const mode_names[] = { "live", "copy", "move" };
 static const char *const kind_names[] = { "source", "destination", "result" };
@@ -32,6 +33,8 @@ cookie_layer_free (CookieLayer *layer)
   g_free (layer->name);
   g_free (layer->format);
   g_free (layer->identity);
+  g_free (layer->export_name);
+  g_free (layer->target_path);
   g_free (layer);
 }
 
@@ -168,10 +171,16 @@ cookie_disk_copy (const CookieDisk *disk, CookieKind kind)
   for (guint i = 0; disk->chain != NULL && i < disk->chain->len; i++)
     {
       const CookieLayer *l = disk->chain->pdata[i];
+      CookieLayer *c = cookie_layer_new (l->name, l->format, l->virtual_size, l->allocated,
+                                         l->identity);
       if (copy->chain == NULL)
         copy->chain = g_ptr_array_new_with_free_func ((GDestroyNotify) cookie_layer_free);
-      g_ptr_array_add (copy->chain, cookie_layer_new (l->name, l->format, l->virtual_size,
-                                                      l->allocated, l->identity));
+      if (kind >= COOKIE_KIND_DESTINATION)
+        {
+          c->export_name = g_strdup (l->export_name);
+          c->target_path = g_strdup (l->target_path);
+        }
+      g_ptr_array_add (copy->chain, c);
     }
   if (kind >= COOKIE_KIND_DESTINATION)
     {
@@ -792,14 +801,32 @@ parse_layer (JsonNode *node, const char *where, GError **error)
       || !check_size (where, "virtual-size", layer->virtual_size, 1, error)
       || !get_int (obj, where, "allocated", TRUE, &layer->allocated, error)
       || !check_size (where, "allocated", layer->allocated, 0, error)
-      || !get_string (obj, where, "identity", TRUE, &layer->identity, error)
-      || !check_identity (where, layer->identity, error))
+      || !get_string (obj, where, "identity", FALSE, &layer->identity, error)
+      || (layer->identity != NULL && !check_identity (where, layer->identity, error))
+      || !get_string (obj, where, "export", FALSE, &layer->export_name, error)
+      || (layer->export_name != NULL && !check_name (where, "export", layer->export_name, error))
+      || !get_string (obj, where, "target", FALSE, &layer->target_path, error))
     return NULL;
   return g_steal_pointer (&layer);
 }
 
-/* "sync" (full or top) and "chain" (the layers below the active one), optional;
- * top needs the chain it relies on. */
+/* What each sync needs of the chain: top the identities it verifies, copy-base
+ * nothing more in an offer (the destination's answer adds the exports). */
+static gboolean
+check_chain_sync (const CookieDisk *disk, const char *where, GError **error)
+{
+  gboolean top = g_strcmp0 (disk->sync, "top") == 0;
+
+  if ((top || g_strcmp0 (disk->sync, "copy-base") == 0) && disk->chain == NULL)
+    return fail (error, "%s.sync is %s but %s.chain lists no layer", where, disk->sync, where);
+  for (guint i = 0; top && i < disk->chain->len; i++)
+    if (((CookieLayer *) disk->chain->pdata[i])->identity == NULL)
+      return fail (error, "%s.sync is top but %s.chain[%u] has no identity", where, where, i);
+  return TRUE;
+}
+
+/* "sync" (full, top or copy-base) and "chain" (the layers below the active one),
+ * optional. */
 static gboolean
 parse_disk_chain (CookieDisk *disk, JsonObject *obj, const char *where, GError **error)
 {
@@ -809,9 +836,10 @@ parse_disk_chain (CookieDisk *disk, JsonObject *obj, const char *where, GError *
   if (!get_string (obj, where, "sync", FALSE, &disk->sync, error)
       || !get_array (obj, where, "chain", FALSE, &array, error))
     return FALSE;
-  if (disk->sync != NULL && !g_str_equal (disk->sync, "full") && !g_str_equal (disk->sync, "top"))
+  if (disk->sync != NULL && !g_str_equal (disk->sync, "full") && !g_str_equal (disk->sync, "top")
+      && !g_str_equal (disk->sync, "copy-base"))
     return quoted = quote (disk->sync),
-           fail (error, "%s.sync must be full or top, got '%s'", where, quoted);
+           fail (error, "%s.sync must be full, top or copy-base, got '%s'", where, quoted);
   if (array != NULL && json_array_get_length (array) > COOKIE_MAX_LAYERS)
     return fail (error, "%s.chain has more than %d layers", where, COOKIE_MAX_LAYERS);
   for (guint i = 0; array != NULL && i < json_array_get_length (array); i++)
@@ -825,19 +853,22 @@ parse_disk_chain (CookieDisk *disk, JsonObject *obj, const char *where, GError *
         disk->chain = g_ptr_array_new_with_free_func ((GDestroyNotify) cookie_layer_free);
       g_ptr_array_add (disk->chain, layer);
     }
-  if (g_strcmp0 (disk->sync, "top") == 0 && disk->chain == NULL)
-    return fail (error, "%s.sync is top but %s.chain lists no layer", where, where);
-  return TRUE;
+  return check_chain_sync (disk, where, error);
 }
 
 static gboolean
 parse_disk_destination (CookieDisk *disk, JsonObject *obj, const char *where,
                         GError **error)
 {
-  return get_name (obj, where, "export", &disk->export_name, error)
-         && get_name (obj, where, "target-node", &disk->target_node, error)
-         && get_string (obj, where, "target", FALSE, &disk->target_path, error)
-         && get_bool (obj, where, "created", &disk->created, error);
+  if (!get_name (obj, where, "export", &disk->export_name, error)
+      || !get_name (obj, where, "target-node", &disk->target_node, error)
+      || !get_string (obj, where, "target", FALSE, &disk->target_path, error)
+      || !get_bool (obj, where, "created", &disk->created, error))
+    return FALSE;
+  for (guint i = 0; g_strcmp0 (disk->sync, "copy-base") == 0 && i < disk->chain->len; i++)
+    if (((CookieLayer *) disk->chain->pdata[i])->export_name == NULL)
+      return fail (error, "%s.chain[%u].export is missing (sync copy-base)", where, i);
+  return TRUE;
 }
 
 static CookieDisk *
@@ -1090,7 +1121,7 @@ build_features (JsonBuilder *b, const Cookie *cookie)
 }
 
 static void
-build_chain (JsonBuilder *b, const CookieDisk *disk)
+build_chain (JsonBuilder *b, const CookieDisk *disk, CookieKind kind)
 {
   if (disk->sync != NULL)
     blkmig_json_add_string (b, "sync", disk->sync);
@@ -1107,7 +1138,12 @@ build_chain (JsonBuilder *b, const CookieDisk *disk)
       blkmig_json_add_string (b, "format", layer->format);
       blkmig_json_add_int (b, "virtual-size", layer->virtual_size);
       blkmig_json_add_int (b, "allocated", layer->allocated);
-      blkmig_json_add_string (b, "identity", layer->identity);
+      if (layer->identity != NULL)
+        blkmig_json_add_string (b, "identity", layer->identity);
+      if (kind >= COOKIE_KIND_DESTINATION && layer->export_name != NULL)
+        blkmig_json_add_string (b, "export", layer->export_name);
+      if (kind >= COOKIE_KIND_DESTINATION && layer->target_path != NULL)
+        blkmig_json_add_string (b, "target", layer->target_path);
       json_builder_end_object (b);
     }
   json_builder_end_array (b);
@@ -1124,7 +1160,7 @@ build_disk (JsonBuilder *b, const CookieDisk *disk, CookieKind kind)
   blkmig_json_add_int (b, "allocated", disk->allocated);
   if (disk->backing != NULL && disk->backing[0] != NULL)
     blkmig_json_add_strv (b, "backing", (const char *const *) disk->backing);
-  build_chain (b, disk);
+  build_chain (b, disk, kind);
   if (kind >= COOKIE_KIND_DESTINATION)
     {
       blkmig_json_add_string (b, "export", disk->export_name);
@@ -1271,6 +1307,28 @@ cookie_accept_features (Cookie *offer, GError **error)
   return TRUE;
 }
 
+/* copy-base: the answer lists the offered layers, each with its export. */
+static gboolean
+check_reply_chain (const CookieDisk *ours, const CookieDisk *theirs, const char *quoted,
+                   GError **error)
+{
+  guint n = ours->chain != NULL ? ours->chain->len : 0;
+
+  if (g_strcmp0 (ours->sync, "copy-base") != 0)
+    return TRUE;
+  if (theirs->chain == NULL || theirs->chain->len != n)
+    return fail (error, "disk %s: the destination answered another chain than the offer's",
+                 quoted);
+  for (guint i = 0; i < n; i++)
+    {
+      const CookieLayer *a = ours->chain->pdata[i], *b = theirs->chain->pdata[i];
+      if (a->virtual_size != b->virtual_size || g_strcmp0 (a->name, b->name) != 0)
+        return fail (error, "disk %s: the destination answered another chain than the "
+                     "offer's (layer %u)", quoted, i);
+    }
+  return TRUE;
+}
+
 static gboolean
 check_reply_disks (const Cookie *offer, const Cookie *reply, GError **error)
 {
@@ -1291,6 +1349,8 @@ check_reply_disks (const Cookie *offer, const Cookie *reply, GError **error)
         return fail (error, "disk %s: the destination answered sync %s, the offer said %s",
                      quoted, theirs->sync != NULL ? theirs->sync : "full",
                      ours->sync != NULL ? ours->sync : "full");
+      if (!check_reply_chain (ours, theirs, quoted, error))
+        return FALSE;
     }
   for (guint i = 0; i < reply->disks->len; i++)
     {

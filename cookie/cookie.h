@@ -30,13 +30,17 @@ typedef enum {
 /* The longest backing chain a cookie may describe. */
 #define COOKIE_MAX_LAYERS 64
 
-/* One read-only layer below a disk's active layer (--chain top). */
+/* One read-only layer below a disk's active layer (--chain top, copy-base). */
 typedef struct {
   char *name;            /* the file's base name (no directory), a plain file name */
   char *format;          /* "qcow2" or "raw" */
   gint64 virtual_size;
   gint64 allocated;
-  char *identity;        /* "sha256:" + 64 hex digits (nbd_layer_identity) */
+  char *identity;        /* "sha256:" + 64 hex digits (nbd_layer_identity); NULL for
+                          * copy-base, which copies the layer instead of proving it */
+  /* destination, copy-base */
+  char *export_name;     /* the writable export the layer is copied into */
+  char *target_path;     /* where the copy lives on the destination (shown only) */
 } CookieLayer;
 
 typedef struct {
@@ -47,7 +51,8 @@ typedef struct {
   gint64 allocated;      /* bytes on the host, >= 0 */
   GStrv backing;         /* backing file names, top first; NULL when none */
   char *sync;            /* "top": only the active layer moves (the destination has
-                          * the chain); NULL or "full": the whole disk */
+                          * the chain); "copy-base": the active layer is mirrored and
+                          * the chain copied beside it; NULL or "full": the whole disk */
   GPtrArray *chain;      /* CookieLayer below the active layer, nearest first; NULL
                           * when the cookie does not describe it */
   /* destination */
