@@ -140,7 +140,7 @@ chain_identity (const char *file, const char *format, GCancellable *cancellable,
 
 static CookieLayer *
 chain_describe_layer (const DiskInfo *disk, const char *file, const char *format,
-                      GCancellable *cancellable, GError **error)
+                      gboolean identities, GCancellable *cancellable, GError **error)
 {
   g_autofree char *name = g_path_get_basename (file);
   g_autofree char *shown = blkmig_escape (file);
@@ -151,9 +151,10 @@ chain_describe_layer (const DiskInfo *disk, const char *file, const char *format
   if (!g_path_is_absolute (file) || !cookie_is_file_name (name))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
                         "%s: backing layer '%s' needs a plain absolute path whose file name "
-                        "has only [A-Za-z0-9._+-] for --chain top", disk->name, shown), NULL;
+                        "has only [A-Za-z0-9._+-] for --chain top or copy-base", disk->name, shown),
+           NULL;
   if (!util_image_size (file, format, &size, cancellable, error) || g_stat (file, &st) != 0
-      || (identity = chain_identity (file, format, cancellable, error)) == NULL)
+      || (identities && (identity = chain_identity (file, format, cancellable, error)) == NULL))
     {
       if (error != NULL && *error == NULL)
         g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot read %s", shown);
@@ -163,7 +164,8 @@ chain_describe_layer (const DiskInfo *disk, const char *file, const char *format
 }
 
 GPtrArray *
-chain_describe (const DiskInfo *disk, GCancellable *cancellable, GError **error)
+chain_describe (const DiskInfo *disk, gboolean identities, GCancellable *cancellable,
+                GError **error)
 {
   g_autoptr(GPtrArray) layers = g_ptr_array_new_with_free_func ((GDestroyNotify) cookie_layer_free);
 
@@ -178,7 +180,8 @@ chain_describe (const DiskInfo *disk, GCancellable *cancellable, GError **error)
         return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
                             "%s: more than %d backing layers", disk->name, COOKIE_MAX_LAYERS),
                NULL;
-      layer = chain_describe_layer (disk, disk->backing[i], format, cancellable, error);
+      layer = chain_describe_layer (disk, disk->backing[i], format, identities, cancellable,
+                                    error);
       if (layer == NULL)
         return NULL;
       g_ptr_array_add (layers, layer);

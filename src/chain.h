@@ -4,16 +4,24 @@
 #include "cookie/cookie.h"
 #include "src/disks.h"
 
+/* What --chain asks for a disk with backing files. */
+typedef enum {
+  CHAIN_FULL,       /* one flattened image (the default) */
+  CHAIN_TOP,        /* the active layer, onto the destination's verified chain */
+  CHAIN_COPY_BASE,  /* the active layer mirrored, the chain below copied beside it */
+} ChainMode;
+
 /* -q: no line on stderr while a layer is read for its identity (the "hashing" event
  * stays).  Set once by command_parse. */
 void chain_set_quiet (gboolean quiet);
 
 /* The layers below @disk's active layer as the cookie carries them (CookieLayer,
- * nearest first): base name, format, virtual size, allocation on the host and
- * content identity (which reads every allocated byte of each layer).  A layer whose
+ * nearest first): base name, format, virtual size, allocation on the host and,
+ * with @identities, content identity (which reads every allocated byte of each layer).  A layer whose
  * file is not a plain absolute path, or whose base name the cookie cannot carry, is
  * a BLKMIG_ERROR_DISK. */
-GPtrArray *chain_describe (const DiskInfo *disk, GCancellable *cancellable, GError **error);
+GPtrArray *chain_describe (const DiskInfo *disk, gboolean identities, GCancellable *cancellable,
+                           GError **error);
 
 /* The chain that starts at the local file @base (opened as @format, never probed):
  * its files and formats, @base first, from qemu-img info --backing-chain. */

@@ -20,6 +20,7 @@ typedef struct {
   char *migrate_uri;
   char *create_dir;
   char *chain;
+  ChainMode chain_mode;
   char *base_dir;
   char **bases;
   MirrorTuning mirror;
@@ -136,7 +137,7 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   gint64 finish_start;
 
   run->offer = session_begin (run->src, mode, (const char *const *) args->disks,
-                              g_strcmp0 (args->chain, "top") == 0, cancellable, error);
+                              args->chain_mode, cancellable, error);
   if (run->offer == NULL)
     return FALSE;
   run->journal = journal_new (run->offer->id, "migrate");
@@ -161,7 +162,7 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   if (run->result == NULL)
     return FALSE;
   finish_start = g_get_monotonic_time ();
-  if (!session_finish (run->dst, run->result, FALSE, cancellable, error))
+  if (!session_finish (run->dst, run->result, run->journal, FALSE, cancellable, error))
     return FALSE;
   journal_remove_created (run->journal, FALSE);  /* the sockets prepare listened on */
   journal_remove (run->journal);
@@ -224,7 +225,6 @@ migrate_close_journal (MigrateRun *run, const MigrateArgs *args, GError **error)
 static gboolean
 migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GError **error)
 {
-  gboolean chain_top;
   const GOptionEntry entries[] = {
     { "source", 's', 0, G_OPTION_ARG_FILENAME, &args->source, "Source QEMU's QMP socket", "PATH" },
     { "dest", 'd', 0, G_OPTION_ARG_FILENAME, &args->dest, "Destination QEMU's QMP socket", "PATH" },
@@ -255,7 +255,7 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
       || !command_require ("--source", args->source, error)
       || !command_require ("--dest", args->dest, error)
       || !options_mirror_check (&args->mirror, error)
-      || !options_chain (args->chain, &chain_top, error)
+      || !options_chain (args->chain, &args->chain_mode, error)
       || !options_name_path ("--base", (const char *const *) args->bases, error))
     return FALSE;
   if (!cookie_mode_from_string (args->mode != NULL ? args->mode : "live", mode))

@@ -92,7 +92,7 @@ cmd_begin (int argc, char **argv, GCancellable *cancellable, GError **error)
   };
   g_autoptr(QmpClient) qmp = NULL;
   g_autoptr(Cookie) cookie = NULL;
-  gboolean chain_top = FALSE;
+  ChainMode chain_mode = CHAIN_FULL;
   CookieMode mode;
 
   if (!phase_parse (argc, argv, "Describe the source's disks in a source cookie, and record "
@@ -101,10 +101,10 @@ cmd_begin (int argc, char **argv, GCancellable *cancellable, GError **error)
   if (!cookie_mode_from_string (mode_str != NULL ? mode_str : "live", &mode))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                         "--mode must be live, copy or move, not '%s'", mode_str), FALSE;
-  if (!options_chain (chain, &chain_top, error)
+  if (!options_chain (chain, &chain_mode, error)
       || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
     return FALSE;
-  cookie = session_begin (qmp, mode, (const char *const *) disks, chain_top, cancellable,
+  cookie = session_begin (qmp, mode, (const char *const *) disks, chain_mode, cancellable,
                           error);
   return cookie != NULL && begin_record (cookie, args.qmp, phase_out (&args), error);
 }
@@ -325,7 +325,7 @@ cmd_finish (int argc, char **argv, GCancellable *cancellable, GError **error)
   if ((journal = journal_find (result->id, "prepare", &local)) == NULL && local != NULL)
     return g_propagate_error (error, g_steal_pointer (&local)), FALSE;
   if ((qmp = qmp_client_connect_sync (args.qmp, "destination", cancellable, error)) == NULL
-      || !session_finish (qmp, result, resume, cancellable, error))
+      || !session_finish (qmp, result, journal, resume, cancellable, error))
     return FALSE;
   if (journal != NULL && journal->cookie != NULL && journal->cookie->mode != COOKIE_MODE_MOVE)
     journal_remove_created (journal, FALSE);  /* sockets: a move's exports stay */

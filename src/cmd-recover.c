@@ -83,7 +83,7 @@ recover_finish (const Journal *journal, QmpClient *src, QmpClient *dst, const ch
     return *done = "completed, but the destination could not be finished", FALSE;
   if (src != NULL)
     session_abort (src, journal->cookie);  /* leftovers only: nothing is running */
-  if (!session_finish (dst, result, FALSE, NULL, error))
+  if (!session_finish (dst, result, journal, FALSE, NULL, error))
     return *done = "completed, but finishing the destination failed", FALSE;
   *done = "had completed: the destination was finished";
   return TRUE;

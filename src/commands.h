@@ -62,11 +62,13 @@ extern CommonOptions common_options;
     "full (default): every disk arrives as one image; top: a disk with backing files sends " \
     "only its active layer, onto the destination's own copy of the chain below it " \
     "(prepare --base-dir/--base, or the destination VM's disk), verified layer by layer " \
-    "first", "full|top" }
+    "first; copy-base: the active layer is mirrored and the chain below it copied beside " \
+    "it (live and copy)", "full|top|copy-base" }
 /* Where prepare finds the source's backing layers for --chain top. */
 #define COMMAND_BASE_ENTRIES(dir, map) \
   { "base-dir", 0, 0, G_OPTION_ARG_FILENAME, (dir), \
-    "--chain top: the source's backing layers are in DIR under their file names", "DIR" }, \
+    "--chain top: the source's backing layers are in DIR under their file names; " \
+    "copy-base: their copies are made there (default: beside the disk)", "DIR" }, \
   { "base", 0, 0, G_OPTION_ARG_FILENAME_ARRAY, (map), \
     "--chain top: disk NAME's nearest backing layer is PATH (the rest from its header); " \
     "repeatable", "NAME=PATH" }

@@ -32,6 +32,18 @@ names_node (const char *id, NamesKind kind, guint index)
 }
 
 char *
+names_layer_node (const char *id, guint disk, guint layer)
+{
+  return g_strdup_printf ("blkmig%.8s%c%u.%u", id, (char) NAMES_LAYER_TARGET, disk, layer);
+}
+
+char *
+names_layer_export (const char *id, guint disk, guint layer)
+{
+  return g_strdup_printf ("blkmig-%.8s-%u.b%u", id, disk, layer);
+}
+
+char *
 names_verify_export (const char *id, gboolean new_image)
 {
   return g_strdup_printf ("blkmig%.8sv%c", id, new_image ? 'n' : 'o');

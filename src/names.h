@@ -15,6 +15,8 @@ typedef enum {
   NAMES_FILE_TARGET = 'd',  /* destination: a file target blkmig opened */
   NAMES_MOVE_TARGET = 'm',  /* move: the new image's node */
   NAMES_OVERLAY = 's',      /* snapshot: the overlay node of disk N */
+  NAMES_LAYER_TARGET = 'b', /* destination, copy-base: the copy of one layer (names_layer) */
+  NAMES_LAYER_CHAIN = 'k',  /* destination, copy-base live: the copied chain of disk N */
   NAMES_TLS_SERVER = 't',   /* destination: tls-creds-x509 of the NBD server */
   NAMES_TLS_AUTHZ = 'z',    /* destination: authz-list of the NBD server */
   NAMES_TLS_CLIENT = 'c',   /* source: tls-creds-x509 of the NBD clients */
@@ -25,6 +27,10 @@ char *names_export (const char *id, guint index);
 char *names_move_job (const char *id);
 char *names_merge_job (const char *id);
 char *names_node (const char *id, NamesKind kind, guint index);
+/* copy-base: layer @layer of disk @disk, as a node (NAMES_LAYER_TARGET) and as its
+ * export (blkmig-ID8-N.bL). */
+char *names_layer_node (const char *id, guint disk, guint layer);
+char *names_layer_export (const char *id, guint disk, guint layer);
 /* @new_image: the export of the new image, else of the old one. */
 char *names_verify_export (const char *id, gboolean new_image);
 /* Whether @name (may be NULL) is one blkmig gives for operation @id. */

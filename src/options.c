@@ -28,13 +28,18 @@ options_mirror_check (const MirrorTuning *tuning, GError **error)
 }
 
 gboolean
-options_chain (const char *value, gboolean *top, GError **error)
+options_chain (const char *value, ChainMode *mode, GError **error)
 {
-  *top = g_strcmp0 (value, "top") == 0;
-  if (value == NULL || *top || g_str_equal (value, "full"))
+  *mode = CHAIN_FULL;
+  if (value == NULL || g_str_equal (value, "full"))
     return TRUE;
-  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE, "--chain must be full or top, not '%s'",
-               value);
+  if (g_str_equal (value, "top") || g_str_equal (value, "copy-base"))
+    {
+      *mode = g_str_equal (value, "top") ? CHAIN_TOP : CHAIN_COPY_BASE;
+      return TRUE;
+    }
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+               "--chain must be full, top or copy-base, not '%s'", value);
   return FALSE;
 }
 

@@ -2,11 +2,12 @@
 #pragma once
 
 #include "jobs/mirror.h"
+#include "src/chain.h"
 
 /* The mirror knobs as --speed, --buf-size, --granularity, --copy-mode,
  * --stall-timeout and --nbd-reconnect-delay gave them, checked the way QEMU would. */
 gboolean options_mirror_check (const MirrorTuning *tuning, GError **error);
-/* --chain full|top (NULL: full) into *@top. */
-gboolean options_chain (const char *value, gboolean *top, GError **error);
+/* --chain full|top|copy-base (NULL: full) into *@mode. */
+gboolean options_chain (const char *value, ChainMode *mode, GError **error);
 /* --base NAME=PATH entries: a name and an absolute path each. */
 gboolean options_name_path (const char *option, const char *const *entries, GError **error);

@@ -11,6 +11,7 @@
 #include "qmp/qmp-json.h"
 #include "qmp/qmp-wait.h"
 #include "src/chain.h"
+#include "src/dest-copy-base.h"
 #include "src/disks.h"
 #include "src/events.h"
 #include "src/names.h"
@@ -199,8 +200,10 @@ dest_plan_file (Cookie *reply, guint i, const PrepareOptions *opts, GCancellable
     return FALSE;
   /* lstat: a link, even a dangling one, counts as there and is never followed */
   disk->created = lstat (disk->target_path, &st) != 0 && errno == ENOENT;
-  if (disk->sync != NULL && g_str_equal (disk->sync, "top"))
+  if (g_strcmp0 (disk->sync, "top") == 0)
     return dest_plan_top (disk, opts, cancellable, error);
+  if (g_strcmp0 (disk->sync, "copy-base") == 0)
+    return dest_copy_base_plan (NULL, reply, i, NULL, opts, error);
   if (disk->created)
     return TRUE;
   if (named == NULL)
@@ -216,13 +219,20 @@ dest_plan_file (Cookie *reply, guint i, const PrepareOptions *opts, GCancellable
 /* Decides each disk's target: an existing disk of the destination QEMU, or a file
  * (see dest_plan_file).  Checks sizes before anything starts. */
 static gboolean
-dest_plan_disk (Cookie *reply, guint i, GPtrArray *dst_disks, const PrepareOptions *opts,
-                GCancellable *cancellable, GError **error)
+dest_plan_disk (QmpClient *dst, Cookie *reply, guint i, GPtrArray *dst_disks,
+                const PrepareOptions *opts, GCancellable *cancellable, GError **error)
 {
   CookieDisk *disk = reply->disks->pdata[i];
   DiskInfo *have = disks_find (dst_disks, disk->name);
   g_autofree char *name = NULL;
 
+  if (have != NULL && g_strcmp0 (disk->sync, "copy-base") == 0)
+    {
+      disk->target_node = g_strdup (have->node);
+      disk->target_path = g_strdup (have->file);
+      return dest_check_size (disk, have->virtual_size, have->file, error)
+             && dest_copy_base_plan (dst, reply, i, have, opts, error);
+    }
   if (have != NULL)
     {
       disk->target_node = g_strdup (have->node);
@@ -271,33 +281,42 @@ dest_journal_write (Journal *journal, const Cookie *reply, GError **error)
 }
 
 /* The staging directory is in the journal before anything is made in it; the
- * target only once it exists under its name (a crash in between leaves a file,
+ * file only once it exists under its name (a crash in between leaves a file,
  * never removes one that was there). */
-static gboolean
-dest_create_target (const PrepareOptions *opts, Cookie *reply, CookieDisk *disk,
-                    GCancellable *cancellable, GError **error)
+gboolean
+dest_make_file (Journal *journal, const Cookie *reply, const char *path, const char *format,
+                gint64 size, const char *backing, const char *backing_format,
+                GCancellable *cancellable, GError **error)
 {
-  g_autofree char *parent = g_path_get_dirname (disk->target_path);
+  g_autofree char *parent = g_path_get_dirname (path);
   g_autofree char *staging = util_staging_dir_new (parent, error);
-  g_autofree char *base = disk->chain != NULL && g_strcmp0 (disk->sync, "top") == 0
-                          ? dest_base_path (opts, disk) : NULL;
-  Journal *journal = opts->journal;
   gboolean ok;
 
   if (staging == NULL)
     return FALSE;
   journal_add_created (journal, staging);
   ok = dest_journal_write (journal, reply, error)
-       && (base != NULL
-           ? util_overlay_create_new (disk->target_path, staging, base,
-                                      ((CookieLayer *) disk->chain->pdata[0])->format,
-                                      disk->virtual_size, cancellable, error)
-           : util_image_create_new (disk->target_path, staging, disk->format,
-                                    disk->virtual_size, cancellable, error));
+       && (backing != NULL
+           ? util_overlay_create_new (path, staging, backing, backing_format, size,
+                                      cancellable, error)
+           : util_image_create_new (path, staging, format, size, cancellable, error));
   if (ok)
-    journal_add_created (journal, disk->target_path);
+    journal_add_created (journal, path);
   util_private_dir_remove (staging);
   return ok && dest_journal_write (journal, reply, error);
+}
+
+/* A new target: with --chain top an overlay on this host's verified chain. */
+static gboolean
+dest_create_target (const PrepareOptions *opts, Cookie *reply, CookieDisk *disk,
+                    GCancellable *cancellable, GError **error)
+{
+  g_autofree char *base = g_strcmp0 (disk->sync, "top") == 0 ? dest_base_path (opts, disk) : NULL;
+
+  return dest_make_file (opts->journal, reply, disk->target_path, disk->format,
+                         disk->virtual_size, base,
+                         base != NULL ? ((CookieLayer *) disk->chain->pdata[0])->format : NULL,
+                         cancellable, error);
 }
 
 static gboolean
@@ -341,8 +360,9 @@ dest_export_disk (QmpClient *dst, const PrepareOptions *opts, Cookie *reply, gui
   g_autofree char *name = names_export (reply->id, i);
   g_autofree char *shown = NULL;
 
-  if (session_is_file_target (reply, i)
-      && !dest_open_file_target (dst, opts, reply, disk, cancellable, error))
+  if ((session_is_file_target (reply, i)
+       && !dest_open_file_target (dst, opts, reply, disk, cancellable, error))
+      || !dest_copy_base_export (dst, opts, reply, i, cancellable, error))
     return FALSE;
   if (!nbd_export_add (dst, name, disk->target_node, name, TRUE, cancellable, error))
     {
@@ -476,7 +496,7 @@ dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean 
   if (!dest_check_named (reply, opts, error))
     return FALSE;
   for (guint i = 0; i < reply->disks->len; i++)
-    if (!dest_plan_disk (reply, i, dst_disks, opts, cancellable, error))
+    if (!dest_plan_disk (dst, reply, i, dst_disks, opts, cancellable, error))
       return FALSE;
   if (!dest_journal_write (opts->journal, reply, error)
       || !dest_add_tls (dst, reply, opts, cancellable, error))
@@ -573,13 +593,12 @@ session_remove_exports (QmpClient *dst, const Cookie *cookie, GCancellable *canc
   if (exports == NULL)
     return FALSE;
   /* Our names, not the cookie's: a forged export name must not reach another's. */
-  for (guint i = 0; i < cookie->disks->len; i++)
+  for (guint i = 0; exports[i] != NULL; i++)
     {
-      g_autofree char *name = names_export (cookie->id, i);
-      if (!g_strv_contains ((const char *const *) exports, name))
+      if (!names_owns (cookie->id, exports[i]))
         continue;
       any = TRUE;
-      if (!nbd_export_del (dst, name, FALSE, cancellable, error))
+      if (!nbd_export_del (dst, exports[i], FALSE, cancellable, error))
         return FALSE;
     }
   if (!any)
@@ -590,23 +609,55 @@ session_remove_exports (QmpClient *dst, const Cookie *cookie, GCancellable *canc
   return TRUE;
 }
 
+/* The nodes prepare opened for disk @i, by our names: a file target, copy-base's
+ * layer copies. */
+static GPtrArray *
+dest_created_nodes (const Cookie *cookie, guint i)
+{
+  CookieDisk *disk = cookie->disks->pdata[i];
+  GPtrArray *nodes = g_ptr_array_new_with_free_func (g_free);
+
+  if (session_is_file_target (cookie, i))
+    g_ptr_array_add (nodes, g_strdup (disk->target_node));
+  for (guint j = 0; g_strcmp0 (disk->sync, "copy-base") == 0 && j < disk->chain->len; j++)
+    g_ptr_array_add (nodes, names_layer_node (cookie->id, i, j));
+  return nodes;
+}
+
+static gboolean
+dest_has_node (GPtrArray *nodes, const char *name)
+{
+  for (guint i = 0; i < nodes->len; i++)
+    if (g_strcmp0 (((QmpBlockNodeInfo *) nodes->pdata[i])->node_name, name) == 0)
+      return TRUE;
+  return FALSE;
+}
+
+/* Detaches what prepare opened; a node already gone (finish run again after a
+ * failure) is skipped. */
 static gboolean
 dest_detach_created (QmpClient *dst, const Cookie *cookie, GCancellable *cancellable,
                      GError **error)
 {
+  g_autoptr(GPtrArray) have = NULL;
+
   for (guint i = 0; i < cookie->disks->len; i++)
     {
-      CookieDisk *disk = cookie->disks->pdata[i];
+      g_autoptr(GPtrArray) ours = dest_created_nodes (cookie, i);
 
-      if (session_is_file_target (cookie, i)
-          && !qmp_blockdev_del (dst, disk->target_node, cancellable, error))
+      if (ours->len > 0 && have == NULL
+          && (have = qmp_query_named_block_nodes (dst, cancellable, error)) == NULL)
         return FALSE;
+      for (guint j = 0; j < ours->len; j++)
+        if (dest_has_node (have, ours->pdata[j])
+            && !qmp_blockdev_del (dst, ours->pdata[j], cancellable, error))
+          return FALSE;
     }
   return TRUE;
 }
 
 static gboolean
-dest_finish (QmpClient *dst, const Cookie *result, gboolean resume,
+dest_finish (QmpClient *dst, const Cookie *result, const Journal *journal, gboolean resume,
              GCancellable *cancellable, GError **error)
 {
   gboolean live = result->mode == COOKIE_MODE_LIVE
@@ -617,18 +668,20 @@ dest_finish (QmpClient *dst, const Cookie *result, gboolean resume,
   if (live && !dest_wait_incoming (dst, cancellable, error))
     return FALSE;
   if (!session_remove_exports (dst, result, cancellable, error)
-      || !dest_detach_created (dst, result, cancellable, error))
+      || !dest_detach_created (dst, result, cancellable, error)
+      || !dest_copy_base_compose (dst, result, journal, cancellable, error))
     return FALSE;
-  if (!live && !resume)
-    return TRUE;
-  return qmp_cont (dst, cancellable, error);
+  /* a migrated image becomes active (writable headers) only with cont */
+  if ((live || resume) && !qmp_cont (dst, cancellable, error))
+    return FALSE;
+  return dest_copy_base_record (dst, result, cancellable, error);
 }
 
 gboolean
-session_finish (QmpClient *dst, const Cookie *result, gboolean resume,
-                GCancellable *cancellable, GError **error)
+session_finish (QmpClient *dst, const Cookie *result, const Journal *journal,
+                gboolean resume, GCancellable *cancellable, GError **error)
 {
-  if (dest_finish (dst, result, resume, cancellable, error))
+  if (dest_finish (dst, result, journal, resume, cancellable, error))
     return TRUE;
   g_prefix_error (error, "finish: ");
   return FALSE;

@@ -15,6 +15,7 @@
 #include "src/events.h"
 #include "src/names.h"
 #include "src/progress.h"
+#include "src/source-copy-base.h"
 #include "src/source-trust.h"
 #include "src/source-tunnel.h"
 
@@ -28,6 +29,9 @@ typedef struct {
   JobGroup *group;
   gint64 stopped_us;          /* when the source paused for switchover */
   GPtrArray *files;           /* per disk: the source image, for --verify */
+  GPtrArray *backing;         /* per disk: its backing files (GStrv), for copy-base */
+  GPtrArray *backing_formats; /* per disk: their formats (GStrv) */
+  BaseCopy *base;             /* copy-base: the layers being copied */
   SourceTunnel tunnel;        /* --tunnel: where QEMU's NBD clients connect instead */
   SourcePlan plan;            /* what was decided from the cookie and the options */
 } SourceRun;
@@ -45,22 +49,33 @@ source_machine_type (QmpClient *src, GCancellable *cancellable)
   return g_steal_pointer (&type);
 }
 
-/* --chain top: a disk with backing files moves its active layer only. */
+/* --chain top or copy-base: a disk with backing files mirrors its active layer only;
+ * the layers below are described (top: with the identities the destination checks
+ * its own copy against) and the feature the destination must know is offered. */
 static gboolean
-source_describe_chain (CookieDisk *cd, const DiskInfo *d, GCancellable *cancellable,
-                       GError **error)
+source_describe_chain (Cookie *cookie, CookieDisk *cd, const DiskInfo *d, ChainMode chain,
+                       GCancellable *cancellable, GError **error)
 {
-  if (d->backing == NULL)
+  const char *feature = chain == CHAIN_TOP ? "chain-top" : "chain-copy-base";
+
+  if (d->backing == NULL || chain == CHAIN_FULL)
     return TRUE;
-  cd->chain = chain_describe (d, cancellable, error);
+  if (chain == CHAIN_COPY_BASE && cookie->mode == COOKIE_MODE_MOVE)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--chain copy-base works with --mode live and copy, not move (the "
+                        "source would pivot onto a top whose chain is still being copied)"),
+           FALSE;
+  cd->chain = chain_describe (d, chain == CHAIN_TOP, cancellable, error);
   if (cd->chain == NULL)
     return FALSE;
-  cd->sync = g_strdup ("top");
+  cd->sync = g_strdup (chain == CHAIN_TOP ? "top" : "copy-base");
+  if (!cookie_has_feature (cookie, feature))
+    cookie_add_feature (cookie, feature, TRUE);
   return TRUE;
 }
 
 static Cookie *
-source_begin (QmpClient *src, CookieMode mode, const char *const *names, gboolean chain_top,
+source_begin (QmpClient *src, CookieMode mode, const char *const *names, ChainMode chain,
               GCancellable *cancellable, GError **error)
 {
   g_autoptr(GPtrArray) disks = disks_query (src, names != NULL && names[0] != NULL, cancellable, error);
@@ -86,19 +101,17 @@ source_begin (QmpClient *src, CookieMode mode, const char *const *names, gboolea
                                         d->allocated);
       cd->backing = g_strdupv (d->backing);
       g_ptr_array_add (cookie->disks, cd);
-      if (chain_top && !source_describe_chain (cd, d, cancellable, error))
+      if (!source_describe_chain (cookie, cd, d, chain, cancellable, error))
         return NULL;
-      if (cd->sync != NULL && !cookie_has_feature (cookie, "chain-top"))
-        cookie_add_feature (cookie, "chain-top", TRUE);
     }
   return g_steal_pointer (&cookie);
 }
 
 Cookie *
-session_begin (QmpClient *src, CookieMode mode, const char *const *names, gboolean chain_top,
+session_begin (QmpClient *src, CookieMode mode, const char *const *names, ChainMode chain,
                GCancellable *cancellable, GError **error)
 {
-  Cookie *cookie = source_begin (src, mode, names, chain_top, cancellable, error);
+  Cookie *cookie = source_begin (src, mode, names, chain, cancellable, error);
 
   if (cookie == NULL)
     g_prefix_error (error, "begin: ");
@@ -188,9 +201,12 @@ source_start_mirror (SourceRun *run, guint i, DiskInfo *info, GCancellable *canc
   g_autofree char *job_id = names_job (run->cookie->id, i);
   BlkJob *job = job_group_add (run->group, job_id, disk->name);
 
-  if (mirror_start (run->qmp, job_id, source_mirror_device (info), node,
-                    g_strcmp0 (disk->sync, "top") == 0 ? "top" : "full", &run->opts->mirror,
-                    cancellable, error))
+  /* top and copy-base: the layers below are not the mirror's */
+  const char *sync = disk->chain != NULL && disk->sync != NULL
+                     && !g_str_equal (disk->sync, "full") ? "top" : "full";
+
+  if (mirror_start (run->qmp, job_id, source_mirror_device (info), node, sync,
+                    &run->opts->mirror, cancellable, error))
     return TRUE;
   job_group_forget (run->group, job);
   g_prefix_error (error, "%s: ", disk->name);
@@ -245,11 +261,42 @@ source_start_all (SourceRun *run, GCancellable *cancellable, GError **error)
       if (!source_check_disk (disk, info, error))
         return FALSE;
       g_ptr_array_add (run->files, g_strdup (info->file));
+      g_ptr_array_add (run->backing, g_strdupv (info->backing));
+      g_ptr_array_add (run->backing_formats, g_strdupv (info->backing_formats));
       if (!source_add_target_node (run, i, cancellable, error)
           || !source_start_mirror (run, i, info, cancellable, error))
         return FALSE;
     }
   return TRUE;
+}
+
+/* copy-base: the layers below each such disk go to the destination's exports
+ * while the mirrors run, through the same path as the mirrors (the tunnel's
+ * socket, or TLS with the same credentials). */
+static gboolean
+source_start_base_copy (SourceRun *run, GError **error)
+{
+  gboolean tunnelled = run->tunnel.path != NULL;
+  const BaseCopyTarget target = {
+    .unix_path = tunnelled ? run->tunnel.path : run->cookie->nbd_unix,
+    .host = run->cookie->nbd_host,
+    .port = run->cookie->nbd_port,
+    .tls_dir = tunnelled ? NULL : run->opts->tls_dir,
+  };
+  g_autoptr(GError) local_error = NULL;
+
+  run->base = base_copy_start (run->cookie, run->backing, run->backing_formats, &target,
+                               run->group, run->opts->quiet, &local_error);
+  if (local_error == NULL)
+    return TRUE;
+  g_propagate_error (error, g_steal_pointer (&local_error));
+  return FALSE;
+}
+
+static gboolean
+source_wait_base_copy (SourceRun *run, GCancellable *cancellable, GError **error)
+{
+  return run->base == NULL || base_copy_wait (run->base, cancellable, error);
 }
 
 /* ---- switching ---------------------------------------------------------- */
@@ -536,7 +583,9 @@ source_mirror_and_switch (SourceRun *run, const char *uri, gboolean no_migrate,
   if (!session_journal (opts->journal, JOURNAL_STEP_MIRROR, run->cookie, error)
       || !source_open_tunnel (run, cancellable, error)
       || !source_start_all (run, cancellable, error)
-      || !job_group_wait_ready_sync (run->group, cancellable, error))
+      || !source_start_base_copy (run, error)
+      || !job_group_wait_ready_sync (run->group, cancellable, error)
+      || !source_wait_base_copy (run, cancellable, error))
     return g_prefix_error (error, "mirror: "), FALSE;
   events_emit ("phase", "phase", qmp_str ("switch"),
                "mode", qmp_str (cookie_mode_to_string (run->cookie->mode)), NULL);
@@ -562,6 +611,8 @@ static Cookie *
 source_run (SourceRun *run, gboolean no_migrate, GCancellable *cancellable, GError **error)
 {
   g_autoptr(GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
+  g_autoptr(GPtrArray) backing = g_ptr_array_new_with_free_func ((GDestroyNotify) g_strfreev);
+  g_autoptr(GPtrArray) backing_formats = g_ptr_array_new_with_free_func ((GDestroyNotify) g_strfreev);
   g_autoptr(JobGroup) group = job_group_new (run->qmp);
   g_autoptr(Progress) progress = NULL;
   g_autoptr(GError) journal_error = NULL;
@@ -572,10 +623,13 @@ source_run (SourceRun *run, gboolean no_migrate, GCancellable *cancellable, GErr
 
   run->group = group;
   run->files = files;
+  run->backing = backing;
+  run->backing_formats = backing_formats;
   mirror_arm_watchdogs (group, run->qmp, &opts->mirror);
   progress = progress_start (group, opts->quiet, opts->progress_ms);
   ok = source_mirror_and_switch (run, run->plan.migrate_uri, no_migrate, cancellable, error);
   g_clear_pointer (&progress, progress_stop);
+  g_clear_pointer (&run->base, base_copy_free);  /* its connections go before the exports */
   if (!ok)
     session_abort (run->qmp, run->cookie);  /* the NBD clients go before the tunnel does */
   source_tunnel_close (&run->tunnel);

@@ -6,6 +6,7 @@
 #include "jobs/mirror.h"
 #include "nbd/nbd-server.h"
 #include "qmp/qmp-client.h"
+#include "src/chain.h"
 #include "src/journal.h"
 
 typedef struct {
@@ -44,10 +45,11 @@ typedef struct {
 } PrepareOptions;
 
 /* Begin: the source cookie for the selected disks (all when @disks is empty).
- * @chain_top: a disk with backing files moves only its active layer (sync top) and
- * the cookie describes the chain below it for the destination to verify. */
+ * @chain: for a disk with backing files, CHAIN_TOP moves only its active layer (sync
+ * top) and the cookie describes the chain below it for the destination to verify;
+ * CHAIN_COPY_BASE describes it for the destination to receive a copy. */
 Cookie *session_begin (QmpClient *src, CookieMode mode, const char *const *disks,
-                       gboolean chain_top, GCancellable *cancellable, GError **error);
+                       ChainMode chain, GCancellable *cancellable, GError **error);
 
 /* Prepare: validates @offer, starts the NBD server and one writable export per
  * disk (creating missing targets in create_dir), and returns the destination
@@ -64,10 +66,12 @@ Cookie *session_perform (QmpClient *src, const Cookie *dest, const SourceOptions
                          GCancellable *cancellable, GError **error);
 
 /* Finish: waits for the incoming migration (live), removes exports, stops the
- * NBD server, detaches targets blkmig created (copy), resumes the guest (live or
- * @resume).  Removes no file: the caller removes the sockets its journal lists. */
-gboolean session_finish (QmpClient *dst, const Cookie *result, gboolean resume,
-                         GCancellable *cancellable, GError **error);
+ * NBD server, detaches targets blkmig created (copy), composes copy-base chains
+ * from the files @journal (this host's, may be NULL) lists as created, resumes the
+ * guest (live or @resume).  Removes no file: the caller removes the sockets its
+ * journal lists. */
+gboolean session_finish (QmpClient *dst, const Cookie *result, const Journal *journal,
+                         gboolean resume, GCancellable *cancellable, GError **error);
 
 /* Removes this migration's exports and stops the NBD server (nothing if they are
  * already gone). */

@@ -103,20 +103,14 @@ util_private_dir_remove (const char *dir)
   g_rmdir (dir);
 }
 
-/* qemu-img create, with a backing file (-u: not opened, the VM holds its lock) when
- * @backing is not NULL. */
+/* Runs qemu-img @argv; a failure is BLKMIG_ERROR_DISK "cannot @what @path: its words". */
 static gboolean
-util_qemu_img_create (const char *path, const char *format, gint64 size, const char *backing,
-                      const char *backing_format, GCancellable *cancellable, GError **error)
+util_qemu_img_run (const char *const *argv, const char *what, const char *path,
+                   GCancellable *cancellable, GError **error)
 {
-  g_autofree char *size_str = g_strdup_printf ("%" G_GINT64_FORMAT, size);
   g_autoptr(GSubprocess) proc = NULL;
   g_autofree char *err_text = NULL;
-  const char *argv[] = { "qemu-img", "create", "-q", "-f", format, path, size_str,
-                         "-u", "-b", backing, "-F", backing_format, NULL };
 
-  if (backing == NULL)
-    argv[7] = NULL;
   proc = g_subprocess_newv (argv, G_SUBPROCESS_FLAGS_STDOUT_SILENCE
                                   | G_SUBPROCESS_FLAGS_STDERR_PIPE, error);
   if (proc == NULL)
@@ -126,8 +120,33 @@ util_qemu_img_create (const char *path, const char *format, gint64 size, const c
   if (g_subprocess_get_successful (proc))
     return TRUE;
   g_strstrip (err_text);
-  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot create %s: %s", path, err_text);
+  g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot %s %s: %s", what, path, err_text);
   return FALSE;
+}
+
+/* qemu-img create, with a backing file (-u: not opened, the VM holds its lock) when
+ * @backing is not NULL. */
+static gboolean
+util_qemu_img_create (const char *path, const char *format, gint64 size, const char *backing,
+                      const char *backing_format, GCancellable *cancellable, GError **error)
+{
+  g_autofree char *size_str = g_strdup_printf ("%" G_GINT64_FORMAT, size);
+  const char *argv[] = { "qemu-img", "create", "-q", "-f", format, path, size_str,
+                         "-u", "-b", backing, "-F", backing_format, NULL };
+
+  if (backing == NULL)
+    argv[7] = NULL;
+  return util_qemu_img_run (argv, "create", path, cancellable, error);
+}
+
+gboolean
+util_rebase_unsafe (const char *path, const char *backing, const char *backing_format,
+                    GCancellable *cancellable, GError **error)
+{
+  const char *argv[] = { "qemu-img", "rebase", "-q", "-u", "-f", "qcow2", "-b", backing,
+                         "-F", backing_format, path, NULL };
+
+  return util_qemu_img_run (argv, "rebase", path, cancellable, error);
 }
 
 gboolean

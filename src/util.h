@@ -34,6 +34,10 @@ gboolean util_image_create_new (const char *path, const char *staging, const cha
 gboolean util_overlay_create_new (const char *path, const char *staging, const char *backing,
                                   const char *backing_format, gint64 size,
                                   GCancellable *cancellable, GError **error);
+/* Writes @backing (@backing_format) into the qcow2 header of @path without reading
+ * either (qemu-img rebase -u): for an image no QEMU has open. */
+gboolean util_rebase_unsafe (const char *path, const char *backing, const char *backing_format,
+                             GCancellable *cancellable, GError **error);
 /* "vd-a_1" from any string: keeps [A-Za-z0-9-_.], replaces the rest with '_'. */
 char *util_sanitize_name (const char *name);
 /* Cancels @cancellable on SIGINT and SIGTERM for as long as the process runs. */

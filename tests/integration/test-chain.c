@@ -1,4 +1,4 @@
-/* Integration tests of --chain top: only the active layer moves, onto the destination's verified copy of the chain. */
+/* Integration tests of --chain top (only the active layer moves, onto the destination's verified copy of the chain) and copy-base (the chain is copied beside it). */
 #include <glib/gstdio.h>
 
 #include "tests/integration/harness.h"
@@ -140,14 +140,22 @@ assert_arrived (Chain *c, const char *dst_top)
   g_assert_cmpint (file_allocated (dst_top), <, 8 << 20);
 }
 
+/* Nothing of blkmig's left but, on the destination, @kept nodes (a live copy-base
+ * disk's copied chain, now its backing). */
 static void
-assert_clean (Chain *c, Vm *src, Vm *dst)
+assert_clean_but (Chain *c, Vm *src, Vm *dst, guint kept)
 {
   g_assert_cmpuint (vm_count_jobs (src), ==, 0);
   g_assert_cmpuint (vm_count_blkmig_nodes (src), ==, 0);
   g_assert_cmpuint (vm_count_exports (dst), ==, 0);
-  g_assert_cmpuint (vm_count_blkmig_nodes (dst), ==, 0);
+  g_assert_cmpuint (vm_count_blkmig_nodes (dst), ==, kept);
   g_assert_cmpuint (rig_count_journals (c->rig), ==, 0);
+}
+
+static void
+assert_clean (Chain *c, Vm *src, Vm *dst)
+{
+  assert_clean_but (c, src, dst, 0);
 }
 
 /* Live: the destination VM already runs its disk on an empty overlay of its copies;
@@ -288,6 +296,262 @@ test_top_needs_base (Chain *c, gconstpointer data)
   assert_clean (c, c->src, c->dst);
 }
 
+/* ---- copy-base ------------------------------------------------------------ */
+
+/* The chain copy-base must rebuild: a snapshot layer with 4 KiB clusters (the
+ * destination's copies have 64 KiB ones), 4 KiB writes in it at odd places, and
+ * a zeroed range that hides the base's data; the base 1 GiB with 48 MiB of data. */
+static void
+copy_base_setup (Chain *c, gconstpointer data)
+{
+  chain_setup (c, data);
+  g_assert_cmpint (g_unlink (c->top), ==, 0);
+  g_assert_cmpint (g_unlink (c->snap), ==, 0);
+  g_assert_cmpint (g_unlink (c->base), ==, 0);
+  img_create (c->base, "qcow2", "1G");
+  img_write (c->base, "qcow2", 0x11, "0", "16M");
+  img_write (c->base, "qcow2", 0x12, "512M", "32M");
+  tool_ok ((const char *const[]) { "qemu-img", "create", "-q", "-f", "qcow2", "-o",
+                                   "cluster_size=4096", "-b", c->base, "-F", "qcow2", c->snap,
+                                   NULL });
+  img_write (c->snap, "qcow2", 0x22, "8M", "8M");
+  img_write (c->snap, "qcow2", 0x23, "69632", "4096");     /* 68 KiB: inside a 64 KiB chunk */
+  img_write (c->snap, "qcow2", 0x24, "528M", "4096");
+  tool_ok ((const char *const[]) { "qemu-io", "-f", "qcow2", "-c", "write -z 2M 1M", c->snap,
+                                   NULL });
+  overlay (c->top, c->snap);
+  img_write (c->top, "qcow2", 0x33, "12M", "2M");
+  c->dst_base = (g_free (c->dst_base), g_build_filename (c->create_dir, "base.qcow2", NULL));
+  c->dst_snap = (g_free (c->dst_snap), g_build_filename (c->create_dir, "snap.qcow2", NULL));
+}
+
+/* migrate --mode copy --chain copy-base into create_dir (layers beside the disk). */
+static int
+copy_base (Chain *c, char **err, const char *extra)
+{
+  return blkmig_run (NULL, err, "migrate", "--mode", "copy", "--chain", "copy-base",
+                     "--create-dir", c->create_dir, "--source", c->src->qmp_path,
+                     "--dest", c->dst->qmp_path, extra, NULL);
+}
+
+/* The destination holds the source's chain, layer by layer, and a VM starts on it. */
+static void
+assert_chain_copied (Chain *c)
+{
+  g_auto(GStrv) files = chain_files (c->target);
+  VmDisk disks[] = { { "vda", c->target, "qcow2" }, { NULL } };
+  g_autofree char *status = NULL;
+  Vm *vm;
+
+  g_assert_cmpuint (g_strv_length (files), ==, 3);
+  g_assert_cmpstr (files[1], ==, c->dst_snap);
+  g_assert_cmpstr (files[2], ==, c->dst_base);
+  g_assert_true (img_identical (c->base, c->dst_base));
+  g_assert_true (img_identical (c->snap, c->dst_snap));
+  g_assert_true (img_identical (c->top, c->target));
+  /* the chain, not a flattened disk: each copy about as thin as its original */
+  g_assert_cmpint (file_allocated (c->dst_base), <=, file_allocated (c->base) * 102 / 100);
+  g_assert_cmpint (file_allocated (c->dst_snap), <=, file_allocated (c->snap) + (2 << 20));
+  g_assert_cmpint (file_allocated (c->target), <, 8 << 20);
+  vm = vm_start (c->rig, "booted", disks, NULL);
+  status = vm_status (vm);
+  g_assert_cmpstr (status, ==, "running");
+  vm_stop (vm);
+}
+
+static void
+test_copy_base (Chain *c, gconstpointer data)
+{
+  copy_pair_start (c);
+  g_autofree char *err = NULL;
+
+  if (copy_base (c, &err, NULL) != 0)
+    g_error ("copy-base failed: %s", err);
+  assert_clean (c, c->src, c->dst);
+  vm_stop (c->src);
+  vm_stop (c->dst);
+  assert_chain_copied (c);
+}
+
+/* Live through the tunnel: the destination VM runs its disk on an empty qcow2 (a
+ * -blockdev node); the guest writes while the top is mirrored and the chain copied
+ * beside it, every connection through one stream.  The destination VM then runs
+ * on the copied chain, and its disk's header names it. */
+static void
+test_live_copy_base (Chain *c, gconstpointer data)
+{
+  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
+  VmDisk dst_disks[] = { { "vda", c->target, "qcow2" }, { NULL } };
+  g_autoptr(GSubprocess) proc = NULL;
+  g_autofree char *status = NULL;
+  g_autofree char *err = NULL;
+
+  img_create (c->target, "qcow2", "1G");
+  c->src = vm_start (c->rig, "src", src_disks, NULL);
+  c->dst = vm_start (c->rig, "dst", dst_disks, "incoming");
+  g_autofree char *tunnel = g_strdup_printf ("%s tunnel-endpoint --nbd-socket {nbd-socket}",
+                                             g_getenv ("BLKMIG"));
+
+  proc = blkmig_spawn ("migrate", "-q", "--chain", "copy-base", "--speed", "1048576",
+                       "--tunnel-command", tunnel, "--source", c->src->qmp_path,
+                       "--dest", c->dst->qmp_path, NULL);
+  vm_wait_for_jobs (c->src);
+  vm_guest_write (c->src, "vda", 0x44, "20M", "1M");
+  vm_guest_write (c->src, "vda", 0x45, "2M", "512K");   /* over the snapshot's zeroes */
+  if (blkmig_wait (proc, NULL, &err) != 0)
+    g_error ("migrate failed: %s", err);
+  status = vm_status (c->dst);
+  g_assert_cmpstr (status, ==, "running");
+  assert_clean_but (c, c->src, c->dst, 1);
+  vm_stop (c->src);
+  vm_stop (c->dst);
+  assert_chain_copied (c);
+  g_assert_true (img_has_pattern (c->target, "qcow2", 0x44, "20M", "1M"));
+}
+
+/* Live copy-base with blkmig SIGKILLed right after journal step @step; then
+ * `recover --all`.  Returns recover's output. */
+static char *
+live_copy_base_killed (Chain *c, const char *step)
+{
+  VmDisk src_disks[] = { { "vda", c->top, "qcow2" }, { NULL } };
+  VmDisk dst_disks[] = { { "vda", c->target, "qcow2" }, { NULL } };
+  char *out = NULL;
+
+  img_create (c->target, "qcow2", "1G");
+  c->src = vm_start (c->rig, "src", src_disks, NULL);
+  c->dst = vm_start (c->rig, "dst", dst_disks, "incoming");
+  g_setenv ("BLKMIG_TEST_KILL_AT", step, TRUE);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "migrate", "-q", "--chain", "copy-base", "--source",
+                               c->src->qmp_path, "--dest", c->dst->qmp_path, NULL), ==, 137);
+  g_unsetenv ("BLKMIG_TEST_KILL_AT");
+  g_assert_cmpint (blkmig_run (&out, NULL, "recover", "--all", NULL), ==, 0);
+  return out;
+}
+
+/* Killed once the memory stream completed, before finish composed: recover
+ * finishes, the destination runs on the copied chain and its header names it. */
+static void
+test_live_copy_base_recover_compose (Chain *c, gconstpointer data)
+{
+  g_autofree char *out = live_copy_base_killed (c, "completed");
+  g_autofree char *status = vm_status (c->dst);
+
+  g_assert_nonnull (strstr (out, "had completed: the destination was finished"));
+  g_assert_cmpstr (status, ==, "running");
+  assert_clean_but (c, c->src, c->dst, 1);
+  vm_stop (c->src);
+  vm_stop (c->dst);
+  assert_chain_copied (c);
+}
+
+/* Killed while the layers were being copied: recover rolls back, the source runs
+ * on its chain, every copy is gone and the destination's disk has no backing. */
+static void
+test_live_copy_base_recover_rollback (Chain *c, gconstpointer data)
+{
+  g_autofree char *out = live_copy_base_killed (c, "mirror");
+  g_autofree char *status = vm_status (c->src);
+  g_auto(GStrv) files = NULL;
+
+  g_assert_nonnull (strstr (out, "rolled back"));
+  g_assert_cmpstr (status, ==, "running");
+  assert_clean (c, c->src, c->dst);
+  g_assert_false (g_file_test (c->dst_base, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (c->dst_snap, G_FILE_TEST_EXISTS));
+  vm_stop (c->dst);
+  files = chain_files (c->target);
+  g_assert_cmpuint (g_strv_length (files), ==, 1);
+}
+
+/* A copy of a layer is never made over a file: refused before anything moves,
+ * the file untouched, nothing left. */
+static void
+test_copy_base_layer_exists (Chain *c, gconstpointer data)
+{
+  g_autofree char *err = NULL;
+  g_autofree char *want = g_strdup_printf ("vda: %s already exists: --chain copy-base makes "
+                                           "the copy of backing layer 2 itself (remove it, or "
+                                           "give another --base-dir)\n", c->dst_base);
+
+  GStatBuf before, after;
+
+  img_create (c->dst_base, "raw", "1M");
+  g_assert_cmpint (g_stat (c->dst_base, &before), ==, 0);
+  copy_pair_start (c);
+  g_assert_cmpint (copy_base (c, &err, NULL), ==, 4);
+  g_assert_true (g_str_has_suffix (err, want));
+  g_assert_true (strchr (err, '\n') == err + strlen (err) - 1);
+  assert_clean (c, c->src, c->dst);
+  g_assert_cmpint (g_stat (c->dst_base, &after), ==, 0);
+  g_assert_cmpint (after.st_size, ==, before.st_size);
+  g_assert_cmpint (after.st_mtime, ==, before.st_mtime);
+  g_assert_false (g_file_test (c->target, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (c->dst_snap, G_FILE_TEST_EXISTS));
+}
+
+/* Move would pivot the source onto a top whose chain is not there yet: refused at
+ * begin. */
+static void
+test_copy_base_move_refused (Chain *c, gconstpointer data)
+{
+  g_autofree char *err = NULL;
+
+  copy_pair_start (c);
+  g_assert_cmpint (blkmig_run (NULL, &err, "begin", "--qmp", c->src->qmp_path, "--mode", "move",
+                               "--chain", "copy-base", NULL), ==, 2);
+  g_assert_cmpstr (err, ==, "blkmig begin: --chain copy-base works with --mode live "
+                            "and copy, not move (the source would pivot onto a top whose "
+                            "chain is still being copied)\n");
+}
+
+/* One process per phase; the result cookie comes back from the source, and a
+ * forged one naming another file for a layer's copy makes finish refuse to
+ * compose: that file is not touched.  The honest cookie then composes. */
+static void
+test_copy_base_phases_forged (Chain *c, gconstpointer data)
+{
+  g_autofree char *c1 = rig_path (c->rig, "source.cookie");
+  g_autofree char *c2 = rig_path (c->rig, "dest.cookie");
+  g_autofree char *c3 = rig_path (c->rig, "result.cookie");
+  g_autofree char *forged = rig_path (c->rig, "forged.cookie");
+  g_autofree char *victim = rig_path (c->rig, "victim.qcow2");
+  g_autofree char *sock = rig_path (c->rig, "nbd.sock");
+  g_autofree char *listen = g_strdup_printf ("unix:%s", sock);
+  g_autofree char *result = NULL;
+  g_autofree char *err = NULL;
+  g_auto(GStrv) victim_chain = NULL;
+  g_autoptr(GString) text = NULL;
+
+  img_create (victim, "qcow2", "1M");
+  copy_pair_start (c);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "begin", "--qmp", c->src->qmp_path, "--mode",
+                               "copy", "--chain", "copy-base", "-o", c1, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", c->dst->qmp_path, "--listen",
+                               listen, "--create-dir", c->create_dir, "-c", c1, "-o", c2,
+                               NULL), ==, 0);
+  if (blkmig_run (NULL, &err, "perform", "-q", "--local-destination", "--qmp",
+                  c->src->qmp_path, "-c", c2, "-o", c3, NULL) != 0)
+    g_error ("perform failed: %s", err);
+  g_assert_true (g_file_get_contents (c3, &result, NULL, NULL));
+  text = g_string_new (result);
+  g_assert_cmpuint (g_string_replace (text, c->dst_snap, victim, 1), ==, 1);
+  g_assert_true (g_file_set_contents (forged, text->str, -1, NULL));
+  g_clear_pointer (&err, g_free);
+  g_assert_cmpint (blkmig_run (NULL, &err, "finish", "--qmp", c->dst->qmp_path, "-c", forged,
+                               NULL), !=, 0);
+  g_assert_nonnull (strstr (err, "is not a file this host's journal says blkmig created: "
+                                 "nothing composed"));
+  victim_chain = chain_files (victim);
+  g_assert_cmpuint (g_strv_length (victim_chain), ==, 1);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", c->dst->qmp_path, "-c", c3,
+                               NULL), ==, 0);
+  assert_clean (c, c->src, c->dst);
+  vm_stop (c->src);
+  vm_stop (c->dst);
+  assert_chain_copied (c);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -303,5 +567,18 @@ main (int argc, char **argv)
               test_cache_follows_changes, chain_teardown);
   g_test_add ("/chain/top-needs-base", Chain, NULL, chain_setup, test_top_needs_base,
               chain_teardown);
+  g_test_add ("/chain/copy-base", Chain, NULL, copy_base_setup, test_copy_base, chain_teardown);
+  g_test_add ("/chain/live-copy-base", Chain, NULL, copy_base_setup, test_live_copy_base,
+              chain_teardown);
+  g_test_add ("/chain/live-copy-base/killed-at-completed", Chain, NULL, copy_base_setup,
+              test_live_copy_base_recover_compose, chain_teardown);
+  g_test_add ("/chain/live-copy-base/killed-at-mirror", Chain, NULL, copy_base_setup,
+              test_live_copy_base_recover_rollback, chain_teardown);
+  g_test_add ("/chain/copy-base-layer-exists", Chain, NULL, copy_base_setup,
+              test_copy_base_layer_exists, chain_teardown);
+  g_test_add ("/chain/copy-base-move-refused", Chain, NULL, chain_setup,
+              test_copy_base_move_refused, chain_teardown);
+  g_test_add ("/chain/copy-base-phases-forged", Chain, NULL, copy_base_setup,
+              test_copy_base_phases_forged, chain_teardown);
   return g_test_run ();
 }

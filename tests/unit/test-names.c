@@ -27,6 +27,9 @@ test_forms (void)
   assert_name (names_node (ID, NAMES_MOVE_TARGET, 0), "blkmig0f3c1a2bm0");
   assert_name (names_node (ID, NAMES_TLS_SERVER, 0), "blkmig0f3c1a2bt0");
   assert_name (names_node (ID, NAMES_TLS_AUTHZ, 0), "blkmig0f3c1a2bz0");
+  assert_name (names_layer_node (ID, 1, 2), "blkmig0f3c1a2bb1.2");
+  assert_name (names_layer_export (ID, 1, 2), "blkmig-0f3c1a2b-1.b2");
+  g_assert_true (names_owns (ID, "blkmig-0f3c1a2b-1.b2"));
   assert_name (names_node (ID, NAMES_TLS_CLIENT, 0), "blkmig0f3c1a2bc0");
   assert_name (names_verify_export (ID, FALSE), "blkmig0f3c1a2bvo");
   assert_name (names_verify_export (ID, TRUE), "blkmig0f3c1a2bvn");

@@ -53,11 +53,32 @@ test_mirror_refused (void)
   assert_refused (&mode, "--copy-mode must be auto, background or write-blocking, not 'fast'");
 }
 
+/* --chain: the three modes, absent means full, anything else is named. */
+static void
+test_chain (void)
+{
+  g_autoptr(GError) error = NULL;
+  ChainMode mode = CHAIN_TOP;
+
+  g_assert_true (options_chain (NULL, &mode, &error));
+  g_assert_cmpint (mode, ==, CHAIN_FULL);
+  g_assert_true (options_chain ("top", &mode, &error));
+  g_assert_cmpint (mode, ==, CHAIN_TOP);
+  g_assert_true (options_chain ("copy-base", &mode, &error));
+  g_assert_cmpint (mode, ==, CHAIN_COPY_BASE);
+  g_assert_true (options_chain ("full", &mode, &error));
+  g_assert_cmpint (mode, ==, CHAIN_FULL);
+  g_assert_false (options_chain ("base", &mode, &error));
+  g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE);
+  g_assert_cmpstr (error->message, ==, "--chain must be full, top or copy-base, not 'base'");
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/options/mirror/defaults", test_mirror_defaults);
   g_test_add_func ("/options/mirror/refused", test_mirror_refused);
+  g_test_add_func ("/options/chain", test_chain);
   return g_test_run ();
 }

@@ -7,6 +7,7 @@
 #include <sys/stat.h>
 
 #include "common/error.h"
+#include "src/source-copy-base.h"
 #include "tests/unit/fake-qemu.h"
 
 #define SIZE "1048576"
@@ -467,7 +468,7 @@ test_finish_copy (Fixture *fx, gconstpointer data)
   script_remove_exports (fx, "safe");
   script_del_tls (fx);
   expect (fx, "cont", NULL, "{}");
-  g_assert_true (session_finish (connect (fx, "dst"), result, TRUE, NULL, &error));
+  g_assert_true (session_finish (connect (fx, "dst"), result, NULL, TRUE, NULL, &error));
   g_assert_no_error (error);
 }
 
@@ -482,7 +483,7 @@ test_finish_live_failed (Fixture *fx, gconstpointer data)
   result->status = g_strdup ("completed");
   expect (fx, "query-migrate", NULL, "{\"status\":\"active\"}");
   fake_qemu_event (fx->fake, "MIGRATION", "{\"status\":\"failed\"}");
-  g_assert_false (session_finish (connect (fx, "dst"), result, FALSE, NULL, &error));
+  g_assert_false (session_finish (connect (fx, "dst"), result, NULL, FALSE, NULL, &error));
   g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_MIGRATION);
   g_assert_cmpstr (error->message, ==, "finish: the incoming migration on the destination failed");
 }
@@ -780,6 +781,40 @@ test_perform_qmp_closes (Fixture *fx, gconstpointer data)
   g_assert_cmpstr (fx->perform_step, ==, "mirror");
 }
 
+/* copy-base on the source copies QEMU's own layer files into exports with its own
+ * names: an answer naming another export, or a chain that changed, starts nothing. */
+static void
+test_copy_base_refusals (void)
+{
+  g_autofree char *path = g_test_build_filename (G_TEST_DIST, "golden", "cookie",
+                                                 "chain-copy-base-answer.json", NULL);
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Cookie) answer = cookie_load (path, COOKIE_KIND_DESTINATION, &error);
+  const char *const layers[] = { "/images/base.qcow2", "/images/template.raw", NULL };
+  const char *const formats[] = { "qcow2", "raw", NULL };
+  const char *const one[] = { "/images/base.qcow2", NULL };
+  g_autoptr(GPtrArray) files = g_ptr_array_new ();
+  g_autoptr(GPtrArray) kinds = g_ptr_array_new ();
+  const BaseCopyTarget target = { .unix_path = "/nonexistent/nbd.sock" };
+  CookieLayer *second;
+
+  g_assert_no_error (error);
+  g_ptr_array_add (files, (gpointer) one);
+  g_ptr_array_add (kinds, (gpointer) formats);
+  g_assert_null (base_copy_start (answer, files, kinds, &target, NULL, TRUE, &error));
+  g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK);
+  g_assert_cmpstr (error->message, ==, "vda: the disk has 1 backing layers now, the cookie 2");
+  g_clear_error (&error);
+  files->pdata[0] = (gpointer) layers;
+  second = ((CookieDisk *) answer->disks->pdata[0])->chain->pdata[1];
+  g_free (second->export_name);
+  second->export_name = g_strdup ("blkmig-0f3c1a2b-0.b0");
+  g_assert_null (base_copy_start (answer, files, kinds, &target, NULL, TRUE, &error));
+  g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_COOKIE);
+  g_assert_cmpstr (error->message, ==, "disk 0: the destination answered export "
+                   "blkmig-0f3c1a2b-0.b0 for backing layer 2, not blkmig-0f3c1a2b-0.b1");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -812,6 +847,7 @@ main (int argc, char **argv)
   ADD ("perform/nbd-add-fails", COOKIE_MODE_COPY, test_perform_nbd_add_fails);
   ADD ("perform/job-error", COOKIE_MODE_COPY, test_perform_job_error);
   ADD ("perform/qmp-closes", COOKIE_MODE_COPY, test_perform_qmp_closes);
+  g_test_add_func ("/session/copy-base/refusals", test_copy_base_refusals);
   ret = g_test_run ();
   g_rmdir (state_dir);
   g_free (state_dir);
