@@ -91,6 +91,8 @@ typedef struct {
   gboolean flush_pending;
   int flush_err;
   gint64 done, sent;
+  gint64 started_us;       /* for the rate limit */
+  gint64 submitted;        /* data bytes asked for so far */
 } Copier;
 
 #define SRC(c) ((c)->nbd[0])
@@ -535,7 +537,19 @@ copy_submit (Copier *c, Request *req, GError **error)
          || copy_src_fail (c, "reading", copy_nbd_error (), error);
 }
 
-/* Puts every free slot to work, as far as the allocation is known. */
+/* With a speed limit: how many ms until more data may be asked for (0: now). */
+static int
+copy_throttle_ms (const Copier *c)
+{
+  gint64 allowed_us;
+
+  if (c->copy->speed <= 0)
+    return 0;
+  allowed_us = c->started_us + c->submitted * G_USEC_PER_SEC / c->copy->speed;
+  return (int) MAX (0, (allowed_us - g_get_monotonic_time () + 999) / 1000);
+}
+
+/* Puts every free slot to work, as far as the allocation and the speed allow. */
 static gboolean
 copy_fill (Copier *c, GError **error)
 {
@@ -546,9 +560,13 @@ copy_fill (Copier *c, GError **error)
 
       if (req->state != REQ_FREE)
         continue;
+      if (copy_throttle_ms (c) > 0)
+        return TRUE;
       step = copy_plan (c, req, error);
       if (step != STEP_READY)
         return step != STEP_ERROR;
+      if (req->kind == KIND_DATA)
+        c->submitted += req->len;
       if (!copy_submit (c, req, error))
         return FALSE;
     }
@@ -585,11 +603,15 @@ copy_run (Copier *c, GError **error)
 {
   for (;;)
     {
+      int throttle;
+
       if (!copy_check_cancelled (c, error) || !copy_harvest (c, error) || !copy_fill (c, error))
         return FALSE;
       if (c->busy == 0 && c->pos >= c->size)
         return TRUE;
-      if (!copy_wait (c, SIDE_ALL, -1, error))
+      /* held back by the speed limit with nothing in flight: sleep it off */
+      throttle = c->busy == 0 ? copy_throttle_ms (c) : 0;
+      if (!copy_wait (c, SIDE_ALL, throttle > 0 ? throttle : -1, error))
         return FALSE;
     }
 }
@@ -703,6 +725,7 @@ nbd_copy_layer (const LayerCopy *copy, GCancellable *cancellable, GError **error
   gboolean ok;
 
   c.reqs = g_new0 (Request, c.n_reqs);
+  c.started_us = g_get_monotonic_time ();
   if (cancellable == NULL || !g_cancellable_make_pollfd (cancellable, &c.cancel_fd))
     c.cancel_fd.fd = -1;
   copy_count (&c.done, copy->done, 0);

@@ -12,6 +12,8 @@ typedef struct {
   guint max_requests;    /* requests in flight (0 = a default, e.g. 16) */
   gint64 *done;          /* NULL or: bytes of the layer's virtual size dealt with so far (g_atomic_pointer / __atomic store; read by another thread for progress) */
   gint64 *sent;          /* NULL or: data bytes written so far (same) */
+  gint64 speed;          /* bytes per second of data read and written at most (0: no
+                          * limit); a request may run ahead of it by its own size */
 } LayerCopy;
 
 /* Copies the layer @copy->path into the export @copy->dest_uri: a fresh, empty

@@ -282,6 +282,7 @@ source_start_base_copy (SourceRun *run, GError **error)
     .host = run->cookie->nbd_host,
     .port = run->cookie->nbd_port,
     .tls_dir = tunnelled ? NULL : run->opts->tls_dir,
+    .speed = run->opts->mirror.speed,
   };
   g_autoptr(GError) local_error = NULL;
 
@@ -293,10 +294,25 @@ source_start_base_copy (SourceRun *run, GError **error)
   return FALSE;
 }
 
+/* A layer copy that failed because the tunnel broke: the tunnel's own report (it
+ * comes a moment later, from the main loop) says what happened. */
 static gboolean
 source_wait_base_copy (SourceRun *run, GCancellable *cancellable, GError **error)
 {
-  return run->base == NULL || base_copy_wait (run->base, cancellable, error);
+  gint64 until = g_get_monotonic_time () + G_USEC_PER_SEC;
+
+  if (run->base == NULL || base_copy_wait (run->base, cancellable, error))
+    return TRUE;
+  while (run->tunnel.tunnel != NULL && run->tunnel.broken == NULL
+         && g_get_monotonic_time () < until)
+    if (!g_main_context_iteration (NULL, FALSE))
+      g_usleep (10000);
+  if (run->tunnel.broken != NULL)
+    {
+      g_clear_error (error);
+      g_set_error_literal (error, BLKMIG_ERROR, BLKMIG_ERROR_JOB, run->tunnel.broken);
+    }
+  return FALSE;
 }
 
 /* ---- switching ---------------------------------------------------------- */

@@ -144,7 +144,8 @@ base_copy_add (BaseCopy *copy, const Cookie *cookie, guint i, const char *const 
       layer->total = cl->virtual_size;
       layer->copy = (LayerCopy) { .path = layer->path, .format = layer->format,
                                   .dest_uri = layer->uri, .bottom = j + 1 == disk->chain->len,
-                                  .done = &layer->done, .sent = &layer->sent };
+                                  .done = &layer->done, .sent = &layer->sent,
+                                  .speed = target->speed };
       g_ptr_array_add (copy->layers, layer);
     }
 }
@@ -271,9 +272,13 @@ base_copy_wait (BaseCopy *copy, GCancellable *cancellable, GError **error)
         return FALSE;
       g_main_context_iteration (NULL, TRUE);
     }
+  /* like a mirror's: a copy that failed (a cancellation stays one) */
+  if (failed != NULL && g_error_matches (failed->error, G_IO_ERROR, G_IO_ERROR_CANCELLED))
+    return g_set_error (error, G_IO_ERROR, G_IO_ERROR_CANCELLED, "%s: %s", failed->label,
+                        failed->error->message), FALSE;
   if (failed != NULL)
-    return g_set_error (error, failed->error->domain, failed->error->code, "%s: %s",
-                        failed->label, failed->error->message), FALSE;
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_JOB, "%s: %s", failed->label,
+                        failed->error->message), FALSE;
   base_copy_progress (copy);
   return TRUE;
 }

@@ -14,6 +14,7 @@ typedef struct {
   const char *host;
   int port;
   const char *tls_dir;
+  gint64 speed;          /* --speed: each layer's copy is capped like each mirror */
 } BaseCopyTarget;
 
 /* Starts copying the layers of every copy-base disk of @cookie (the destination's

@@ -16,6 +16,8 @@ source_tunnel_closed_cb (Tunnel *tunnel, const GError *why, gpointer user_data)
   g_autofree char *message = g_strdup_printf ("the tunnel to the destination broke: %s",
                                               why != NULL ? why->message : "its stream ended");
 
+  g_free (st->broken);
+  st->broken = g_strdup (message);
   job_group_fail_all (st->group, message);
 }
 
@@ -46,6 +48,7 @@ source_tunnel_open (SourceTunnel *st, const char *addr, const char *const *argv,
 void
 source_tunnel_close (SourceTunnel *st)
 {
+  g_clear_pointer (&st->broken, g_free);
   g_clear_pointer (&st->tunnel, tunnel_free);
   if (st->proc != NULL)
     {

@@ -10,6 +10,7 @@ typedef struct {
   char *dir;                /* private directory holding the socket */
   char *path;               /* the UNIX socket QEMU's NBD clients use */
   JobGroup *group;          /* failed at once when the stream breaks */
+  char *broken;             /* why the stream broke, once it did */
 } SourceTunnel;
 
 /* Opens the stream (@addr "tcp:HOST:PORT", or the program @argv, run without a

@@ -464,6 +464,106 @@ test_live_copy_base_recover_rollback (Chain *c, gconstpointer data)
   g_assert_cmpuint (g_strv_length (files), ==, 1);
 }
 
+/* Waits (bounded) until the events file @path reports the layers being copied. */
+static void
+wait_base_copying (const char *path)
+{
+  for (int i = 0; i < 600; i++)
+    {
+      g_autofree char *text = NULL;
+
+      if (g_file_get_contents (path, &text, NULL, NULL)
+          && strstr (text, "\"part\":\"base\"") != NULL)
+        return;
+      g_usleep (50 * 1000);
+    }
+  g_error ("no base copy progress in %s", path);
+}
+
+/* The destination QEMU dies while the layers are copied (--speed holds the copy
+ * to 4 MiB/s, so it is halfway): blkmig fails, the source runs on its own chain
+ * with nothing of ours left, and the copies and the target are gone (recover,
+ * since the destination could not be asked). */
+static void
+test_copy_base_dest_dies (Chain *c, gconstpointer data)
+{
+  g_autofree char *events = rig_path (c->rig, "events");
+  g_autoptr(GSubprocess) proc = NULL;
+  g_autofree char *err = NULL;
+  g_autofree char *status = NULL;
+
+  copy_pair_start (c);
+  proc = blkmig_spawn ("migrate", "-q", "--mode", "copy", "--chain", "copy-base", "--speed",
+                       "4194304", "--create-dir", c->create_dir, "--events", events,
+                       "--source", c->src->qmp_path, "--dest", c->dst->qmp_path, NULL);
+  wait_base_copying (events);
+  g_subprocess_force_exit (c->dst->proc);
+  g_assert_cmpint (blkmig_wait (proc, NULL, &err), ==, 6);
+  g_test_message ("%s", err);
+  g_assert_true (strchr (err, '\n') == err + strlen (err) - 1);
+  status = vm_status (c->src);
+  g_assert_cmpstr (status, ==, "running");
+  g_assert_cmpuint (vm_count_jobs (c->src), ==, 0);
+  g_assert_cmpuint (vm_count_blkmig_nodes (c->src), ==, 0);
+  if (rig_count_journals (c->rig) > 0)
+    g_assert_cmpint (blkmig_run (NULL, NULL, "recover", "--all", NULL), ==, 0);
+  g_assert_cmpuint (rig_count_journals (c->rig), ==, 0);
+  g_assert_false (g_file_test (c->dst_base, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (c->dst_snap, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (c->target, G_FILE_TEST_EXISTS));
+}
+
+/* The tunnel breaks while the layers are copied through it: perform fails at
+ * once, the source runs on its own chain; abort on the destination removes the
+ * copies' exports and nodes, and the copies with them. */
+static void
+test_copy_base_tunnel_breaks (Chain *c, gconstpointer data)
+{
+  g_autofree char *c1 = rig_path (c->rig, "source.cookie");
+  g_autofree char *c2 = rig_path (c->rig, "dest.cookie");
+  g_autofree char *c3 = rig_path (c->rig, "result.cookie");
+  g_autofree char *sock = rig_path (c->rig, "nbd.sock");
+  g_autofree char *listen = g_strdup_printf ("unix:%s", sock);
+  g_autofree char *events = rig_path (c->rig, "events");
+  g_autofree char *port = NULL;
+  g_autofree char *addr = NULL;
+  g_autoptr(GSubprocess) endpoint = NULL;
+  g_autoptr(GSubprocess) perform = NULL;
+  g_autofree char *err = NULL;
+  g_autofree char *status = NULL;
+  GDataInputStream *out;
+
+  copy_pair_start (c);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "begin", "--qmp", c->src->qmp_path, "--mode",
+                               "copy", "--chain", "copy-base", "-o", c1, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", c->dst->qmp_path, "--listen",
+                               listen, "--create-dir", c->create_dir, "-c", c1, "-o", c2,
+                               NULL), ==, 0);
+  endpoint = blkmig_spawn ("tunnel-endpoint", "--listen", "tcp:127.0.0.1:0", "--nbd-socket",
+                           sock, NULL);
+  out = g_data_input_stream_new (g_subprocess_get_stdout_pipe (endpoint));
+  port = g_data_input_stream_read_line (out, NULL, NULL, NULL);
+  g_object_unref (out);
+  g_assert_nonnull (port);
+  addr = g_strdup_printf ("tcp:127.0.0.1:%s", port);
+  perform = blkmig_spawn ("perform", "-q", "--local-destination", "--speed", "4194304",
+                          "--tunnel", addr, "--events", events, "--qmp",
+                          c->src->qmp_path, "-c", c2, "-o", c3, NULL);
+  wait_base_copying (events);
+  g_subprocess_force_exit (endpoint);
+  g_assert_cmpint (blkmig_wait (perform, NULL, &err), ==, 6);
+  g_assert_nonnull (strstr (err, "the tunnel to the destination broke"));
+  status = vm_status (c->src);
+  g_assert_cmpstr (status, ==, "running");
+  g_assert_cmpuint (vm_count_jobs (c->src), ==, 0);
+  g_assert_cmpuint (vm_count_blkmig_nodes (c->src), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "abort", "--qmp", c->dst->qmp_path, "-c", c2, NULL),
+                   ==, 0);
+  assert_clean (c, c->src, c->dst);
+  g_assert_false (g_file_test (c->dst_base, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (c->target, G_FILE_TEST_EXISTS));
+}
+
 /* A copy of a layer is never made over a file: refused before anything moves,
  * the file untouched, nothing left. */
 static void
@@ -576,6 +676,10 @@ main (int argc, char **argv)
               test_live_copy_base_recover_rollback, chain_teardown);
   g_test_add ("/chain/copy-base-layer-exists", Chain, NULL, copy_base_setup,
               test_copy_base_layer_exists, chain_teardown);
+  g_test_add ("/chain/copy-base/dest-dies", Chain, NULL, copy_base_setup,
+              test_copy_base_dest_dies, chain_teardown);
+  g_test_add ("/chain/copy-base/tunnel-breaks", Chain, NULL, copy_base_setup,
+              test_copy_base_tunnel_breaks, chain_teardown);
   g_test_add ("/chain/copy-base-move-refused", Chain, NULL, chain_setup,
               test_copy_base_move_refused, chain_teardown);
   g_test_add ("/chain/copy-base-phases-forged", Chain, NULL, copy_base_setup,

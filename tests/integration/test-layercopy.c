@@ -188,6 +188,7 @@ typedef enum { ACT_NONE, ACT_CANCEL, ACT_KILL, ACT_STOP_THEN_CANCEL } Act;
 typedef struct {
   LayerCopy copy;
   GCancellable *cancellable;
+  gint64 speed;      /* the limit to copy with (0: none) */
   gint64 done, sent;
   gboolean ok;
   GError *error;
@@ -262,7 +263,8 @@ copy_run (CopyRun *run, const char *path, const char *format, Dest *d, gboolean 
   GThread *thread;
   gint64 acted = 0;
 
-  run->copy = (LayerCopy) { path, format, d->uri, bottom, 0, &run->done, &run->sent };
+  run->copy = (LayerCopy) { path, format, d->uri, bottom, 0, &run->done, &run->sent,
+                            run->speed };
   run->cancellable = g_cancellable_new ();
   thread = g_thread_new ("copy", copy_thread, run);
   while (!g_atomic_int_get (&run->finished))
@@ -578,6 +580,27 @@ test_layercopy_progress (void)
   g_assert_true (img_identical (path, copy));
 }
 
+/* (5) A speed limit holds the copy back: 16 MiB of data at 16 MiB/s cannot be
+ * through in much less than a second (the last 2 MiB request may run ahead). */
+static void
+test_layercopy_speed (void)
+{
+  g_autoptr(Rig) rig = rig_new ();
+  g_autofree char *path = rig_path (rig, "layer.qcow2");
+  Dest *d = dest_start (rig, "d.qcow2", "64M", TRUE);
+  g_autofree char *copy = g_strdup (d->path);
+  CopyRun run = { .speed = 16 * MiB };
+  gint64 start = g_get_monotonic_time ();
+
+  qcow2_create (path, "64M", "65536", NULL);
+  qemu_io (path, "write -P 0x5c 8M 16M");
+  copy_run (&run, path, "qcow2", d, TRUE, ACT_NONE, 0);
+  g_assert_no_error (run.error);
+  g_assert_cmpint (run.ended - start, >=, 800000);
+  dest_stop (d);
+  g_assert_true (img_identical (path, copy));
+}
+
 /* -m perf: MiB/s of a 1 GiB layer of data over a unix socket. */
 static void
 test_layercopy_throughput (void)
@@ -614,6 +637,7 @@ main (int argc, char **argv)
   g_test_add_func ("/layercopy/cancel", test_layercopy_cancel);
   g_test_add_func ("/layercopy/dest-killed", test_layercopy_dest_killed);
   g_test_add_func ("/layercopy/progress", test_layercopy_progress);
+  g_test_add_func ("/layercopy/speed", test_layercopy_speed);
   g_test_add_func ("/layercopy/throughput", test_layercopy_throughput);
   return g_test_run ();
 }
