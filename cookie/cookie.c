@@ -89,6 +89,8 @@ cookie_free (Cookie *cookie)
   g_clear_pointer (&cookie->features, g_ptr_array_unref);
   g_clear_pointer (&cookie->disks, g_ptr_array_unref);
   g_free (cookie->dest_host);
+  g_free (cookie->dest_qemu);
+  g_free (cookie->source_qemu);
   g_strfreev (cookie->accepted);
   g_free (cookie->nbd_unix);
   g_free (cookie->nbd_host);
@@ -196,6 +198,7 @@ static void
 cookie_copy_destination (Cookie *copy, const Cookie *cookie)
 {
   copy->dest_host = g_strdup (cookie->dest_host);
+  copy->dest_qemu = g_strdup (cookie->dest_qemu);
   copy->accepted = g_strdupv (cookie->accepted);
   copy->nbd_unix = g_strdup (cookie->nbd_unix);
   copy->nbd_host = g_strdup (cookie->nbd_host);
@@ -213,6 +216,7 @@ cookie_copy_as (const Cookie *cookie, CookieKind kind)
   copy->id = g_strdup (cookie->id);
   copy->source_host = g_strdup (cookie->source_host);
   copy->machine = g_strdup (cookie->machine);
+  copy->source_qemu = g_strdup (cookie->source_qemu);
   for (guint i = 0; i < cookie->features->len; i++)
     {
       const CookieFeature *feature = g_ptr_array_index (cookie->features, i);
@@ -354,6 +358,20 @@ cookie_is_name (const char *value)
   for (const char *p = value; ok && *p != '\0'; p++)
     ok = g_ascii_isalnum (*p) || strchr ("._-#", *p) != NULL;
   return ok;
+}
+
+gboolean
+cookie_is_qemu_version (const char *value)
+{
+  guint dots = 0;
+  gboolean ok = *value != '\0' && strlen (value) <= 32;
+
+  for (const char *p = value; ok && *p != '\0'; p++)
+    {
+      dots += *p == '.';
+      ok = g_ascii_isdigit (*p) || (*p == '.' && p[1] != '\0' && p[1] != '.' && p != value);
+    }
+  return ok && dots == 2;
 }
 
 gboolean
@@ -645,6 +663,21 @@ parse_mode (JsonObject *obj, CookieMode *mode, GError **error)
 static gboolean check_name (const char *where, const char *key, const char *value,
                             GError **error);
 
+/* Optional "qemu" of the source or destination object: a QEMU's version. */
+static gboolean
+get_qemu_version (JsonObject *obj, const char *where, char **out, GError **error)
+{
+  g_autofree char *quoted = NULL;
+
+  if (!get_string (obj, where, "qemu", FALSE, out, error))
+    return FALSE;
+  if (*out == NULL || cookie_is_qemu_version (*out))
+    return TRUE;
+  quoted = quote (*out);
+  return fail (error, "%s.qemu must be a QEMU version (MAJOR.MINOR.MICRO), got '%s'", where,
+               quoted);
+}
+
 static Cookie *
 parse_header (JsonObject *obj, CookieKind min_kind, GError **error)
 {
@@ -661,7 +694,8 @@ parse_header (JsonObject *obj, CookieKind min_kind, GError **error)
       || !get_object (obj, NULL, "source", &source, error)
       || !get_string (source, "source", "host", TRUE, &cookie->source_host, error)
       || !get_string (source, "source", "machine", FALSE, &cookie->machine, error)
-      || (cookie->machine != NULL && !check_name ("source", "machine", cookie->machine, error)))
+      || (cookie->machine != NULL && !check_name ("source", "machine", cookie->machine, error))
+      || !get_qemu_version (source, "source", &cookie->source_qemu, error))
     return NULL;
   return g_steal_pointer (&cookie);
 }
@@ -953,6 +987,7 @@ parse_destination (Cookie *cookie, JsonObject *obj, GError **error)
 
   return get_object (obj, NULL, "destination", &dest, error)
          && get_string (dest, "destination", "host", TRUE, &cookie->dest_host, error)
+         && get_qemu_version (dest, "destination", &cookie->dest_qemu, error)
          && get_strv (dest, "destination", "accepted", TRUE, &cookie->accepted, error)
          && parse_nbd (cookie, dest, error)
          && get_string (dest, "destination", "migrate-uri", FALSE,
@@ -1179,6 +1214,8 @@ build_destination (JsonBuilder *b, const Cookie *cookie)
   json_builder_set_member_name (b, "destination");
   json_builder_begin_object (b);
   blkmig_json_add_string (b, "host", cookie->dest_host);
+  if (cookie->dest_qemu != NULL)
+    blkmig_json_add_string (b, "qemu", cookie->dest_qemu);
   blkmig_json_add_strv (b, "accepted", (const char *const *) cookie->accepted);
   json_builder_set_member_name (b, "nbd");
   json_builder_begin_object (b);
@@ -1222,6 +1259,8 @@ build_cookie (const Cookie *cookie)
   blkmig_json_add_string (b, "host", cookie->source_host);
   if (cookie->machine != NULL)
     blkmig_json_add_string (b, "machine", cookie->machine);
+  if (cookie->source_qemu != NULL)
+    blkmig_json_add_string (b, "qemu", cookie->source_qemu);
   json_builder_end_object (b);
   build_features (b, cookie);
   json_builder_set_member_name (b, "disks");

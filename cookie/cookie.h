@@ -73,10 +73,12 @@ typedef struct {
   CookieMode mode;
   char *source_host;
   char *machine;         /* the source's machine type ("pc-i440fx-7.2"), may be NULL */
+  char *source_qemu;     /* the source QEMU's version ("7.2.22"), may be NULL */
   GPtrArray *features;   /* CookieFeature: offered (source) */
   GPtrArray *disks;      /* CookieDisk */
   /* destination */
   char *dest_host;
+  char *dest_qemu;       /* the destination QEMU's version, may be NULL */
   GStrv accepted;        /* feature names the destination accepted */
   char *nbd_unix;        /* NBD endpoint: a UNIX socket path ... */
   char *nbd_host;        /* ... or host and port */
@@ -101,6 +103,9 @@ void cookie_feature_free (CookieFeature *feature);
 void cookie_free (Cookie *cookie);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (Cookie, cookie_free)
 
+/* Whether @value is a QEMU version as QMP's greeting gives it: "MAJOR.MINOR.MICRO",
+ * digits, at most 32 characters. */
+gboolean cookie_is_qemu_version (const char *value);
 /* Whether @value is what the cookie accepts as a QEMU name: [A-Za-z0-9._-#], at
  * most COOKIE_MAX_NAME characters (ids, node names, machine types). */
 gboolean cookie_is_name (const char *value);

@@ -76,7 +76,8 @@ dest_copy_base_can_attach (QmpClient *dst, const char *name, const DiskInfo *hav
     if (!qmp_client_has_command (dst, needed[k]))
       return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                           "%s: --chain copy-base into a running disk needs QMP %s, which the "
-                          "destination's QEMU lacks", name, needed[k]), FALSE;
+                          "destination's QEMU (%s) lacks", name, needed[k],
+                          qmp_client_get_version (dst)), FALSE;
   if (!g_str_equal (have->format, "qcow2") || have->backing != NULL)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
                         "%s: --chain copy-base needs the destination's disk to be a qcow2 "

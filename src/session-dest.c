@@ -524,18 +524,23 @@ dest_setup (QmpClient *dst, Cookie *reply, const PrepareOptions *opts, gboolean 
 }
 
 static Cookie *
-dest_reply_new (Cookie *offer, GError **error)
+dest_reply_new (QmpClient *dst, Cookie *offer, GError **error)
 {
+  Cookie *reply;
+
   if (!cookie_accept_features (offer, error))
     return NULL;
-  return cookie_new_reply (offer);
+  reply = cookie_new_reply (offer);
+  if (cookie_is_qemu_version (qmp_client_get_version (dst)))
+    reply->dest_qemu = g_strdup (qmp_client_get_version (dst));
+  return reply;
 }
 
 Cookie *
 session_prepare (QmpClient *dst, Cookie *offer, const PrepareOptions *opts,
                  GCancellable *cancellable, GError **error)
 {
-  g_autoptr(Cookie) reply = dest_reply_new (offer, error);
+  g_autoptr(Cookie) reply = dest_reply_new (dst, offer, error);
   gboolean server_started = FALSE;
 
   if (reply == NULL)

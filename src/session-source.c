@@ -93,6 +93,8 @@ source_begin (QmpClient *src, CookieMode mode, const char *const *names, ChainMo
   events_emit ("phase", "phase", qmp_str ("begin"), "disks", qmp_int (chosen->len), NULL);
   cookie = cookie_new (mode);
   cookie->machine = source_machine_type (src, cancellable);
+  if (cookie_is_qemu_version (qmp_client_get_version (src)))
+    cookie->source_qemu = g_strdup (qmp_client_get_version (src));
   cookie_add_feature (cookie, "sparse", FALSE);
   for (guint i = 0; i < chosen->len; i++)
     {
