@@ -1,10 +1,13 @@
 /* Copying one read-only layer of a backing chain into an NBD export, with libnbd. */
+#define _GNU_SOURCE  /* O_DIRECT */
 #include "nbd/layer-copy.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <libnbd.h>
 #include <poll.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "common/error.h"
 #include "common/escape.h"
@@ -223,9 +226,23 @@ copy_check_args (const LayerCopy *copy, GError **error)
   return FALSE;
 }
 
+/* Whether the layer's file system takes O_DIRECT (tmpfs does not). */
+static gboolean
+copy_can_direct (const char *path)
+{
+  int fd = open (path, O_RDONLY | O_DIRECT | O_CLOEXEC);
+
+  if (fd < 0)
+    return FALSE;
+  close (fd);
+  return TRUE;
+}
+
 /* qemu-nbd serves the layer with its backing chain, read-only and shared (a running
  * QEMU has these files open: qemu-nbd has no -U, force-share is a block option,
- * inherited by the backing files), the format given, never probed. */
+ * inherited by the backing files), the format given, never probed.  It reads with
+ * O_DIRECT where it can: a cold layer read through the page cache's readahead
+ * took 1.4x as long (bench P11, 1 GiB). */
 static gboolean
 copy_start_source (Copier *c, GError **error)
 {
@@ -233,7 +250,11 @@ copy_start_source (Copier *c, GError **error)
   g_autofree char *path = g_strjoinv (",,", parts);
   g_autofree char *opts = g_strdup_printf ("driver=%s,force-share=on,file.filename=%s",
                                            c->copy->format, path);
-  char *argv[] = { "qemu-nbd", "--read-only", "--allocation-depth", "--image-opts", opts, NULL };
+  char *argv[] = { "qemu-nbd", "--read-only", "--allocation-depth", "--image-opts", opts,
+                   "--cache=none", NULL };
+
+  if (!copy_can_direct (c->copy->path))
+    argv[5] = NULL;
 
   SRC (c) = nbd_create ();
   if (SRC (c) == NULL)
