@@ -284,6 +284,7 @@ source_start_base_copy (SourceRun *run, GError **error)
     .host = run->cookie->nbd_host,
     .port = run->cookie->nbd_port,
     .tls_dir = tunnelled ? NULL : run->opts->tls_dir,
+    .tls_hostname = run->plan.tls_hostname,
     .speed = run->opts->mirror.speed,
   };
   g_autoptr(GError) local_error = NULL;

@@ -84,6 +84,7 @@ base_layer_thread (gpointer data)
 
 /* ---- starting --------------------------------------------------------------- */
 
+/* nbd_endpoint_uri's, made TLS (nbds, nbds+unix) with the credentials' directory. */
 static char *
 base_copy_uri (const BaseCopyTarget *target, const char *export_name)
 {
@@ -92,10 +93,23 @@ base_copy_uri (const BaseCopyTarget *target, const char *export_name)
   g_autofree char *uri = nbd_endpoint_uri (&ep, export_name);
   g_autofree char *dir = NULL;
 
-  if (target->unix_path != NULL || target->tls_dir == NULL)
+  if (target->tls_dir == NULL)
     return g_steal_pointer (&uri);
   dir = g_uri_escape_string (target->tls_dir, "/", FALSE);
-  return g_strdup_printf ("nbds://%s?tls-certificates=%s", uri + strlen ("nbd://"), dir);
+  return g_strdup_printf ("nbds%s%stls-certificates=%s", uri + strlen ("nbd"),
+                          target->unix_path != NULL ? "&" : "?", dir);
+}
+
+static gboolean
+base_copy_check_target (const BaseCopyTarget *target, GError **error)
+{
+  if (target->tls_dir == NULL || target->unix_path != NULL
+      || g_strcmp0 (target->tls_hostname, target->host) == 0)
+    return TRUE;
+  return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                      "--chain copy-base over TLS checks the destination's certificate "
+                      "against the address it connects to (%s): --tls-hostname must be that "
+                      "address", target->host), FALSE;
 }
 
 /* The source's own chain must be the one the cookie describes: the layers copied
@@ -219,7 +233,7 @@ base_copy_start (const Cookie *cookie, GPtrArray *files, GPtrArray *formats,
         return NULL;
       base_copy_add (copy, cookie, i, files->pdata[i], formats->pdata[i], target);
     }
-  if (copy->layers->len == 0)
+  if (copy->layers->len == 0 || !base_copy_check_target (target, error))
     return NULL;
   for (guint i = 0; i < copy->layers->len; i++)
     {

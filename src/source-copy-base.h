@@ -7,13 +7,15 @@
 typedef struct _BaseCopy BaseCopy;
 
 /* Where the destination's exports are reached: the tunnel's or the cookie's UNIX
- * socket, else host and port (TLS with @tls_dir, the certificate checked against
- * @host). */
+ * socket, else host and port; with @tls_dir through TLS (the certificate checked
+ * against the CA, and over TCP against @host, which must then be @tls_hostname:
+ * libnbd 1.14 cannot check another name). */
 typedef struct {
   const char *unix_path;
   const char *host;
   int port;
   const char *tls_dir;
+  const char *tls_hostname;
   gint64 speed;          /* --speed: each layer's copy is capped like each mirror */
 } BaseCopyTarget;
 

@@ -565,6 +565,28 @@ test_copy_base_tunnel_breaks (Chain *c, gconstpointer data)
   g_assert_false (g_file_test (c->target, G_FILE_TEST_EXISTS));
 }
 
+/* With --tls-creds the layers' copies go through TLS like the mirrors (the
+ * destination's NBD server accepts nothing else). */
+static void
+test_copy_base_tls (Chain *c, gconstpointer data)
+{
+  g_autofree char *certs = rig_path (c->rig, "certs");
+  g_autofree char *make = g_test_build_filename (G_TEST_DIST, "integration", "make-certs.sh",
+                                                 NULL);
+  g_autofree char *err = NULL;
+
+  tool_ok ((const char *const[]) { "sh", make, certs, "127.0.0.1", NULL });
+  copy_pair_start (c);
+  if (blkmig_run (NULL, &err, "migrate", "-q", "--mode", "copy", "--chain", "copy-base",
+                  "--tls-creds", certs, "--create-dir", c->create_dir, "--source",
+                  c->src->qmp_path, "--dest", c->dst->qmp_path, NULL) != 0)
+    g_error ("copy-base over TLS failed: %s", err);
+  assert_clean (c, c->src, c->dst);
+  vm_stop (c->src);
+  vm_stop (c->dst);
+  assert_chain_copied (c);
+}
+
 /* A copy of a layer is never made over a file: refused before anything moves,
  * the file untouched, nothing left. */
 static void
@@ -681,6 +703,8 @@ main (int argc, char **argv)
               test_copy_base_dest_dies, chain_teardown);
   g_test_add ("/chain/copy-base/tunnel-breaks", Chain, NULL, copy_base_setup,
               test_copy_base_tunnel_breaks, chain_teardown);
+  g_test_add ("/chain/copy-base/tls", Chain, NULL, copy_base_setup, test_copy_base_tls,
+              chain_teardown);
   g_test_add ("/chain/copy-base-move-refused", Chain, NULL, chain_setup,
               test_copy_base_move_refused, chain_teardown);
   g_test_add ("/chain/copy-base-phases-forged", Chain, NULL, copy_base_setup,
