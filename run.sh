@@ -38,7 +38,7 @@ Commands:
   demo          deps + build, then examples/demo.sh (a live migration between two
                 local QEMUs, checked with qemu-img compare)
   bench [--qemu 7.2|10.0|all] [ARGS]
-                deps + build, then bench/run-all.sh ARGS (P1..P10 performance
+                deps + build, then bench/run-all.sh ARGS (P1..P11 performance
                 benchmarks, not part of `test`; --quick for one run each,
                 --only=P1,P3 for some) once per chosen QEMU (default all: the
                 system's 7.2, then 10.0, see qemu10), that QEMU first in PATH;

@@ -465,6 +465,22 @@ test_live_copy_base_recover_rollback (Chain *c, gconstpointer data)
   g_assert_cmpuint (g_strv_length (files), ==, 1);
 }
 
+/* The pair started, begin (copy, copy-base) and prepare (listening on @sock,
+ * creating in create_dir) as one process each; the answer in @c2. */
+static void
+copy_base_begin_prepare (Chain *c, const char *sock, const char *c2)
+{
+  g_autofree char *c1 = rig_path (c->rig, "source.cookie");
+  g_autofree char *listen = g_strdup_printf ("unix:%s", sock);
+
+  copy_pair_start (c);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "begin", "--qmp", c->src->qmp_path, "--mode",
+                               "copy", "--chain", "copy-base", "-o", c1, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", c->dst->qmp_path, "--listen",
+                               listen, "--create-dir", c->create_dir, "-c", c1, "-o", c2,
+                               NULL), ==, 0);
+}
+
 /* Waits (bounded) until the events file @path reports the layers being copied. */
 static void
 wait_base_copying (const char *path)
@@ -520,11 +536,9 @@ test_copy_base_dest_dies (Chain *c, gconstpointer data)
 static void
 test_copy_base_tunnel_breaks (Chain *c, gconstpointer data)
 {
-  g_autofree char *c1 = rig_path (c->rig, "source.cookie");
   g_autofree char *c2 = rig_path (c->rig, "dest.cookie");
   g_autofree char *c3 = rig_path (c->rig, "result.cookie");
   g_autofree char *sock = rig_path (c->rig, "nbd.sock");
-  g_autofree char *listen = g_strdup_printf ("unix:%s", sock);
   g_autofree char *events = rig_path (c->rig, "events");
   g_autofree char *port = NULL;
   g_autofree char *addr = NULL;
@@ -534,12 +548,7 @@ test_copy_base_tunnel_breaks (Chain *c, gconstpointer data)
   g_autofree char *status = NULL;
   GDataInputStream *out;
 
-  copy_pair_start (c);
-  g_assert_cmpint (blkmig_run (NULL, NULL, "begin", "--qmp", c->src->qmp_path, "--mode",
-                               "copy", "--chain", "copy-base", "-o", c1, NULL), ==, 0);
-  g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", c->dst->qmp_path, "--listen",
-                               listen, "--create-dir", c->create_dir, "-c", c1, "-o", c2,
-                               NULL), ==, 0);
+  copy_base_begin_prepare (c, sock, c2);
   endpoint = blkmig_spawn ("tunnel-endpoint", "--listen", "tcp:127.0.0.1:0", "--nbd-socket",
                            sock, NULL);
   out = g_data_input_stream_new (g_subprocess_get_stdout_pipe (endpoint));
@@ -634,25 +643,18 @@ test_copy_base_move_refused (Chain *c, gconstpointer data)
 static void
 test_copy_base_phases_forged (Chain *c, gconstpointer data)
 {
-  g_autofree char *c1 = rig_path (c->rig, "source.cookie");
   g_autofree char *c2 = rig_path (c->rig, "dest.cookie");
   g_autofree char *c3 = rig_path (c->rig, "result.cookie");
   g_autofree char *forged = rig_path (c->rig, "forged.cookie");
   g_autofree char *victim = rig_path (c->rig, "victim.qcow2");
   g_autofree char *sock = rig_path (c->rig, "nbd.sock");
-  g_autofree char *listen = g_strdup_printf ("unix:%s", sock);
   g_autofree char *result = NULL;
   g_autofree char *err = NULL;
   g_auto(GStrv) victim_chain = NULL;
   g_autoptr(GString) text = NULL;
 
   img_create (victim, "qcow2", "1M");
-  copy_pair_start (c);
-  g_assert_cmpint (blkmig_run (NULL, NULL, "begin", "--qmp", c->src->qmp_path, "--mode",
-                               "copy", "--chain", "copy-base", "-o", c1, NULL), ==, 0);
-  g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", c->dst->qmp_path, "--listen",
-                               listen, "--create-dir", c->create_dir, "-c", c1, "-o", c2,
-                               NULL), ==, 0);
+  copy_base_begin_prepare (c, sock, c2);
   if (blkmig_run (NULL, &err, "perform", "-q", "--local-destination", "--qmp",
                   c->src->qmp_path, "-c", c2, "-o", c3, NULL) != 0)
     g_error ("perform failed: %s", err);
