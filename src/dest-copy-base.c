@@ -11,6 +11,8 @@
 #include "src/names.h"
 #include "src/util.h"
 
+/* Whether @path is planned already for another layer (layer @j of disk @i is
+ * being planned): the error says which disks would share it. */
 static gboolean
 dest_copy_base_taken (const Cookie *reply, guint i, guint j, const char *path, GError **error)
 {
@@ -23,14 +25,16 @@ dest_copy_base_taken (const Cookie *reply, guint i, guint j, const char *path, G
           const CookieLayer *layer = other->chain->pdata[k];
           g_autofree char *a = NULL;
           g_autofree char *b = NULL;
+          g_autofree char *shown = NULL;
 
           if (g_strcmp0 (layer->target_path, path) != 0)
             continue;
           a = blkmig_escape (other->name);
           b = blkmig_escape (((CookieDisk *) reply->disks->pdata[i])->name);
+          shown = blkmig_escape (path);
           return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
                               "disks %s and %s would both copy a layer to %s: migrate them "
-                              "separately, or give another --base-dir", a, b, path), TRUE;
+                              "separately, or give another --base-dir", a, b, shown), TRUE;
         }
     }
   return FALSE;
@@ -45,12 +49,13 @@ dest_copy_base_place (Cookie *reply, guint i, guint j, const char *dir, GError *
   CookieLayer *layer = disk->chain->pdata[j];
   g_autofree char *path = g_build_filename (dir, layer->name, NULL);
   g_autofree char *name = blkmig_escape (disk->name);
+  g_autofree char *shown = blkmig_escape (path);  /* its directory may be QEMU's word */
   struct stat st;
 
   if (lstat (path, &st) == 0 || errno != ENOENT)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK,
                         "%s: %s already exists: --chain copy-base makes the copy of backing "
-                        "layer %u itself (remove it, or give another --base-dir)", name, path,
+                        "layer %u itself (remove it, or give another --base-dir)", name, shown,
                         j + 1), FALSE;
   if (dest_copy_base_taken (reply, i, j, path, error))
     return FALSE;
@@ -122,6 +127,7 @@ dest_copy_base_plan (QmpClient *dst, Cookie *reply, guint i, const DiskInfo *hav
   return TRUE;
 }
 
+/* One layer's empty copy: made, opened as node blkmigID8bN.L, exported writable. */
 static gboolean
 dest_copy_base_export_layer (QmpClient *dst, const PrepareOptions *opts, Cookie *reply,
                              guint i, guint j, GCancellable *cancellable, GError **error)
@@ -156,6 +162,7 @@ dest_copy_base_export (QmpClient *dst, const PrepareOptions *opts, Cookie *reply
   return TRUE;
 }
 
+/* Whether any disk of @cookie is copy-base (else nothing here has work). */
 static gboolean
 dest_copy_base_any (const Cookie *cookie)
 {
@@ -256,6 +263,7 @@ dest_copy_base_attach (QmpClient *dst, const Cookie *result, guint i, const Disk
          && qmp_blockdev_reopen_image (dst, &reopen, cancellable, error);
 }
 
+/* Disk @i's chain: the copies linked, then its top, a file or a running disk. */
 static gboolean
 dest_copy_base_compose_disk (QmpClient *dst, const Cookie *result, guint i, GPtrArray *disks,
                              const Journal *journal, GCancellable *cancellable, GError **error)
