@@ -1,5 +1,6 @@
 /* Integration tests of --chain top (only the active layer moves, onto the destination's verified copy of the chain) and copy-base (the chain is copied beside it). */
 #include <glib/gstdio.h>
+#include <signal.h>
 
 #include "tests/integration/harness.h"
 
@@ -530,6 +531,33 @@ test_copy_base_dest_dies (Chain *c, gconstpointer data)
   g_assert_false (g_file_test (c->target, G_FILE_TEST_EXISTS));
 }
 
+/* SIGINT while the layers are copied: blkmig stops the copies and the mirrors,
+ * undoes both sides (nothing left, no journal) and exits 130. */
+static void
+test_copy_base_sigint (Chain *c, gconstpointer data)
+{
+  g_autofree char *events = rig_path (c->rig, "events");
+  g_autoptr(GSubprocess) proc = NULL;
+  g_autofree char *err = NULL;
+  g_autofree char *status = NULL;
+
+  copy_pair_start (c);
+  proc = blkmig_spawn ("migrate", "-q", "--mode", "copy", "--chain", "copy-base", "--speed",
+                       "4194304", "--create-dir", c->create_dir, "--events", events,
+                       "--source", c->src->qmp_path, "--dest", c->dst->qmp_path, NULL);
+  wait_base_copying (events);
+  g_subprocess_send_signal (proc, SIGINT);
+  g_assert_cmpint (blkmig_wait (proc, NULL, &err), ==, 130);
+  g_assert_cmpstr (err, ==, "blkmig migrate: interrupted by a signal; what it had started was "
+                            "undone\n");
+  status = vm_status (c->src);
+  g_assert_cmpstr (status, ==, "running");
+  assert_clean (c, c->src, c->dst);
+  g_assert_false (g_file_test (c->dst_base, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (c->dst_snap, G_FILE_TEST_EXISTS));
+  g_assert_false (g_file_test (c->target, G_FILE_TEST_EXISTS));
+}
+
 /* The tunnel breaks while the layers are copied through it: perform fails at
  * once, the source runs on its own chain; abort on the destination removes the
  * copies' exports and nodes, and the copies with them. */
@@ -706,6 +734,8 @@ main (int argc, char **argv)
   g_test_add ("/chain/copy-base/tunnel-breaks", Chain, NULL, copy_base_setup,
               test_copy_base_tunnel_breaks, chain_teardown);
   g_test_add ("/chain/copy-base/tls", Chain, NULL, copy_base_setup, test_copy_base_tls,
+              chain_teardown);
+  g_test_add ("/chain/copy-base/sigint", Chain, NULL, copy_base_setup, test_copy_base_sigint,
               chain_teardown);
   g_test_add ("/chain/copy-base-move-refused", Chain, NULL, chain_setup,
               test_copy_base_move_refused, chain_teardown);
