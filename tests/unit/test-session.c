@@ -334,6 +334,43 @@ test_prepare_live (Fixture *fx, gconstpointer data)
                                                    g_str_equal, NULL));
 }
 
+/* copy-base into a running disk needs blockdev-reopen: a destination QEMU without
+ * it is refused in prepare's checks, naming the command, before anything is made. */
+static void
+test_prepare_copy_base_cannot (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Cookie) reply = NULL;
+  g_autofree char *uri = g_strdup_printf ("unix:%s/mig.sock", fx->dir);
+  CookieDisk *disk = fx->offer->disks->pdata[0];
+  PrepareOptions opts = {
+    .listen = { .unix_path = fx->listen }, .incoming_uri = uri, .journal = fx->journal,
+  };
+
+  disk->sync = g_strdup ("copy-base");
+  disk->chain = g_ptr_array_new_with_free_func ((GDestroyNotify) cookie_layer_free);
+  g_ptr_array_add (disk->chain, cookie_layer_new ("base.qcow2", "qcow2", 1048576, 0, NULL));
+  cookie_add_feature (fx->offer, "chain-copy-base", TRUE);
+  /* a QEMU that lists no blockdev-reopen */
+  expect (fx, "query-commands", NULL,
+          "[{\"name\":\"query-block\"},{\"name\":\"query-named-block-nodes\"},"
+          "{\"name\":\"query-status\"},{\"name\":\"query-block-exports\"},"
+          "{\"name\":\"block-export-add\"},{\"name\":\"query-migrate-parameters\"},"
+          "{\"name\":\"object-del\"},{\"name\":\"change-backing-file\"},"
+          "{\"name\":\"x-debug-query-block-graph\"}]");
+  expect (fx, "query-block", NULL, "[]");
+  expect (fx, "query-named-block-nodes", "{\"flat\":true}", DEST_NODES);
+  expect (fx, "query-status", NULL, "{\"status\":\"inmigrate\",\"running\":false}");
+  script_refused_sweep (fx, DEST_NODES);
+  reply = session_prepare (connect (fx, "dst"), fx->offer, &opts, NULL, &error);
+  g_assert_null (reply);
+  g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE);
+  g_assert_true (g_str_has_prefix (error->message, "prepare: vda: --chain copy-base into a "
+                                   "running disk needs QMP blockdev-reopen, which the "
+                                   "destination's QEMU ("));
+  g_assert_cmpuint (fx->journal->created->len, ==, 0);
+}
+
 /* Another machine type on the destination (here with a hostile byte in QEMU's
  * answer): refused before anything starts, both types named, the peer's escaped. */
 static void
@@ -837,6 +874,7 @@ main (int argc, char **argv)
   ADD ("prepare/machine-mismatch", COOKIE_MODE_LIVE, test_prepare_machine_mismatch);
   ADD ("prepare/not-incoming", COOKIE_MODE_LIVE, test_prepare_not_incoming);
   ADD ("prepare/incoming-plaintext", COOKIE_MODE_LIVE, test_prepare_incoming_plaintext);
+  ADD ("prepare/copy-base-cannot", COOKIE_MODE_LIVE, test_prepare_copy_base_cannot);
   ADD ("finish/copy", COOKIE_MODE_COPY, test_finish_copy);
   ADD ("finish/live-failed", COOKIE_MODE_COPY, test_finish_live_failed);
   ADD ("abort/dest", COOKIE_MODE_COPY, test_abort_dest);
