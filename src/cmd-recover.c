@@ -16,6 +16,21 @@ typedef struct {
   char **qmp;                 /* overrides: source first, then destination */
 } RecoverArgs;
 
+/* Whether the QEMU behind @path is gone, given a moment: one whose connection
+ * broke may be exiting (a destination whose incoming migration failed, once the
+ * source side was rolled back, exits and closes its socket a little later). */
+static gboolean
+recover_gone (const char *path)
+{
+  for (int i = 0; i < 20; i++)
+    {
+      if (util_qmp_gone (path))
+        return TRUE;
+      g_usleep (100 * 1000);
+    }
+  return FALSE;
+}
+
 /* The sockets to use: the command line's, else the ones the journal recorded.
  * *gone is set when no QEMU listens there any more: nothing of ours is left in it. */
 static QmpClient *
@@ -33,7 +48,7 @@ recover_connect (const RecoverArgs *args, guint index, const char *recorded, con
   qmp = qmp_client_connect_sync (path, label, NULL, &error);
   if (qmp != NULL)
     return qmp;
-  *gone = util_qmp_gone (path);
+  *gone = recover_gone (path);
   if (!common_options.quiet)
     g_printerr ("blkmig: %s%s\n", error->message, *gone ? " (that QEMU is gone)" : "");
   return NULL;
