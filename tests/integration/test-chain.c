@@ -326,13 +326,14 @@ copy_base_setup (Chain *c, gconstpointer data)
   c->dst_snap = (g_free (c->dst_snap), g_build_filename (c->create_dir, "snap.qcow2", NULL));
 }
 
-/* migrate --mode copy --chain copy-base into create_dir (layers beside the disk). */
+/* migrate --mode copy --chain copy-base into create_dir (layers beside the disk),
+ * with @option @value when not NULL. */
 static int
-copy_base (Chain *c, char **err, const char *extra)
+copy_base (Chain *c, char **err, const char *option, const char *value)
 {
-  return blkmig_run (NULL, err, "migrate", "--mode", "copy", "--chain", "copy-base",
+  return blkmig_run (NULL, err, "migrate", "-q", "--mode", "copy", "--chain", "copy-base",
                      "--create-dir", c->create_dir, "--source", c->src->qmp_path,
-                     "--dest", c->dst->qmp_path, extra, NULL);
+                     "--dest", c->dst->qmp_path, option, value, NULL);
 }
 
 /* The destination holds the source's chain, layer by layer, and a VM starts on it. */
@@ -363,10 +364,10 @@ assert_chain_copied (Chain *c)
 static void
 test_copy_base (Chain *c, gconstpointer data)
 {
-  copy_pair_start (c);
   g_autofree char *err = NULL;
 
-  if (copy_base (c, &err, NULL) != 0)
+  copy_pair_start (c);
+  if (copy_base (c, &err, NULL, NULL) != 0)
     g_error ("copy-base failed: %s", err);
   assert_clean (c, c->src, c->dst);
   vm_stop (c->src);
@@ -614,9 +615,7 @@ test_copy_base_tls (Chain *c, gconstpointer data)
 
   tool_ok ((const char *const[]) { "sh", make, certs, "127.0.0.1", NULL });
   copy_pair_start (c);
-  if (blkmig_run (NULL, &err, "migrate", "-q", "--mode", "copy", "--chain", "copy-base",
-                  "--tls-creds", certs, "--create-dir", c->create_dir, "--source",
-                  c->src->qmp_path, "--dest", c->dst->qmp_path, NULL) != 0)
+  if (copy_base (c, &err, "--tls-creds", certs) != 0)
     g_error ("copy-base over TLS failed: %s", err);
   assert_clean (c, c->src, c->dst);
   vm_stop (c->src);
@@ -639,7 +638,7 @@ test_copy_base_layer_exists (Chain *c, gconstpointer data)
   img_create (c->dst_base, "raw", "1M");
   g_assert_cmpint (g_stat (c->dst_base, &before), ==, 0);
   copy_pair_start (c);
-  g_assert_cmpint (copy_base (c, &err, NULL), ==, 4);
+  g_assert_cmpint (copy_base (c, &err, NULL, NULL), ==, 4);
   g_assert_true (g_str_has_suffix (err, want));
   g_assert_true (strchr (err, '\n') == err + strlen (err) - 1);
   assert_clean (c, c->src, c->dst);
