@@ -15,5 +15,7 @@ typedef enum {
   BLKMIG_ERROR_QMP = 5,         /* QMP connection lost or a command failed */
   BLKMIG_ERROR_JOB = 6,         /* a block job failed */
   BLKMIG_ERROR_MIGRATION = 7,   /* the memory migration failed */
+  BLKMIG_ERROR_DEGRADED = 8,    /* replicate: the standby or the link was lost */
+  BLKMIG_ERROR_PRIMARY_LOST = 9, /* replicate: the primary QEMU is gone */
   BLKMIG_ERROR_INTERRUPTED = 130, /* SIGINT or SIGTERM: cleaned up and stopped */
 } BlkmigErrorCode;

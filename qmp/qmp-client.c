@@ -933,6 +933,12 @@ qmp_int (gint64 value)
 }
 
 JsonNode *
+qmp_double (double value)
+{
+  return json_node_init_double (json_node_alloc (), value);
+}
+
+JsonNode *
 qmp_bool (gboolean value)
 {
   return json_node_init_boolean (json_node_alloc (), value);

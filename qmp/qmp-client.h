@@ -90,5 +90,6 @@ JsonNode *qmp_args_new (const char *first_key, ...) G_GNUC_NULL_TERMINATED;
 JsonNode *qmp_str (const char *value);
 JsonNode *qmp_int (gint64 value);
 JsonNode *qmp_bool (gboolean value);
+JsonNode *qmp_double (double value);
 /* Parses a JSON text into a node (for fixed argument shapes); NULL on bad JSON. */
 JsonNode *qmp_json (const char *text);

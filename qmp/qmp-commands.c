@@ -439,6 +439,7 @@ qmp_block_node_info_free (QmpBlockNodeInfo *info)
   g_free (info->drv);
   g_free (info->file);
   qmp_image_info_free (info->image);
+  g_strfreev (info->bitmaps);
   g_free (info);
 }
 
@@ -463,6 +464,27 @@ qmp_block_info_parse (JsonObject *entry)
   return info;
 }
 
+/* Named bitmaps by name; the unnamed ones (a running mirror's) summed up. */
+static void
+qmp_dirty_bitmaps_parse (QmpBlockNodeInfo *info, JsonArray *bitmaps)
+{
+  g_autoptr(GStrvBuilder) names = g_strv_builder_new ();
+  gboolean any = FALSE;
+
+  for (guint i = 0; i < qmp_array_length (bitmaps); i++)
+    {
+      JsonObject *bitmap = qmp_array_object (bitmaps, i);
+      const char *name = qmp_member_string (bitmap, "name");
+
+      if (name == NULL)
+        info->job_dirty += MAX (qmp_member_int (bitmap, "count", 0), 0);
+      else
+        g_strv_builder_add (names, name), any = TRUE;
+    }
+  if (any)
+    info->bitmaps = g_strv_builder_end (names);
+}
+
 static QmpBlockNodeInfo *
 qmp_block_node_info_parse (JsonObject *node)
 {
@@ -473,6 +495,7 @@ qmp_block_node_info_parse (JsonObject *node)
   info->file = qmp_dup (node, "file");
   info->ro = qmp_member_bool (node, "ro", FALSE);
   info->image = qmp_image_info_parse (qmp_member_object (node, "image"));
+  qmp_dirty_bitmaps_parse (info, qmp_member_array (node, "dirty-bitmaps"));
   return info;
 }
 
@@ -564,6 +587,49 @@ qmp_transaction_blockdev_snapshot (QmpClient *qmp, const char *const *nodes,
                                                                 "overlay", qmp_str (overlays[i]),
                                                                 NULL), NULL));
   return qmp_run (qmp, "transaction", qmp_args_new ("actions", qmp_array_node (actions), NULL),
+                  cancellable, error);
+}
+
+gboolean
+qmp_transaction_bitmap_add (QmpClient *qmp, const char *const *nodes, const char *name,
+                            gint64 granularity, GCancellable *cancellable, GError **error)
+{
+  JsonArray *actions = json_array_new ();
+
+  for (guint i = 0; nodes[i] != NULL; i++)
+    json_array_add_element (actions,
+                            qmp_args_new ("type", qmp_str ("block-dirty-bitmap-add"),
+                                          "data", qmp_args_new ("node", qmp_str (nodes[i]),
+                                                                "name", qmp_str (name),
+                                                                "granularity", granularity > 0
+                                                                  ? qmp_int (granularity) : NULL,
+                                                                NULL), NULL));
+  return qmp_run (qmp, "transaction", qmp_args_new ("actions", qmp_array_node (actions), NULL),
+                  cancellable, error);
+}
+
+gboolean
+qmp_block_dirty_bitmap_remove (QmpClient *qmp, const char *node, const char *name,
+                               GCancellable *cancellable, GError **error)
+{
+  return qmp_run (qmp, "block-dirty-bitmap-remove",
+                  qmp_args_new ("node", qmp_str (node), "name", qmp_str (name), NULL),
+                  cancellable, error);
+}
+
+gboolean
+qmp_blockdev_backup_bitmap (QmpClient *qmp, const char *job_id, const char *device,
+                            const char *target, const char *bitmap, GCancellable *cancellable,
+                            GError **error)
+{
+  return qmp_run (qmp, "blockdev-backup",
+                  qmp_args_new ("job-id", qmp_str (job_id),
+                                "device", qmp_str (device),
+                                "target", qmp_str (target),
+                                "sync", qmp_str ("bitmap"),
+                                "bitmap", qmp_str (bitmap),
+                                "bitmap-mode", qmp_str ("never"),
+                                "auto-dismiss", qmp_bool (FALSE), NULL),
                   cancellable, error);
 }
 

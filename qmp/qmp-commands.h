@@ -124,6 +124,13 @@ gboolean qmp_blockdev_del (QmpClient *qmp, const char *node_name, GCancellable *
  * x-debug-query-block-graph; NULL (an error) when there is none. */
 char *qmp_query_block_child (QmpClient *qmp, const char *parent, const char *child,
                              GCancellable *cancellable, GError **error);
+/* block-dirty-bitmap-add of @name on every node of @nodes, in one transaction
+ * (QEMU drains all I/O first, so it is also a barrier); @granularity 0: QEMU's. */
+gboolean qmp_transaction_bitmap_add (QmpClient *qmp, const char *const *nodes, const char *name,
+                                     gint64 granularity, GCancellable *cancellable,
+                                     GError **error);
+gboolean qmp_block_dirty_bitmap_remove (QmpClient *qmp, const char *node, const char *name,
+                                        GCancellable *cancellable, GError **error);
 /* change-backing-file: writes @backing_file into the header of @image_node, a
  * node of the chain under the root node @device.  Only for an active image. */
 gboolean qmp_change_backing_file (QmpClient *qmp, const char *device, const char *image_node,
@@ -163,6 +170,8 @@ typedef struct {
   char *file;
   gboolean ro;
   QmpImageInfo *image;        /* NULL when absent */
+  gint64 job_dirty;           /* bytes dirty in its unnamed bitmaps (a mirror's), 0: none */
+  GStrv bitmaps;              /* its named dirty bitmaps, NULL when none */
 } QmpBlockNodeInfo;
 
 void qmp_block_info_free (QmpBlockInfo *info);
@@ -209,6 +218,11 @@ gboolean qmp_block_commit (QmpClient *qmp, const QmpBlockCommit *args,
 gboolean qmp_transaction_blockdev_snapshot (QmpClient *qmp, const char *const *nodes,
                                             const char *const *overlays,
                                             GCancellable *cancellable, GError **error);
+/* blockdev-backup sync=bitmap: copies what @bitmap on @device marks, as it was when
+ * the job started (point in time), into @target; the bitmap is left as it is. */
+gboolean qmp_blockdev_backup_bitmap (QmpClient *qmp, const char *job_id, const char *device,
+                                     const char *target, const char *bitmap,
+                                     GCancellable *cancellable, GError **error);
 /* job-complete: a READY mirror pivots. */
 gboolean qmp_job_complete (QmpClient *qmp, const char *id, GCancellable *cancellable,
                            GError **error);

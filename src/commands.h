@@ -24,6 +24,7 @@ gboolean cmd_verify (int argc, char **argv, GCancellable *cancellable, GError **
 gboolean cmd_recover (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_reconcile (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_replicate (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_qmp (int argc, char **argv, GCancellable *cancellable, GError **error);
 
 /* Options every command accepts. */

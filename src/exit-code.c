@@ -33,6 +33,8 @@ blkmig_error_class (const GError *error)
     case BLKMIG_ERROR_QMP: return "qmp";
     case BLKMIG_ERROR_JOB: return "job";
     case BLKMIG_ERROR_MIGRATION: return "migration";
+    case BLKMIG_ERROR_DEGRADED: return "degraded";
+    case BLKMIG_ERROR_PRIMARY_LOST: return "primary-lost";
     case BLKMIG_ERROR_INTERRUPTED: return "interrupted";
     default: return "failed";
     }

@@ -31,6 +31,7 @@ static const struct {
   { "verify", cmd_verify, "compare two disks (images or NBD URIs); exit 0 only if identical" },
   { "recover", cmd_recover, "finish or roll back what an interrupted blkmig left (its journal)" },
   { "reconcile", cmd_reconcile, "after a crash, decide offline which leaf of an interrupted move or merge is authoritative" },
+  { "replicate", cmd_replicate, "keep a standby's copy of a running VM's disks, with checkpoints and failover" },
   { "tunnel-endpoint", cmd_tunnel_endpoint, "far end of --tunnel: hand its NBD connections to the destination" },
   { "qmp", cmd_qmp, "run one QMP command and print its reply (for scripts)" },
 };

@@ -44,6 +44,36 @@ names_layer_export (const char *id, guint disk, guint layer)
 }
 
 char *
+names_epoch_node (const char *id, guint disk, guint epoch)
+{
+  return g_strdup_printf ("blkmig%.8s%c%u.%u", id, (char) NAMES_EPOCH, disk, epoch);
+}
+
+char *
+names_bitmap (const char *id, guint epoch)
+{
+  return g_strdup_printf ("blkmig-%.8s-r%u", id, epoch);
+}
+
+char *
+names_commit_job (const char *id, guint disk, guint epoch)
+{
+  return g_strdup_printf ("blkmig-%.8s-%u.c%u", id, disk, epoch);
+}
+
+char *
+names_resync_job (const char *id, guint disk)
+{
+  return g_strdup_printf ("blkmig-%.8s-%u.r", id, disk);
+}
+
+char *
+names_resync_node (const char *id, guint disk)
+{
+  return g_strdup_printf ("blkmig%.8s%c%u.r", id, (char) NAMES_NBD_CLIENT, disk);
+}
+
+char *
 names_verify_export (const char *id, gboolean new_image)
 {
   return g_strdup_printf ("blkmig%.8sv%c", id, new_image ? 'n' : 'o');

@@ -173,8 +173,13 @@ progress_refreshed_cb (GObject *source, GAsyncResult *result, gpointer user_data
   jobs = job_group_get_jobs (progress->group);
   for (guint i = 0; i < jobs->len; i++)
     {
-      progress_update_rate (progress_view (progress, jobs->pdata[i]), jobs->pdata[i]);
-      progress_emit (jobs->pdata[i], FALSE);
+      BlkJob *job = jobs->pdata[i];
+
+      progress_update_rate (progress_view (progress, job), job);
+      /* in sync and staying there (replicate holds mirrors READY for hours): no news */
+      if (job->state == BLK_JOB_READY && job->offset == job->len)
+        continue;
+      progress_emit (job, FALSE);
       if (!progress->quiet && !progress->tty)
         progress_print_job (progress, jobs->pdata[i]);
     }

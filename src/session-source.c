@@ -31,6 +31,7 @@ typedef struct {
   GPtrArray *files;           /* per disk: the source image, for --verify */
   GPtrArray *backing;         /* per disk: its backing files (GStrv), for copy-base */
   GPtrArray *backing_formats; /* per disk: their formats (GStrv) */
+  GPtrArray *nodes;           /* per disk: its root node before the mirror (resync) */
   BaseCopy *base;             /* copy-base: the layers being copied */
   SourceTunnel tunnel;        /* --tunnel: where QEMU's NBD clients connect instead */
   SourcePlan plan;            /* what was decided from the cookie and the options */
@@ -155,11 +156,12 @@ source_pass_socket (SourceRun *run, const char *name, GCancellable *cancellable,
                        cancellable, error);
 }
 
+/* An NBD client node @node for disk @i's export (the mirror's, or resync's second one). */
 static gboolean
-source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GError **error)
+source_add_target_node (SourceRun *run, guint i, const char *node, GCancellable *cancellable,
+                        GError **error)
 {
   CookieDisk *disk = run->cookie->disks->pdata[i];
-  g_autofree char *node = names_node (run->cookie->id, NAMES_NBD_CLIENT, i);
   g_autofree char *tls = run->opts->tls_dir != NULL && run->tunnel.path == NULL
                         ? names_node (run->cookie->id, NAMES_TLS_CLIENT, 0) : NULL;
   /* discard=unmap lets the mirror pre-zero the target cheaply and then copy
@@ -203,9 +205,11 @@ source_start_mirror (SourceRun *run, guint i, DiskInfo *info, GCancellable *canc
   g_autofree char *job_id = names_job (run->cookie->id, i);
   BlkJob *job = job_group_add (run->group, job_id, disk->name);
 
-  /* top and copy-base: the layers below are not the mirror's */
-  const char *sync = disk->chain != NULL && disk->sync != NULL
-                     && !g_str_equal (disk->sync, "full") ? "top" : "full";
+  /* top and copy-base: the layers below are not the mirror's; resync: only what
+   * the guest writes from now on (the backup brings the rest) */
+  const char *sync = run->opts->resync_bitmap != NULL ? "none"
+                     : disk->chain != NULL && disk->sync != NULL
+                       && !g_str_equal (disk->sync, "full") ? "top" : "full";
 
   if (mirror_start (run->qmp, job_id, source_mirror_device (info), node, sync,
                     &run->opts->mirror, cancellable, error))
@@ -259,14 +263,54 @@ source_start_all (SourceRun *run, GCancellable *cancellable, GError **error)
     {
       CookieDisk *disk = run->cookie->disks->pdata[i];
       DiskInfo *info = disks_find (disks, disk->name);
+      g_autofree char *node = names_node (run->cookie->id, NAMES_NBD_CLIENT, i);
 
       if (!source_check_disk (disk, info, error))
         return FALSE;
       g_ptr_array_add (run->files, g_strdup (info->file));
       g_ptr_array_add (run->backing, g_strdupv (info->backing));
       g_ptr_array_add (run->backing_formats, g_strdupv (info->backing_formats));
-      if (!source_add_target_node (run, i, cancellable, error)
+      g_ptr_array_add (run->nodes, g_strdup (info->node));
+      if (!source_add_target_node (run, i, node, cancellable, error)
           || !source_start_mirror (run, i, info, cancellable, error))
+        return FALSE;
+    }
+  return TRUE;
+}
+
+/* Resync: with every mirror already sending the guest's new writes, a backup per
+ * disk copies what the bitmap marks (all written since the standby's state) as it
+ * was when the backup started; QEMU's copy-before-write puts that old data on the
+ * target before a new write to the same place goes through the mirror, so the
+ * newer data lands last.  Through a second NBD connection: a mirror shares no
+ * write permission on its target. */
+static gboolean
+source_resync (SourceRun *run, GCancellable *cancellable, GError **error)
+{
+  g_autoptr(JobGroup) backups = job_group_new (run->qmp);
+  gint64 done = 0, total = 0;
+
+  for (guint i = 0; i < run->cookie->disks->len; i++)
+    {
+      g_autofree char *node = names_resync_node (run->cookie->id, i);
+      g_autofree char *job_id = names_resync_job (run->cookie->id, i);
+      CookieDisk *disk = run->cookie->disks->pdata[i];
+
+      job_group_add (backups, job_id, disk->name);
+      if (!source_add_target_node (run, i, node, cancellable, error)
+          || !qmp_blockdev_backup_bitmap (run->qmp, job_id, run->nodes->pdata[i], node,
+                                          run->opts->resync_bitmap, cancellable, error))
+        return g_prefix_error (error, "resync: %s: ", disk->name), FALSE;
+    }
+  if (!job_group_wait_ended_sync (backups, cancellable, error))
+    return g_prefix_error (error, "resync: "), FALSE;
+  job_group_totals (backups, &done, &total);
+  *run->opts->resync_bytes = done;
+  for (guint i = 0; i < run->cookie->disks->len; i++)
+    {
+      g_autofree char *node = names_resync_node (run->cookie->id, i);
+
+      if (!qmp_blockdev_del (run->qmp, node, cancellable, error))
         return FALSE;
     }
   return TRUE;
@@ -606,6 +650,9 @@ source_mirror_and_switch (SourceRun *run, const char *uri, gboolean no_migrate,
       || !job_group_wait_ready_sync (run->group, cancellable, error)
       || !source_wait_base_copy (run, cancellable, error))
     return g_prefix_error (error, "mirror: "), FALSE;
+  if ((opts->resync_bitmap != NULL && !source_resync (run, cancellable, error))
+      || (opts->hold != NULL && !opts->hold (opts->hold_data, run->group, cancellable, error)))
+    return FALSE;
   events_emit ("phase", "phase", qmp_str ("switch"),
                "mode", qmp_str (cookie_mode_to_string (run->cookie->mode)), NULL);
   if (!session_journal (opts->journal, JOURNAL_STEP_SWITCH, run->cookie, error)
@@ -632,6 +679,7 @@ source_run (SourceRun *run, gboolean no_migrate, GCancellable *cancellable, GErr
   g_autoptr(GPtrArray) files = g_ptr_array_new_with_free_func (g_free);
   g_autoptr(GPtrArray) backing = g_ptr_array_new_with_free_func ((GDestroyNotify) g_strfreev);
   g_autoptr(GPtrArray) backing_formats = g_ptr_array_new_with_free_func ((GDestroyNotify) g_strfreev);
+  g_autoptr(GPtrArray) nodes = g_ptr_array_new_with_free_func (g_free);
   g_autoptr(JobGroup) group = job_group_new (run->qmp);
   g_autoptr(Progress) progress = NULL;
   g_autoptr(GError) journal_error = NULL;
@@ -644,6 +692,7 @@ source_run (SourceRun *run, gboolean no_migrate, GCancellable *cancellable, GErr
   run->files = files;
   run->backing = backing;
   run->backing_formats = backing_formats;
+  run->nodes = nodes;
   mirror_arm_watchdogs (group, run->qmp, &opts->mirror);
   progress = progress_start (group, opts->quiet, opts->progress_ms);
   ok = source_mirror_and_switch (run, run->plan.migrate_uri, no_migrate, cancellable, error);

@@ -206,21 +206,31 @@ session_yank_ours (QmpClient *qmp, const Cookie *cookie)
       session_yank_nbd (qmp, name);
 }
 
-/* Deletes our nodes (QEMU's side only: files are the journal's business). */
+/* Deletes our nodes (QEMU's side only: files are the journal's business), in
+ * rounds: a node under another of ours (a stack of layers) goes once that one is
+ * gone. */
 static void
 session_abort_nodes (QmpClient *qmp, const char *id)
 {
-  g_autoptr(GHashTable) owned = session_owned_nodes (qmp, id);
-  GHashTableIter iter;
-  gpointer name;
-
-  g_hash_table_iter_init (&iter, owned);
-  while (g_hash_table_iter_next (&iter, &name, NULL))
+  for (guint round = 0; round < 64; round++)
     {
-      g_autoptr(GError) error = NULL;
-      guint saved = session_try_begin (qmp);
+      g_autoptr(GHashTable) owned = session_owned_nodes (qmp, id);
+      GHashTableIter iter;
+      gpointer name;
+      guint deleted = 0;
 
-      session_try_end (qmp, saved, qmp_blockdev_del (qmp, name, NULL, &error), &error);
+      g_hash_table_iter_init (&iter, owned);
+      while (g_hash_table_iter_next (&iter, &name, NULL))
+        {
+          g_autoptr(GError) error = NULL;
+          guint saved = session_try_begin (qmp);
+          gboolean ok = qmp_blockdev_del (qmp, name, NULL, &error);
+
+          deleted += ok;
+          session_try_end (qmp, saved, ok, &error);
+        }
+      if (deleted == 0 || deleted == g_hash_table_size (owned))
+        return;
     }
 }
 

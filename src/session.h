@@ -29,6 +29,15 @@ typedef struct {
   /* Called with every mirror READY, before anything is switched: a caller that
    * also drives the destination checks it is still there. */
   gboolean (*before_switch) (gpointer data, GError **error);
+  /* replicate: called with every mirror READY, before the switch; holds the
+   * mirrors as long as it runs; FALSE fails perform (rolled back), TRUE goes on to
+   * the switch (copy mode: the mirrors end without pivot). */
+  gboolean (*hold) (gpointer data, JobGroup *group, GCancellable *cancellable, GError **error);
+  gpointer hold_data;
+  /* resync: the mirrors send only new writes and a backup per disk copies what
+   * this bitmap of the disk marks (*resync_bytes: how much), before hold. */
+  const char *resync_bitmap;
+  gint64 *resync_bytes;
 } SourceOptions;
 
 typedef struct {

@@ -1,0 +1,430 @@
+/* Replication while it runs: checkpoints, background commits, losing a side. */
+#include "src/replicate.h"
+
+#include "common/async.h"
+#include "common/error.h"
+#include "common/escape.h"
+#include "jobs/job.h"
+#include "qmp/qmp-commands.h"
+#include "src/events.h"
+#include "src/names.h"
+#include "src/session.h"
+#include "src/util.h"
+
+#define REPLICATE_TICK_MS 20
+#define REPLICATE_BITMAP_GRANULARITY 65536
+/* A mirror still holding dirty data once the guest is paused catches up in
+ * milliseconds; this only bounds a broken one. */
+#define REPLICATE_CATCH_UP_MS 10000
+
+static gboolean
+replicate_lost (GError **error, int code, const char *what, const char *why)
+{
+  g_autofree char *safe = blkmig_escape (why != NULL ? why : "");
+
+  return g_set_error (error, BLKMIG_ERROR, code, "%s%s%s", what, *safe ? ": " : "", safe),
+         FALSE;
+}
+
+/* Is each side still there?  The primary first: its loss also ends the mirrors. */
+static gboolean
+replicate_check_sides (ReplicateRun *run, GError **error)
+{
+  GPtrArray *jobs = job_group_get_jobs (run->mirrors);
+
+  if (qmp_client_get_state (run->primary) != QMP_STATE_READY)
+    return replicate_lost (error, BLKMIG_ERROR_PRIMARY_LOST, "the primary QEMU is gone", NULL);
+  if (qmp_client_get_state (run->standby) != QMP_STATE_READY)
+    return replicate_lost (error, BLKMIG_ERROR_DEGRADED, "the standby QEMU is gone", NULL);
+  for (guint i = 0; i < jobs->len; i++)
+    {
+      BlkJob *job = jobs->pdata[i];
+
+      if (blk_job_is_ended (job))
+        return replicate_lost (error, BLKMIG_ERROR_DEGRADED, "the mirror to the standby ended",
+                               job->error);
+    }
+  return TRUE;
+}
+
+/* ---- the primary's side of a checkpoint ---------------------------------- */
+
+/* Bytes the mirrors still have to send for our disks. */
+static gboolean
+replicate_dirty (ReplicateRun *run, gint64 *dirty, GError **error)
+{
+  g_autoptr(GPtrArray) nodes = qmp_query_named_block_nodes (run->primary, NULL, error);
+
+  *dirty = 0;
+  for (guint i = 0; nodes != NULL && i < nodes->len; i++)
+    {
+      QmpBlockNodeInfo *node = nodes->pdata[i];
+
+      if (node->node_name != NULL
+          && g_strv_contains ((const char *const *) run->disk_nodes, node->node_name))
+        *dirty += node->job_dirty;
+    }
+  return nodes != NULL;
+}
+
+/* With the guest paused: the mirrors hold nothing unsent, then a new bitmap per
+ * disk (from here on what resync must copy) in one transaction, which QEMU
+ * starts by draining all I/O, the mirrors' writes to the standby included. */
+static gboolean
+replicate_barrier (ReplicateRun *run, const char *bitmap, GError **error)
+{
+  gint64 dirty = 0;
+  gint64 until = g_get_monotonic_time () + REPLICATE_CATCH_UP_MS * 1000;
+
+  while (replicate_dirty (run, &dirty, error) && dirty > 0)
+    {
+      if (g_get_monotonic_time () > until)
+        return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_JOB,
+                            "the mirrors did not catch up with the paused guest in %d s",
+                            REPLICATE_CATCH_UP_MS / 1000), FALSE;
+      blkmig_sleep (1, NULL);
+    }
+  if (error != NULL && *error != NULL)
+    return FALSE;
+  return qmp_transaction_bitmap_add (run->primary, (const char *const *) run->disk_nodes, bitmap, REPLICATE_BITMAP_GRANULARITY, NULL, error);
+}
+
+/* ---- the standby's new layers -------------------------------------------- */
+
+static char *
+replicate_overlay_node (ReplicateRun *run, guint disk, guint epoch)
+{
+  return names_epoch_node (run->replica->id, disk, epoch);
+}
+
+/* Files (recorded first) and nodes of the layers checkpoint @epoch puts on top. */
+static gboolean
+replicate_add_layers (ReplicateRun *run, guint epoch, GError **error)
+{
+  Replica *replica = run->replica;
+
+  for (guint i = 0; i < replica->disks->len; i++)
+    {
+      ReplicaDisk *disk = replica->disks->pdata[i];
+      CookieDisk *cd = run->reply->disks->pdata[i];
+      g_autofree char *below = g_strdup (replica_top_file (disk));
+      g_autofree char *below_format = g_strdup (replica_top_format (disk));
+      g_autofree char *dir = g_path_get_dirname (disk->replica);
+      g_autofree char *staging = NULL;
+      g_autofree char *node = replicate_overlay_node (run, i, epoch);
+      ReplicaLayer *layer = g_new0 (ReplicaLayer, 1);
+      gboolean ok;
+
+      layer->epoch = epoch;
+      layer->file = replica_layer_file (disk->replica, replica->id, epoch);
+      g_ptr_array_add (disk->layers, layer);
+      if (!replica_save (replica, error) || (staging = util_staging_dir_new (dir, error)) == NULL)
+        return FALSE;
+      ok = util_overlay_create_new (layer->file, staging, below, below_format, cd->virtual_size,
+                                    NULL, error);
+      util_private_dir_remove (staging);
+      if (!ok || !qmp_blockdev_add_image (run->standby, &(QmpBlockdevImage) {
+                                            .node_name = node, .format = "qcow2",
+                                            .filename = layer->file, .no_backing = TRUE,
+                                            .discard = "unmap" }, NULL, error))
+        return g_prefix_error (error, "%s: ", disk->name), FALSE;
+    }
+  return TRUE;
+}
+
+/* A checkpoint that did not happen: its layers go, nodes first. */
+static void
+replicate_drop_layers (ReplicateRun *run, guint epoch)
+{
+  for (guint i = 0; i < run->replica->disks->len; i++)
+    {
+      g_autofree char *node = replicate_overlay_node (run, i, epoch);
+      g_autoptr(GError) error = NULL;
+
+      if (qmp_client_get_state (run->standby) == QMP_STATE_READY)
+        qmp_blockdev_del (run->standby, node, NULL, &error);
+    }
+  replica_drop_layers (run->replica, epoch, G_MAXUINT, NULL);
+}
+
+/* ---- a checkpoint -------------------------------------------------------- */
+
+static void
+replicate_test_delay (ReplicateRun *run)
+{
+  if (run->delay_ms > 0)
+    g_usleep ((gulong) run->delay_ms * 1000);
+}
+
+/* Paused from before `stop` to after `cont`: the barrier, then the seal. */
+static gboolean
+replicate_paused (ReplicateRun *run, guint epoch, const char *bitmap, GError **error)
+{
+  g_auto(GStrv) overlays = g_new0 (char *, g_strv_length (run->tops) + 1);
+
+  for (guint i = 0; run->tops[i] != NULL; i++)
+    overlays[i] = replicate_overlay_node (run, i, epoch);
+  if (!qmp_stop (run->primary, NULL, error) || !replicate_barrier (run, bitmap, error))
+    return FALSE;
+  replicate_test_delay (run);
+  return qmp_transaction_blockdev_snapshot (run->standby, (const char *const *) run->tops,
+                                            (const char *const *) overlays, NULL, error);
+}
+
+static void
+replicate_forget_bitmap (ReplicateRun *run, const char *bitmap)
+{
+  for (guint i = 0; run->disk_nodes[i] != NULL; i++)
+    {
+      g_autoptr(GError) ignored = NULL;
+
+      if (qmp_client_get_state (run->primary) == QMP_STATE_READY)
+        qmp_block_dirty_bitmap_remove (run->primary, run->disk_nodes[i], bitmap, NULL, &ignored);
+    }
+}
+
+/* Recorded before it is announced; then the previous bitmap is no longer needed. */
+static gboolean
+replicate_acknowledge (ReplicateRun *run, guint epoch, gint64 paused_at, gint64 resumed_at,
+                       double paused_ms, GError **error)
+{
+  Replica *replica = run->replica;
+  g_autofree char *previous = names_bitmap (replica->id, epoch - 1);
+
+  for (guint i = 0; run->tops[i] != NULL; i++)
+    {
+      g_free (run->tops[i]);
+      run->tops[i] = replicate_overlay_node (run, i, epoch);
+    }
+  replica->checkpoint = epoch;
+  replica->checkpoint_us = g_get_real_time ();
+  replica_add_pause (replica, paused_ms);
+  if (!replica_save (replica, error))
+    return FALSE;
+  events_emit ("checkpoint", "number", qmp_int (epoch), "time-us", qmp_int (replica->checkpoint_us),
+               "paused-at-us", qmp_int (paused_at), "resumed-at-us", qmp_int (resumed_at),
+               "paused-ms", qmp_double (paused_ms), NULL);
+  if (epoch > 1)
+    replicate_forget_bitmap (run, previous);
+  return TRUE;
+}
+
+gboolean
+replicate_checkpoint (ReplicateRun *run, GError **error)
+{
+  guint epoch = run->replica->checkpoint + 1;
+  g_autofree char *bitmap = names_bitmap (run->replica->id, epoch);
+  g_autoptr(GError) cont_error = NULL;
+  gint64 paused_at, resumed_at, started;
+  gboolean ok;
+
+  if (!replicate_add_layers (run, epoch, error))
+    {
+      replicate_drop_layers (run, epoch);
+      return FALSE;
+    }
+  events_emit ("checkpoint-start", "number", qmp_int (epoch), NULL);
+  paused_at = g_get_real_time ();
+  started = g_get_monotonic_time ();
+  ok = replicate_paused (run, epoch, bitmap, error);
+  /* whatever happened, the guest runs on */
+  if (!qmp_cont (run->primary, NULL, ok ? error : &cont_error))
+    ok = FALSE;
+  resumed_at = g_get_real_time ();
+  if (ok)
+    return replicate_acknowledge (run, epoch, paused_at, resumed_at,
+                                  (g_get_monotonic_time () - started) / 1000.0, error);
+  replicate_forget_bitmap (run, bitmap);
+  replicate_drop_layers (run, epoch);
+  return FALSE;
+}
+
+/* ---- the background commit ------------------------------------------------ */
+
+/* After checkpoint @epoch: the layers below it are sealed and go into the replicas. */
+static gboolean
+replicate_start_commit (ReplicateRun *run, GError **error)
+{
+  Replica *replica = run->replica;
+  guint epoch = replica->checkpoint;
+
+  if (run->commit_epoch != 0 || epoch < 2 || replica->committed >= epoch)
+    return TRUE;
+  events_emit ("commit-start", "number", qmp_int (epoch), NULL);
+  for (guint i = 0; i < replica->disks->len; i++)
+    {
+      g_autofree char *job_id = names_commit_job (replica->id, i, epoch);
+      g_autofree char *top = replicate_overlay_node (run, i, epoch - 1);
+      CookieDisk *cd = run->reply->disks->pdata[i];
+      QmpBlockCommit args = {
+        .job_id = job_id, .device = run->tops[i], .top_node = top,
+        .base_node = cd->target_node, .speed = run->commit_speed,
+      };
+
+      job_group_add (run->commits, job_id, cd->name);
+      if (!qmp_block_commit (run->standby, &args, NULL, error))
+        return g_prefix_error (error, "commit: %s: ", cd->name), FALSE;
+    }
+  run->commit_epoch = epoch;
+  return TRUE;
+}
+
+/* The committed layers left the chains: their nodes go, then (recorded first)
+ * their files. */
+static gboolean
+replicate_release_committed (ReplicateRun *run, GError **error)
+{
+  Replica *replica = run->replica;
+
+  for (guint i = 0; i < replica->disks->len; i++)
+    {
+      ReplicaDisk *disk = replica->disks->pdata[i];
+
+      for (guint j = disk->layers->len; j > 0; j--)
+        {
+          ReplicaLayer *layer = disk->layers->pdata[j - 1];
+          g_autofree char *node = replicate_overlay_node (run, i, layer->epoch);
+
+          if (layer->epoch < run->commit_epoch
+              && !qmp_blockdev_del (run->standby, node, NULL, error))
+            return FALSE;
+        }
+      if (!util_fsync_path (disk->replica, error))
+        return FALSE;
+    }
+  replica->committed = run->commit_epoch;
+  return replica_save (replica, error)
+         && replica_drop_layers (replica, 0, replica->committed, error);
+}
+
+/* Called every tick: a commit that ended is taken care of. */
+static gboolean
+replicate_poll_commit (ReplicateRun *run, GError **error)
+{
+  GPtrArray *jobs = job_group_get_jobs (run->commits);
+  guint epoch = run->commit_epoch;
+
+  if (epoch == 0)
+    return TRUE;
+  for (guint i = 0; i < jobs->len; i++)
+    if (!blk_job_is_ended (jobs->pdata[i]))
+      return TRUE;
+  for (guint i = 0; i < jobs->len; i++)
+    {
+      BlkJob *job = jobs->pdata[i];
+
+      if (job->state == BLK_JOB_FAILED)
+        return replicate_lost (error, BLKMIG_ERROR_DEGRADED, "the commit on the standby failed",
+                               job->error);
+    }
+  while (jobs->len > 0)
+    job_group_forget (run->commits, jobs->pdata[0]);
+  if (!replicate_release_committed (run, error))
+    return FALSE;
+  run->commit_epoch = 0;
+  events_emit ("commit", "number", qmp_int (epoch), NULL);
+  return replicate_start_commit (run, error);
+}
+
+void
+replicate_end_commit (ReplicateRun *run, gboolean cancel)
+{
+  g_autoptr(GError) error = NULL;
+
+  if (run->commit_epoch == 0)
+    return;
+  if (cancel)
+    job_group_abort (run->commits, 5000);
+  else if (job_group_wait_ended_sync (run->commits, NULL, &error)
+           && replicate_poll_commit (run, &error))
+    return;
+  while (job_group_get_jobs (run->commits)->len > 0)
+    job_group_forget (run->commits, job_group_get_jobs (run->commits)->pdata[0]);
+  run->commit_epoch = 0;
+}
+
+/* ---- the loop ------------------------------------------------------------- */
+
+static gboolean
+replicate_stopping (ReplicateRun *run)
+{
+  return g_cancellable_is_cancelled (run->stop);
+}
+
+/* Until @deadline (monotonic µs), a checkpoint asked for, or stop; FALSE when a
+ * side was lost. */
+static gboolean
+replicate_wait (ReplicateRun *run, gint64 deadline, GError **error)
+{
+  while (g_get_monotonic_time () < deadline && !run->checkpoint_asked && !replicate_stopping (run))
+    {
+      blkmig_sleep (REPLICATE_TICK_MS, NULL);
+      if (!replicate_check_sides (run, error) || !replicate_poll_commit (run, error))
+        return FALSE;
+    }
+  return TRUE;
+}
+
+/* A failed checkpoint is lost data only if a side is gone; else the next try. */
+static gboolean
+replicate_try_checkpoint (ReplicateRun *run, GError **error)
+{
+  g_autoptr(GError) failed = NULL;
+
+  run->checkpoint_asked = FALSE;
+  if (replicate_checkpoint (run, &failed))
+    return replicate_start_commit (run, error);
+  if (!replicate_check_sides (run, error))
+    return FALSE;
+  events_emit ("checkpoint-failed", "number", qmp_int (run->replica->checkpoint + 1),
+               "message", qmp_str (failed->message), NULL);
+  g_printerr ("blkmig: checkpoint %u failed: %s\n", run->replica->checkpoint + 1,
+              failed->message);
+  return TRUE;
+}
+
+gboolean
+replicate_hold (gpointer data, JobGroup *group, GCancellable *cancellable, GError **error)
+{
+  ReplicateRun *run = data;
+  gint64 interval = (gint64) (run->interval_s * G_USEC_PER_SEC);
+
+  run->mirrors = group;
+  run->holding = TRUE;
+  events_emit ("synced", NULL, NULL);
+  g_free (run->replica->state);
+  run->replica->state = g_strdup ("replicating");
+  if (!replica_save (run->replica, error))
+    return FALSE;
+  while (!replicate_stopping (run))
+    {
+      if (!replicate_wait (run, g_get_monotonic_time () + interval, error)
+          || !replicate_try_checkpoint (run, error))
+        return FALSE;
+    }
+  run->holding = FALSE;
+  return TRUE;
+}
+
+void
+replicate_clean_qemu (QmpClient *qmp, const char *id)
+{
+  g_autoptr(Cookie) cookie = cookie_new (COOKIE_MODE_COPY);
+  g_autoptr(GPtrArray) nodes = NULL;
+
+  if (qmp == NULL || qmp_client_get_state (qmp) != QMP_STATE_READY)
+    return;
+  g_free (cookie->id);
+  cookie->id = g_strdup (id);
+  session_abort_blockdevs (qmp, id);
+  session_abort (qmp, cookie);
+  nodes = qmp_query_named_block_nodes (qmp, NULL, NULL);
+  for (guint i = 0; nodes != NULL && i < nodes->len; i++)
+    {
+      QmpBlockNodeInfo *node = nodes->pdata[i];
+
+      for (guint j = 0; node->bitmaps != NULL && node->bitmaps[j] != NULL; j++)
+        if (names_owns (id, node->bitmaps[j]))
+          qmp_block_dirty_bitmap_remove (qmp, node->node_name, node->bitmaps[j], NULL, NULL);
+    }
+}
