@@ -617,19 +617,38 @@ qmp_block_dirty_bitmap_remove (QmpClient *qmp, const char *node, const char *nam
                   cancellable, error);
 }
 
-gboolean
-qmp_blockdev_backup_bitmap (QmpClient *qmp, const char *job_id, const char *device,
-                            const char *target, const char *bitmap, GCancellable *cancellable,
-                            GError **error)
+static JsonNode *
+qmp_action (const char *type, JsonNode *data)
 {
-  return qmp_run (qmp, "blockdev-backup",
-                  qmp_args_new ("job-id", qmp_str (job_id),
-                                "device", qmp_str (device),
-                                "target", qmp_str (target),
-                                "sync", qmp_str ("bitmap"),
-                                "bitmap", qmp_str (bitmap),
-                                "bitmap-mode", qmp_str ("never"),
-                                "auto-dismiss", qmp_bool (FALSE), NULL),
+  return qmp_args_new ("type", qmp_str (type), "data", data, NULL);
+}
+
+gboolean
+qmp_transaction_backup_bitmap (QmpClient *qmp, const char *const *devices,
+                               const char *const *targets, const char *const *jobs,
+                               const char *bitmap, const char *next, GCancellable *cancellable,
+                               GError **error)
+{
+  JsonArray *actions = json_array_new ();
+
+  for (guint i = 0; devices[i] != NULL; i++)
+    {
+      if (next != NULL)
+        json_array_add_element (actions, qmp_action ("block-dirty-bitmap-add",
+                                                     qmp_args_new ("node", qmp_str (devices[i]),
+                                                                   "name", qmp_str (next),
+                                                                   NULL)));
+      json_array_add_element (actions, qmp_action ("blockdev-backup",
+                                                   qmp_args_new ("job-id", qmp_str (jobs[i]),
+                                                                 "device", qmp_str (devices[i]),
+                                                                 "target", qmp_str (targets[i]),
+                                                                 "sync", qmp_str ("bitmap"),
+                                                                 "bitmap", qmp_str (bitmap),
+                                                                 "bitmap-mode", qmp_str ("never"),
+                                                                 "auto-dismiss", qmp_bool (FALSE),
+                                                                 NULL)));
+    }
+  return qmp_run (qmp, "transaction", qmp_args_new ("actions", qmp_array_node (actions), NULL),
                   cancellable, error);
 }
 

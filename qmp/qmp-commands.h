@@ -218,11 +218,14 @@ gboolean qmp_block_commit (QmpClient *qmp, const QmpBlockCommit *args,
 gboolean qmp_transaction_blockdev_snapshot (QmpClient *qmp, const char *const *nodes,
                                             const char *const *overlays,
                                             GCancellable *cancellable, GError **error);
-/* blockdev-backup sync=bitmap: copies what @bitmap on @device marks, as it was when
- * the job started (point in time), into @target; the bitmap is left as it is. */
-gboolean qmp_blockdev_backup_bitmap (QmpClient *qmp, const char *job_id, const char *device,
-                                     const char *target, const char *bitmap,
-                                     GCancellable *cancellable, GError **error);
+/* One transaction: per disk, blockdev-backup sync=bitmap of @devices[i] into
+ * @targets[i] as job @jobs[i], copying what @bitmap marks as it was at this moment
+ * (the bitmap is left as it is), and, unless @next is NULL, a new bitmap @next on
+ * @devices[i] that records the writes from this moment on. */
+gboolean qmp_transaction_backup_bitmap (QmpClient *qmp, const char *const *devices,
+                                        const char *const *targets, const char *const *jobs,
+                                        const char *bitmap, const char *next,
+                                        GCancellable *cancellable, GError **error);
 /* job-complete: a READY mirror pivots. */
 gboolean qmp_job_complete (QmpClient *qmp, const char *id, GCancellable *cancellable,
                            GError **error);

@@ -68,12 +68,6 @@ names_resync_job (const char *id, guint disk)
 }
 
 char *
-names_resync_node (const char *id, guint disk)
-{
-  return g_strdup_printf ("blkmig%.8s%c%u.r", id, (char) NAMES_NBD_CLIENT, disk);
-}
-
-char *
 names_verify_export (const char *id, gboolean new_image)
 {
   return g_strdup_printf ("blkmig%.8sv%c", id, new_image ? 'n' : 'o');

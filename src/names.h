@@ -32,15 +32,15 @@ char *names_node (const char *id, NamesKind kind, guint index);
  * export (blkmig-ID8-N.bL). */
 char *names_layer_node (const char *id, guint disk, guint layer);
 char *names_layer_export (const char *id, guint disk, guint layer);
-/* replicate: the standby's layer of disk @disk opened at checkpoint @epoch; the
- * primary's dirty bitmap of checkpoint @epoch (blkmig-ID8-rK); the commit job on
- * the standby (blkmig-ID8-cK: layers sealed by checkpoints up to K); the resync's
- * backup job of disk N (blkmig-ID8-N.r) and its NBD client node (blkmigID8nN.r). */
+/* replicate: the standby's layer of disk @disk opened at checkpoint @epoch
+ * (blkmigID8eN.K); the primary's dirty bitmap of checkpoint @epoch (blkmig-ID8-rK,
+ * resync's rounds add .1, .2, ...); disk N's commit job on the standby
+ * (blkmig-ID8-N.cK: its layers below epoch K); resync's backup job of disk N
+ * (blkmig-ID8-N.r). */
 char *names_epoch_node (const char *id, guint disk, guint epoch);
 char *names_bitmap (const char *id, guint epoch);
 char *names_commit_job (const char *id, guint disk, guint epoch);
 char *names_resync_job (const char *id, guint disk);
-char *names_resync_node (const char *id, guint disk);
 /* @new_image: the export of the new image, else of the old one. */
 char *names_verify_export (const char *id, gboolean new_image);
 /* Whether @name (may be NULL) is one blkmig gives for operation @id. */

@@ -241,20 +241,38 @@ replicate_checkpoint (ReplicateRun *run, GError **error)
 
 /* ---- the background commit ------------------------------------------------ */
 
+/* The newest sealed layer (every disk has the same epochs), 0 when none. */
+static guint
+replicate_sealed_top (const Replica *replica)
+{
+  const ReplicaDisk *disk = replica->disks->pdata[0];
+  guint top = 0;
+
+  for (guint j = 0; j < disk->layers->len; j++)
+    {
+      const ReplicaLayer *layer = disk->layers->pdata[j];
+
+      if (layer->epoch < replica->checkpoint)
+        top = layer->epoch;
+    }
+  return top;
+}
+
 /* After checkpoint @epoch: the layers below it are sealed and go into the replicas. */
 static gboolean
 replicate_start_commit (ReplicateRun *run, GError **error)
 {
   Replica *replica = run->replica;
   guint epoch = replica->checkpoint;
+  guint sealed = replicate_sealed_top (replica);
 
-  if (run->commit_epoch != 0 || epoch < 2 || replica->committed >= epoch)
+  if (run->commit_epoch != 0 || sealed == 0)
     return TRUE;
   events_emit ("commit-start", "number", qmp_int (epoch), NULL);
   for (guint i = 0; i < replica->disks->len; i++)
     {
       g_autofree char *job_id = names_commit_job (replica->id, i, epoch);
-      g_autofree char *top = replicate_overlay_node (run, i, epoch - 1);
+      g_autofree char *top = replicate_overlay_node (run, i, sealed);
       CookieDisk *cd = run->reply->disks->pdata[i];
       QmpBlockCommit args = {
         .job_id = job_id, .device = run->tops[i], .top_node = top,

@@ -252,10 +252,96 @@ source_add_tls (SourceRun *run, GCancellable *cancellable, GError **error)
                                                      cancellable, error);
 }
 
+/* Resync: rounds of a point-in-time backup of what a bitmap marks (all written
+ * since the standby's state), each starting a new bitmap for the writes
+ * meanwhile, until a round is small; then, with the guest paused, the last
+ * round's writes and the mirrors' start, so that no write falls between.  (QEMU
+ * runs no backup beside a mirror on one node: hence rounds, then the mirror.) */
+#define RESYNC_SMALL_ROUND (4 << 20)
+#define RESYNC_MAX_ROUNDS 8
+
+static gboolean
+source_resync_round (SourceRun *run, const char *bitmap, const char *next, gint64 *bytes,
+                     GCancellable *cancellable, GError **error)
+{
+  guint n = run->cookie->disks->len;
+  g_autoptr(JobGroup) backups = job_group_new (run->qmp);
+  g_auto(GStrv) targets = g_new0 (char *, n + 1);
+  g_auto(GStrv) jobs = g_new0 (char *, n + 1);
+  g_autoptr(GPtrArray) devices = g_ptr_array_new ();  /* borrowed, NULL-terminated */
+  gint64 done = 0, total = 0;
+
+  for (guint i = 0; i < n; i++)
+    g_ptr_array_add (devices, run->nodes->pdata[i]);
+  g_ptr_array_add (devices, NULL);
+  for (guint i = 0; i < n; i++)
+    {
+      targets[i] = names_node (run->cookie->id, NAMES_NBD_CLIENT, i);
+      jobs[i] = names_resync_job (run->cookie->id, i);
+      job_group_add (backups, jobs[i], ((CookieDisk *) run->cookie->disks->pdata[i])->name);
+    }
+  if (!qmp_transaction_backup_bitmap (run->qmp, (const char *const *) devices->pdata,
+                                      (const char *const *) targets, (const char *const *) jobs,
+                                      bitmap, next, cancellable, error)
+      || !job_group_wait_ended_sync (backups, cancellable, error))
+    return g_prefix_error (error, "resync: "), FALSE;
+  job_group_totals (backups, &done, &total);
+  *bytes = done;
+  *run->opts->resync_bytes += done;
+  return TRUE;
+}
+
+static void
+source_drop_bitmap (SourceRun *run, const char *bitmap)
+{
+  for (guint i = 0; i < run->nodes->len; i++)
+    qmp_block_dirty_bitmap_remove (run->qmp, run->nodes->pdata[i], bitmap, NULL, NULL);
+}
+
+static gboolean
+source_start_mirrors (SourceRun *run, GPtrArray *infos, GCancellable *cancellable,
+                      GError **error)
+{
+  for (guint i = 0; i < infos->len; i++)
+    if (!source_start_mirror (run, i, infos->pdata[i], cancellable, error))
+      return FALSE;
+  return TRUE;
+}
+
+static gboolean
+source_resync (SourceRun *run, GPtrArray *infos, GCancellable *cancellable, GError **error)
+{
+  g_autofree char *bitmap = g_strdup (run->opts->resync_bitmap);
+  g_autoptr(QmpStatusInfo) status = NULL;
+  gint64 bytes = G_MAXINT64;
+  gboolean ok;
+
+  *run->opts->resync_bytes = 0;
+  for (guint round = 1; bytes > RESYNC_SMALL_ROUND && round <= RESYNC_MAX_ROUNDS; round++)
+    {
+      g_autofree char *next = g_strdup_printf ("%s.%u", run->opts->resync_bitmap, round);
+
+      if (!source_resync_round (run, bitmap, next, &bytes, cancellable, error))
+        return FALSE;
+      if (round > 1)
+        source_drop_bitmap (run, bitmap);  /* the checkpoint's own stays until the next */
+      g_free (bitmap);
+      bitmap = g_steal_pointer (&next);
+    }
+  if ((status = qmp_query_status (run->qmp, 0, cancellable, error)) == NULL
+      || (status->running && !qmp_stop (run->qmp, cancellable, error)))
+    return FALSE;
+  ok = source_resync_round (run, bitmap, NULL, &bytes, cancellable, error)
+       && source_start_mirrors (run, infos, cancellable, error);
+  source_drop_bitmap (run, bitmap);
+  return (!status->running || qmp_cont (run->qmp, NULL, ok ? error : NULL)) && ok;
+}
+
 static gboolean
 source_start_all (SourceRun *run, GCancellable *cancellable, GError **error)
 {
   g_autoptr(GPtrArray) disks = disks_query (run->qmp, TRUE, cancellable, error);
+  g_autoptr(GPtrArray) infos = g_ptr_array_new ();
 
   if (disks == NULL || !source_add_tls (run, cancellable, error))
     return FALSE;
@@ -267,53 +353,17 @@ source_start_all (SourceRun *run, GCancellable *cancellable, GError **error)
 
       if (!source_check_disk (disk, info, error))
         return FALSE;
+      g_ptr_array_add (infos, info);
       g_ptr_array_add (run->files, g_strdup (info->file));
       g_ptr_array_add (run->backing, g_strdupv (info->backing));
       g_ptr_array_add (run->backing_formats, g_strdupv (info->backing_formats));
       g_ptr_array_add (run->nodes, g_strdup (info->node));
-      if (!source_add_target_node (run, i, node, cancellable, error)
-          || !source_start_mirror (run, i, info, cancellable, error))
+      if (!source_add_target_node (run, i, node, cancellable, error))
         return FALSE;
     }
-  return TRUE;
-}
-
-/* Resync: with every mirror already sending the guest's new writes, a backup per
- * disk copies what the bitmap marks (all written since the standby's state) as it
- * was when the backup started; QEMU's copy-before-write puts that old data on the
- * target before a new write to the same place goes through the mirror, so the
- * newer data lands last.  Through a second NBD connection: a mirror shares no
- * write permission on its target. */
-static gboolean
-source_resync (SourceRun *run, GCancellable *cancellable, GError **error)
-{
-  g_autoptr(JobGroup) backups = job_group_new (run->qmp);
-  gint64 done = 0, total = 0;
-
-  for (guint i = 0; i < run->cookie->disks->len; i++)
-    {
-      g_autofree char *node = names_resync_node (run->cookie->id, i);
-      g_autofree char *job_id = names_resync_job (run->cookie->id, i);
-      CookieDisk *disk = run->cookie->disks->pdata[i];
-
-      job_group_add (backups, job_id, disk->name);
-      if (!source_add_target_node (run, i, node, cancellable, error)
-          || !qmp_blockdev_backup_bitmap (run->qmp, job_id, run->nodes->pdata[i], node,
-                                          run->opts->resync_bitmap, cancellable, error))
-        return g_prefix_error (error, "resync: %s: ", disk->name), FALSE;
-    }
-  if (!job_group_wait_ended_sync (backups, cancellable, error))
-    return g_prefix_error (error, "resync: "), FALSE;
-  job_group_totals (backups, &done, &total);
-  *run->opts->resync_bytes = done;
-  for (guint i = 0; i < run->cookie->disks->len; i++)
-    {
-      g_autofree char *node = names_resync_node (run->cookie->id, i);
-
-      if (!qmp_blockdev_del (run->qmp, node, cancellable, error))
-        return FALSE;
-    }
-  return TRUE;
+  if (run->opts->resync_bitmap != NULL)
+    return source_resync (run, infos, cancellable, error);
+  return source_start_mirrors (run, infos, cancellable, error);
 }
 
 /* copy-base: the layers below each such disk go to the destination's exports
@@ -650,8 +700,7 @@ source_mirror_and_switch (SourceRun *run, const char *uri, gboolean no_migrate,
       || !job_group_wait_ready_sync (run->group, cancellable, error)
       || !source_wait_base_copy (run, cancellable, error))
     return g_prefix_error (error, "mirror: "), FALSE;
-  if ((opts->resync_bitmap != NULL && !source_resync (run, cancellable, error))
-      || (opts->hold != NULL && !opts->hold (opts->hold_data, run->group, cancellable, error)))
+  if (opts->hold != NULL && !opts->hold (opts->hold_data, run->group, cancellable, error))
     return FALSE;
   events_emit ("phase", "phase", qmp_str ("switch"),
                "mode", qmp_str (cookie_mode_to_string (run->cookie->mode)), NULL);
