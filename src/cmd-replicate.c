@@ -92,6 +92,10 @@ replicate_plan (const Cookie *offer, const ReplicateArgs *args, GError **error)
         return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                             "--replica %s: the path must be absolute and end in .qcow2, "
                             ".raw or .img", safe), NULL;
+      if (!g_str_equal (replicate_format_of (path), disk->format))
+        return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                            "--replica %s: a %s image by its name, the primary's disk is %s",
+                            safe, replicate_format_of (path), disk->format), NULL;
       replica_add_disk (replica, disk->name, path, replicate_format_of (path));
     }
   return g_steal_pointer (&replica);

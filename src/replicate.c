@@ -287,8 +287,26 @@ replicate_start_commit (ReplicateRun *run, GError **error)
   return TRUE;
 }
 
-/* The committed layers left the chains: their nodes go, then (recorded first)
- * their files. */
+/* Makes what a commit wrote into replica @i durable: QEMU does not flush the base
+ * at the end of block-commit (a qcow2 replica's new clusters were still only in
+ * its metadata cache: a SIGKILL then lost them, found by experiment), but a
+ * reopen flushes.  The options are the ones prepare opened it with. */
+static gboolean
+replicate_flush_replica (ReplicateRun *run, guint i, GError **error)
+{
+  CookieDisk *cd = run->reply->disks->pdata[i];
+  g_autofree char *file = qmp_query_block_child (run->standby, cd->target_node, "file", NULL,
+                                                 error);
+  QmpBlockdevImage args = {
+    .node_name = cd->target_node, .format = cd->format, .file_node = file, .discard = "unmap",
+    .read_only = TRUE,  /* as block-commit leaves it; the next commit reopens it writable */
+  };
+
+  return file != NULL && qmp_blockdev_reopen_image (run->standby, &args, NULL, error);
+}
+
+/* The committed layers left the chains: their nodes go, the replicas are flushed,
+ * then (recorded first) the layers' files go. */
 static gboolean
 replicate_release_committed (ReplicateRun *run, GError **error)
 {
@@ -307,8 +325,8 @@ replicate_release_committed (ReplicateRun *run, GError **error)
               && !qmp_blockdev_del (run->standby, node, NULL, error))
             return FALSE;
         }
-      if (!util_fsync_path (disk->replica, error))
-        return FALSE;
+      if (!replicate_flush_replica (run, i, error))
+        return g_prefix_error (error, "%s: ", disk->name), FALSE;
     }
   replica->committed = run->commit_epoch;
   return replica_save (replica, error)

@@ -150,21 +150,6 @@ util_rebase_unsafe (const char *path, const char *backing, const char *backing_f
 }
 
 gboolean
-util_fsync_path (const char *path, GError **error)
-{
-  int fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC);
-  gboolean ok = fd >= 0 && fsync (fd) == 0;
-  int saved = errno;
-
-  if (fd >= 0)
-    close (fd);
-  if (!ok)
-    g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_DISK, "cannot sync %s: %s", path,
-                 g_strerror (saved));
-  return ok;
-}
-
-gboolean
 util_commit_into (const char *top, const char *base, GCancellable *cancellable, GError **error)
 {
   const char *argv[] = { "qemu-img", "commit", "-q", "-f", "qcow2", "-b", base, top, NULL };

@@ -38,8 +38,6 @@ gboolean util_overlay_create_new (const char *path, const char *staging, const c
  * either (qemu-img rebase -u): for an image no QEMU has open. */
 gboolean util_rebase_unsafe (const char *path, const char *backing, const char *backing_format,
                              GCancellable *cancellable, GError **error);
-/* fsync of the file @path (not through a link): what QEMU wrote there is on disk. */
-gboolean util_fsync_path (const char *path, GError **error);
 /* qemu-img commit -b @base @top: the data of every layer above @base up to @top
  * (a qcow2 whose header chain reaches @base) written into @base; the layers stay. */
 gboolean util_commit_into (const char *top, const char *base, GCancellable *cancellable,
