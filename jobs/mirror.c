@@ -34,7 +34,8 @@ mirror_arm_watchdogs (JobGroup *group, QmpClient *qmp, const MirrorTuning *tunin
 
 gboolean
 mirror_start (QmpClient *qmp, const char *job_id, const char *device, const char *target,
-              const char *sync, const MirrorTuning *tuning, GCancellable *cancellable, GError **error)
+              const char *sync, const char *filter_node, const MirrorTuning *tuning,
+              GCancellable *cancellable, GError **error)
 {
   const QmpBlockdevMirror args = {
     .job_id = job_id,
@@ -46,6 +47,7 @@ mirror_start (QmpClient *qmp, const char *job_id, const char *device, const char
     .granularity = tuning->granularity,
     .copy_mode = mirror_tuning_is_auto (tuning) ? NULL : tuning->copy_mode,
     .auto_dismiss = FALSE,
+    .filter_node = filter_node,
   };
 
   return qmp_blockdev_mirror (qmp, &args, cancellable, error);

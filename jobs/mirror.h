@@ -33,9 +33,9 @@ G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MirrorTuning, mirror_tuning_clear)
  * --copy-mode auto the convergence watch (switching where @qmp's QEMU can). */
 void mirror_arm_watchdogs (JobGroup *group, QmpClient *qmp, const MirrorTuning *tuning);
 
-/* Starts a mirror of @device to node @target (blockdev-mirror): @sync "full" or
- * "top" (the active layer only), explicit @job_id, auto-dismiss off, the knobs of
- * @tuning. */
+/* Starts a mirror of @device to node @target (blockdev-mirror): @sync "full",
+ * "top" (the active layer only) or "none", explicit @job_id, auto-dismiss off, the
+ * knobs of @tuning; @filter_node (may be NULL) names the mirror's filter node. */
 gboolean mirror_start (QmpClient *qmp, const char *job_id, const char *device,
-                       const char *target, const char *sync, const MirrorTuning *tuning,
-                       GCancellable *cancellable, GError **error);
+                       const char *target, const char *sync, const char *filter_node,
+                       const MirrorTuning *tuning, GCancellable *cancellable, GError **error);

@@ -555,6 +555,7 @@ qmp_blockdev_mirror (QmpClient *qmp, const QmpBlockdevMirror *args, GCancellable
                                 "granularity", args->granularity > 0
                                   ? qmp_int (args->granularity) : NULL,
                                 "copy-mode", qmp_opt_str (args->copy_mode),
+                                "filter-node-name", qmp_opt_str (args->filter_node),
                                 "auto-dismiss", qmp_bool (args->auto_dismiss), NULL),
                   cancellable, error);
 }

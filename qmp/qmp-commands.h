@@ -197,6 +197,7 @@ typedef struct {
   gint64 granularity;
   const char *copy_mode;
   gboolean auto_dismiss;      /* sent always */
+  const char *filter_node;    /* filter-node-name: the mirror's filter gets this name */
 } QmpBlockdevMirror;
 
 gboolean qmp_blockdev_mirror (QmpClient *qmp, const QmpBlockdevMirror *args,

@@ -119,7 +119,7 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
   g_autoptr(Progress) progress = progress_start (group, common_options.quiet, 2000);
 
   events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
-  if (!mirror_start (run->qmp, run->job_id, device, run->node, "full", &args->mirror, cancellable,
+  if (!mirror_start (run->qmp, run->job_id, device, run->node, "full", NULL, &args->mirror, cancellable,
                      error))
     {
       job_group_forget (group, job);

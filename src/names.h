@@ -18,6 +18,7 @@ typedef enum {
   NAMES_LAYER_TARGET = 'b', /* destination, copy-base: the copy of one layer (names_layer) */
   NAMES_LAYER_CHAIN = 'k',  /* destination, copy-base live: the copied chain of disk N */
   NAMES_EPOCH = 'e',        /* replicate, standby: an epoch layer of disk N (names_epoch_node) */
+  NAMES_MIRROR_FILTER = 'f', /* replicate, primary: the filter node of disk N's mirror */
   NAMES_TLS_SERVER = 't',   /* destination: tls-creds-x509 of the NBD server */
   NAMES_TLS_AUTHZ = 'z',    /* destination: authz-list of the NBD server */
   NAMES_TLS_CLIENT = 'c',   /* source: tls-creds-x509 of the NBD clients */

@@ -49,6 +49,19 @@ replicate_check_sides (ReplicateRun *run, GError **error)
 
 /* ---- the primary's side of a checkpoint ---------------------------------- */
 
+static gboolean
+replicate_is_filter (ReplicateRun *run, const char *name)
+{
+  for (guint i = 0; run->disk_nodes[i] != NULL; i++)
+    {
+      g_autofree char *filter = names_node (run->replica->id, NAMES_MIRROR_FILTER, i);
+
+      if (g_str_equal (name, filter))
+        return TRUE;
+    }
+  return FALSE;
+}
+
 /* Bytes the mirrors still have to send for our disks. */
 static gboolean
 replicate_dirty (ReplicateRun *run, gint64 *dirty, GError **error)
@@ -60,8 +73,10 @@ replicate_dirty (ReplicateRun *run, gint64 *dirty, GError **error)
     {
       QmpBlockNodeInfo *node = nodes->pdata[i];
 
+      /* 7.2 keeps a mirror's bitmap on the disk's node, 10.0 on the mirror's filter */
       if (node->node_name != NULL
-          && g_strv_contains ((const char *const *) run->disk_nodes, node->node_name))
+          && (g_strv_contains ((const char *const *) run->disk_nodes, node->node_name)
+              || replicate_is_filter (run, node->node_name)))
         *dirty += node->job_dirty;
     }
   return nodes != NULL;

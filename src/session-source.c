@@ -211,7 +211,11 @@ source_start_mirror (SourceRun *run, guint i, DiskInfo *info, GCancellable *canc
                      : disk->chain != NULL && disk->sync != NULL
                        && !g_str_equal (disk->sync, "full") ? "top" : "full";
 
-  if (mirror_start (run->qmp, job_id, source_mirror_device (info), node, sync,
+  /* replicate asks the filter (where QEMU 10.0 keeps the mirror's dirty bitmap) */
+  g_autofree char *filter = run->opts->hold != NULL
+                            ? names_node (run->cookie->id, NAMES_MIRROR_FILTER, i) : NULL;
+
+  if (mirror_start (run->qmp, job_id, source_mirror_device (info), node, sync, filter,
                     &run->opts->mirror, cancellable, error))
     return TRUE;
   job_group_forget (run->group, job);
