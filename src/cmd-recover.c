@@ -6,6 +6,7 @@
 #include "qmp/qmp-commands.h"
 #include "src/commands.h"
 #include "src/disks.h"
+#include "src/replica.h"
 #include "src/session.h"
 #include "src/util.h"
 #include "src/volumes.h"
@@ -247,6 +248,24 @@ recover_args_clear (RecoverArgs *args)
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (RecoverArgs, recover_args_clear)
 
+/* A replication whose failover was interrupted (the record says "failover")
+ * is failed over again: every step of it can run twice. */
+static gboolean
+recover_replica (const char *id, guint *handled, GError **error)
+{
+  g_autoptr(Replica) replica = NULL;
+  g_autoptr(GError) none = NULL;
+
+  if ((replica = replica_load (id, &none)) == NULL || !g_str_equal (replica->state, "failover"))
+    return TRUE;
+  (*handled)++;
+  if (!replica_failover (replica, NULL, error))
+    return FALSE;
+  if (!common_options.quiet)
+    printf ("recover: replication %s failed over to checkpoint %u\n", id, replica->checkpoint);
+  return TRUE;
+}
+
 gboolean
 cmd_recover (int argc, char **argv, GCancellable *cancellable, GError **error)
 {
@@ -267,6 +286,8 @@ cmd_recover (int argc, char **argv, GCancellable *cancellable, GError **error)
   if ((args.id == NULL) == !args.all)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                         "give either --id ID or --all"), FALSE;
+  if (args.id != NULL && recover_replica (args.id, &handled, error) == FALSE)
+    return FALSE;
   journals = journal_load_all (error);
   if (journals == NULL)
     return FALSE;

@@ -569,14 +569,9 @@ replicate_failover (const ReplicateArgs *args, GCancellable *cancellable, GError
                         "replication %s has no acknowledged checkpoint: the replicas are "
                         "incomplete", replica->id), FALSE;
   replicate_clean_path (args->standby, "standby", replica->id);
-  g_free (replica->state);
-  replica->state = g_strdup ("failover");
-  replica->pid = 0;
-  if (!replica_save (replica, error)
-      || !replica_compose (replica, replica->checkpoint, cancellable, error))
-    return g_prefix_error (error, "failover: "), FALSE;
+  if (!replica_failover (replica, cancellable, error))
+    return FALSE;
   replicate_report_failover (replica);
-  replica_remove (replica);
   return TRUE;
 }
 

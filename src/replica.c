@@ -385,6 +385,19 @@ replica_compose (Replica *replica, guint checkpoint, GCancellable *cancellable, 
   return replica_save (replica, error) && replica_drop_layers (replica, 0, G_MAXUINT, error);
 }
 
+gboolean
+replica_failover (Replica *replica, GCancellable *cancellable, GError **error)
+{
+  g_free (replica->state);
+  replica->state = g_strdup ("failover");
+  replica->pid = 0;
+  if (!replica_save (replica, error)
+      || !replica_compose (replica, replica->checkpoint, cancellable, error))
+    return g_prefix_error (error, "failover: "), FALSE;
+  replica_remove (replica);
+  return TRUE;
+}
+
 /* ---- status --------------------------------------------------------------- */
 
 static int

@@ -69,5 +69,9 @@ gboolean replica_drop_layers (Replica *replica, guint from, guint to, GError **e
  * committed into it and removed).  Every step is recorded first and can run again. */
 gboolean replica_compose (Replica *replica, guint checkpoint, GCancellable *cancellable,
                           GError **error);
+/* Failover: the record says so first, then the replicas are composed as of the
+ * last acknowledged checkpoint, then the record goes.  Run again (recover) after
+ * a crash, it finishes the same way. */
+gboolean replica_failover (Replica *replica, GCancellable *cancellable, GError **error);
 /* JSON of the state for `status`. */
 JsonNode *replica_status_json (const Replica *replica);
