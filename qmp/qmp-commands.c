@@ -1,6 +1,8 @@
 /* Typed QMP commands: argument objects built and replies read here, and nowhere above. */
 #include "qmp/qmp-commands.h"
 
+#include "common/escape.h"
+
 #include "qmp/qmp-json.h"
 
 const char qmp_null_arg[] = "(null)";
@@ -305,6 +307,32 @@ qmp_blockdev_reopen_image (QmpClient *qmp, const QmpBlockdevImage *args,
   json_array_add_element (json_node_get_array (options), qmp_image_args (args));
   return qmp_run (qmp, "blockdev-reopen", qmp_args_new ("options", options, NULL),
                   cancellable, error);
+}
+
+gboolean
+qmp_flush_node (QmpClient *qmp, const char *node, GCancellable *cancellable, GError **error)
+{
+  g_autofree char *line = NULL;
+  g_autoptr(JsonNode) ret = NULL;
+  const char *out;
+
+  for (const char *p = node; *p != '\0'; p++)
+    if (!g_ascii_isalnum (*p) && *p != '-' && *p != '_' && *p != '.')
+      return g_set_error (error, QMP_ERROR, QMP_ERROR_GENERIC, "not a plain node name"), FALSE;
+  line = g_strdup_printf ("qemu-io %s flush", node);
+  ret = qmp_client_execute_sync (qmp, "human-monitor-command",
+                                 qmp_args_new ("command-line", qmp_str (line), NULL),
+                                 cancellable, error);
+  if (ret == NULL)
+    return FALSE;
+  out = qmp_node_string (ret);
+  if (out != NULL && *out != '\0')  /* HMP reports a failure as text */
+    {
+      g_autofree char *safe = blkmig_escape (out);
+
+      return g_set_error (error, QMP_ERROR, QMP_ERROR_GENERIC, "qemu-io flush: %s", safe), FALSE;
+    }
+  return TRUE;
 }
 
 gboolean

@@ -131,6 +131,11 @@ gboolean qmp_transaction_bitmap_add (QmpClient *qmp, const char *const *nodes, c
                                      GError **error);
 gboolean qmp_block_dirty_bitmap_remove (QmpClient *qmp, const char *node, const char *name,
                                         GCancellable *cancellable, GError **error);
+/* Flushes node @node (and what it sends a flush to: an NBD client's server) through
+ * HMP `qemu-io NODE flush`, which opens a BlockBackend without permissions on it;
+ * @node must be a plain node name.  System emulators only (HMP). */
+gboolean qmp_flush_node (QmpClient *qmp, const char *node, GCancellable *cancellable,
+                         GError **error);
 /* change-backing-file: writes @backing_file into the header of @image_node, a
  * node of the chain under the root node @device.  Only for an active image. */
 gboolean qmp_change_backing_file (QmpClient *qmp, const char *device, const char *image_node,

@@ -224,6 +224,21 @@ replicate_acknowledge (ReplicateRun *run, guint epoch, gint64 paused_at, gint64 
   return TRUE;
 }
 
+/* While the guest still runs: the standby's layers flushed now (an NBD flush from
+ * each mirror's target node) leave little for the flushes of the pause (`stop`
+ * flushes every node, the seal flushes the sealed layer).  Best effort. */
+static void
+replicate_preflush (ReplicateRun *run)
+{
+  for (guint i = 0; run->disk_nodes[i] != NULL; i++)
+    {
+      g_autofree char *node = names_node (run->replica->id, NAMES_NBD_CLIENT, i);
+      g_autoptr(GError) ignored = NULL;
+
+      qmp_flush_node (run->primary, node, NULL, &ignored);
+    }
+}
+
 gboolean
 replicate_checkpoint (ReplicateRun *run, GError **error)
 {
@@ -238,6 +253,7 @@ replicate_checkpoint (ReplicateRun *run, GError **error)
       replicate_drop_layers (run, epoch);
       return FALSE;
     }
+  replicate_preflush (run);
   events_emit ("checkpoint-start", "number", qmp_int (epoch), NULL);
   paused_at = g_get_real_time ();
   started = g_get_monotonic_time ();
