@@ -116,6 +116,21 @@ qmp_stop (QmpClient *qmp, GCancellable *cancellable, GError **error)
   return qmp_run (qmp, "stop", NULL, cancellable, error);
 }
 
+void
+qmp_stop_async (QmpClient *qmp, GCancellable *cancellable, GAsyncReadyCallback callback,
+                gpointer user_data)
+{
+  qmp_client_execute_async (qmp, "stop", NULL, -1, 0, cancellable, callback, user_data);
+}
+
+gboolean
+qmp_stop_finish (QmpClient *qmp, GAsyncResult *result, GError **error)
+{
+  g_autoptr(JsonNode) ret = qmp_client_execute_finish (qmp, result, error);
+
+  return ret != NULL;
+}
+
 gboolean
 qmp_cont (QmpClient *qmp, GCancellable *cancellable, GError **error)
 {
@@ -567,6 +582,26 @@ qmp_query_named_block_nodes (QmpClient *qmp, GCancellable *cancellable, GError *
                          (GDestroyNotify) qmp_block_node_info_free);
 }
 
+void
+qmp_query_named_block_nodes_async (QmpClient *qmp, GCancellable *cancellable,
+                                   GAsyncReadyCallback callback, gpointer user_data)
+{
+  qmp_client_execute_async (qmp, "query-named-block-nodes",
+                            qmp_args_new ("flat", qmp_bool (TRUE), NULL), -1, 0, cancellable,
+                            callback, user_data);
+}
+
+GPtrArray *
+qmp_query_named_block_nodes_finish (QmpClient *qmp, GAsyncResult *result, GError **error)
+{
+  g_autoptr(JsonNode) ret = qmp_client_execute_finish (qmp, result, error);
+
+  if (ret == NULL)
+    return NULL;
+  return qmp_parse_list (ret, (QmpParseFunc) qmp_block_node_info_parse,
+                         (GDestroyNotify) qmp_block_node_info_free);
+}
+
 /* ---- block jobs ------------------------------------------------------------ */
 
 gboolean
@@ -619,13 +654,12 @@ qmp_transaction_blockdev_snapshot (QmpClient *qmp, const char *const *nodes,
                   cancellable, error);
 }
 
-gboolean
-qmp_transaction_bitmap_add (QmpClient *qmp, const char *const *nodes, const char *name,
-                            gint64 granularity, GCancellable *cancellable, GError **error)
+static JsonNode *
+qmp_bitmap_add_actions (const char *const *nodes, const char *name, gint64 granularity)
 {
   JsonArray *actions = json_array_new ();
 
-  for (guint i = 0; nodes[i] != NULL; i++)
+  for (guint i = 0; nodes != NULL && nodes[i] != NULL; i++)
     json_array_add_element (actions,
                             qmp_args_new ("type", qmp_str ("block-dirty-bitmap-add"),
                                           "data", qmp_args_new ("node", qmp_str (nodes[i]),
@@ -633,8 +667,32 @@ qmp_transaction_bitmap_add (QmpClient *qmp, const char *const *nodes, const char
                                                                 "granularity", granularity > 0
                                                                   ? qmp_int (granularity) : NULL,
                                                                 NULL), NULL));
-  return qmp_run (qmp, "transaction", qmp_args_new ("actions", qmp_array_node (actions), NULL),
+  return qmp_args_new ("actions", qmp_array_node (actions), NULL);
+}
+
+gboolean
+qmp_transaction_bitmap_add (QmpClient *qmp, const char *const *nodes, const char *name,
+                            gint64 granularity, GCancellable *cancellable, GError **error)
+{
+  return qmp_run (qmp, "transaction", qmp_bitmap_add_actions (nodes, name, granularity),
                   cancellable, error);
+}
+
+void
+qmp_transaction_bitmap_add_async (QmpClient *qmp, const char *const *nodes, const char *name,
+                                  gint64 granularity, GCancellable *cancellable,
+                                  GAsyncReadyCallback callback, gpointer user_data)
+{
+  qmp_client_execute_async (qmp, "transaction", qmp_bitmap_add_actions (nodes, name, granularity),
+                            -1, 0, cancellable, callback, user_data);
+}
+
+gboolean
+qmp_transaction_bitmap_add_finish (QmpClient *qmp, GAsyncResult *result, GError **error)
+{
+  g_autoptr(JsonNode) ret = qmp_client_execute_finish (qmp, result, error);
+
+  return ret != NULL;
 }
 
 gboolean

@@ -58,6 +58,10 @@ gboolean qmp_stop (QmpClient *qmp, GCancellable *cancellable, GError **error);
 /* The machine type the VM runs ("pc-i440fx-7.2"; qom-get /machine type without
  * QOM's "-machine" suffix); NULL with an error where there is none (a storage daemon). */
 char *qmp_query_machine_type (QmpClient *qmp, GCancellable *cancellable, GError **error);
+/* Pipelined (replicate's pause): the replies come in the order the commands went. */
+void qmp_stop_async (QmpClient *qmp, GCancellable *cancellable, GAsyncReadyCallback callback,
+                     gpointer user_data);
+gboolean qmp_stop_finish (QmpClient *qmp, GAsyncResult *result, GError **error);
 gboolean qmp_cont (QmpClient *qmp, GCancellable *cancellable, GError **error);
 /* Hands QEMU @fd (dup'ed) under @fdname. */
 gboolean qmp_getfd (QmpClient *qmp, const char *fdname, int fd, GCancellable *cancellable,
@@ -129,6 +133,12 @@ char *qmp_query_block_child (QmpClient *qmp, const char *parent, const char *chi
 gboolean qmp_transaction_bitmap_add (QmpClient *qmp, const char *const *nodes, const char *name,
                                      gint64 granularity, GCancellable *cancellable,
                                      GError **error);
+void qmp_transaction_bitmap_add_async (QmpClient *qmp, const char *const *nodes,
+                                       const char *name, gint64 granularity,
+                                       GCancellable *cancellable, GAsyncReadyCallback callback,
+                                       gpointer user_data);
+gboolean qmp_transaction_bitmap_add_finish (QmpClient *qmp, GAsyncResult *result,
+                                            GError **error);
 gboolean qmp_block_dirty_bitmap_remove (QmpClient *qmp, const char *node, const char *name,
                                         GCancellable *cancellable, GError **error);
 /* Flushes node @node (and what it sends a flush to: an NBD client's server) through
@@ -188,6 +198,10 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (QmpBlockNodeInfo, qmp_block_node_info_free)
 GPtrArray *qmp_query_block (QmpClient *qmp, GCancellable *cancellable, GError **error);
 GPtrArray *qmp_query_named_block_nodes (QmpClient *qmp, GCancellable *cancellable,
                                         GError **error);
+void qmp_query_named_block_nodes_async (QmpClient *qmp, GCancellable *cancellable,
+                                        GAsyncReadyCallback callback, gpointer user_data);
+GPtrArray *qmp_query_named_block_nodes_finish (QmpClient *qmp, GAsyncResult *result,
+                                               GError **error);
 
 /* ---- block jobs ------------------------------------------------------------ */
 

@@ -62,14 +62,13 @@ replicate_is_filter (ReplicateRun *run, const char *name)
   return FALSE;
 }
 
-/* Bytes the mirrors still have to send for our disks. */
-static gboolean
-replicate_dirty (ReplicateRun *run, gint64 *dirty, GError **error)
+/* Bytes the mirrors of our disks still have to send, from query-named-block-nodes. */
+static gint64
+replicate_dirty_of (ReplicateRun *run, GPtrArray *nodes)
 {
-  g_autoptr(GPtrArray) nodes = qmp_query_named_block_nodes (run->primary, NULL, error);
+  gint64 dirty = 0;
 
-  *dirty = 0;
-  for (guint i = 0; nodes != NULL && i < nodes->len; i++)
+  for (guint i = 0; i < nodes->len; i++)
     {
       QmpBlockNodeInfo *node = nodes->pdata[i];
 
@@ -77,31 +76,71 @@ replicate_dirty (ReplicateRun *run, gint64 *dirty, GError **error)
       if (node->node_name != NULL
           && (g_strv_contains ((const char *const *) run->disk_nodes, node->node_name)
               || replicate_is_filter (run, node->node_name)))
-        *dirty += node->job_dirty;
+        dirty += node->job_dirty;
     }
-  return nodes != NULL;
+  return dirty;
 }
 
-/* With the guest paused: the mirrors hold nothing unsent, then a new bitmap per
- * disk (from here on what resync must copy) in one transaction, which QEMU
- * starts by draining all I/O, the mirrors' writes to the standby included. */
+/* Mirrors still holding data with the guest paused (not seen in write-blocking
+ * READY, but cheap to be sure of): wait until they sent it, then drain again (an
+ * empty transaction: QEMU drains before any). */
 static gboolean
-replicate_barrier (ReplicateRun *run, const char *bitmap, GError **error)
+replicate_catch_up (ReplicateRun *run, GError **error)
 {
-  gint64 dirty = 0;
+  static const char *const none[] = { NULL };
   gint64 until = g_get_monotonic_time () + REPLICATE_CATCH_UP_MS * 1000;
 
-  while (replicate_dirty (run, &dirty, error) && dirty > 0)
+  for (;;)
     {
+      g_autoptr(GPtrArray) nodes = qmp_query_named_block_nodes (run->primary, NULL, error);
+
+      if (nodes == NULL)
+        return FALSE;
+      if (replicate_dirty_of (run, nodes) == 0)
+        break;
       if (g_get_monotonic_time () > until)
         return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_JOB,
                             "the mirrors did not catch up with the paused guest in %d s",
                             REPLICATE_CATCH_UP_MS / 1000), FALSE;
       blkmig_sleep (1, NULL);
     }
-  if (error != NULL && *error != NULL)
-    return FALSE;
-  return qmp_transaction_bitmap_add (run->primary, (const char *const *) run->disk_nodes, bitmap, REPLICATE_BITMAP_GRANULARITY, NULL, error);
+  return qmp_transaction_bitmap_add (run->primary, none, "", 0, NULL, error);
+}
+
+/* Pauses the primary and, pipelined (QEMU answers in order, so this costs one
+ * round trip, not three), asks what the mirrors still hold and adds the
+ * checkpoint's bitmap to every disk (from here on what resync must copy) in a
+ * transaction, which QEMU starts by draining all I/O: the mirrors' writes to
+ * the standby included. */
+static gboolean
+replicate_pause (ReplicateRun *run, const char *bitmap, GError **error)
+{
+  GAsyncResult *stopped = NULL, *queried = NULL, *added = NULL;
+  g_autoptr(GError) stop_error = NULL, query_error = NULL, add_error = NULL;
+  g_autoptr(GPtrArray) nodes = NULL;
+  gboolean ok;
+
+  qmp_stop_async (run->primary, NULL, blkmig_store_result_cb, &stopped);
+  qmp_query_named_block_nodes_async (run->primary, NULL, blkmig_store_result_cb, &queried);
+  qmp_transaction_bitmap_add_async (run->primary, (const char *const *) run->disk_nodes, bitmap,
+                                    REPLICATE_BITMAP_GRANULARITY, NULL, blkmig_store_result_cb,
+                                    &added);
+  ok = qmp_stop_finish (run->primary, blkmig_await (&stopped), &stop_error);
+  nodes = qmp_query_named_block_nodes_finish (run->primary, blkmig_await (&queried),
+                                              &query_error);
+  ok = qmp_transaction_bitmap_add_finish (run->primary, blkmig_await (&added), &add_error) && ok;
+  g_object_unref (stopped);
+  g_object_unref (queried);
+  g_object_unref (added);
+  if (!ok || nodes == NULL)
+    {
+      GError **first = stop_error != NULL ? &stop_error
+                       : add_error != NULL ? &add_error : &query_error;
+
+      g_propagate_error (error, g_steal_pointer (first));
+      return FALSE;
+    }
+  return replicate_dirty_of (run, nodes) == 0 || replicate_catch_up (run, error);
 }
 
 /* ---- the standby's new layers -------------------------------------------- */
@@ -179,7 +218,7 @@ replicate_paused (ReplicateRun *run, guint epoch, const char *bitmap, GError **e
 
   for (guint i = 0; run->tops[i] != NULL; i++)
     overlays[i] = replicate_overlay_node (run, i, epoch);
-  if (!qmp_stop (run->primary, NULL, error) || !replicate_barrier (run, bitmap, error))
+  if (!replicate_pause (run, bitmap, error))
     return FALSE;
   replicate_test_delay (run);
   return qmp_transaction_blockdev_snapshot (run->standby, (const char *const *) run->tops,
