@@ -412,8 +412,9 @@ replicate_poll_commit (ReplicateRun *run, GError **error)
 
   if (epoch == 0)
     return TRUE;
+  /* a concluded job holds its nodes until it is dismissed */
   for (guint i = 0; i < jobs->len; i++)
-    if (!blk_job_is_ended (jobs->pdata[i]))
+    if (!blk_job_is_ended (jobs->pdata[i]) || !((BlkJob *) jobs->pdata[i])->dismissed)
       return TRUE;
   for (guint i = 0; i < jobs->len; i++)
     {

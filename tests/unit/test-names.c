@@ -35,6 +35,44 @@ test_forms (void)
   assert_name (names_verify_export (ID, TRUE), "blkmig0f3c1a2bvn");
 }
 
+/* replicate's names: the standby's epoch layers, the primary's bitmaps and
+ * filters, the standby's commit jobs and resync's backups. */
+static void
+test_replicate (void)
+{
+  assert_name (names_epoch_node (ID, 0, 1), "blkmig0f3c1a2be0.1");
+  assert_name (names_epoch_node (ID, 3, 12), "blkmig0f3c1a2be3.12");
+  assert_name (names_node (ID, NAMES_EPOCH, 2), "blkmig0f3c1a2be2");
+  assert_name (names_bitmap (ID, 0), "blkmig-0f3c1a2b-r0");
+  assert_name (names_bitmap (ID, 7), "blkmig-0f3c1a2b-r7");
+  assert_name (names_bitmap (ID, G_MAXUINT), "blkmig-0f3c1a2b-r4294967295");
+  assert_name (names_commit_job (ID, 0, 3), "blkmig-0f3c1a2b-0.c3");
+  assert_name (names_commit_job (ID, 2, 10), "blkmig-0f3c1a2b-2.c10");
+  assert_name (names_resync_job (ID, 0), "blkmig-0f3c1a2b-0.r");
+  assert_name (names_resync_job (ID, 5), "blkmig-0f3c1a2b-5.r");
+  assert_name (names_node (ID, NAMES_MIRROR_FILTER, 0), "blkmig0f3c1a2bf0");
+  assert_name (names_node (ID, NAMES_MIRROR_FILTER, 4), "blkmig0f3c1a2bf4");
+  /* resync's rounds name their bitmaps after the checkpoint's */
+  g_assert_true (names_owns (ID, "blkmig-0f3c1a2b-r7.1"));
+  g_assert_false (names_owns (OTHER, "blkmig-0f3c1a2b-r7.1"));
+  /* distinct from what other steps of the same disk are called */
+  {
+    g_autofree char *epoch = names_epoch_node (ID, 1, 2);
+    g_autofree char *layer = names_layer_node (ID, 1, 2);
+    g_autofree char *commit = names_commit_job (ID, 1, 2);
+    g_autofree char *export = names_layer_export (ID, 1, 2);
+    g_autofree char *resync = names_resync_job (ID, 1);
+    g_autofree char *job = names_job (ID, 1);
+    g_autofree char *filter = names_node (ID, NAMES_MIRROR_FILTER, 1);
+    g_autofree char *client = names_node (ID, NAMES_NBD_CLIENT, 1);
+
+    g_assert_cmpstr (epoch, !=, layer);
+    g_assert_cmpstr (commit, !=, export);
+    g_assert_cmpstr (resync, !=, job);
+    g_assert_cmpstr (filter, !=, client);
+  }
+}
+
 /* Names that are not ours: another id, the user's own, a near miss, none. */
 static void
 test_owns (void)
@@ -54,6 +92,7 @@ main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/names/forms", test_forms);
+  g_test_add_func ("/names/replicate", test_replicate);
   g_test_add_func ("/names/owns", test_owns);
   return g_test_run ();
 }

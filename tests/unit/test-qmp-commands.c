@@ -1,4 +1,6 @@
 /* The typed QMP layer: what each command puts on the wire, how replies are read, the schema. */
+#include <string.h>
+
 #include "qmp/qmp-commands.h"
 #include "tests/unit/fake-qemu.h"
 
@@ -369,6 +371,294 @@ test_schema_missing (Fixture *fx, gconstpointer data)
   g_assert_cmpuint (fake_qemu_count (fx->fake, "query-qmp-schema"), ==, 1);
 }
 
+/* replicate's bitmaps: one transaction adds a bitmap on every node (granularity
+ * only when given; no node is an empty transaction, which QEMU takes as a
+ * barrier), and one is removed by node and name. */
+static void
+test_wire_bitmap (Fixture *fx, gconstpointer data)
+{
+  const char *const nodes[] = { "vda", "blkmig12345678f1", NULL };
+  const char *const none[] = { NULL };
+  g_autoptr(GError) error = NULL;
+
+  fixture_connect (fx);
+  expect (fx, "transaction",
+          "{\"actions\":[{\"type\":\"block-dirty-bitmap-add\",\"data\":{\"node\":\"vda\","
+          "\"name\":\"blkmig-12345678-r3\",\"granularity\":65536}},"
+          "{\"type\":\"block-dirty-bitmap-add\",\"data\":{\"node\":\"blkmig12345678f1\","
+          "\"name\":\"blkmig-12345678-r3\",\"granularity\":65536}}]}");
+  g_assert_true (qmp_transaction_bitmap_add (fx->qmp, nodes, "blkmig-12345678-r3", 65536,
+                                             NULL, &error));
+  g_assert_no_error (error);
+  expect (fx, "transaction",
+          "{\"actions\":[{\"type\":\"block-dirty-bitmap-add\",\"data\":{\"node\":\"vda\","
+          "\"name\":\"b\"}},{\"type\":\"block-dirty-bitmap-add\",\"data\":{\"node\":"
+          "\"blkmig12345678f1\",\"name\":\"b\"}}]}");
+  g_assert_true (qmp_transaction_bitmap_add (fx->qmp, nodes, "b", 0, NULL, &error));
+  g_assert_no_error (error);
+  expect (fx, "transaction", "{\"actions\":[]}");
+  g_assert_true (qmp_transaction_bitmap_add (fx->qmp, none, "b", 65536, NULL, &error));
+  g_assert_no_error (error);
+  expect (fx, "transaction", "{\"actions\":[]}");
+  g_assert_true (qmp_transaction_bitmap_add (fx->qmp, NULL, "b", 0, NULL, &error));
+  g_assert_no_error (error);
+  expect (fx, "block-dirty-bitmap-remove", "{\"node\":\"vda\",\"name\":\"blkmig-12345678-r2\"}");
+  g_assert_true (qmp_block_dirty_bitmap_remove (fx->qmp, "vda", "blkmig-12345678-r2", NULL,
+                                                &error));
+  g_assert_no_error (error);
+  /* QEMU's refusal is the caller's error */
+  fake_qemu_expect_error (fx->fake, "block-dirty-bitmap-remove",
+                          "{\"node\":\"vda\",\"name\":\"gone\"}", "GenericError",
+                          "Dirty bitmap 'gone' not found");
+  g_assert_false (qmp_block_dirty_bitmap_remove (fx->qmp, "vda", "gone", NULL, &error));
+  g_assert_error (error, QMP_ERROR, QMP_ERROR_GENERIC);
+  g_assert_nonnull (strstr (error->message, "Dirty bitmap 'gone' not found"));
+}
+
+/* resync: per device, the next bitmap (when there is one) then a backup of what
+ * the current bitmap marks, bitmap left alone, job kept until dismissed. */
+static void
+test_wire_backup_bitmap (Fixture *fx, gconstpointer data)
+{
+  const char *const devices[] = { "vda", "vdb", NULL };
+  const char *const targets[] = { "blkmig12345678n0", "blkmig12345678n1", NULL };
+  const char *const jobs[] = { "blkmig-12345678-0.r", "blkmig-12345678-1.r", NULL };
+  const char *const one[] = { "vda", NULL };
+  g_autoptr(GError) error = NULL;
+
+  fixture_connect (fx);
+  expect (fx, "transaction",
+          "{\"actions\":["
+          "{\"type\":\"block-dirty-bitmap-add\",\"data\":{\"node\":\"vda\","
+          "\"name\":\"blkmig-12345678-r4.1\"}},"
+          "{\"type\":\"blockdev-backup\",\"data\":{\"job-id\":\"blkmig-12345678-0.r\","
+          "\"device\":\"vda\",\"target\":\"blkmig12345678n0\",\"sync\":\"bitmap\","
+          "\"bitmap\":\"blkmig-12345678-r4\",\"bitmap-mode\":\"never\",\"auto-dismiss\":false}},"
+          "{\"type\":\"block-dirty-bitmap-add\",\"data\":{\"node\":\"vdb\","
+          "\"name\":\"blkmig-12345678-r4.1\"}},"
+          "{\"type\":\"blockdev-backup\",\"data\":{\"job-id\":\"blkmig-12345678-1.r\","
+          "\"device\":\"vdb\",\"target\":\"blkmig12345678n1\",\"sync\":\"bitmap\","
+          "\"bitmap\":\"blkmig-12345678-r4\",\"bitmap-mode\":\"never\",\"auto-dismiss\":false}}"
+          "]}");
+  g_assert_true (qmp_transaction_backup_bitmap (fx->qmp, devices, targets, jobs,
+                                                "blkmig-12345678-r4", "blkmig-12345678-r4.1",
+                                                NULL, &error));
+  g_assert_no_error (error);
+  /* no next bitmap: the backups alone */
+  expect (fx, "transaction",
+          "{\"actions\":[{\"type\":\"blockdev-backup\",\"data\":{\"job-id\":"
+          "\"blkmig-12345678-0.r\",\"device\":\"vda\",\"target\":\"blkmig12345678n0\","
+          "\"sync\":\"bitmap\",\"bitmap\":\"blkmig-12345678-r4\",\"bitmap-mode\":\"never\","
+          "\"auto-dismiss\":false}}]}");
+  g_assert_true (qmp_transaction_backup_bitmap (fx->qmp, one, targets, jobs,
+                                                "blkmig-12345678-r4", NULL, NULL, &error));
+  g_assert_no_error (error);
+}
+
+/* qemu-io NODE flush through HMP: an empty answer is success, any text is
+ * QEMU's complaint (escaped in the message); a name HMP would split or quote
+ * differently is refused before anything is sent. */
+static void
+test_wire_flush (Fixture *fx, gconstpointer data)
+{
+  static const char *const hostile[] = { "a b", "a\"b", "a'b", "vda;quit", "a\nb", "a\\b",
+                                         "vda flush\n" };
+  g_autoptr(GError) error = NULL;
+  gboolean ok;
+
+  fixture_connect (fx);
+  fake_qemu_expect (fx->fake, "human-monitor-command",
+                    "{\"command-line\":\"qemu-io blkmig12345678e0.3 flush\"}", "\"\"");
+  g_assert_true (qmp_flush_node (fx->qmp, "blkmig12345678e0.3", NULL, &error));
+  g_assert_no_error (error);
+  fake_qemu_expect (fx->fake, "human-monitor-command",
+                    "{\"command-line\":\"qemu-io drive_vda-1 flush\"}",
+                    "\"flush failed: Input/output error\\r\\n\\u001b[31m\"");
+  g_assert_false (qmp_flush_node (fx->qmp, "drive_vda-1", NULL, &error));
+  g_assert_error (error, QMP_ERROR, QMP_ERROR_GENERIC);
+  g_assert_cmpstr (error->message, ==,
+                   "qemu-io flush: flush failed: Input/output error\\r\\n\\x1b[31m");
+  g_clear_error (&error);
+  /* QEMU's own error (no such node) */
+  fake_qemu_expect_error (fx->fake, "human-monitor-command", "*", "GenericError",
+                          "Cannot find device='nope' nor node_name='nope'");
+  g_assert_false (qmp_flush_node (fx->qmp, "nope", NULL, &error));
+  g_assert_error (error, QMP_ERROR, QMP_ERROR_GENERIC);
+  g_clear_error (&error);
+  /* a mistyped answer: no crash, and an error exactly when it says it failed */
+  fake_qemu_expect_raw (fx->fake, "human-monitor-command", "*", "\"return\": {\"x\": 5}");
+  ok = qmp_flush_node (fx->qmp, "vda", NULL, &error);
+  g_assert_true (ok == (error == NULL));
+  g_clear_error (&error);
+  for (guint i = 0; i < G_N_ELEMENTS (hostile); i++)
+    {
+      g_assert_false (qmp_flush_node (fx->qmp, hostile[i], NULL, &error));
+      g_assert_error (error, QMP_ERROR, QMP_ERROR_GENERIC);
+      g_clear_error (&error);
+    }
+  g_assert_cmpuint (fake_qemu_count (fx->fake, "human-monitor-command"), ==, 4);
+}
+
+static void
+store_result_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  GAsyncResult **slot = user_data;
+
+  *slot = g_object_ref (result);
+}
+
+static void
+wait_result (GAsyncResult **slot)
+{
+  while (*slot == NULL)
+    g_main_context_iteration (NULL, TRUE);
+}
+
+/* replicate's pause: stop, the dirty query and the bitmap transaction sent at
+ * once, answered in order, each finished on its own. */
+static void
+test_async_pause (Fixture *fx, gconstpointer data)
+{
+  const char *const nodes[] = { "vda", NULL };
+  g_autoptr(GAsyncResult) stopped = NULL;
+  g_autoptr(GAsyncResult) queried = NULL;
+  g_autoptr(GAsyncResult) added = NULL;
+  g_autoptr(GAsyncResult) failed = NULL;
+  g_autoptr(GPtrArray) nodes_info = NULL;
+  g_autoptr(GError) error = NULL;
+  QmpBlockNodeInfo *info;
+
+  fixture_connect (fx);
+  expect (fx, "stop", NULL);
+  fake_qemu_expect_raw (fx->fake, "query-named-block-nodes", "{\"flat\":true}",
+                        "\"return\": [{\"node-name\": \"vda\", \"drv\": \"qcow2\", "
+                        "\"dirty-bitmaps\": [{\"count\": 65536, \"granularity\": 65536, "
+                        "\"recording\": true, \"busy\": true, \"persistent\": false}]}]");
+  expect (fx, "transaction",
+          "{\"actions\":[{\"type\":\"block-dirty-bitmap-add\",\"data\":{\"node\":\"vda\","
+          "\"name\":\"blkmig-12345678-r5\"}}]}");
+  qmp_stop_async (fx->qmp, NULL, store_result_cb, &stopped);
+  qmp_query_named_block_nodes_async (fx->qmp, NULL, store_result_cb, &queried);
+  qmp_transaction_bitmap_add_async (fx->qmp, nodes, "blkmig-12345678-r5", 0, NULL,
+                                    store_result_cb, &added);
+  wait_result (&stopped);
+  wait_result (&queried);
+  wait_result (&added);
+  g_assert_true (qmp_stop_finish (fx->qmp, stopped, &error));
+  g_assert_no_error (error);
+  nodes_info = qmp_query_named_block_nodes_finish (fx->qmp, queried, &error);
+  g_assert_no_error (error);
+  g_assert_cmpuint (nodes_info->len, ==, 1);
+  info = nodes_info->pdata[0];
+  g_assert_cmpstr (info->node_name, ==, "vda");
+  g_assert_cmpint (info->job_dirty, ==, 65536);
+  g_assert_null (info->bitmaps);
+  g_assert_true (qmp_transaction_bitmap_add_finish (fx->qmp, added, &error));
+  g_assert_no_error (error);
+
+  /* failures come back through _finish */
+  fake_qemu_expect_error (fx->fake, "transaction", "*", "GenericError",
+                          "Bitmap already exists: blkmig-12345678-r5");
+  qmp_transaction_bitmap_add_async (fx->qmp, nodes, "blkmig-12345678-r5", 0, NULL,
+                                    store_result_cb, &failed);
+  wait_result (&failed);
+  g_assert_false (qmp_transaction_bitmap_add_finish (fx->qmp, failed, &error));
+  g_assert_error (error, QMP_ERROR, QMP_ERROR_GENERIC);
+  g_clear_error (&error);
+  g_clear_object (&failed);
+  fake_qemu_expect_error (fx->fake, "stop", NULL, "GenericError", "no");
+  qmp_stop_async (fx->qmp, NULL, store_result_cb, &failed);
+  wait_result (&failed);
+  g_assert_false (qmp_stop_finish (fx->qmp, failed, &error));
+  g_assert_error (error, QMP_ERROR, QMP_ERROR_GENERIC);
+  g_clear_error (&error);
+  g_clear_object (&failed);
+  fake_qemu_expect_error (fx->fake, "query-named-block-nodes", "*", "GenericError", "no");
+  qmp_query_named_block_nodes_async (fx->qmp, NULL, store_result_cb, &failed);
+  wait_result (&failed);
+  g_assert_null (qmp_query_named_block_nodes_finish (fx->qmp, failed, &error));
+  g_assert_error (error, QMP_ERROR, QMP_ERROR_GENERIC);
+}
+
+/* Dirty bitmaps of query-named-block-nodes: the unnamed ones (a mirror's) are
+ * summed, the named ones listed; anything mistyped counts for nothing. */
+static void
+test_reply_dirty (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GPtrArray) nodes = NULL;
+  g_autoptr(GPtrArray) bad = NULL;
+  g_autoptr(GAsyncResult) result = NULL;
+  QmpBlockNodeInfo *info;
+
+  fake_qemu_expect_raw (fx->fake, "query-named-block-nodes", "{\"flat\":true}",
+                        "\"return\": ["
+                        "{\"node-name\": \"vda\", \"drv\": \"qcow2\", \"file\": \"/a\", "
+                        "\"ro\": false, \"dirty-bitmaps\": ["
+                        "{\"count\": 4096, \"granularity\": 65536},"
+                        "{\"name\": \"blkmig-12345678-r2\", \"count\": 100},"
+                        "{\"count\": 512},"
+                        "{\"name\": \"blkmig-12345678-r3\", \"count\": 0}]},"
+                        "{\"node-name\": \"blkmig12345678f0\", \"drv\": \"mirror_top\"},"
+                        "{\"node-name\": \"x\", \"dirty-bitmaps\": \"x\"},"
+                        "{\"node-name\": \"y\", \"dirty-bitmaps\": [{\"count\": \"7\"}]},"
+                        "{\"node-name\": \"z\", \"dirty-bitmaps\": [{\"name\": 5}]},"
+                        "{\"node-name\": \"w\", \"dirty-bitmaps\": [7, null, [], "
+                        "{\"count\": -9}, {\"count\": 1.5}]},"
+                        "{\"node-name\": \"v\", \"dirty-bitmaps\": {\"count\": 3}},"
+                        "\"not a node\"]");
+  fixture_connect (fx);
+  nodes = qmp_query_named_block_nodes (fx->qmp, NULL, NULL);
+  g_assert_nonnull (nodes);
+  g_assert_cmpuint (nodes->len, ==, 8);
+  info = nodes->pdata[0];
+  g_assert_cmpstr (info->node_name, ==, "vda");
+  g_assert_cmpstr (info->file, ==, "/a");
+  g_assert_cmpint (info->job_dirty, ==, 4608);
+  g_assert_nonnull (info->bitmaps);
+  g_assert_cmpstr (info->bitmaps[0], ==, "blkmig-12345678-r2");
+  g_assert_cmpstr (info->bitmaps[1], ==, "blkmig-12345678-r3");
+  g_assert_null (info->bitmaps[2]);
+  info = nodes->pdata[1];
+  g_assert_cmpstr (info->drv, ==, "mirror_top");
+  g_assert_cmpint (info->job_dirty, ==, 0);
+  g_assert_null (info->bitmaps);
+  for (guint i = 2; i < nodes->len; i++)
+    {
+      info = nodes->pdata[i];
+      g_assert_cmpint (info->job_dirty, ==, 0);
+      g_assert_null (info->bitmaps);
+    }
+  g_assert_null (((QmpBlockNodeInfo *) nodes->pdata[7])->node_name);
+
+  /* the async form reads the same way; a reply that is no list has no nodes */
+  fake_qemu_expect_raw (fx->fake, "query-named-block-nodes", "{\"flat\":true}",
+                        "\"return\": {\"node-name\": \"vda\"}");
+  qmp_query_named_block_nodes_async (fx->qmp, NULL, store_result_cb, &result);
+  wait_result (&result);
+  bad = qmp_query_named_block_nodes_finish (fx->qmp, result, NULL);
+  g_assert_nonnull (bad);
+  g_assert_cmpuint (bad->len, ==, 0);
+}
+
+/* replicate names each mirror's filter node (10.0 keeps the mirror's bitmap there). */
+static void
+test_wire_mirror_filter (Fixture *fx, gconstpointer data)
+{
+  const QmpBlockdevMirror mirror = {
+    .job_id = "blkmig-12345678-0", .device = "vda", .target = "blkmig12345678n0",
+    .sync = "full", .filter_node = "blkmig12345678f0",
+  };
+  g_autoptr(GError) error = NULL;
+
+  fixture_connect (fx);
+  expect (fx, "blockdev-mirror",
+          "{\"job-id\":\"blkmig-12345678-0\",\"device\":\"vda\",\"target\":"
+          "\"blkmig12345678n0\",\"sync\":\"full\",\"filter-node-name\":\"blkmig12345678f0\","
+          "\"auto-dismiss\":false}");
+  g_assert_true (qmp_blockdev_mirror (fx->qmp, &mirror, NULL, &error));
+  g_assert_no_error (error);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -383,6 +673,12 @@ main (int argc, char **argv)
   ADD ("/qmp-commands/reply/chain", test_reply_chain);
   ADD ("/qmp-commands/reply/migrate", test_reply_migrate);
   ADD ("/qmp-commands/reply/block", test_reply_block);
+  ADD ("/qmp-commands/wire/bitmap", test_wire_bitmap);
+  ADD ("/qmp-commands/wire/backup-bitmap", test_wire_backup_bitmap);
+  ADD ("/qmp-commands/wire/flush", test_wire_flush);
+  ADD ("/qmp-commands/wire/mirror-filter", test_wire_mirror_filter);
+  ADD ("/qmp-commands/async/pause", test_async_pause);
+  ADD ("/qmp-commands/reply/dirty", test_reply_dirty);
   ADD ("/qmp-commands/schema", test_schema);
   ADD ("/qmp-commands/schema/missing", test_schema_missing);
   return g_test_run ();
