@@ -98,6 +98,8 @@ replicate_catch_up (ReplicateRun *run, GError **error)
         return FALSE;
       if (replicate_dirty_of (run, nodes) == 0)
         break;
+      if (!replicate_check_sides (run, error))  /* a failed mirror keeps its data */
+        return FALSE;
       if (g_get_monotonic_time () > until)
         return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_JOB,
                             "the mirrors did not catch up with the paused guest in %d s",
