@@ -109,29 +109,31 @@ replicate_catch_up (ReplicateRun *run, GError **error)
   return qmp_transaction_bitmap_add (run->primary, none, "", 0, NULL, error);
 }
 
-/* Pauses the primary and, pipelined (QEMU answers in order, so this costs one
+/* Pauses the primary (if @running) and, pipelined (QEMU answers in order, so this costs one
  * round trip, not three), asks what the mirrors still hold and adds the
  * checkpoint's bitmap to every disk (from here on what resync must copy) in a
  * transaction, which QEMU starts by draining all I/O: the mirrors' writes to
  * the standby included. */
 static gboolean
-replicate_pause (ReplicateRun *run, const char *bitmap, GError **error)
+replicate_pause (ReplicateRun *run, const char *bitmap, gboolean running, GError **error)
 {
   GAsyncResult *stopped = NULL, *queried = NULL, *added = NULL;
   g_autoptr(GError) stop_error = NULL, query_error = NULL, add_error = NULL;
   g_autoptr(GPtrArray) nodes = NULL;
-  gboolean ok;
+  gboolean ok = TRUE;
 
-  qmp_stop_async (run->primary, NULL, blkmig_store_result_cb, &stopped);
+  if (running)
+    qmp_stop_async (run->primary, NULL, blkmig_store_result_cb, &stopped);
   qmp_query_named_block_nodes_async (run->primary, NULL, blkmig_store_result_cb, &queried);
   qmp_transaction_bitmap_add_async (run->primary, (const char *const *) run->disk_nodes, bitmap,
                                     REPLICATE_BITMAP_GRANULARITY, NULL, blkmig_store_result_cb,
                                     &added);
-  ok = qmp_stop_finish (run->primary, blkmig_await (&stopped), &stop_error);
+  if (running)
+    ok = qmp_stop_finish (run->primary, blkmig_await (&stopped), &stop_error);
   nodes = qmp_query_named_block_nodes_finish (run->primary, blkmig_await (&queried),
                                               &query_error);
   ok = qmp_transaction_bitmap_add_finish (run->primary, blkmig_await (&added), &add_error) && ok;
-  g_object_unref (stopped);
+  g_clear_object (&stopped);
   g_object_unref (queried);
   g_object_unref (added);
   if (!ok || nodes == NULL)
@@ -214,13 +216,14 @@ replicate_test_delay (ReplicateRun *run)
 
 /* Paused from before `stop` to after `cont`: the barrier, then the seal. */
 static gboolean
-replicate_paused (ReplicateRun *run, guint epoch, const char *bitmap, GError **error)
+replicate_paused (ReplicateRun *run, guint epoch, const char *bitmap, gboolean running,
+                  GError **error)
 {
   g_auto(GStrv) overlays = g_new0 (char *, g_strv_length (run->tops) + 1);
 
   for (guint i = 0; run->tops[i] != NULL; i++)
     overlays[i] = replicate_overlay_node (run, i, epoch);
-  if (!replicate_pause (run, bitmap, error))
+  if (!replicate_pause (run, bitmap, running, error))
     return FALSE;
   replicate_test_delay (run);
   return qmp_transaction_blockdev_snapshot (run->standby, (const char *const *) run->tops,
@@ -280,6 +283,17 @@ replicate_preflush (ReplicateRun *run)
     }
 }
 
+/* Is the guest running?  A guest the user paused is left paused (no stop, no cont). */
+static gboolean
+replicate_guest_running (ReplicateRun *run, gboolean *running, GError **error)
+{
+  g_autoptr(QmpStatusInfo) status = qmp_query_status (run->primary, 0, NULL, error);
+
+  if (status != NULL)
+    *running = status->running;
+  return status != NULL;
+}
+
 gboolean
 replicate_checkpoint (ReplicateRun *run, GError **error)
 {
@@ -287,9 +301,9 @@ replicate_checkpoint (ReplicateRun *run, GError **error)
   g_autofree char *bitmap = names_bitmap (run->replica->id, epoch);
   g_autoptr(GError) cont_error = NULL;
   gint64 paused_at, resumed_at, started;
-  gboolean ok;
+  gboolean running = TRUE, sealed, resumed;
 
-  if (!replicate_add_layers (run, epoch, error))
+  if (!replicate_guest_running (run, &running, error) || !replicate_add_layers (run, epoch, error))
     {
       replicate_drop_layers (run, epoch);
       return FALSE;
@@ -298,17 +312,23 @@ replicate_checkpoint (ReplicateRun *run, GError **error)
   events_emit ("checkpoint-start", "number", qmp_int (epoch), NULL);
   paused_at = g_get_real_time ();
   started = g_get_monotonic_time ();
-  ok = replicate_paused (run, epoch, bitmap, error);
+  sealed = replicate_paused (run, epoch, bitmap, running, error);
   /* whatever happened, the guest runs on */
-  if (!qmp_cont (run->primary, NULL, ok ? error : &cont_error))
-    ok = FALSE;
+  resumed = !running || qmp_cont (run->primary, NULL, &cont_error);
   resumed_at = g_get_real_time ();
-  if (ok)
-    return replicate_acknowledge (run, epoch, paused_at, resumed_at,
-                                  (g_get_monotonic_time () - started) / 1000.0, error);
-  replicate_forget_bitmap (run, bitmap);
-  replicate_drop_layers (run, epoch);
-  return FALSE;
+  if (!sealed)
+    {
+      replicate_forget_bitmap (run, bitmap);
+      replicate_drop_layers (run, epoch);
+      return FALSE;
+    }
+  /* sealed: the standby holds the paused guest's disks, whatever cont did */
+  if (!replicate_acknowledge (run, epoch, paused_at, resumed_at,
+                              (g_get_monotonic_time () - started) / 1000.0, error))
+    return FALSE;
+  if (!resumed)
+    g_propagate_error (error, g_steal_pointer (&cont_error));
+  return resumed;
 }
 
 /* ---- the background commit ------------------------------------------------ */

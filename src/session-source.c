@@ -156,12 +156,11 @@ source_pass_socket (SourceRun *run, const char *name, GCancellable *cancellable,
                        cancellable, error);
 }
 
-/* An NBD client node @node for disk @i's export (the mirror's, or resync's second one). */
 static gboolean
-source_add_target_node (SourceRun *run, guint i, const char *node, GCancellable *cancellable,
-                        GError **error)
+source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GError **error)
 {
   CookieDisk *disk = run->cookie->disks->pdata[i];
+  g_autofree char *node = names_node (run->cookie->id, NAMES_NBD_CLIENT, i);
   g_autofree char *tls = run->opts->tls_dir != NULL && run->tunnel.path == NULL
                         ? names_node (run->cookie->id, NAMES_TLS_CLIENT, 0) : NULL;
   /* discard=unmap lets the mirror pre-zero the target cheaply and then copy
@@ -353,7 +352,6 @@ source_start_all (SourceRun *run, GCancellable *cancellable, GError **error)
     {
       CookieDisk *disk = run->cookie->disks->pdata[i];
       DiskInfo *info = disks_find (disks, disk->name);
-      g_autofree char *node = names_node (run->cookie->id, NAMES_NBD_CLIENT, i);
 
       if (!source_check_disk (disk, info, error))
         return FALSE;
@@ -362,7 +360,7 @@ source_start_all (SourceRun *run, GCancellable *cancellable, GError **error)
       g_ptr_array_add (run->backing, g_strdupv (info->backing));
       g_ptr_array_add (run->backing_formats, g_strdupv (info->backing_formats));
       g_ptr_array_add (run->nodes, g_strdup (info->node));
-      if (!source_add_target_node (run, i, node, cancellable, error))
+      if (!source_add_target_node (run, i, cancellable, error))
         return FALSE;
     }
   if (run->opts->resync_bitmap != NULL)
