@@ -331,9 +331,13 @@ qmp_flush_node (QmpClient *qmp, const char *node, GCancellable *cancellable, GEr
   g_autoptr(JsonNode) ret = NULL;
   const char *out;
 
-  for (const char *p = node; *p != '\0'; p++)
-    if (!g_ascii_isalnum (*p) && *p != '-' && *p != '_' && *p != '.')
-      return g_set_error (error, QMP_ERROR, QMP_ERROR_GENERIC, "not a plain node name"), FALSE;
+  /* QEMU's node names: a letter, then letters, digits, '-', '_', '.' */
+  gboolean plain = g_ascii_isalpha (*node);
+
+  for (const char *p = node; plain && *p != '\0'; p++)
+    plain = g_ascii_isalnum (*p) || *p == '-' || *p == '_' || *p == '.';
+  if (!plain)
+    return g_set_error (error, QMP_ERROR, QMP_ERROR_GENERIC, "not a plain node name"), FALSE;
   line = g_strdup_printf ("qemu-io %s flush", node);
   ret = qmp_client_execute_sync (qmp, "human-monitor-command",
                                  qmp_args_new ("command-line", qmp_str (line), NULL),
@@ -341,7 +345,10 @@ qmp_flush_node (QmpClient *qmp, const char *node, GCancellable *cancellable, GEr
   if (ret == NULL)
     return FALSE;
   out = qmp_node_string (ret);
-  if (out != NULL && *out != '\0')  /* HMP reports a failure as text */
+  if (out == NULL)
+    return g_set_error (error, QMP_ERROR, QMP_ERROR_GENERIC,
+                        "qemu-io flush: HMP answered something else than text"), FALSE;
+  if (*out != '\0')  /* HMP reports a failure as text */
     {
       g_autofree char *safe = blkmig_escape (out);
 
@@ -518,11 +525,15 @@ qmp_dirty_bitmaps_parse (QmpBlockNodeInfo *info, JsonArray *bitmaps)
     {
       JsonObject *bitmap = qmp_array_object (bitmaps, i);
       const char *name = qmp_member_string (bitmap, "name");
+      gint64 count = MAX (qmp_member_int (bitmap, "count", 0), 0);
 
-      if (name == NULL)
-        info->job_dirty += MAX (qmp_member_int (bitmap, "count", 0), 0);
-      else
+      if (bitmap == NULL)
+        continue;
+      if (name != NULL)
         g_strv_builder_add (names, name), any = TRUE;
+      else if (!json_object_has_member (bitmap, "name"))  /* a mistyped name is no job's */
+        info->job_dirty = count > G_MAXINT64 - info->job_dirty ? G_MAXINT64
+                          : info->job_dirty + count;
     }
   if (any)
     info->bitmaps = g_strv_builder_end (names);

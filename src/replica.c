@@ -220,7 +220,11 @@ static gboolean
 replica_parse_disks (Replica *replica, JsonArray *disks, GError **error)
 {
   if (qmp_array_length (disks) == 0 || qmp_array_length (disks) > REPLICA_MAX_DISKS)
-    return replica_bad (replica, "disk list", "", error);
+    {
+      g_autofree char *count = g_strdup_printf ("%u disks", qmp_array_length (disks));
+
+      return replica_bad (replica, "disk list", count, error);
+    }
   for (guint i = 0; i < qmp_array_length (disks); i++)
     {
       JsonObject *obj = qmp_array_object (disks, i);
@@ -229,7 +233,11 @@ replica_parse_disks (Replica *replica, JsonArray *disks, GError **error)
       const char *format = qmp_member_string (obj, "format");
       ReplicaDisk *disk;
 
-      if (name == NULL || !replica_path_ok (path, format))
+      if (name == NULL)
+        return replica_bad (replica, "disk name", NULL, error);
+      if (format == NULL || !(g_str_equal (format, "raw") || g_str_equal (format, "qcow2")))
+        return replica_bad (replica, "replica format", format, error);
+      if (!replica_path_ok (path, format))
         return replica_bad (replica, "replica", path, error);
       disk = replica_add_disk (replica, name, path, format);
       if (!replica_parse_layers (replica, disk, qmp_member_array (obj, "layers"), error))
@@ -248,7 +256,12 @@ replica_parse (Replica *replica, JsonObject *obj, GError **error)
   if (g_strcmp0 (qmp_member_string (obj, "id"), replica->id) != 0)
     return replica_bad (replica, "id", qmp_member_string (obj, "id"), error);
   if (checkpoint < 0 || checkpoint > G_MAXINT32 || committed < 0 || committed > checkpoint + 1)
-    return replica_bad (replica, "checkpoint", "", error);
+    {
+      g_autofree char *both = g_strdup_printf ("%" G_GINT64_FORMAT ", committed %" G_GINT64_FORMAT,
+                                               checkpoint, committed);
+
+      return replica_bad (replica, "checkpoint", both, error);
+    }
   replica->checkpoint = checkpoint;
   replica->committed = committed;
   replica->checkpoint_us = qmp_member_int (obj, "checkpoint-us", 0);
@@ -257,7 +270,8 @@ replica_parse (Replica *replica, JsonObject *obj, GError **error)
   replica->state = g_strdup (qmp_member_string_or (obj, "state", "degraded"));
   replica->primary_qmp = g_strdup (qmp_member_string (obj, "primary-qmp"));
   replica->standby_qmp = g_strdup (qmp_member_string (obj, "standby-qmp"));
-  for (guint i = 0; i < qmp_array_length (pauses) && i < REPLICA_PAUSES_KEPT; i++)
+  for (guint i = MAX (qmp_array_length (pauses), REPLICA_PAUSES_KEPT) - REPLICA_PAUSES_KEPT;
+       i < qmp_array_length (pauses); i++)
     {
       JsonNode *node = json_array_get_element (pauses, i);
       double ms = JSON_NODE_HOLDS_VALUE (node) ? json_node_get_double (node) : 0;
@@ -295,9 +309,10 @@ replica_load (const char *id, GError **error)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                         "no replication %s in %s", id, dir), NULL;
   if (!journal_dir_check (dir, FALSE, error)
-      || (text = journal_read (replica->path, error)) == NULL
-      || (root = blkmig_json_parse (text, -1, &limits, error)) == NULL)
+      || (text = journal_read (replica->path, error)) == NULL)
     return NULL;
+  if ((root = blkmig_json_parse (text, -1, &limits, error)) == NULL)
+    return g_prefix_error (error, "replication state %s: ", replica->path), NULL;
   if (!JSON_NODE_HOLDS_OBJECT (root))
     return replica_bad (replica, "content", "", error), NULL;
   if (!replica_parse (replica, json_node_get_object (root), error))
@@ -423,10 +438,11 @@ replica_add_pauses (JsonBuilder *b, const Replica *replica)
     {
       json_builder_set_member_name (b, "last");
       json_builder_add_double_value (b, g_array_index (replica->pauses_ms, double, n - 1));
+      /* nearest rank */
       json_builder_set_member_name (b, "median");
-      json_builder_add_double_value (b, g_array_index (sorted, double, n / 2));
+      json_builder_add_double_value (b, g_array_index (sorted, double, (n - 1) / 2));
       json_builder_set_member_name (b, "p99");
-      json_builder_add_double_value (b, g_array_index (sorted, double, (n * 99) / 100));
+      json_builder_add_double_value (b, g_array_index (sorted, double, (n * 99 + 99) / 100 - 1));
       json_builder_set_member_name (b, "max");
       json_builder_add_double_value (b, g_array_index (sorted, double, n - 1));
     }

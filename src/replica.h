@@ -19,7 +19,7 @@ typedef struct {
   GPtrArray *layers;   /* ReplicaLayer, bottom first: those not yet removed */
 } ReplicaDisk;
 
-/* The standby's state of replication @id, kept in STATE_DIR/ID-replicate.json and
+/* The standby's state of replication @id, kept in STATE_DIR/ID.replica and
  * written (atomically, as journals are) before every step that depends on it:
  * the state of a disk at checkpoint N is its replica overlaid by its layers of
  * epochs below N; layers of epoch N and above hold what came after. */

@@ -462,7 +462,7 @@ static void
 test_wire_flush (Fixture *fx, gconstpointer data)
 {
   static const char *const hostile[] = { "a b", "a\"b", "a'b", "vda;quit", "a\nb", "a\\b",
-                                         "vda flush\n" };
+                                         "vda flush\n", "", "-x", "1a", ".a" };
   g_autoptr(GError) error = NULL;
   gboolean ok;
 
@@ -601,7 +601,8 @@ test_reply_dirty (Fixture *fx, gconstpointer data)
                         "{\"node-name\": \"blkmig12345678f0\", \"drv\": \"mirror_top\"},"
                         "{\"node-name\": \"x\", \"dirty-bitmaps\": \"x\"},"
                         "{\"node-name\": \"y\", \"dirty-bitmaps\": [{\"count\": \"7\"}]},"
-                        "{\"node-name\": \"z\", \"dirty-bitmaps\": [{\"name\": 5}]},"
+                        "{\"node-name\": \"z\", \"dirty-bitmaps\": [{\"name\": 5}, "
+                        "{\"name\": 5, \"count\": 7}]},"
                         "{\"node-name\": \"w\", \"dirty-bitmaps\": [7, null, [], "
                         "{\"count\": -9}, {\"count\": 1.5}]},"
                         "{\"node-name\": \"v\", \"dirty-bitmaps\": {\"count\": 3}},"
