@@ -1,5 +1,5 @@
 #!/bin/bash
-# bench/run-all.sh: run every blkmig benchmark (P1..P11) and print one table of the figures and their ratios.
+# bench/run-all.sh: run every blkmig benchmark (P1..P12) and print one table of the figures and their ratios.
 #
 # Usage: bench/run-all.sh [--quick] [--runs=N] [--only=P1,P3,...]
 #   --quick      one run per benchmark (BENCH_RUNS=1), for development
@@ -32,7 +32,7 @@ export BENCH_RESULTS
 BENCH_RESULTS=$(mktemp)
 trap 'rm -f "$BENCH_RESULTS"' EXIT
 
-SCRIPTS=(p1-copy p2-live p3-sparse p4-wan p5-converge p6-footprint p7-multidisk p8-bw p9-merge p10-chain p11-copy-base tunnel)
+SCRIPTS=(p1-copy p2-live p3-sparse p4-wan p5-converge p6-footprint p7-multidisk p8-bw p9-merge p10-chain p11-copy-base p12-replicate tunnel)
 t_start=$(date +%s)
 # The QEMU every script runs is the first qemu-system-x86_64 in PATH (./run.sh bench
 # --qemu puts the chosen one first); its version goes into the table's title.

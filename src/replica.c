@@ -2,6 +2,7 @@
 #include "src/replica.h"
 
 #include <errno.h>
+#include <signal.h>
 #include <sys/stat.h>
 #include <glib/gstdio.h>
 
@@ -388,6 +389,15 @@ replica_commit_disk (ReplicaDisk *disk, GCancellable *cancellable, GError **erro
          || util_commit_into (replica_top_file (disk), disk->replica, cancellable, error);
 }
 
+/* For tests: BLKMIG_TEST_KILL_AT=POINT makes the process SIGKILL itself there (a
+ * crash at a known step, as journal_write's). */
+static void
+replica_test_point (const char *point)
+{
+  if (g_strcmp0 (g_getenv ("BLKMIG_TEST_KILL_AT"), point) == 0)
+    raise (SIGKILL);
+}
+
 gboolean
 replica_compose (Replica *replica, guint checkpoint, GCancellable *cancellable, GError **error)
 {
@@ -397,7 +407,10 @@ replica_compose (Replica *replica, guint checkpoint, GCancellable *cancellable, 
     if (!replica_commit_disk (replica->disks->pdata[i], cancellable, error))
       return FALSE;
   replica->committed = checkpoint;
-  return replica_save (replica, error) && replica_drop_layers (replica, 0, G_MAXUINT, error);
+  if (!replica_save (replica, error))
+    return FALSE;
+  replica_test_point ("replica-composed");  /* committed, the layers not yet removed */
+  return replica_drop_layers (replica, 0, G_MAXUINT, error);
 }
 
 gboolean

@@ -2,6 +2,7 @@
 #include "src/session.h"
 
 #include "common/debug.h"
+#include "common/async.h"
 #include "common/error.h"
 #include "nbd/nbd-tls.h"
 #include "qmp/qmp-commands.h"
@@ -9,6 +10,7 @@
 
 #define ABORT_TIMEOUT_MS (30 * 1000)
 #define ABORT_COMMAND_MS (10 * 1000)
+#define ABORT_SETTLE_MS (15 * 1000)
 
 gboolean
 session_is_file_target (const Cookie *cookie, guint index)
@@ -122,10 +124,12 @@ session_try_end (QmpClient *qmp, guint saved, gboolean ok, GError **error)
   return FALSE;
 }
 
-/* Dismisses our concluded jobs; with @group, adds the others to it. */
-static void
+/* Dismisses our concluded jobs; with @group, adds the others to it.  Returns how
+ * many of ours were not concluded (G_MAXUINT when QEMU could not be asked). */
+static guint
 session_sweep_jobs (QmpClient *qmp, const char *id, JobGroup *group)
 {
+  guint running = 0;
   g_autoptr(GError) error = NULL;
   guint saved = session_try_begin (qmp);
   g_autoptr(GPtrArray) jobs = qmp_query_block_jobs (qmp, NULL, &error);
@@ -143,9 +147,14 @@ session_sweep_jobs (QmpClient *qmp, const char *id, JobGroup *group)
           session_try_end (qmp, saved, qmp_job_dismiss (qmp, info->device, NULL, &error),
                            &error);
         }
-      else if (group != NULL)
-        job_group_add (group, info->device, info->device);
+      else
+        {
+          running++;
+          if (group != NULL)
+            job_group_add (group, info->device, info->device);
+        }
     }
+  return jobs != NULL ? running : G_MAXUINT;
 }
 
 /* Force-cancels our jobs and dismisses them; a last sweep dismisses any that
@@ -159,7 +168,16 @@ session_abort_jobs (QmpClient *qmp, const char *id)
   if (job_group_get_jobs (group)->len == 0)
     return;
   job_group_abort (group, ABORT_TIMEOUT_MS);
-  session_sweep_jobs (qmp, id, NULL);
+  /* QEMU 10.0 can conclude a mirror whose link was cut after the group stopped
+   * waiting (its requests end with the NBD reconnect delay): sweep until they did */
+  for (guint waited = 0; waited < ABORT_SETTLE_MS; waited += 200)
+    {
+      guint left = session_sweep_jobs (qmp, id, NULL);
+
+      if (left == 0 || left == G_MAXUINT)
+        return;
+      blkmig_sleep (200, NULL);
+    }
 }
 
 /* An NBD client node whose server is gone would wait out its reconnect-delay
