@@ -228,6 +228,27 @@ perform_check_outputs (const PhaseArgs *args, GError **error)
   return FALSE;
 }
 
+#define PERFORM_SETTLE_CONNECT_MS 20000
+
+/* The rollback gave up on a source QEMU that answered a cleanup command too late
+ * (its connection closed): one more try on a new connection, as QEMU has usually
+ * caught up by then (seen on QEMU 10.0 after a cut link: mirrors left concluded). */
+static void
+perform_settle (const char *path, const Cookie *dest, QmpClient **qmp)
+{
+  QmpClient *again;
+
+  if (qmp_client_get_state (*qmp) == QMP_STATE_READY)
+    return;
+  qmp_client_set_connect_timeout_default (PERFORM_SETTLE_CONNECT_MS);
+  again = qmp_client_connect_sync (path, "source", NULL, NULL);
+  if (again == NULL)
+    return;
+  session_abort (again, dest);
+  g_object_unref (*qmp);
+  *qmp = again;
+}
+
 gboolean
 cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
 {
@@ -292,6 +313,8 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   sopts.journal = journal = journal_new (dest->id, "perform");
   journal->source_qmp = g_strdup (args.qmp);
   result = session_perform (qmp, dest, &sopts, uri, no_migrate, cancellable, error);
+  if (result == NULL && journal->step != JOURNAL_STEP_NONE)
+    perform_settle (args.qmp, dest, &qmp);
   if (journal->step != JOURNAL_STEP_NONE
       && (result != NULL || qmp_client_get_state (qmp) == QMP_STATE_READY))
     {

@@ -119,7 +119,11 @@ session_try_end (QmpClient *qmp, guint saved, gboolean ok, GError **error)
     return TRUE;
   blkmig_debug (BLKMIG_DEBUG_JOBS, "abort: %s", (*error)->message);
   if (g_error_matches (*error, QMP_ERROR, QMP_ERROR_TIMEOUT))
-    qmp_client_close (qmp);
+    {
+      g_printerr ("blkmig: warning: cleaning up: %s: giving up on this connection\n",
+                  (*error)->message);
+      qmp_client_close (qmp);
+    }
   g_clear_error (error);
   return FALSE;
 }

@@ -586,7 +586,7 @@ if ((RC == 0)) && source_intact "$DIR/$c-src.qmp" >>"$DIR/$c-abort.log" 2>&1 &&
     dest_clean "$DIR/$c-dst.qmp" >>"$DIR/$c-abort.log" 2>&1; then
     ok "$c: the source runs untouched, abort leaves nothing on the destination"
 else not_ok "$c: the source runs untouched, abort leaves nothing on the destination" \
-    "$DIR/$c-abort.log"; fi
+    "$DIR/$c-abort.log" "$DIR/$c-perform.log"; fi
 stop_pair $c
 
 diag "all cases took $((SECONDS - T0)) s"
