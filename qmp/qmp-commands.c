@@ -37,6 +37,15 @@ qmp_run (QmpClient *qmp, const char *command, JsonNode *args, GCancellable *canc
   return ret != NULL;
 }
 
+/* The _finish of a command whose (empty) return value is dropped. */
+static gboolean
+qmp_run_finish (QmpClient *qmp, GAsyncResult *result, GError **error)
+{
+  g_autoptr(JsonNode) ret = qmp_client_execute_finish (qmp, result, error);
+
+  return ret != NULL;
+}
+
 static char *
 qmp_dup (JsonObject *obj, const char *key)
 {
@@ -126,9 +135,7 @@ qmp_stop_async (QmpClient *qmp, GCancellable *cancellable, GAsyncReadyCallback c
 gboolean
 qmp_stop_finish (QmpClient *qmp, GAsyncResult *result, GError **error)
 {
-  g_autoptr(JsonNode) ret = qmp_client_execute_finish (qmp, result, error);
-
-  return ret != NULL;
+  return qmp_run_finish (qmp, result, error);
 }
 
 gboolean
@@ -701,9 +708,7 @@ qmp_transaction_bitmap_add_async (QmpClient *qmp, const char *const *nodes, cons
 gboolean
 qmp_transaction_bitmap_add_finish (QmpClient *qmp, GAsyncResult *result, GError **error)
 {
-  g_autoptr(JsonNode) ret = qmp_client_execute_finish (qmp, result, error);
-
-  return ret != NULL;
+  return qmp_run_finish (qmp, result, error);
 }
 
 gboolean
@@ -781,9 +786,7 @@ qmp_block_job_change_copy_mode_async (QmpClient *qmp, const char *id, const char
 gboolean
 qmp_block_job_change_copy_mode_finish (QmpClient *qmp, GAsyncResult *result, GError **error)
 {
-  g_autoptr(JsonNode) ret = qmp_client_execute_finish (qmp, result, error);
-
-  return ret != NULL;
+  return qmp_run_finish (qmp, result, error);
 }
 
 gboolean
@@ -804,9 +807,7 @@ qmp_job_dismiss_async (QmpClient *qmp, const char *id, GCancellable *cancellable
 gboolean
 qmp_job_dismiss_finish (QmpClient *qmp, GAsyncResult *result, GError **error)
 {
-  g_autoptr(JsonNode) ret = qmp_client_execute_finish (qmp, result, error);
-
-  return ret != NULL;
+  return qmp_run_finish (qmp, result, error);
 }
 
 void
