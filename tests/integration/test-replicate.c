@@ -538,6 +538,7 @@ typedef struct {
   Writer *writer;
   Run *run;
   char *id;
+  const char *const *extra;           /* more options for replicate start, or NULL */
 } Repl;
 
 /* A primary @tag running on @ndisks empty 64 MiB qcow2 disks, and its replica
@@ -627,6 +628,8 @@ repl_start (Repl *r, Vm *standby, const char *const *env)
   g_ptr_array_add (argv, (char *) "--interval");
   g_ptr_array_add (argv, (char *) INTERVAL);
   g_ptr_array_add (argv, (char *) "--json");
+  for (guint i = 0; r->extra != NULL && r->extra[i] != NULL; i++)
+    g_ptr_array_add (argv, (char *) r->extra[i]);
   g_ptr_array_add (argv, NULL);
   r->run = run_spawnv (r->rig, env, TRUE, (const char *const *) argv->pdata);
   ev = run_expect (r->run, "replicate", 30000);
@@ -1303,6 +1306,39 @@ test_stop (Fixture *f, gconstpointer data)
   repl_free (r);
 }
 
+/* Through the tunnel (--tunnel-command, its endpoint a command of its own that
+ * leaves a mark): checkpoints and stop as without it. */
+static void
+test_tunnel (Fixture *f, gconstpointer data)
+{
+  Vm *standby = standby_start (f->rig, "standby");
+  Repl *r = repl_new (f->rig, "primary", 1);
+  g_autofree char *mark = rig_path (f->rig, "endpoint-ran");
+  g_autofree char *command = g_strdup_printf ("sh -c 'touch %s && exec %s tunnel-endpoint "
+                                              "--nbd-socket \"$0\"' {nbd-socket}", mark,
+                                              g_getenv ("BLKMIG"));
+  const char *const extra[] = { "--tunnel-command", command, NULL };
+  JsonObject *last;
+
+  r->extra = extra;
+  r->writer = writer_start (f->rig, r->primary, 1);
+  repl_start (r, standby, NULL);
+  run_expect (r->run, "synced", 30000);
+  run_expect (r->run, "checkpoint", 10000);
+  run_expect (r->run, "checkpoint", 10000);
+  g_assert_true (g_file_test (mark, G_FILE_TEST_EXISTS));
+  g_subprocess_send_signal (r->run->proc, SIGTERM);
+  run_end_expect (r->run, 0);
+  run_check_events (r->run, "replicate");
+  last = run_last (r->run, "checkpoint");
+  writer_join (r->writer, r->primary, TRUE);
+  assert_primary_clean (r);
+  assert_standby_clean (standby);
+  assert_dir_only_replicas (r);
+  check_replicas (r, last);
+  repl_free (r);
+}
+
 /* Collects the absolute paths under the members whose name mentions a layer. */
 static void
 collect_layer_paths (JsonNode *node, gboolean in_layers, GPtrArray *found)
@@ -1433,6 +1469,7 @@ main (int argc, char **argv)
   g_test_add ("/replicate/resync", Fixture, NULL, fixture_setup, test_resync,
               fixture_teardown);
   g_test_add ("/replicate/stop", Fixture, NULL, fixture_setup, test_stop, fixture_teardown);
+  g_test_add ("/replicate/tunnel", Fixture, NULL, fixture_setup, test_tunnel, fixture_teardown);
   g_test_add ("/replicate/hostile-state", Fixture, NULL, fixture_setup, test_hostile_state,
               fixture_teardown);
   return g_test_run ();
