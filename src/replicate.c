@@ -294,7 +294,10 @@ replicate_guest_running (ReplicateRun *run, gboolean *running, GError **error)
   return status != NULL;
 }
 
-gboolean
+/* One checkpoint: the primary pauses, the standby's tops are sealed under new
+ * layers in one transaction, the primary resumes; acknowledged (recorded) only
+ * when the seal worked.  A failure leaves the previous checkpoint as it was. */
+static gboolean
 replicate_checkpoint (ReplicateRun *run, GError **error)
 {
   guint epoch = run->replica->checkpoint + 1;

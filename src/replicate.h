@@ -29,10 +29,6 @@ typedef struct {
  * BLKMIG_ERROR_PRIMARY_LOST). */
 gboolean replicate_hold (gpointer data, JobGroup *group, GCancellable *cancellable,
                          GError **error);
-/* One checkpoint: the primary pauses, the standby's tops are sealed under new
- * layers in one transaction, the primary resumes; acknowledged (recorded) only
- * when that worked.  A failure leaves the previous checkpoint as it was. */
-gboolean replicate_checkpoint (ReplicateRun *run, GError **error);
 /* Waits for a running commit (or cancels it when @cancel), and forgets it. */
 void replicate_end_commit (ReplicateRun *run, gboolean cancel);
 /* Best effort: every job, export, node, server and TLS object of replication

@@ -310,14 +310,21 @@ run_free (Run *run)
   g_free (run);
 }
 
+/* What the file @path holds, "" when it cannot be read. */
 static char *
-run_stderr (Run *run)
+file_text (const char *path)
 {
   char *text = NULL;
 
-  if (!g_file_get_contents (run->err_path, &text, NULL, NULL))
+  if (!g_file_get_contents (path, &text, NULL, NULL))
     text = g_strdup ("");
   return text;
+}
+
+static char *
+run_stderr (Run *run)
+{
+  return file_text (run->err_path);
 }
 
 /* Parses the complete lines blkmig wrote since the last call: each a JSON object
@@ -673,11 +680,7 @@ repl_expect_primary_lost (Repl *r)
 static char *
 run_stdout (Run *run)
 {
-  char *text = NULL;
-
-  if (!g_file_get_contents (run->out_path, &text, NULL, NULL))
-    text = g_strdup ("");
-  return text;
+  return file_text (run->out_path);
 }
 
 /* The first line of @out that is a JSON object with event @type, or NULL. */
