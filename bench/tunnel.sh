@@ -14,12 +14,23 @@ source "$(dirname "$0")/lib.sh"
 MIB=${TUNNEL_MIB:-1024}
 mk_dense "$W/src.raw" raw "$MIB"
 
-# peak_hwm PATTERN: the largest VmHWM (KiB) of processes matching PATTERN, sampled
-# until the marker file disappears.
+# descendants PID: every process below PID (children, theirs, ...).
+descendants() {
+    local c
+    for c in $(pgrep -P "$1"); do
+        echo "$c"
+        descendants "$c"
+    done
+}
+# peak_hwm PATTERN: the largest VmHWM (KiB) of this script's own processes whose
+# command line matches PATTERN, sampled until the marker file disappears.  Not
+# `pgrep -f`: that counts every blkmig on the host (it once reported 1549 MiB from
+# an unrelated process, issue 15).
 peak_hwm() {
     local peak=0 pid h
     while [[ -e $W/sampling ]]; do
-        for pid in $(pgrep -f "$1"); do
+        for pid in $(descendants $$); do
+            tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE "$1" || continue
             h=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status" 2>/dev/null) || continue
             ((h > peak)) && peak=$h
         done
@@ -50,7 +61,7 @@ direct_t=() tunnel_t=() ratios=() peaks=() dd_t=() dd_r=()
 for ((run = 1; run <= BENCH_RUNS; run++)); do
     direct_t+=("$(copy_once)") || bdie "direct copy failed"
     touch "$W/sampling"
-    peak_hwm "blkmig (perform|tunnel-endpoint)" >"$W/peak" &
+    peak_hwm "(^| )(perform|tunnel-endpoint)( |$)" >"$W/peak" &
     sampler=$!
     t=$(copy_once --tunnel-command "$BLKMIG tunnel-endpoint --nbd-socket {nbd-socket}") ||
         bdie "tunnelled copy failed"
