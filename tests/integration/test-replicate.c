@@ -1342,6 +1342,57 @@ test_tunnel (Fixture *f, gconstpointer data)
   repl_free (r);
 }
 
+/* With --tls-creds: the standby's NBD server takes TLS only (its x509 object is
+ * there while replicating), checkpoints and stop as without. */
+static void
+test_tls (Fixture *f, gconstpointer data)
+{
+  Vm *standby = standby_start (f->rig, "standby");
+  Repl *r = repl_new (f->rig, "primary", 1);
+  g_autofree char *certs = rig_path (f->rig, "certs");
+  g_autofree char *make = g_test_build_filename (G_TEST_DIST, "integration", "make-certs.sh",
+                                                 NULL);
+  const char *const extra[] = { "--tls-creds", certs, NULL };
+  const char *const mk[] = { "sh", make, certs, "127.0.0.1", NULL };
+  g_autoptr(GError) error = NULL;
+  g_autoptr(JsonNode) objects = NULL;
+  g_autofree char *tls = NULL;
+  g_autofree char *text = NULL;
+  int status = 0;
+  JsonObject *last;
+
+  g_spawn_sync (NULL, (char **) mk, NULL, G_SPAWN_SEARCH_PATH | G_SPAWN_STDOUT_TO_DEV_NULL,
+                NULL, NULL, NULL, NULL, &status, &error);
+  g_assert_no_error (error);
+  g_assert_true (g_spawn_check_wait_status (status, NULL));
+  r->extra = extra;
+  r->writer = writer_start (f->rig, r->primary, 1);
+  repl_start (r, standby, NULL);
+  run_expect (r->run, "synced", 30000);
+  run_expect (r->run, "checkpoint", 10000);
+  tls = g_strdup_printf ("\"blkmig%.8st0\"", r->id);
+  objects = vm_qmp (standby, "qom-list", "{\"path\": \"/objects\"}");
+  text = json_to_string (objects, FALSE);
+  if (strstr (text, tls) == NULL)
+    g_error ("no TLS object %s on the standby: %s", tls, text);
+  run_expect (r->run, "checkpoint", 10000);
+  g_subprocess_send_signal (r->run->proc, SIGTERM);
+  run_end_expect (r->run, 0);
+  run_check_events (r->run, "replicate");
+  last = run_last (r->run, "checkpoint");
+  writer_join (r->writer, r->primary, TRUE);
+  assert_primary_clean (r);
+  assert_standby_clean (standby);
+  json_node_unref (objects);
+  objects = vm_qmp (standby, "qom-list", "{\"path\": \"/objects\"}");
+  g_free (text);
+  text = json_to_string (objects, FALSE);
+  g_assert_null (strstr (text, tls));
+  assert_dir_only_replicas (r);
+  check_replicas (r, last);
+  repl_free (r);
+}
+
 /* Collects the absolute paths under the members whose name mentions a layer. */
 static void
 collect_layer_paths (JsonNode *node, gboolean in_layers, GPtrArray *found)
@@ -1473,6 +1524,7 @@ main (int argc, char **argv)
               fixture_teardown);
   g_test_add ("/replicate/stop", Fixture, NULL, fixture_setup, test_stop, fixture_teardown);
   g_test_add ("/replicate/tunnel", Fixture, NULL, fixture_setup, test_tunnel, fixture_teardown);
+  g_test_add ("/replicate/tls", Fixture, NULL, fixture_setup, test_tls, fixture_teardown);
   g_test_add ("/replicate/hostile-state", Fixture, NULL, fixture_setup, test_hostile_state,
               fixture_teardown);
   return g_test_run ();
