@@ -321,5 +321,8 @@ session_abort (QmpClient *qmp, const Cookie *cookie)
   session_abort_jobs (qmp, cookie->id);
   /* Export names carry the migration id, so any cookie finds the destination's. */
   session_abort_dest (qmp, cookie, FALSE);
-  session_abort_migration (qmp);
+  /* Only a live migration is ours to cancel: a copy or a replication must not
+   * touch a memory migration someone else runs on this VM. */
+  if (cookie->mode == COOKIE_MODE_LIVE)
+    session_abort_migration (qmp);
 }
