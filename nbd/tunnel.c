@@ -661,15 +661,28 @@ tunnel_unref (Tunnel *tunnel)
 }
 
 void
-tunnel_free (Tunnel *tunnel)
+tunnel_shutdown (Tunnel *tunnel)
 {
-  if (tunnel == NULL)
-    return;
   tunnel->closed_func = NULL;
   tunnel_close (tunnel, NULL);
   g_clear_object (&tunnel->service);
   if (tunnel->listen_path != NULL)
     g_unlink (tunnel->listen_path);
+  /* A stream with a read or write pending refuses to close (G_IO_ERROR_PENDING)
+   * and keeps its descriptors: the far end of --tunnel-command then never saw
+   * EOF and was killed after 5 s, the bulk of every short tunnelled copy.  The
+   * cancelled operations return within an iteration or two. */
+  while (tunnel->refs > 1)
+    g_main_context_iteration (g_main_context_get_thread_default (), TRUE);
+  g_output_stream_close (g_io_stream_get_output_stream (tunnel->stream), NULL, NULL);
+}
+
+void
+tunnel_free (Tunnel *tunnel)
+{
+  if (tunnel == NULL)
+    return;
+  tunnel_shutdown (tunnel);
   g_io_stream_close (tunnel->stream, NULL, NULL);
-  tunnel_unref (tunnel);  /* operations in flight hold the rest */
+  tunnel_unref (tunnel);
 }

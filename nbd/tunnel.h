@@ -35,5 +35,9 @@ typedef void (*TunnelClosedFunc) (Tunnel *tunnel, const GError *why, gpointer us
 void tunnel_set_closed_func (Tunnel *tunnel, TunnelClosedFunc func, gpointer user_data);
 /* Iterates the main context until the stream ends (tunnel-endpoint). */
 gboolean tunnel_run (Tunnel *tunnel, GCancellable *cancellable, GError **error);
+/* Ends the tunnel and closes only the stream's sending side, so the peer reads
+ * EOF and ends on its own while our receiving side stays open (a peer still
+ * writing then gets no EPIPE).  tunnel_free does this too, then closes the rest. */
+void tunnel_shutdown (Tunnel *tunnel);
 void tunnel_free (Tunnel *tunnel);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (Tunnel, tunnel_free)

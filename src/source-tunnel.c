@@ -49,16 +49,19 @@ void
 source_tunnel_close (SourceTunnel *st)
 {
   g_clear_pointer (&st->broken, g_free);
-  g_clear_pointer (&st->tunnel, tunnel_free);
+  if (st->tunnel != NULL)
+    tunnel_shutdown (st->tunnel);
   if (st->proc != NULL)
     {
-      /* the far end exits when its stdin ends; give it a moment, then insist */
+      /* the far end exits when its stdin ends (at once: tunnel_shutdown waited
+       * for our pending operations, so the pipe really closed); then insist */
       for (int i = 0; i < TUNNEL_COMMAND_EXIT_MS / 50 && g_subprocess_get_identifier (st->proc); i++)
         blkmig_sleep (50, NULL);
       if (g_subprocess_get_identifier (st->proc) != NULL)
         g_subprocess_send_signal (st->proc, SIGTERM);
       g_subprocess_wait (st->proc, NULL, NULL);
     }
+  g_clear_pointer (&st->tunnel, tunnel_free);
   g_clear_object (&st->proc);
   util_private_dir_remove (st->dir);
   g_clear_pointer (&st->dir, g_free);

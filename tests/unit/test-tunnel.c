@@ -1,8 +1,13 @@
 /* Unit tests of the tunnel framing: two Tunnels over a socketpair carrying an echo, and raw frames from a hostile peer. */
+#include <fcntl.h>
+#include <gio/gunixinputstream.h>
+#include <glib-unix.h>
+#include <gio/gunixoutputstream.h>
 #include <gio/gunixsocketaddress.h>
 #include <glib/gstdio.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <unistd.h>
 
 #include "common/error.h"
 #include "nbd/tunnel.h"
@@ -386,6 +391,47 @@ test_credit_coalesced (Fixture *fx, gconstpointer data)
   g_assert_cmpuint (miser.credit_frames, <, TINY_FRAMES / 2);
 }
 
+/* Over pipes, as --tunnel-command runs: freeing a tunnel while a write to the
+ * stream is pending (the far end is slow to read) must still close the pipe, so
+ * the far end reads EOF once it has drained it.  It used to stay open — a
+ * stream refuses to close with an operation pending — and the far end was
+ * killed 5 s later, most of a short tunnelled copy's time. */
+static void
+test_free_closes_pipe (Fixture *fx, gconstpointer data)
+{
+  int to_peer[2], from_peer[2];
+  g_autoptr(GInputStream) in = NULL;
+  g_autoptr(GOutputStream) out = NULL;
+  g_autoptr(GIOStream) stream = NULL;
+  const guint8 open_frame[9] = { 0, 0, 0, 1, 1, 0, 0, 0, 0 };  /* OPEN channel 1 */
+  char buf[65536];
+  gssize n;
+  Tunnel *connector;
+
+  g_assert_true (g_unix_open_pipe (to_peer, FD_CLOEXEC, NULL));
+  g_assert_true (g_unix_open_pipe (from_peer, FD_CLOEXEC, NULL));
+  g_assert_cmpint (fcntl (to_peer[0], F_SETFL, O_NONBLOCK), ==, 0);
+  g_assert_cmpint (fcntl (to_peer[1], F_SETFL, O_NONBLOCK), ==, 0);
+  memset (buf, 0, sizeof buf);
+  while (write (to_peer[1], buf, sizeof buf) > 0)
+    ;  /* the far end is not reading: the pipe is full */
+  in = g_unix_input_stream_new (from_peer[0], TRUE);
+  out = g_unix_output_stream_new (to_peer[1], TRUE);
+  stream = g_simple_io_stream_new (in, out);
+  connector = tunnel_new_connector (stream, fx->nbd_path);
+  /* nothing listens at nbd_path: the channel fails and its CLOSE waits on the pipe */
+  g_assert_cmpint (write (from_peer[1], open_frame, sizeof open_frame), ==, sizeof open_frame);
+  while (!g_output_stream_has_pending (out))
+    g_main_context_iteration (NULL, TRUE);
+  g_clear_object (&stream);
+  tunnel_free (connector);
+  while ((n = read (to_peer[0], buf, sizeof buf)) > 0)
+    ;
+  g_assert_cmpint (n, ==, 0);  /* EOF, not EAGAIN */
+  close (to_peer[0]);
+  close (from_peer[1]);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -399,5 +445,7 @@ main (int argc, char **argv)
               test_credit_coalesced, fixture_teardown);
   g_test_add ("/tunnel/hostile/credit-never-sent", Fixture, NULL, fixture_setup,
               test_credit_never_sent, fixture_teardown);
+  g_test_add ("/tunnel/free-closes-pipe", Fixture, NULL, fixture_setup, test_free_closes_pipe,
+              fixture_teardown);
   return g_test_run ();
 }
