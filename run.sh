@@ -7,7 +7,7 @@ cd "$(dirname "$(readlink -f "$0")")"
 # Everything the build, the tests, the demo and this script use.
 DEPS=(
     qemu-system-x86 qemu-utils qemu-block-extra
-    libglib2.0-dev libjson-glib-dev libnbd-dev libnbd-bin
+    libglib2.0-dev libjson-glib-dev libnbd-dev libnbd-bin libzstd-dev
     meson ninja-build pkg-config gcc libc6-dev
     iproute2 procps util-linux coreutils grep sed
     glib-networking openssl gettext-base systemd jq

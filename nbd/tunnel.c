@@ -6,8 +6,14 @@
 
 #include "common/debug.h"
 #include "common/error.h"
+#include "nbd/tunnel-zstd.h"
 
-enum { FRAME_OPEN = 1, FRAME_DATA = 2, FRAME_CREDIT = 3, FRAME_CLOSE = 4 };
+enum { FRAME_OPEN = 1, FRAME_DATA = 2, FRAME_CREDIT = 3, FRAME_CLOSE = 4, FRAME_ZDATA = 5 };
+
+/* The negotiation rides on CLOSE frames for this channel, which older peers ignore. */
+#define HELLO_CHANNEL 0
+#define HELLO_OFFER "blkmig-tunnel zstd"
+#define HELLO_ACCEPT "zstd"
 
 #define FRAME_HEADER 9
 #define READ_CHUNK (1024 * 1024)
@@ -56,6 +62,11 @@ struct _Tunnel {
   GCancellable *cancellable;
   TunnelClosedFunc closed_func;
   gpointer closed_data;
+  TunnelCompress compress;    /* what this end sends */
+  gboolean zstd_agreed;       /* both ends speak ZDATA */
+  TunnelZstd *zstd;
+  guint64 data_bytes;         /* the connections' bytes sent */
+  guint64 wire_bytes;         /* what they took on the stream */
 };
 
 /* Big-endian u32 at any address: frames put them at odd offsets. */
@@ -178,6 +189,8 @@ tunnel_queue (Tunnel *tunnel, guint32 id, guint8 type, guint8 *frame, guint32 le
     }
   g_queue_push_tail (&tunnel->outq, frame_finish (id, type, frame, len));
   tunnel->outq_bytes += FRAME_HEADER + len;
+  if (type == FRAME_DATA || type == FRAME_ZDATA)
+    tunnel->wire_bytes += FRAME_HEADER + len;
   tunnel_flush (tunnel);
 }
 
@@ -332,6 +345,28 @@ channel_local_ended (Channel *ch)
   channel_destroy (ch);
 }
 
+/* Sends the @n bytes read into ch->rbuf: as ZDATA when compression is agreed,
+ * wanted and worth it, else as they are. */
+static void
+channel_send_data (Channel *ch, guint32 n)
+{
+  Tunnel *tunnel = ch->tunnel;
+  guint8 *packed = NULL;
+  guint32 len = 0;
+
+  tunnel->data_bytes += n;
+  if (tunnel->zstd_agreed && tunnel->compress != TUNNEL_COMPRESS_NONE
+      && tunnel_zstd_want (tunnel->zstd, tunnel->outq_bytes))
+    packed = tunnel_zstd_pack (tunnel->zstd, ch->rbuf + FRAME_HEADER, n, FRAME_HEADER, &len);
+  if (packed != NULL)
+    {
+      g_clear_pointer (&ch->rbuf, g_free);
+      tunnel_queue (tunnel, ch->id, FRAME_ZDATA, packed, len);
+    }
+  else
+    tunnel_queue (tunnel, ch->id, FRAME_DATA, g_steal_pointer (&ch->rbuf), n);
+}
+
 static void
 channel_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -342,7 +377,7 @@ channel_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   ch->reading = FALSE;
   if (!ch->dead && n > 0)
     {
-      tunnel_queue (ch->tunnel, ch->id, FRAME_DATA, g_steal_pointer (&ch->rbuf), n);
+      channel_send_data (ch, n);
       ch->credit -= n;
       channel_read (ch);
     }
@@ -460,6 +495,52 @@ tunnel_open_channel (Tunnel *tunnel, guint32 id)
                                  channel_connected_cb, channel_ref (ch));
 }
 
+/* @len bytes of the peer's data for @ch, to be written out locally. */
+static void
+channel_take (Channel *ch, guint8 *data, guint32 len)
+{
+  ch->window -= len;
+  g_queue_push_tail (&ch->writes, g_bytes_new_take (data, len));
+  channel_write (ch);
+}
+
+static void
+tunnel_zdata (Tunnel *tunnel, Channel *ch, guint32 id, guint32 len)
+{
+  const char *why = NULL;
+  guint32 n = 0;
+  guint8 *data;
+
+  if (!tunnel->zstd_agreed)
+    {
+      tunnel_violation (tunnel, "ZDATA on channel %u without agreeing to compression", id);
+      return;
+    }
+  if (ch == NULL)
+    return;  /* that connection already ended here */
+  data = tunnel_zstd_unpack (tunnel->zstd, tunnel->payload, len, ch->window, &n, &why);
+  if (data == NULL)
+    tunnel_violation (tunnel, "%s on channel %u", why, id);
+  else
+    channel_take (ch, data, n);
+}
+
+/* The peer's CLOSE for HELLO_CHANNEL: an offer (to a connector) or the answer
+ * (to a listener).  Anything else there is ignored, as older peers do. */
+static void
+tunnel_hello (Tunnel *tunnel, guint32 len)
+{
+  const char *want = tunnel->service != NULL ? HELLO_ACCEPT : HELLO_OFFER;
+
+  if (len != strlen (want) || memcmp (tunnel->payload, want, len) != 0
+      || tunnel->compress == TUNNEL_COMPRESS_NONE || tunnel->zstd_agreed)
+    return;
+  tunnel->zstd_agreed = TRUE;
+  blkmig_debug (BLKMIG_DEBUG_TUNNEL, "tunnel: compression agreed");
+  if (tunnel->service == NULL)
+    tunnel_send (tunnel, HELLO_CHANNEL, FRAME_CLOSE, HELLO_ACCEPT, strlen (HELLO_ACCEPT));
+}
+
 static void
 tunnel_dispatch (Tunnel *tunnel, guint32 id, guint8 type, guint32 len)
 {
@@ -479,9 +560,10 @@ tunnel_dispatch (Tunnel *tunnel, guint32 id, guint8 type, guint32 len)
                             "was given", len, id);
           return;
         }
-      ch->window -= len;
-      g_queue_push_tail (&ch->writes, g_bytes_new_take (g_steal_pointer (&tunnel->payload), len));
-      channel_write (ch);
+      channel_take (ch, g_steal_pointer (&tunnel->payload), len);
+      break;
+    case FRAME_ZDATA:
+      tunnel_zdata (tunnel, ch, id, len);
       break;
     case FRAME_CREDIT:
       if (len != 4)
@@ -500,7 +582,9 @@ tunnel_dispatch (Tunnel *tunnel, guint32 id, guint8 type, guint32 len)
       channel_read (ch);
       break;
     case FRAME_CLOSE:
-      if (ch != NULL)
+      if (id == HELLO_CHANNEL)
+        tunnel_hello (tunnel, len);
+      else if (ch != NULL)
         {
           ch->peer_closed = TRUE;
           ch->local_eof = TRUE;  /* no CLOSE back: the peer has forgotten it */
@@ -629,6 +713,25 @@ tunnel_new_connector (GIOStream *stream, const char *nbd_path)
   return tunnel;
 }
 
+void
+tunnel_set_compress (Tunnel *tunnel, TunnelCompress mode)
+{
+  tunnel->compress = mode;
+  if (mode == TUNNEL_COMPRESS_NONE || tunnel->zstd != NULL)
+    return;
+  tunnel->zstd = tunnel_zstd_new (mode);
+  if (tunnel->service != NULL)
+    tunnel_send (tunnel, HELLO_CHANNEL, FRAME_CLOSE, HELLO_OFFER, strlen (HELLO_OFFER));
+}
+
+void
+tunnel_get_stats (Tunnel *tunnel, guint64 *data_bytes, guint64 *wire_bytes,
+                  gboolean *compressing)
+{
+  *data_bytes = tunnel->data_bytes;
+  *wire_bytes = tunnel->wire_bytes;
+  *compressing = tunnel->zstd_agreed;
+}
 
 gboolean
 tunnel_run (Tunnel *tunnel, GCancellable *cancellable, GError **error)
@@ -655,6 +758,7 @@ tunnel_unref (Tunnel *tunnel)
   g_object_unref (tunnel->cancellable);
   g_object_unref (tunnel->stream);
   g_free (tunnel->payload);
+  tunnel_zstd_free (tunnel->zstd);
   g_free (tunnel->listen_path);
   g_free (tunnel->nbd_path);
   g_free (tunnel);

@@ -10,6 +10,12 @@
  *   CREDIT either way: payload u32, the receiver wrote that many bytes out and
  *          the sender may send that much more
  *   CLOSE  either way: that connection ended
+ *   ZDATA  either way, once negotiated: u32 length n, then a zstd frame of
+ *          exactly n bytes of that connection (credit counts the n bytes)
+ * Compression is negotiated without breaking older peers, which ignore a CLOSE
+ * for channel 0 (ids start at 1): the listener offers "blkmig-tunnel zstd" in
+ * such a frame's payload, a connector that agrees answers "zstd" the same way,
+ * and only then does either side send ZDATA.
  * Each channel starts with TUNNEL_WINDOW bytes of credit each way, so a slow
  * receiver holds at most one window per channel in memory.  The receiver
  * enforces that: DATA beyond the credit it granted, CREDIT beyond what was
@@ -24,6 +30,22 @@
 #define TUNNEL_MAX_CHANNELS 64
 
 typedef struct _Tunnel Tunnel;
+
+/* --tunnel-compress: what this end sends (it always takes what it agreed to). */
+typedef enum {
+  TUNNEL_COMPRESS_NONE,   /* neither offered nor accepted: exactly the old protocol */
+  TUNNEL_COMPRESS_AUTO,   /* compress while the stream, not the CPU, holds data back, and
+                           * the data shrinks */
+  TUNNEL_COMPRESS_ZSTD,   /* compress every chunk that shrinks */
+} TunnelCompress;
+
+gboolean tunnel_compress_parse (const char *text, TunnelCompress *mode, GError **error);
+/* Set right after construction: a listener offers compression, a connector accepts it. */
+void tunnel_set_compress (Tunnel *tunnel, TunnelCompress mode);
+/* Bytes of the connections' data sent, and what they took on the stream (frames
+ * included); *compressing: the peer agreed to compression. */
+void tunnel_get_stats (Tunnel *tunnel, guint64 *data_bytes, guint64 *wire_bytes,
+                       gboolean *compressing);
 
 /* Source side: listens on the UNIX socket @listen_path (0600, in a directory
  * the caller made private); every NBD client that connects becomes a channel. */

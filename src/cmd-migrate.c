@@ -27,6 +27,7 @@ typedef struct {
   gboolean verify;
   char *tunnel;
   char *tunnel_command;
+  char *tunnel_compress;
   char *tls_dir;
   char **tls_authz;
   gboolean insecure;
@@ -150,6 +151,7 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   sopts.before_switch = migrate_before_switch;
   sopts.tunnel_addr = args->tunnel;
   sopts.tunnel_command = args->tunnel_command;
+  sopts.tunnel_compress = args->tunnel_compress;
   sopts.tls_dir = args->tls_dir;
   sopts.insecure = args->insecure;
   sopts.pass_fds = args->pass_fds;
@@ -242,7 +244,7 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
     { "verify", 0, 0, G_OPTION_ARG_NONE, &args->verify,
       "Compare source and destination while both are quiescent (live: at switchover; copy: "
       "the guest pauses for it)", NULL },
-    COMMAND_TUNNEL_ENTRIES (&args->tunnel, &args->tunnel_command),
+    COMMAND_TUNNEL_ENTRIES (&args->tunnel, &args->tunnel_command, &args->tunnel_compress),
     COMMAND_TLS_ENTRIES (&args->tls_dir, &args->insecure),
     COMMAND_TLS_AUTHZ_ENTRY (&args->tls_authz),
     COMMAND_PASS_FDS_ENTRY (&args->pass_fds),
@@ -279,6 +281,7 @@ migrate_args_clear (MigrateArgs *args)
   mirror_tuning_clear (&args->mirror);
   g_free (args->tunnel);
   g_free (args->tunnel_command);
+  g_free (args->tunnel_compress);
   g_free (args->tls_dir);
   g_strfreev (args->tls_authz);
 }

@@ -258,6 +258,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   gboolean verify = FALSE;
   g_autofree char *tunnel = NULL;
   g_autofree char *tunnel_command = NULL;
+  g_autofree char *tunnel_compress = NULL;
   g_autofree char *tls_dir = NULL;
   g_autofree char *tls_hostname = NULL;
   gboolean insecure = FALSE;
@@ -274,7 +275,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
     COMMAND_MIRROR_ENTRIES (&mirror),
     { "verify", 0, 0, G_OPTION_ARG_NONE, &verify,
       "Compare source and destination while both are quiescent", NULL },
-    COMMAND_TUNNEL_ENTRIES (&tunnel, &tunnel_command),
+    COMMAND_TUNNEL_ENTRIES (&tunnel, &tunnel_command, &tunnel_compress),
     COMMAND_TLS_ENTRIES (&tls_dir, &insecure),
     COMMAND_PASS_FDS_ENTRY (&pass_fds),
     { "tls-hostname", 0, 0, G_OPTION_ARG_STRING, &tls_hostname,
@@ -304,6 +305,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   sopts.verify = verify;
   sopts.tunnel_addr = tunnel;
   sopts.tunnel_command = tunnel_command;
+  sopts.tunnel_compress = tunnel_compress;
   sopts.tls_dir = tls_dir;
   sopts.tls_hostname = tls_hostname;
   sopts.insecure = insecure;

@@ -33,6 +33,7 @@ typedef struct {
   MirrorTuning mirror;
   char *tunnel;
   char *tunnel_command;
+  char *tunnel_compress;
   char *tls_dir;
   char **tls_authz;
   gboolean insecure;
@@ -50,6 +51,7 @@ replicate_args_clear (ReplicateArgs *args)
   mirror_tuning_clear (&args->mirror);
   g_free (args->tunnel);
   g_free (args->tunnel_command);
+  g_free (args->tunnel_compress);
   g_free (args->tls_dir);
   g_strfreev (args->tls_authz);
 }
@@ -264,6 +266,7 @@ replicate_perform (ReplicateSession *s, const ReplicateArgs *args, GError **erro
     .progress_ms = 2000,
     .tunnel_addr = args->tunnel,
     .tunnel_command = args->tunnel_command,
+    .tunnel_compress = args->tunnel_compress,
     .tls_dir = args->tls_dir,
     .insecure = args->insecure,
     .local_destination = TRUE,  /* one process drives both QEMUs */
@@ -635,7 +638,7 @@ replicate_parse (const char *sub, int argc, char **argv, ReplicateArgs *args, GE
     { "listen", 0, 0, G_OPTION_ARG_STRING, &args->listen,
       "Where the standby's NBD server listens (default: a private UNIX socket)", "ADDR" },
     COMMAND_MIRROR_ENTRIES (&args->mirror),
-    COMMAND_TUNNEL_ENTRIES (&args->tunnel, &args->tunnel_command),
+    COMMAND_TUNNEL_ENTRIES (&args->tunnel, &args->tunnel_command, &args->tunnel_compress),
     COMMAND_TLS_ENTRIES (&args->tls_dir, &args->insecure),
     COMMAND_TLS_AUTHZ_ENTRY (&args->tls_authz),
     COMMAND_EVENT_ENTRIES,

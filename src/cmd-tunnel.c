@@ -83,6 +83,8 @@ cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, GError **
   g_autofree char *tls_dir = NULL;
   g_auto(GStrv) tls_authz = NULL;
   gboolean insecure = FALSE;
+  g_autofree char *compress = NULL;
+  TunnelCompress mode = TUNNEL_COMPRESS_AUTO;
   const GOptionEntry entries[] = {
     { "nbd-socket", 0, 0, G_OPTION_ARG_FILENAME, &nbd_socket,
       "The destination QEMU's NBD server (a UNIX socket)", "PATH" },
@@ -97,6 +99,7 @@ cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, GError **
     { "insecure", 0, 0, G_OPTION_ARG_NONE, &insecure,
       "Allow --listen on a non-loopback address (or such a TCP connection as stdin) "
       "without --tls-creds; the first client to connect gets the stream", NULL },
+    COMMAND_TUNNEL_COMPRESS_ENTRY (&compress),
     G_OPTION_ENTRY_NULL
   };
   g_autoptr(GIOStream) stream = NULL;
@@ -105,11 +108,13 @@ cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, GError **
   if (!command_parse (&argc, &argv, "", "Carry the NBD connections of a --tunnel to the "
                       "destination's NBD server; ends when the stream ends.", entries, error)
       || !command_require ("--nbd-socket", nbd_socket, error)
-      || !tunnel_check_options (listen, tls_dir, tls_authz, insecure, error))
+      || !tunnel_check_options (listen, tls_dir, tls_authz, insecure, error)
+      || (compress != NULL && !tunnel_compress_parse (compress, &mode, error)))
     return FALSE;
   stream = tunnel_open_stream (listen, tls_dir, tls_authz, cancellable, error);
   if (stream == NULL)
     return FALSE;
   tunnel = tunnel_new_connector (stream, nbd_socket);
+  tunnel_set_compress (tunnel, mode);
   return tunnel_run (tunnel, cancellable, error);
 }

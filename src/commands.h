@@ -75,14 +75,20 @@ extern CommonOptions common_options;
     "repeatable", "NAME=PATH" }
 
 /* Tunnel options of the commands that mirror to a destination. */
-#define COMMAND_TUNNEL_ENTRIES(addr, command) \
+#define COMMAND_TUNNEL_ENTRIES(addr, command, compress) \
   { "tunnel", 0, 0, G_OPTION_ARG_STRING, (addr), \
     "Carry every disk's NBD connection through ONE TCP stream to a tunnel-endpoint at " \
     "tcp:HOST:PORT", "ADDR" }, \
   { "tunnel-command", 0, 0, G_OPTION_ARG_STRING, (command), \
     "Carry them through the stdin/stdout of CMD (e.g. ssh HOST blkmig tunnel-endpoint " \
     "--nbd-socket {nbd-socket}), split into words and run without a shell; the word " \
-    "{nbd-socket} is replaced by the destination's socket", "CMD" }
+    "{nbd-socket} is replaced by the destination's socket", "CMD" }, \
+  COMMAND_TUNNEL_COMPRESS_ENTRY (compress)
+#define COMMAND_TUNNEL_COMPRESS_ENTRY(compress) \
+  { "tunnel-compress", 0, 0, G_OPTION_ARG_STRING, (compress), \
+    "Compress the tunnel's stream with zstd: auto (default: while the link, not the CPU, " \
+    "is the bottleneck, and the data shrinks), zstd (always) or none; both ends must agree, " \
+    "an end without it gets the stream uncompressed", "MODE" }
 
 /* TLS options: x509 credentials and the plaintext guard. */
 #define COMMAND_TLS_ENTRIES(dir, insecure) \

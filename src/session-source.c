@@ -683,6 +683,7 @@ source_open_tunnel (SourceRun *run, GCancellable *cancellable, GError **error)
     return TRUE;
   if (argv == NULL && !source_tunnel_check_plaintext (run, error))
     return FALSE;
+  run->tunnel.compress = run->plan.tunnel_compress;
   return source_tunnel_open (&run->tunnel, run->opts->tunnel_addr, argv, run->opts->tls_dir,
                              run->opts->tls_hostname, run->group, cancellable, error);
 }

@@ -17,6 +17,7 @@ typedef struct {
   Journal *journal;         /* steps are recorded here before they happen; may be NULL */
   const char *tunnel_addr;  /* --tunnel tcp:HOST:PORT */
   const char *tunnel_command; /* --tunnel-command CMD */
+  const char *tunnel_compress; /* --tunnel-compress MODE; NULL: auto */
   const char *tls_dir;      /* x509 credentials for the NBD client */
   const char *tls_hostname; /* the name the server certificate must carry */
   gboolean insecure;        /* allow plaintext TCP to a non-loopback address */

@@ -145,6 +145,18 @@ trust_tunnel_argv (const Cookie *dest, const SourceOptions *opts, SourcePlan *pl
   return TRUE;
 }
 
+static gboolean
+trust_tunnel_compress (const SourceOptions *opts, SourcePlan *plan, GError **error)
+{
+  plan->tunnel_compress = TUNNEL_COMPRESS_AUTO;
+  if (opts->tunnel_compress == NULL)
+    return TRUE;
+  if (opts->tunnel_addr == NULL && opts->tunnel_command == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--tunnel-compress needs --tunnel or --tunnel-command"), FALSE;
+  return tunnel_compress_parse (opts->tunnel_compress, &plan->tunnel_compress, error);
+}
+
 /* The host the disks go to, as far as this host already trusts it. */
 static const char *
 trust_disk_host (const Cookie *dest, const SourceOptions *opts, NbdEndpoint *tunnel)
@@ -224,5 +236,6 @@ source_trust_check (const Cookie *dest, const SourceOptions *opts, const char *m
   return trust_nbd_target (dest, opts, error)
          && trust_tls_hostname (dest, opts, plan, error)
          && trust_tunnel_argv (dest, opts, plan, error)
+         && trust_tunnel_compress (opts, plan, error)
          && trust_migrate_uri (dest, opts, migrate_uri, no_migrate, plan, error);
 }

@@ -2,11 +2,13 @@
 #pragma once
 
 #include "cookie/cookie.h"
+#include "nbd/tunnel.h"
 #include "src/session.h"
 
 /* The decisions perform makes before anything starts. */
 typedef struct {
   GStrv tunnel_argv;        /* --tunnel-command as words, {nbd-socket} substituted */
+  TunnelCompress tunnel_compress; /* --tunnel-compress */
   char *migrate_uri;        /* the memory stream's URI; NULL when there is none */
   char *tls_hostname;       /* the name the destination's certificate must carry */
   gboolean migration_tls;   /* the memory stream uses TLS (the NBD client's creds) */

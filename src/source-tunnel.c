@@ -4,6 +4,8 @@
 #include <signal.h>
 
 #include "common/async.h"
+#include "qmp/qmp-client.h"
+#include "src/events.h"
 #include "src/transport.h"
 #include "src/util.h"
 
@@ -42,7 +44,20 @@ source_tunnel_open (SourceTunnel *st, const char *addr, const char *const *argv,
   if (st->tunnel == NULL)
     return FALSE;
   tunnel_set_closed_func (st->tunnel, source_tunnel_closed_cb, st);
+  tunnel_set_compress (st->tunnel, st->compress);
   return TRUE;
+}
+
+/* What the stream carried, as an event (compression's effect is visible there). */
+static void
+source_tunnel_report (SourceTunnel *st)
+{
+  guint64 data, wire;
+  gboolean zstd;
+
+  tunnel_get_stats (st->tunnel, &data, &wire, &zstd);
+  events_emit ("tunnel", "data-bytes", qmp_int (data), "wire-bytes", qmp_int (wire),
+               "compression", qmp_str (zstd ? "zstd" : "none"), NULL);
 }
 
 void
@@ -50,7 +65,10 @@ source_tunnel_close (SourceTunnel *st)
 {
   g_clear_pointer (&st->broken, g_free);
   if (st->tunnel != NULL)
-    tunnel_shutdown (st->tunnel);
+    {
+      source_tunnel_report (st);
+      tunnel_shutdown (st->tunnel);
+    }
   if (st->proc != NULL)
     {
       /* the far end exits when its stdin ends (at once: tunnel_shutdown waited

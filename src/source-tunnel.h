@@ -11,6 +11,7 @@ typedef struct {
   char *path;               /* the UNIX socket QEMU's NBD clients use */
   JobGroup *group;          /* failed at once when the stream breaks */
   char *broken;             /* why the stream broke, once it did */
+  TunnelCompress compress;  /* set before source_tunnel_open */
 } SourceTunnel;
 
 /* Opens the stream (@addr "tcp:HOST:PORT", or the program @argv, run without a

@@ -73,6 +73,62 @@ test_command (Fixture *f, gconstpointer data)
   assert_migrated (f);
 }
 
+/* The "tunnel" event of the events file @path: data-bytes, wire-bytes, compression. */
+static JsonObject *
+tunnel_event (const char *path)
+{
+  g_autofree char *text = NULL;
+  g_auto(GStrv) lines = NULL;
+
+  g_assert_true (g_file_get_contents (path, &text, NULL, NULL));
+  lines = g_strsplit (text, "\n", -1);
+  for (char **line = lines; *line != NULL; line++)
+    {
+      g_autoptr(JsonParser) parser = json_parser_new ();
+      JsonObject *event;
+
+      if (**line == '\0' || !json_parser_load_from_data (parser, *line, -1, NULL))
+        continue;
+      event = json_node_get_object (json_parser_get_root (parser));
+      if (g_strcmp0 (json_object_get_string_member (event, "event"), "tunnel") == 0)
+        return json_object_ref (event);
+    }
+  g_assert_not_reached ();
+}
+
+/* --tunnel-compress on both ends (@endpoint_mode at the far end): the disks
+ * arrive identical, and the stream carried them compressed exactly when both
+ * ends agreed (the disks hold 12 MiB of one byte each: they compress well). */
+static void
+test_compress (Fixture *f, gconstpointer data)
+{
+  const char *endpoint_mode = data;
+  gboolean zstd = g_str_equal (endpoint_mode, "zstd");
+  g_autofree char *events = rig_path (f->rig, "events");
+  g_autofree char *command = g_strdup_printf (
+      "%s tunnel-endpoint --tunnel-compress %s --nbd-socket {nbd-socket}", g_getenv ("BLKMIG"),
+      endpoint_mode);
+  g_autoptr(JsonObject) event = NULL;
+  gint64 data_bytes, wire_bytes;
+
+  g_assert_cmpint (blkmig_run (NULL, NULL, "migrate", "-q", "--tunnel-command", command,
+                               "--tunnel-compress", "zstd", "--events", events, "--source",
+                               f->vsrc->qmp_path, "--dest", f->vdst->qmp_path, NULL), ==, 0);
+  assert_migrated (f);
+  event = tunnel_event (events);
+  data_bytes = json_object_get_int_member (event, "data-bytes");
+  wire_bytes = json_object_get_int_member (event, "wire-bytes");
+  g_test_message ("%" G_GINT64_FORMAT " bytes of NBD traffic as %" G_GINT64_FORMAT, data_bytes,
+                  wire_bytes);
+  g_assert_cmpstr (json_object_get_string_member (event, "compression"), ==,
+                   zstd ? "zstd" : "none");
+  g_assert_cmpint (data_bytes, >, N_DISKS * 12 * 1024 * 1024);
+  if (zstd)
+    g_assert_cmpint (wire_bytes, <, data_bytes / 10);
+  else
+    g_assert_cmpint (wire_bytes, >, data_bytes);
+}
+
 /* Starts `tunnel-endpoint --listen tcp:127.0.0.1:0` and returns "tcp:127.0.0.1:PORT". */
 static char *
 start_endpoint (const char *nbd_socket, GSubprocess **proc)
@@ -159,6 +215,10 @@ main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add ("/tunnel/command-three-disks", Fixture, NULL, fixture_setup, test_command, fixture_teardown);
+  g_test_add ("/tunnel/compress-zstd", Fixture, "zstd", fixture_setup, test_compress,
+              fixture_teardown);
+  g_test_add ("/tunnel/compress-endpoint-without", Fixture, "none", fixture_setup, test_compress,
+              fixture_teardown);
   g_test_add ("/tunnel/tcp-three-disks", Fixture, NULL, fixture_setup, test_tcp, fixture_teardown);
   g_test_add ("/tunnel/broken-mid-copy", Fixture, NULL, fixture_setup, test_broken, fixture_teardown);
   return g_test_run ();

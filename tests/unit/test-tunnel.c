@@ -8,9 +8,11 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <unistd.h>
+#include <zstd.h>
 
 #include "common/error.h"
 #include "nbd/tunnel.h"
+#include "tests/unit/tunnel-v1.h"
 
 #define ECHO_BYTES (3 * 1024 * 1024 + 12345)
 
@@ -191,22 +193,13 @@ iterate_until (gint *flag, guint seconds)
       g_usleep (1000);
 }
 
-/* Every frame type crosses the stream both ways, several channels at once,
- * frames of odd lengths: under UBSan a misaligned header access fails this. */
+/* Three clients echo ECHO_BYTES each through the listener at fx->listen_path. */
 static void
-test_echo (Fixture *fx, gconstpointer data)
+run_clients (Fixture *fx)
 {
-  g_autoptr(GError) error = NULL;
-  g_autoptr(Tunnel) listener = NULL;
-  g_autoptr(Tunnel) connector = NULL;
   Client clients[3] = { { 0 } };
   GThread *threads[G_N_ELEMENTS (clients)];
 
-  server_start (fx, FALSE);
-  listener = tunnel_new_listener (fx->ends[0], fx->listen_path, &error);
-  g_assert_no_error (error);
-  connector = tunnel_new_connector (fx->ends[1], fx->nbd_path);
-  tunnel_set_closed_func (connector, closed_cb, fx);
   for (guint i = 0; i < G_N_ELEMENTS (clients); i++)
     {
       clients[i] = (Client) { fx->listen_path, (guint8) (i + 1), 0, FALSE };
@@ -219,12 +212,102 @@ test_echo (Fixture *fx, gconstpointer data)
       g_thread_join (threads[i]);
       g_assert_true (clients[i].ok);
     }
+}
+
+/* Every frame type crosses the stream both ways, several channels at once,
+ * frames of odd lengths: under UBSan a misaligned header access fails this. */
+static void
+test_echo (Fixture *fx, gconstpointer data)
+{
+  g_autoptr(GError) error = NULL;
+  g_autoptr(Tunnel) listener = NULL;
+  g_autoptr(Tunnel) connector = NULL;
+
+  server_start (fx, FALSE);
+  listener = tunnel_new_listener (fx->ends[0], fx->listen_path, &error);
+  g_assert_no_error (error);
+  connector = tunnel_new_connector (fx->ends[1], fx->nbd_path);
+  tunnel_set_closed_func (connector, closed_cb, fx);
+  run_clients (fx);
   g_assert_false (fx->closed);
+}
+
+/* ---- compression: negotiated, and with an older peer ---------------------- */
+
+typedef struct {
+  int listener;             /* a TunnelCompress, or V1: the frozen pre-compression tunnel */
+  int connector;
+  gboolean zstd;            /* compression must be agreed */
+} Pair;
+
+#define V1 (-1)
+
+static const Pair pairs[] = {
+  { TUNNEL_COMPRESS_ZSTD, TUNNEL_COMPRESS_ZSTD, TRUE },
+  { TUNNEL_COMPRESS_AUTO, TUNNEL_COMPRESS_ZSTD, TRUE },    /* the connector compresses */
+  { TUNNEL_COMPRESS_ZSTD, TUNNEL_COMPRESS_NONE, FALSE },
+  { TUNNEL_COMPRESS_NONE, TUNNEL_COMPRESS_ZSTD, FALSE },
+  { TUNNEL_COMPRESS_ZSTD, V1, FALSE },                     /* an old endpoint */
+  { V1, TUNNEL_COMPRESS_ZSTD, FALSE },                     /* an old source */
+};
+static const char *const pair_names[] = {
+  "zstd-zstd", "auto-zstd", "zstd-none", "none-zstd", "zstd-v1", "v1-zstd",
+};
+
+/* The stream carried the clients' bytes compressed (the echo data compresses
+ * well) exactly when compression was agreed. */
+static void
+assert_compression (Tunnel *tunnel, int mode, gboolean zstd)
+{
+  guint64 data, wire;
+  gboolean agreed;
+
+  tunnel_get_stats (tunnel, &data, &wire, &agreed);
+  g_test_message ("%" G_GUINT64_FORMAT " bytes as %" G_GUINT64_FORMAT, data, wire);
+  g_assert_cmpint (agreed, ==, zstd);
+  g_assert_cmpuint (data, ==, 3 * ECHO_BYTES);
+  if (zstd && mode == TUNNEL_COMPRESS_ZSTD)
+    g_assert_cmpuint (wire, <, data / 4);
+  else if (!zstd)
+    g_assert_cmpuint (wire, >, data);
+}
+
+static void
+test_compress (Fixture *fx, gconstpointer data)
+{
+  const Pair *pair = data;
+  g_autoptr(GError) error = NULL;
+  Tunnel *listener = NULL, *connector = NULL;
+  TunnelV1 *listener1 = NULL, *connector1 = NULL;
+
+  server_start (fx, FALSE);
+  if (pair->listener == V1)
+    listener1 = tunnel_v1_new_listener (fx->ends[0], fx->listen_path, &error);
+  else
+    listener = tunnel_new_listener (fx->ends[0], fx->listen_path, &error);
+  g_assert_no_error (error);
+  if (pair->connector == V1)
+    connector1 = tunnel_v1_new_connector (fx->ends[1], fx->nbd_path);
+  else
+    connector = tunnel_new_connector (fx->ends[1], fx->nbd_path);
+  if (connector != NULL)
+    tunnel_set_compress (connector, pair->connector);
+  if (listener != NULL)
+    tunnel_set_compress (listener, pair->listener);
+  run_clients (fx);
+  if (listener != NULL)
+    assert_compression (listener, pair->listener, pair->zstd);
+  if (connector != NULL)
+    assert_compression (connector, pair->connector, pair->zstd);
+  tunnel_free (listener);
+  tunnel_free (connector);
+  tunnel_v1_free (listener1);
+  tunnel_v1_free (connector1);
 }
 
 /* ---- a hostile peer: raw frames into a connector tunnel ------------------ */
 
-enum { OPEN = 1, DATA = 2, CREDIT = 3 };
+enum { OPEN = 1, DATA = 2, CREDIT = 3, CLOSE = 4, ZDATA = 5 };
 
 static void
 frame_append (GByteArray *out, guint32 id, guint8 type, const guint8 *payload, guint32 len)
@@ -271,6 +354,7 @@ run_hostile (Fixture *fx, GByteArray *frames, gboolean echo)
                                    NULL, NULL, &error);
   g_assert_no_error (error);
   connector = tunnel_new_connector (fx->ends[1], fx->nbd_path);
+  tunnel_set_compress (connector, TUNNEL_COMPRESS_ZSTD);
   tunnel_set_closed_func (connector, closed_cb, fx);
   thread = g_thread_new ("raw-peer", raw_peer_thread, &peer);
   iterate_until (&fx->closed, 10);
@@ -432,6 +516,77 @@ test_free_closes_pipe (Fixture *fx, gconstpointer data)
   close (from_peer[1]);
 }
 
+/* ---- hostile ZDATA ---------------------------------------------------------- */
+
+/* The listener's offer, as a new source sends it. */
+static void
+append_hello (GByteArray *frames)
+{
+  frame_append (frames, 0, CLOSE, (const guint8 *) "blkmig-tunnel zstd", 18);
+}
+
+/* A ZDATA frame for channel 1 claiming @n bytes, carrying @real bytes of 0x5a
+ * compressed, cut short by @cut bytes. */
+static void
+append_zdata (GByteArray *frames, guint32 n, gsize real, gsize cut)
+{
+  g_autofree guint8 *plain = g_malloc (real);
+  gsize bound = ZSTD_compressBound (real);
+  g_autofree guint8 *payload = g_malloc (4 + bound);
+  gsize len;
+
+  memset (plain, 0x5a, real);
+  len = ZSTD_compress (payload + 4, bound, plain, real, 1);
+  g_assert_false (ZSTD_isError (len));
+  payload[0] = n >> 24, payload[1] = n >> 16, payload[2] = n >> 8, payload[3] = n;
+  frame_append (frames, 1, ZDATA, payload, 4 + len - cut);
+}
+
+static void
+assert_violation (Fixture *fx, const char *what)
+{
+  g_autofree char *expected = g_strdup_printf ("tunnel: the peer broke the protocol: %s", what);
+
+  g_assert_true (fx->closed);
+  g_assert_error (fx->closed_error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED);
+  g_assert_cmpstr (fx->closed_error->message, ==, expected);
+}
+
+/* Each malformed ZDATA ends the stream with its own reason; the bomb (16 MiB +
+ * 1 MiB that compress to almost nothing) stops at the window like DATA. */
+static void
+test_hostile_zdata (Fixture *fx, gconstpointer data)
+{
+  const char *what = data;
+  g_autoptr(GByteArray) frames = g_byte_array_new ();
+
+  if (!g_str_equal (what, "unagreed"))
+    append_hello (frames);
+  frame_append (frames, 1, OPEN, NULL, 0);
+  if (g_str_equal (what, "unagreed"))
+    append_zdata (frames, 4096, 4096, 0);
+  else if (g_str_equal (what, "size"))
+    append_zdata (frames, 4096, 8192, 0);
+  else if (g_str_equal (what, "cut"))
+    append_zdata (frames, 1 << 20, 1 << 20, 5);
+  else if (g_str_equal (what, "huge"))
+    append_zdata (frames, 3 << 20, 3 << 20, 0);
+  else
+    for (guint i = 0; i <= TUNNEL_WINDOW / (1 << 20); i++)
+      append_zdata (frames, 1 << 20, 1 << 20, 0);
+  run_hostile (fx, frames, FALSE);
+  if (g_str_equal (what, "unagreed"))
+    assert_violation (fx, "ZDATA on channel 1 without agreeing to compression");
+  else if (g_str_equal (what, "size"))
+    assert_violation (fx, "a ZDATA frame whose zstd frame has another size on channel 1");
+  else if (g_str_equal (what, "cut"))
+    assert_violation (fx, "a ZDATA frame that does not decompress on channel 1");
+  else if (g_str_equal (what, "huge"))
+    assert_violation (fx, "a ZDATA frame of an impossible length on channel 1");
+  else
+    assert_violation (fx, "ZDATA beyond the credit it was given on channel 1");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -445,6 +600,17 @@ main (int argc, char **argv)
               test_credit_coalesced, fixture_teardown);
   g_test_add ("/tunnel/hostile/credit-never-sent", Fixture, NULL, fixture_setup,
               test_credit_never_sent, fixture_teardown);
+  for (guint i = 0; i < G_N_ELEMENTS (pairs); i++)
+    {
+      g_autofree char *path = g_strdup_printf ("/tunnel/compress/%s", pair_names[i]);
+      g_test_add (path, Fixture, &pairs[i], fixture_setup, test_compress, fixture_teardown);
+    }
+  for (guint i = 0; i < 5; i++)
+    {
+      static const char *const cases[] = { "unagreed", "size", "cut", "huge", "bomb" };
+      g_autofree char *path = g_strdup_printf ("/tunnel/hostile/zdata-%s", cases[i]);
+      g_test_add (path, Fixture, cases[i], fixture_setup, test_hostile_zdata, fixture_teardown);
+    }
   g_test_add ("/tunnel/free-closes-pipe", Fixture, NULL, fixture_setup, test_free_closes_pipe,
               fixture_teardown);
   return g_test_run ();

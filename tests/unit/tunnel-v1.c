@@ -1,0 +1,676 @@
+/* The tunnel as it was before compression (commit 23e3cf1), frozen: the older peer of the mixed-version tests. */
+/* Generated from that nbd/tunnel.c with Tunnel renamed TunnelV1 and the tunnel_* API renamed tunnel_v1_*; do not edit. */
+#include "tests/unit/tunnel-v1.h"
+
+#include <gio/gunixsocketaddress.h>
+#include <glib/gstdio.h>
+
+#include "common/debug.h"
+#include "common/error.h"
+
+enum { FRAME_OPEN = 1, FRAME_DATA = 2, FRAME_CREDIT = 3, FRAME_CLOSE = 4 };
+
+#define FRAME_HEADER 9
+#define READ_CHUNK (1024 * 1024)
+#define FRAME_MAX (2 * 1024 * 1024)
+/* Frames handed to one writev: fewer syscalls and wake-ups per byte. */
+#define WRITEV_FRAMES 64
+/* Local reads pause while this much is queued for the stream. */
+#define OUTQ_HIGH (8 * 1024 * 1024)
+
+typedef struct {
+  TunnelV1 *tunnel;
+  guint32 id;
+  gint refs;
+  GIOStream *conn;            /* the local NBD connection; NULL until connected */
+  gint64 credit;              /* bytes we may still send the peer */
+  gint64 window;              /* bytes the peer may still send us */
+  gint64 owed;                /* bytes written out, not yet in a CREDIT frame */
+  gboolean owing;             /* in tunnel->owing */
+  gboolean reading;
+  gboolean writing;
+  gboolean local_eof;         /* CLOSE sent */
+  gboolean peer_closed;       /* CLOSE received */
+  gboolean dead;
+  GQueue writes;              /* GBytes for the local connection */
+  GCancellable *cancellable;
+  guint8 *rbuf;               /* the frame being read into: header space, then data */
+} Channel;
+
+struct _TunnelV1 {
+  gint refs;                  /* the owner's, and one per stream operation in flight */
+  GIOStream *stream;
+  GSocketService *service;    /* listener side */
+  char *listen_path;
+  char *nbd_path;             /* connector side */
+  GHashTable *channels;       /* id → Channel */
+  guint32 next_id;
+  GQueue outq;                /* GBytes frames for the stream */
+  GQueue owing;               /* Channels (a ref each) with credit to return */
+  gsize outq_bytes;
+  guint out_frames;           /* frames of the writev in flight, 0 = none */
+  GOutputVector out_vecs[WRITEV_FRAMES];
+  guint8 header[FRAME_HEADER];
+  guint8 *payload;
+  gboolean closed;
+  GError *error;
+  GCancellable *cancellable;
+  TunnelV1ClosedFunc closed_func;
+  gpointer closed_data;
+};
+
+/* Big-endian u32 at any address: frames put them at odd offsets. */
+static guint32
+get_be32 (const guint8 *p)
+{
+  guint32 be;
+
+  memcpy (&be, p, sizeof be);
+  return GUINT32_FROM_BE (be);
+}
+
+static void
+put_be32 (guint8 *p, guint32 value)
+{
+  guint32 be = GUINT32_TO_BE (value);
+
+  memcpy (p, &be, sizeof be);
+}
+
+static void tunnel_read_header (TunnelV1 *tunnel);
+static void tunnel_unref (TunnelV1 *tunnel);
+static void tunnel_close (TunnelV1 *tunnel, GError *error);
+
+/* Ends the stream: the peer broke the protocol (a broken or hostile peer). */
+static void G_GNUC_PRINTF (2, 3)
+tunnel_violation (TunnelV1 *tunnel, const char *format, ...)
+{
+  va_list args;
+  g_autofree char *what = NULL;
+
+  va_start (args, format);
+  what = g_strdup_vprintf (format, args);
+  va_end (args);
+  tunnel_close (tunnel, g_error_new (BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
+                                     "tunnel: the peer broke the protocol: %s", what));
+}
+
+static TunnelV1 *
+tunnel_ref (TunnelV1 *tunnel)
+{
+  tunnel->refs++;
+  return tunnel;
+}
+static void channel_read (Channel *ch);
+static void channel_write (Channel *ch);
+static void tunnel_flush (TunnelV1 *tunnel);
+
+/* ---- channels ----------------------------------------------------------- */
+
+static Channel *
+channel_ref (Channel *ch)
+{
+  ch->refs++;
+  return ch;
+}
+
+static void
+channel_unref (Channel *ch)
+{
+  if (--ch->refs > 0)
+    return;
+  g_queue_clear_full (&ch->writes, (GDestroyNotify) g_bytes_unref);
+  g_free (ch->rbuf);
+  g_clear_object (&ch->conn);
+  g_clear_object (&ch->cancellable);
+  g_free (ch);
+}
+
+static Channel *
+channel_new (TunnelV1 *tunnel, guint32 id, GIOStream *conn)
+{
+  Channel *ch = g_new0 (Channel, 1);
+
+  ch->tunnel = tunnel;
+  ch->id = id;
+  ch->refs = 1;                       /* the table's */
+  ch->conn = conn != NULL ? g_object_ref (conn) : NULL;
+  ch->credit = TUNNEL_WINDOW;
+  ch->window = TUNNEL_WINDOW;
+  ch->cancellable = g_cancellable_new ();
+  g_queue_init (&ch->writes);
+  g_hash_table_insert (tunnel->channels, GUINT_TO_POINTER (id), ch);
+  return ch;
+}
+
+static void
+channel_destroy (Channel *ch)
+{
+  if (ch->dead)
+    return;
+  ch->dead = TRUE;
+  g_cancellable_cancel (ch->cancellable);
+  if (ch->conn != NULL)
+    g_io_stream_close (ch->conn, NULL, NULL);
+  g_hash_table_remove (ch->tunnel->channels, GUINT_TO_POINTER (ch->id));  /* unrefs */
+}
+
+/* ---- the stream: writing ------------------------------------------------ */
+
+/* Puts the header on @frame (FRAME_HEADER + len bytes, payload in place) and
+ * wraps it for the output queue. */
+static GBytes *
+frame_finish (guint32 id, guint8 type, guint8 *frame, guint32 len)
+{
+  put_be32 (frame, id);
+  frame[4] = type;
+  put_be32 (frame + 5, len);
+  return g_bytes_new_take (frame, FRAME_HEADER + len);
+}
+
+/* Queues @frame (FRAME_HEADER + len bytes, payload already in place; taken). */
+static void
+tunnel_queue (TunnelV1 *tunnel, guint32 id, guint8 type, guint8 *frame, guint32 len)
+{
+  if (tunnel->closed)
+    {
+      g_free (frame);
+      return;
+    }
+  g_queue_push_tail (&tunnel->outq, frame_finish (id, type, frame, len));
+  tunnel->outq_bytes += FRAME_HEADER + len;
+  tunnel_flush (tunnel);
+}
+
+/* @ch wrote @n bytes out: the peer may send that much more.  The credit goes
+ * out with the next write to the stream, one CREDIT per channel however many
+ * writes it sums up, so a peer that does not read cannot make us pile them up. */
+static void
+channel_owe (Channel *ch, gsize n)
+{
+  ch->owed += n;
+  if (!ch->owing)
+    {
+      ch->owing = TRUE;
+      g_queue_push_tail (&ch->tunnel->owing, channel_ref (ch));
+    }
+  tunnel_flush (ch->tunnel);
+}
+
+/* Puts a CREDIT for every channel that owes one at the head of the output queue
+ * (credit is never held up behind data); the window grows as it is sent. */
+static void
+tunnel_queue_credits (TunnelV1 *tunnel)
+{
+  Channel *ch;
+
+  while ((ch = g_queue_pop_head (&tunnel->owing)) != NULL)
+    {
+      guint8 *frame = g_malloc (FRAME_HEADER + 4);
+
+      ch->owing = FALSE;
+      put_be32 (frame + FRAME_HEADER, ch->owed);  /* at most one window */
+      if (ch->dead)
+        g_free (frame);
+      else
+        {
+          g_queue_push_head (&tunnel->outq, frame_finish (ch->id, FRAME_CREDIT, frame, 4));
+          tunnel->outq_bytes += FRAME_HEADER + 4;
+          ch->window += ch->owed;
+        }
+      ch->owed = 0;
+      channel_unref (ch);
+    }
+}
+
+static void
+tunnel_send (TunnelV1 *tunnel, guint32 id, guint8 type, const void *data, guint32 len)
+{
+  guint8 *frame = g_malloc (FRAME_HEADER + len);
+
+  if (len > 0)
+    memcpy (frame + FRAME_HEADER, data, len);
+  tunnel_queue (tunnel, id, type, frame, len);
+}
+
+static void
+tunnel_close (TunnelV1 *tunnel, GError *error)
+{
+  GList *channels;
+
+  if (tunnel->closed)
+    {
+      g_clear_error (&error);
+      return;
+    }
+  blkmig_debug (BLKMIG_DEBUG_TUNNEL, "tunnel: closed: %s", error != NULL ? error->message : "end of stream");
+  tunnel->closed = TRUE;
+  tunnel->error = error;
+  g_cancellable_cancel (tunnel->cancellable);
+  if (tunnel->service != NULL)
+    {
+      g_socket_service_stop (tunnel->service);
+      g_socket_listener_close (G_SOCKET_LISTENER (tunnel->service));  /* reconnects: refused */
+    }
+  channels = g_hash_table_get_values (tunnel->channels);
+  for (GList *l = channels; l != NULL; l = l->next)
+    channel_destroy (l->data);
+  g_list_free (channels);
+  if (tunnel->closed_func != NULL)
+    tunnel->closed_func (tunnel, tunnel->error, tunnel->closed_data);
+}
+
+void
+tunnel_v1_set_closed_func (TunnelV1 *tunnel, TunnelV1ClosedFunc func, gpointer user_data)
+{
+  tunnel->closed_func = func;
+  tunnel->closed_data = user_data;
+}
+
+/* Local reads that paused for a full output queue may go on. */
+static void
+tunnel_resume_reads (TunnelV1 *tunnel)
+{
+  GHashTableIter iter;
+  gpointer value;
+
+  g_hash_table_iter_init (&iter, tunnel->channels);
+  while (g_hash_table_iter_next (&iter, NULL, &value))
+    channel_read (value);
+}
+
+static void
+tunnel_written_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  TunnelV1 *tunnel = user_data;
+  g_autoptr(GError) error = NULL;
+
+  if (!g_output_stream_writev_all_finish (G_OUTPUT_STREAM (source), result, NULL, &error))
+    {
+      tunnel_close (tunnel, g_steal_pointer (&error));
+      {
+        tunnel_unref (tunnel);
+        return;
+      }
+    }
+  for (; tunnel->out_frames > 0; tunnel->out_frames--)
+    {
+      g_autoptr(GBytes) frame = g_queue_pop_head (&tunnel->outq);
+      tunnel->outq_bytes -= g_bytes_get_size (frame);
+    }
+  tunnel_flush (tunnel);
+  if (tunnel->outq_bytes < OUTQ_HIGH / 2)
+    tunnel_resume_reads (tunnel);
+  tunnel_unref (tunnel);
+}
+
+static void
+tunnel_flush (TunnelV1 *tunnel)
+{
+  guint n = 0;
+
+  if (tunnel->out_frames > 0 || tunnel->closed)
+    return;
+  tunnel_queue_credits (tunnel);
+  for (GList *l = tunnel->outq.head; l != NULL && n < WRITEV_FRAMES; l = l->next, n++)
+    tunnel->out_vecs[n].buffer = g_bytes_get_data (l->data, &tunnel->out_vecs[n].size);
+  if (n == 0)
+    return;
+  tunnel->out_frames = n;
+  g_output_stream_writev_all_async (g_io_stream_get_output_stream (tunnel->stream),
+                                    tunnel->out_vecs, n, G_PRIORITY_DEFAULT, tunnel->cancellable,
+                                    tunnel_written_cb, tunnel_ref (tunnel));
+}
+
+/* ---- local connections -------------------------------------------------- */
+
+static void
+channel_local_ended (Channel *ch)
+{
+  if (!ch->local_eof)
+    tunnel_send (ch->tunnel, ch->id, FRAME_CLOSE, NULL, 0);
+  ch->local_eof = TRUE;
+  channel_destroy (ch);
+}
+
+static void
+channel_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Channel *ch = user_data;
+  g_autoptr(GError) error = NULL;
+  gssize n = g_input_stream_read_finish (G_INPUT_STREAM (source), result, &error);
+
+  ch->reading = FALSE;
+  if (!ch->dead && n > 0)
+    {
+      tunnel_queue (ch->tunnel, ch->id, FRAME_DATA, g_steal_pointer (&ch->rbuf), n);
+      ch->credit -= n;
+      channel_read (ch);
+    }
+  else if (!ch->dead)
+    channel_local_ended (ch);  /* EOF or error: the NBD connection is over */
+  channel_unref (ch);
+}
+
+static void
+channel_read (Channel *ch)
+{
+  if (ch->dead || ch->reading || ch->conn == NULL || ch->local_eof || ch->credit <= 0
+      || ch->tunnel->outq_bytes >= OUTQ_HIGH)
+    return;
+  ch->reading = TRUE;
+  /* read straight into the frame that will carry it: no copy on the way out */
+  g_free (ch->rbuf);
+  ch->rbuf = g_malloc (FRAME_HEADER + MIN (ch->credit, READ_CHUNK));
+  g_input_stream_read_async (g_io_stream_get_input_stream (ch->conn), ch->rbuf + FRAME_HEADER,
+                             MIN (ch->credit, READ_CHUNK), G_PRIORITY_DEFAULT, ch->cancellable,
+                             channel_read_cb, channel_ref (ch));
+}
+
+static void
+channel_written_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Channel *ch = user_data;
+  g_autoptr(GError) error = NULL;
+  g_autoptr(GBytes) data = NULL;
+
+  ch->writing = FALSE;
+  if (!g_output_stream_write_all_finish (G_OUTPUT_STREAM (source), result, NULL, &error))
+    {
+      if (!ch->dead)
+        channel_local_ended (ch);
+      {
+        channel_unref (ch);
+        return;
+      }
+    }
+  data = g_queue_pop_head (&ch->writes);
+  if (!ch->dead)
+    channel_owe (ch, g_bytes_get_size (data));
+  channel_write (ch);
+  channel_unref (ch);
+}
+
+static void
+channel_write (Channel *ch)
+{
+  GBytes *data;
+
+  if (ch->dead || ch->writing || ch->conn == NULL)
+    return;
+  data = g_queue_peek_head (&ch->writes);
+  if (data == NULL)
+    {
+      if (ch->peer_closed)
+        channel_destroy (ch);  /* everything the peer sent is out */
+      return;
+    }
+  ch->writing = TRUE;
+  g_output_stream_write_all_async (g_io_stream_get_output_stream (ch->conn),
+                                   g_bytes_get_data (data, NULL), g_bytes_get_size (data),
+                                   G_PRIORITY_DEFAULT, ch->cancellable, channel_written_cb,
+                                   channel_ref (ch));
+}
+
+/* ---- the stream: reading ------------------------------------------------ */
+
+static void
+channel_connected_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  Channel *ch = user_data;
+  g_autoptr(GError) error = NULL;
+  GSocketConnection *conn = g_socket_client_connect_finish (G_SOCKET_CLIENT (source), result,
+                                                            &error);
+
+  if (ch->dead)
+    g_clear_object (&conn);
+  else if (conn == NULL)
+    {
+      blkmig_debug (BLKMIG_DEBUG_TUNNEL, "tunnel: cannot reach %s: %s", ch->tunnel->nbd_path,
+                    error->message);
+      channel_local_ended (ch);
+    }
+  else
+    {
+      ch->conn = G_IO_STREAM (conn);
+      channel_write (ch);
+      channel_read (ch);
+    }
+  channel_unref (ch);
+}
+
+static void
+tunnel_open_channel (TunnelV1 *tunnel, guint32 id)
+{
+  g_autoptr(GSocketClient) client = g_socket_client_new ();
+  g_autoptr(GSocketAddress) addr = g_unix_socket_address_new (tunnel->nbd_path);
+  Channel *ch;
+
+  if (tunnel->nbd_path == NULL || g_hash_table_contains (tunnel->channels, GUINT_TO_POINTER (id)))
+    {
+      tunnel_violation (tunnel, "unexpected OPEN for channel %u", id);
+      return;
+    }
+  if (g_hash_table_size (tunnel->channels) >= TUNNEL_MAX_CHANNELS)
+    {
+      tunnel_violation (tunnel, "more than %d channels open", TUNNEL_MAX_CHANNELS);
+      return;
+    }
+  ch = channel_new (tunnel, id, NULL);
+  g_socket_client_connect_async (client, G_SOCKET_CONNECTABLE (addr), ch->cancellable,
+                                 channel_connected_cb, channel_ref (ch));
+}
+
+static void
+tunnel_dispatch (TunnelV1 *tunnel, guint32 id, guint8 type, guint32 len)
+{
+  Channel *ch = g_hash_table_lookup (tunnel->channels, GUINT_TO_POINTER (id));
+
+  switch (type)
+    {
+    case FRAME_OPEN:
+      tunnel_open_channel (tunnel, id);
+      break;
+    case FRAME_DATA:
+      if (ch == NULL)
+        break;  /* that connection already ended here */
+      if (len > ch->window)
+        {
+          tunnel_violation (tunnel, "%u bytes of DATA on channel %u beyond the credit it "
+                            "was given", len, id);
+          return;
+        }
+      ch->window -= len;
+      g_queue_push_tail (&ch->writes, g_bytes_new_take (g_steal_pointer (&tunnel->payload), len));
+      channel_write (ch);
+      break;
+    case FRAME_CREDIT:
+      if (len != 4)
+        {
+          tunnel_violation (tunnel, "CREDIT of %u bytes", len);
+          return;
+        }
+      if (ch == NULL)
+        break;
+      ch->credit += get_be32 (tunnel->payload);
+      if (ch->credit > TUNNEL_WINDOW)
+        {
+          tunnel_violation (tunnel, "more CREDIT on channel %u than was sent", id);
+          return;
+        }
+      channel_read (ch);
+      break;
+    case FRAME_CLOSE:
+      if (ch != NULL)
+        {
+          ch->peer_closed = TRUE;
+          ch->local_eof = TRUE;  /* no CLOSE back: the peer has forgotten it */
+          channel_write (ch);
+        }
+      break;
+    default:
+      tunnel_violation (tunnel, "unknown frame type %u", type);
+    }
+}
+
+static void
+tunnel_payload_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  TunnelV1 *tunnel = user_data;
+  g_autoptr(GError) error = NULL;
+  gsize got = 0;
+  guint32 len = get_be32 (tunnel->header + 5);
+
+  if (!g_input_stream_read_all_finish (G_INPUT_STREAM (source), result, &got, &error)
+      || got < len)
+    tunnel_close (tunnel, g_steal_pointer (&error));
+  else
+    {
+      tunnel_dispatch (tunnel, get_be32 (tunnel->header), tunnel->header[4],
+                       len);
+      tunnel_read_header (tunnel);
+    }
+  tunnel_unref (tunnel);
+}
+
+static void
+tunnel_header_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+{
+  TunnelV1 *tunnel = user_data;
+  g_autoptr(GError) error = NULL;
+  gsize got = 0;
+  guint32 len;
+
+  len = get_be32 (tunnel->header + 5);
+  if (!g_input_stream_read_all_finish (G_INPUT_STREAM (source), result, &got, &error)
+      || got < FRAME_HEADER)
+    tunnel_close (tunnel, g_steal_pointer (&error));  /* NULL error: the peer ended it */
+  else if (len > FRAME_MAX)
+    tunnel_violation (tunnel, "frame of %u bytes", len);
+  else if (len == 0)
+    {
+      tunnel_dispatch (tunnel, get_be32 (tunnel->header), tunnel->header[4], 0);
+      tunnel_read_header (tunnel);
+    }
+  else
+    g_input_stream_read_all_async (g_io_stream_get_input_stream (tunnel->stream),
+                                   tunnel->payload = g_realloc (tunnel->payload, len),
+                                   len, G_PRIORITY_DEFAULT, tunnel->cancellable, tunnel_payload_cb,
+                                   tunnel_ref (tunnel));
+  tunnel_unref (tunnel);
+}
+
+static void
+tunnel_read_header (TunnelV1 *tunnel)
+{
+  if (tunnel->closed)
+    return;
+  g_input_stream_read_all_async (g_io_stream_get_input_stream (tunnel->stream), tunnel->header,
+                                 FRAME_HEADER, G_PRIORITY_DEFAULT, tunnel->cancellable,
+                                 tunnel_header_cb, tunnel_ref (tunnel));
+}
+
+/* ---- construction ------------------------------------------------------- */
+
+static TunnelV1 *
+tunnel_new (GIOStream *stream)
+{
+  TunnelV1 *tunnel = g_new0 (TunnelV1, 1);
+
+  tunnel->refs = 1;
+  tunnel->stream = g_object_ref (stream);
+  tunnel->channels = g_hash_table_new_full (NULL, NULL, NULL, (GDestroyNotify) channel_unref);
+  tunnel->payload = NULL;  /* one buffer per frame: DATA hands it on without a copy */
+  tunnel->cancellable = g_cancellable_new ();
+  g_queue_init (&tunnel->outq);
+  g_queue_init (&tunnel->owing);
+  tunnel_read_header (tunnel);
+  return tunnel;
+}
+
+static gboolean
+tunnel_incoming_cb (GSocketService *service, GSocketConnection *conn, GObject *source,
+                    gpointer user_data)
+{
+  TunnelV1 *tunnel = user_data;
+  Channel *ch;
+
+  if (tunnel->closed)
+    return g_io_stream_close (G_IO_STREAM (conn), NULL, NULL), TRUE;
+  ch = channel_new (tunnel, ++tunnel->next_id, G_IO_STREAM (conn));
+  tunnel_send (tunnel, ch->id, FRAME_OPEN, NULL, 0);
+  channel_read (ch);
+  return TRUE;
+}
+
+TunnelV1 *
+tunnel_v1_new_listener (GIOStream *stream, const char *listen_path, GError **error)
+{
+  g_autoptr(TunnelV1) tunnel = tunnel_new (stream);
+  g_autoptr(GSocketAddress) addr = g_unix_socket_address_new (listen_path);
+
+  tunnel->service = g_socket_service_new ();
+  if (!g_socket_listener_add_address (G_SOCKET_LISTENER (tunnel->service), addr,
+                                      G_SOCKET_TYPE_STREAM, G_SOCKET_PROTOCOL_DEFAULT, NULL,
+                                      NULL, error))
+    return g_prefix_error (error, "tunnel: cannot listen on %s: ", listen_path), NULL;
+  g_chmod (listen_path, 0600);
+  tunnel->listen_path = g_strdup (listen_path);
+  g_signal_connect (tunnel->service, "incoming", G_CALLBACK (tunnel_incoming_cb), tunnel);
+  g_socket_service_start (tunnel->service);
+  return g_steal_pointer (&tunnel);
+}
+
+TunnelV1 *
+tunnel_v1_new_connector (GIOStream *stream, const char *nbd_path)
+{
+  TunnelV1 *tunnel = tunnel_new (stream);
+
+  tunnel->nbd_path = g_strdup (nbd_path);
+  return tunnel;
+}
+
+
+gboolean
+tunnel_v1_run (TunnelV1 *tunnel, GCancellable *cancellable, GError **error)
+{
+  while (!tunnel->closed && !g_cancellable_is_cancelled (cancellable))
+    g_main_context_iteration (NULL, TRUE);
+  if (g_cancellable_set_error_if_cancelled (cancellable, error))
+    return FALSE;
+  if (tunnel->error != NULL && !g_error_matches (tunnel->error, G_IO_ERROR, G_IO_ERROR_CLOSED))
+    return g_propagate_error (error, g_error_copy (tunnel->error)), FALSE;
+  return TRUE;
+}
+
+
+static void
+tunnel_unref (TunnelV1 *tunnel)
+{
+  if (--tunnel->refs > 0)
+    return;
+  g_queue_clear_full (&tunnel->owing, (GDestroyNotify) channel_unref);
+  g_hash_table_unref (tunnel->channels);
+  g_queue_clear_full (&tunnel->outq, (GDestroyNotify) g_bytes_unref);
+  g_clear_error (&tunnel->error);
+  g_object_unref (tunnel->cancellable);
+  g_object_unref (tunnel->stream);
+  g_free (tunnel->payload);
+  g_free (tunnel->listen_path);
+  g_free (tunnel->nbd_path);
+  g_free (tunnel);
+}
+
+void
+tunnel_v1_free (TunnelV1 *tunnel)
+{
+  if (tunnel == NULL)
+    return;
+  tunnel->closed_func = NULL;
+  tunnel_close (tunnel, NULL);
+  g_clear_object (&tunnel->service);
+  if (tunnel->listen_path != NULL)
+    g_unlink (tunnel->listen_path);
+  g_io_stream_close (tunnel->stream, NULL, NULL);
+  tunnel_unref (tunnel);  /* operations in flight hold the rest */
+}
