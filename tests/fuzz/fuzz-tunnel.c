@@ -201,6 +201,7 @@ LLVMFuzzerTestOneInput (const uint8_t *data, size_t size)
   stream = g_socket_connection_factory_create_connection (socket);
   tunnel = tunnel_under_test (G_IO_STREAM (stream));
   tunnel_set_closed_func (tunnel, closed_cb, &closed);
+  tunnel_set_compress (tunnel, TUNNEL_COMPRESS_ZSTD);  /* ZDATA reachable after a hello */
   fuzz_peer_settle ();
   feed (&peer, data, size, &closed);
   /* end of the stream: the tunnel must notice and close every channel */
