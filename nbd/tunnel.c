@@ -20,6 +20,8 @@ enum { FRAME_OPEN = 1, FRAME_DATA = 2, FRAME_CREDIT = 3, FRAME_CLOSE = 4, FRAME_
 #define FRAME_MAX (2 * 1024 * 1024)
 /* Frames handed to one writev: fewer syscalls and wake-ups per byte. */
 #define WRITEV_FRAMES 64
+/* The stream is read this much at a time (tunnel_parse). */
+#define IN_BUF (1024 * 1024)
 /* Local reads pause while this much is queued for the stream. */
 #define OUTQ_HIGH (8 * 1024 * 1024)
 
@@ -55,7 +57,10 @@ struct _Tunnel {
   gsize outq_bytes;
   guint out_frames;           /* frames of the writev in flight, 0 = none */
   GOutputVector out_vecs[WRITEV_FRAMES];
-  guint8 header[FRAME_HEADER];
+  guint8 *in_buf;             /* IN_BUF bytes read from the stream */
+  gsize in_len;               /* of them not yet dispatched */
+  guint8 header[FRAME_HEADER]; /* the frame whose payload is read on its own */
+  gsize payload_have;         /* of it, bytes that were in in_buf */
   guint8 *payload;
   gboolean closed;
   GError *error;
@@ -87,7 +92,7 @@ put_be32 (guint8 *p, guint32 value)
   memcpy (p, &be, sizeof be);
 }
 
-static void tunnel_read_header (Tunnel *tunnel);
+static void tunnel_read (Tunnel *tunnel);
 static void tunnel_unref (Tunnel *tunnel);
 static void tunnel_close (Tunnel *tunnel, GError *error);
 
@@ -596,6 +601,10 @@ tunnel_dispatch (Tunnel *tunnel, guint32 id, guint8 type, guint32 len)
     }
 }
 
+/* The stream is read in large pieces (IN_BUF) and every whole frame in them
+ * dispatched: one read and one main-loop wake-up for many frames, where a read
+ * per header and one per payload had cost two each.  A payload that goes on
+ * past the buffer is read straight into its own buffer. */
 static void
 tunnel_payload_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -605,52 +614,92 @@ tunnel_payload_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   guint32 len = get_be32 (tunnel->header + 5);
 
   if (!g_input_stream_read_all_finish (G_INPUT_STREAM (source), result, &got, &error)
-      || got < len)
-    tunnel_close (tunnel, g_steal_pointer (&error));
+      || got < len - tunnel->payload_have)
+    tunnel_close (tunnel, g_steal_pointer (&error));  /* NULL error: the peer ended it */
   else
     {
-      tunnel_dispatch (tunnel, get_be32 (tunnel->header), tunnel->header[4],
-                       len);
-      tunnel_read_header (tunnel);
+      tunnel_dispatch (tunnel, get_be32 (tunnel->header), tunnel->header[4], len);
+      tunnel_read (tunnel);
     }
   tunnel_unref (tunnel);
 }
 
+/* The frame whose header is at @p has @have of its payload in the buffer:
+ * reads the rest into tunnel->payload, then dispatches it. */
 static void
-tunnel_header_cb (GObject *source, GAsyncResult *result, gpointer user_data)
+tunnel_read_payload (Tunnel *tunnel, const guint8 *p, gsize have)
+{
+  guint32 len = get_be32 (p + 5);
+
+  memcpy (tunnel->header, p, FRAME_HEADER);
+  tunnel->payload = g_realloc (tunnel->payload, len);
+  memcpy (tunnel->payload, p + FRAME_HEADER, have);
+  tunnel->payload_have = have;
+  tunnel->in_len = 0;
+  g_input_stream_read_all_async (g_io_stream_get_input_stream (tunnel->stream),
+                                 tunnel->payload + have, len - have, G_PRIORITY_DEFAULT,
+                                 tunnel->cancellable, tunnel_payload_cb, tunnel_ref (tunnel));
+}
+
+/* Dispatches every whole frame in the buffer; FALSE when a payload is being
+ * read on its own (or the stream ended), TRUE to read more. */
+static gboolean
+tunnel_parse (Tunnel *tunnel)
+{
+  gsize off = 0;
+
+  while (!tunnel->closed && tunnel->in_len - off >= FRAME_HEADER)
+    {
+      const guint8 *p = tunnel->in_buf + off;
+      guint32 len = get_be32 (p + 5);
+      gsize have = tunnel->in_len - off - FRAME_HEADER;
+
+      if (len > FRAME_MAX)
+        return tunnel_violation (tunnel, "frame of %u bytes", len), FALSE;
+      if (have < len)
+        {
+          if (FRAME_HEADER + len <= IN_BUF)
+            break;  /* it fits: read on behind it */
+          tunnel_read_payload (tunnel, p, have);
+          return FALSE;
+        }
+      tunnel->payload = g_realloc (tunnel->payload, len);
+      memcpy (tunnel->payload, p + FRAME_HEADER, len);
+      off += FRAME_HEADER + len;
+      tunnel_dispatch (tunnel, get_be32 (p), p[4], len);
+    }
+  memmove (tunnel->in_buf, tunnel->in_buf + off, tunnel->in_len - off);
+  tunnel->in_len -= off;
+  return !tunnel->closed;
+}
+
+static void
+tunnel_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   Tunnel *tunnel = user_data;
   g_autoptr(GError) error = NULL;
-  gsize got = 0;
-  guint32 len;
+  gssize n = g_input_stream_read_finish (G_INPUT_STREAM (source), result, &error);
 
-  len = get_be32 (tunnel->header + 5);
-  if (!g_input_stream_read_all_finish (G_INPUT_STREAM (source), result, &got, &error)
-      || got < FRAME_HEADER)
+  if (n <= 0)
     tunnel_close (tunnel, g_steal_pointer (&error));  /* NULL error: the peer ended it */
-  else if (len > FRAME_MAX)
-    tunnel_violation (tunnel, "frame of %u bytes", len);
-  else if (len == 0)
-    {
-      tunnel_dispatch (tunnel, get_be32 (tunnel->header), tunnel->header[4], 0);
-      tunnel_read_header (tunnel);
-    }
   else
-    g_input_stream_read_all_async (g_io_stream_get_input_stream (tunnel->stream),
-                                   tunnel->payload = g_realloc (tunnel->payload, len),
-                                   len, G_PRIORITY_DEFAULT, tunnel->cancellable, tunnel_payload_cb,
-                                   tunnel_ref (tunnel));
+    {
+      tunnel->in_len += n;
+      if (tunnel_parse (tunnel))
+        tunnel_read (tunnel);
+    }
   tunnel_unref (tunnel);
 }
 
 static void
-tunnel_read_header (Tunnel *tunnel)
+tunnel_read (Tunnel *tunnel)
 {
   if (tunnel->closed)
     return;
-  g_input_stream_read_all_async (g_io_stream_get_input_stream (tunnel->stream), tunnel->header,
-                                 FRAME_HEADER, G_PRIORITY_DEFAULT, tunnel->cancellable,
-                                 tunnel_header_cb, tunnel_ref (tunnel));
+  g_input_stream_read_async (g_io_stream_get_input_stream (tunnel->stream),
+                             tunnel->in_buf + tunnel->in_len, IN_BUF - tunnel->in_len,
+                             G_PRIORITY_DEFAULT, tunnel->cancellable, tunnel_read_cb,
+                             tunnel_ref (tunnel));
 }
 
 /* ---- construction ------------------------------------------------------- */
@@ -667,7 +716,8 @@ tunnel_new (GIOStream *stream)
   tunnel->cancellable = g_cancellable_new ();
   g_queue_init (&tunnel->outq);
   g_queue_init (&tunnel->owing);
-  tunnel_read_header (tunnel);
+  tunnel->in_buf = g_malloc (IN_BUF);
+  tunnel_read (tunnel);
   return tunnel;
 }
 
@@ -758,6 +808,7 @@ tunnel_unref (Tunnel *tunnel)
   g_object_unref (tunnel->cancellable);
   g_object_unref (tunnel->stream);
   g_free (tunnel->payload);
+  g_free (tunnel->in_buf);
   tunnel_zstd_free (tunnel->zstd);
   g_free (tunnel->listen_path);
   g_free (tunnel->nbd_path);

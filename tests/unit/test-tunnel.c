@@ -97,14 +97,19 @@ echo_thread (gpointer data)
   return NULL;
 }
 
+/* Bytes every sink has read so far. */
+static gint sink_bytes;
+
 static gpointer
 sink_thread (gpointer data)
 {
   g_autoptr(GIOStream) conn = data;
   g_autofree guint8 *buf = g_malloc (65536);
+  gssize n;
 
-  while (g_input_stream_read (g_io_stream_get_input_stream (conn), buf, 65536, NULL, NULL) > 0)
-    ;
+  while ((n = g_input_stream_read (g_io_stream_get_input_stream (conn), buf, 65536, NULL,
+                                   NULL)) > 0)
+    g_atomic_int_add (&sink_bytes, n);
   return NULL;
 }
 
@@ -435,7 +440,11 @@ miser_thread (gpointer data)
   if (!g_output_stream_write_all (g_io_stream_get_output_stream (miser->stream), frames->data,
                                   frames->len, NULL, NULL, NULL))
     return g_atomic_int_set (&miser->done, 1), NULL;
-  /* only now read what came back: every CREDIT, until all bytes are credited */
+  /* read nothing until the tunnel has written every byte out (and owes all the
+   * credit: the stream reads fast enough that we would have finished writing
+   * long before), then what came back: every CREDIT, until all is credited */
+  while (g_atomic_int_get (&sink_bytes) < TINY_FRAMES)
+    g_usleep (1000);
   while (miser->credit < TINY_FRAMES
          && g_input_stream_read_all (g_io_stream_get_input_stream (miser->stream), header, 9,
                                      NULL, NULL, NULL)
@@ -461,6 +470,7 @@ test_credit_coalesced (Fixture *fx, gconstpointer data)
   GThread *thread;
 
   g_socket_set_timeout (g_socket_connection_get_socket (G_SOCKET_CONNECTION (fx->ends[0])), 20);
+  g_atomic_int_set (&sink_bytes, 0);
   server_start (fx, TRUE);
   connector = tunnel_new_connector (fx->ends[1], fx->nbd_path);
   tunnel_set_closed_func (connector, closed_cb, fx);
