@@ -2,6 +2,7 @@
 #include "nbd/tunnel.h"
 
 #include <gio/gunixsocketaddress.h>
+#include <sys/socket.h>
 #include <glib/gstdio.h>
 
 #include "common/debug.h"
@@ -20,6 +21,8 @@ enum { FRAME_OPEN = 1, FRAME_DATA = 2, FRAME_CREDIT = 3, FRAME_CLOSE = 4, FRAME_
 #define FRAME_MAX (2 * 1024 * 1024)
 /* Frames handed to one writev: fewer syscalls and wake-ups per byte. */
 #define WRITEV_FRAMES 64
+/* Send buffer asked for the connections to the NBD server (channel_grow_sndbuf). */
+#define LOCAL_SNDBUF (2 * 1024 * 1024)
 /* The stream is read this much at a time (tunnel_parse). */
 #define IN_BUF (1024 * 1024)
 /* Local reads pause while this much is queued for the stream. */
@@ -42,6 +45,7 @@ typedef struct {
   GQueue writes;              /* GBytes for the local connection */
   GCancellable *cancellable;
   guint8 *rbuf;               /* the frame being read into: header space, then data */
+  gssize rsize;               /* data it has room for */
 } Channel;
 
 struct _Tunnel {
@@ -372,6 +376,26 @@ channel_send_data (Channel *ch, guint32 n)
     tunnel_queue (tunnel, ch->id, FRAME_DATA, g_steal_pointer (&ch->rbuf), n);
 }
 
+/* After a read of @n bytes, what else the connection holds already, up to the
+ * frame's size: fewer, larger frames for the same main-loop wake-up.  An error
+ * or EOF here is left for the next read to see. */
+static gssize
+channel_read_more (Channel *ch, gssize n)
+{
+  GInputStream *in = g_io_stream_get_input_stream (ch->conn);
+  gssize more, total = 0;
+
+  if (!G_IS_POLLABLE_INPUT_STREAM (in)
+      || !g_pollable_input_stream_can_poll (G_POLLABLE_INPUT_STREAM (in)))
+    return 0;
+  while (n + total < ch->rsize
+         && (more = g_pollable_input_stream_read_nonblocking (
+                 G_POLLABLE_INPUT_STREAM (in), ch->rbuf + FRAME_HEADER + n + total,
+                 ch->rsize - n - total, NULL, NULL)) > 0)
+    total += more;
+  return total;
+}
+
 static void
 channel_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -382,6 +406,7 @@ channel_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   ch->reading = FALSE;
   if (!ch->dead && n > 0)
     {
+      n += channel_read_more (ch, n);
       channel_send_data (ch, n);
       ch->credit -= n;
       channel_read (ch);
@@ -400,10 +425,11 @@ channel_read (Channel *ch)
   ch->reading = TRUE;
   /* read straight into the frame that will carry it: no copy on the way out */
   g_free (ch->rbuf);
-  ch->rbuf = g_malloc (FRAME_HEADER + MIN (ch->credit, READ_CHUNK));
+  ch->rsize = MIN (ch->credit, READ_CHUNK);
+  ch->rbuf = g_malloc (FRAME_HEADER + ch->rsize);
   g_input_stream_read_async (g_io_stream_get_input_stream (ch->conn), ch->rbuf + FRAME_HEADER,
-                             MIN (ch->credit, READ_CHUNK), G_PRIORITY_DEFAULT, ch->cancellable,
-                             channel_read_cb, channel_ref (ch));
+                             ch->rsize, G_PRIORITY_DEFAULT, ch->cancellable, channel_read_cb,
+                             channel_ref (ch));
 }
 
 static void
@@ -453,6 +479,18 @@ channel_write (Channel *ch)
 
 /* ---- the stream: reading ------------------------------------------------ */
 
+/* The NBD server's socket takes a whole frame or more per write (the default
+ * ~200 KiB made every 1 MiB a handful of writes and wake-ups); root may exceed
+ * wmem_max.  Best effort: the default works, just with more wake-ups. */
+static void
+channel_grow_sndbuf (Channel *ch)
+{
+  GSocket *sock = g_socket_connection_get_socket (G_SOCKET_CONNECTION (ch->conn));
+
+  if (!g_socket_set_option (sock, SOL_SOCKET, SO_SNDBUFFORCE, LOCAL_SNDBUF, NULL))
+    g_socket_set_option (sock, SOL_SOCKET, SO_SNDBUF, LOCAL_SNDBUF, NULL);
+}
+
 static void
 channel_connected_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
@@ -472,6 +510,7 @@ channel_connected_cb (GObject *source, GAsyncResult *result, gpointer user_data)
   else
     {
       ch->conn = G_IO_STREAM (conn);
+      channel_grow_sndbuf (ch);
       channel_write (ch);
       channel_read (ch);
     }
