@@ -1,12 +1,14 @@
 #!/bin/bash
 # Integration test: the transports between two network namespaces — TLS for NBD (and
 # who may connect), the refusal of plaintext NBD to non-loopback addresses, and
-# --tunnel over TCP (with TLS) and over a command, including a tunnel that breaks.
+# --tunnel over TCP (with TLS) and over a command, including a tunnel that breaks and
+# one whose link has an outage (the delaying relay, tests/tools/delay-relay.c).
 #
 # Prints TAP on stdout.  Exit 0 only if every check passed, 77 (skip) only when
 # network namespaces cannot be used at all (not root, no `ip` or `nsenter`), 1 otherwise.
 # Usage: test-transport.sh [BLKMIG]   (default: $BLKMIG, else build/blkmig)
-# Environment: BLKMIG, QEMU (default qemu-system-x86_64), G_TEST_SRCDIR (tests/).
+# Environment: BLKMIG, QEMU (default qemu-system-x86_64), G_TEST_SRCDIR (tests/),
+# DELAY_RELAY (default: tests/delay-relay next to BLKMIG).
 #
 # The tunnel cases put the destination QEMU's NBD socket on a tmpfs mounted only in
 # that QEMU's mount namespace: the source cannot reach it except through the tunnel
@@ -20,7 +22,8 @@ BLKMIG=${1:-${BLKMIG:-$ROOT/build/blkmig}}
 [[ $BLKMIG == /* ]] || BLKMIG=$PWD/$BLKMIG   # nsenter -m changes the directory
 QEMU=${QEMU:-qemu-system-x86_64}
 MAKE_CERTS=$HERE/make-certs.sh
-PLAN=65
+DELAY_RELAY=${DELAY_RELAY:-$(dirname "$BLKMIG")/tests/delay-relay}
+PLAN=74
 SRC_IP=10.124.0.1 DST_IP=10.124.0.2
 CLIENT_DN="O=blkmig,CN=blkmig-client"
 PLAINTEXT_MSG="refusing plaintext NBD over TCP to $DST_IP: give --tls-creds DIR, or --insecure"
@@ -37,6 +40,7 @@ for tool in "$QEMU" qemu-img qemu-io openssl; do
 done
 [[ -x $BLKMIG ]] || bail "blkmig binary $BLKMIG not found"
 [[ -x $MAKE_CERTS ]] || bail "$MAKE_CERTS not found"
+[[ -x $DELAY_RELAY ]] || bail "delay-relay $DELAY_RELAY not found (DELAY_RELAY)"
 
 # ------------------------------------------------------------------- cleanup
 SRC_NS=bt-src-$$ DST_NS=bt-dst-$$
@@ -44,7 +48,7 @@ VETH_SRC=bts$$ VETH_DST=btd$$
 DIR=$(mktemp -d "${TMPDIR:-/tmp}/blkmig-transport.XXXXXX") || bail "mktemp failed"
 PIDFILES=()
 NAMESPACES=()
-BG_PIDS=()      # tunnel endpoints and perform runs started in the background
+BG_PIDS=()      # tunnel endpoints, relays and perform runs started in the background
 
 
 cleanup() {
@@ -420,7 +424,8 @@ fi
 rx_before=$(rx_bytes)
 start=$SECONDS
 run "$DIR/$c-perform.log" in_src perform --qmp "$DIR/$c-src.qmp" -c "$DIR/$c-dst.cookie" \
-    -o "$DIR/$c-result.cookie" --tunnel "tcp:$DST_IP:$EP_PORT" --tls-creds "$DIR/src" --insecure
+    -o "$DIR/$c-result.cookie" --tunnel "tcp:$DST_IP:$EP_PORT" --tls-creds "$DIR/src" --insecure \
+    --tunnel-compress none  # the patterns would shrink: the check below counts the bytes
 expect_status $c "perform --tunnel tcp:... --tls-creds ($((SECONDS - start)) s)" 0 \
     "$DIR/$c-perform.log"
 rx_after=$(rx_bytes)
@@ -587,6 +592,74 @@ if ((RC == 0)) && source_intact "$DIR/$c-src.qmp" >>"$DIR/$c-abort.log" 2>&1 &&
     ok "$c: the source runs untouched, abort leaves nothing on the destination"
 else not_ok "$c: the source runs untouched, abort leaves nothing on the destination" \
     "$DIR/$c-abort.log" "$DIR/$c-perform.log"; fi
+stop_pair $c
+
+# ---- case 8: the tunnel's link (the delaying relay: 5 ms each way, 200 Mbit/s) has a
+# 2 s outage while the disks copy: nothing is lost or closed, the copy just goes on.
+c=outage
+make_images $c 2
+start_pair $c 2 "$DIR/$c-private"
+in_src begin --qmp "$DIR/$c-src.qmp" --mode copy -o "$DIR/$c-src.cookie" >/dev/null 2>&1 ||
+    bail "$c: begin failed"
+run "$DIR/$c-prepare.log" in_dst_vm "$DIR/$c-dst.pid" prepare --qmp "$DIR/$c-dst.qmp" \
+    -c "$DIR/$c-src.cookie" -o "$DIR/$c-dst.cookie" --listen "unix:$DIR/$c-private/nbd.sock" \
+    --insecure
+expect_status $c "prepare --listen unix:PATH" 0 "$DIR/$c-prepare.log"
+start_endpoint $c-endpoint "$DIR/$c-dst.pid" "$DIR/$c-private/nbd.sock" \
+    --listen "tcp:$DST_IP:0" --insecure
+[[ -n $EP_PORT ]] || bail "$c: tunnel-endpoint printed no port: $(cat "$DIR/$c-endpoint.log")"
+# the relay on the destination's side of the veth, in front of the endpoint
+ip netns exec "$DST_NS" "$DELAY_RELAY" --listen "tcp:$DST_IP:0" --connect "tcp:$DST_IP:$EP_PORT" \
+    --delay-ms 5 --rate 200000000 >"$DIR/$c-relay.port" 2>"$DIR/$c-relay.log" &
+relay=$!
+BG_PIDS+=("$relay")
+for ((i = 0; i < 100; i++)); do
+    relay_port=$(head -n 1 "$DIR/$c-relay.port" 2>/dev/null)
+    [[ $relay_port =~ ^[0-9]+$ ]] && break
+    sleep 0.05
+done
+[[ $relay_port =~ ^[0-9]+$ ]] || bail "$c: the relay printed no port: $(cat "$DIR/$c-relay.log")"
+# 8 MiB/s per mirror: vda's 24 MiB take 3 s; uncompressed, so the data is all there
+start=$SECONDS
+in_src perform --qmp "$DIR/$c-src.qmp" -c "$DIR/$c-dst.cookie" -o "$DIR/$c-result.cookie" \
+    --tunnel "tcp:$DST_IP:$relay_port" --tunnel-compress none --insecure --speed 8388608 \
+    >"$DIR/$c-perform.log" 2>&1 &
+perform=$!
+BG_PIDS+=("$perform")
+for ((i = 0; i < 200; i++)); do
+    grep -q 'blkmig: vda: .*copying' "$DIR/$c-perform.log" &&
+        grep -q 'blkmig: vdb: .*copying' "$DIR/$c-perform.log" && break
+    sleep 0.05
+done
+kill -USR1 "$relay"
+sleep 2
+# mid-copy: perform still runs when the outage ends
+mid=no
+kill -0 "$perform" 2>/dev/null && mid=yes
+kill -USR1 "$relay"
+wait_exit "$perform" 40
+if [[ $mid == yes ]] && ((RC == 0)); then
+    ok "$c: a 2 s outage mid-copy: perform exits 0 ($((SECONDS - start)) s)"
+else
+    not_ok "$c: a 2 s outage mid-copy: perform exits 0" "running through the outage: $mid," \
+        "status $RC" "$DIR/$c-perform.log" "$DIR/$c-relay.log"
+fi
+wait_exit "$EP_PID" 10
+expect_status $c "tunnel-endpoint, once the stream ended," 0 "$DIR/$c-endpoint.log"
+run "$DIR/$c-finish.log" in_dst_vm "$DIR/$c-dst.pid" finish --qmp "$DIR/$c-dst.qmp" \
+    -c "$DIR/$c-result.cookie"
+expect_status $c "finish" 0 "$DIR/$c-finish.log"
+check_identical $c $c vda vdb
+check "$c: the source VM still runs, no jobs, nodes or credentials left" \
+    source_intact "$DIR/$c-src.qmp"
+check "$c: nothing left on the destination" dest_clean "$DIR/$c-dst.qmp"
+if grep -q 'outage begins' "$DIR/$c-relay.log" && grep -q 'outage ends' "$DIR/$c-relay.log"; then
+    ok "$c: the relay had the outage"
+else
+    not_ok "$c: the relay had the outage" "$DIR/$c-relay.log"
+fi
+kill -TERM "$relay" 2>/dev/null
+wait "$relay" 2>/dev/null
 stop_pair $c
 
 diag "all cases took $((SECONDS - T0)) s"
