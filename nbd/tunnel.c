@@ -871,11 +871,27 @@ tunnel_shutdown (Tunnel *tunnel)
   g_output_stream_close (g_io_stream_get_output_stream (tunnel->stream), NULL, NULL);
 }
 
+/* The process's peak resident memory in KiB (VmHWM), for the debug trace the
+ * memory tests read; 0 when /proc does not say. */
+static guint64
+tunnel_peak_kib (void)
+{
+  g_autofree char *status = NULL;
+  const char *line;
+
+  if (!g_file_get_contents ("/proc/self/status", &status, NULL, NULL)
+      || (line = strstr (status, "VmHWM:")) == NULL)
+    return 0;
+  return g_ascii_strtoull (line + strlen ("VmHWM:"), NULL, 10);
+}
+
 void
 tunnel_free (Tunnel *tunnel)
 {
   if (tunnel == NULL)
     return;
+  blkmig_debug (BLKMIG_DEBUG_TUNNEL, "tunnel: %s process peak memory %" G_GUINT64_FORMAT " KiB",
+                tunnel->nbd_path == NULL ? "listener" : "connector", tunnel_peak_kib ());
   tunnel_shutdown (tunnel);
   g_io_stream_close (tunnel->stream, NULL, NULL);
   tunnel_unref (tunnel);

@@ -1,6 +1,7 @@
 /* --tunnel: three disks' NBD connections through one stream (a command or TCP), and a broken one. */
 #include <signal.h>
 
+#include "nbd/tunnel.h"
 #include "tests/integration/harness.h"
 
 #define N_DISKS 3
@@ -28,7 +29,9 @@ fixture_setup (Fixture *f, gconstpointer data)
       f->src[i] = rig_path (f->rig, s);
       f->dst[i] = rig_path (f->rig, d);
       img_create (f->src[i], "qcow2", "64M");
-      img_write (f->src[i], "qcow2", 0x31 + i, "0", "12M");
+      /* "big": vda holds more than its tunnel window and the buffers before it */
+      img_write (f->src[i], "qcow2", 0x31 + i, "0",
+                 i == 0 && g_strcmp0 (data, "big") == 0 ? "64M" : "12M");
       img_create (f->dst[i], "qcow2", "64M");
       sd[i] = (VmDisk) { ids[i], f->src[i], "qcow2" };
       dd[i] = (VmDisk) { ids[i], f->dst[i], "qcow2" };
@@ -176,6 +179,82 @@ test_tcp (Fixture *f, gconstpointer data)
   assert_migrated (f);
 }
 
+/* Starts the delaying relay as a slow reader in front of the NBD socket @sock:
+ * returns the relay's own socket. */
+static char *
+start_slow_reader (Fixture *f, const char *sock, GSubprocess **proc)
+{
+  char *path = rig_path (f->rig, "slow.sock");
+  g_autofree char *listen = g_strdup_printf ("unix:%s", path);
+  g_autofree char *connect = g_strdup_printf ("unix:%s", sock);
+  g_autoptr(GDataInputStream) out = NULL;
+  g_autofree char *line = NULL;
+  g_autoptr(GError) error = NULL;
+
+  /* 20 MB/s: the relay's buffer fills and stays full */
+  *proc = g_subprocess_new (G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error, g_getenv ("DELAY_RELAY"),
+                            "--listen", listen, "--connect", connect, "--delay-ms", "1",
+                            "--rate", "160000000", NULL);
+  g_assert_no_error (error);
+  out = g_data_input_stream_new (g_subprocess_get_stdout_pipe (*proc));
+  line = g_data_input_stream_read_line (out, NULL, NULL, NULL);
+  g_assert_nonnull (line);  /* listening */
+  return path;
+}
+
+/* "tunnel: ROLE process peak memory N KiB" in @err, the trace of BLKMIG_DEBUG=tunnel. */
+static guint64
+peak_kib (const char *err, const char *role)
+{
+  g_autofree char *needle = g_strdup_printf ("tunnel: %s process peak memory ", role);
+  const char *at = strstr (err, needle);
+
+  g_assert_nonnull (at);
+  return g_ascii_strtoull (at + strlen (needle), NULL, 10);
+}
+
+/* Memory stays bounded with a core kept busy and a destination that reads
+ * slowly (the delaying relay at 20 MB/s before its NBD socket): vda's 64 MiB
+ * outrun the relay, the sockets and the window, so the tunnel holds back.
+ * Bounds: the process itself (BASE_KIB, measured ~20 MiB), plus for the
+ * endpoint one window per disk, for perform its output queue (8 MiB) and a
+ * read per disk. */
+#define BASE_KIB (24 * 1024)
+static void
+test_memory_bound (Fixture *f, gconstpointer data)
+{
+  g_autofree char *sock = rig_path (f->rig, "nbd.sock");
+  g_autofree char *c2 = prepare_dest (f, sock);
+  g_autofree char *c3 = rig_path (f->rig, "c3");
+  g_autoptr(GSubprocess) relay = NULL;
+  g_autofree char *slow = start_slow_reader (f, sock, &relay);
+  g_autoptr(GSubprocess) busy = g_subprocess_new (0, NULL, "sh", "-c", "while :; do :; done",
+                                                  NULL);
+  g_autofree char *command = g_strdup_printf ("%s tunnel-endpoint --nbd-socket %s",
+                                              g_getenv ("BLKMIG"), slow);
+  g_autofree char *err = NULL;
+  guint64 listener, connector;
+  int rc;
+
+  g_setenv ("BLKMIG_DEBUG", "tunnel", TRUE);
+  rc = blkmig_run (NULL, &err, "perform", "-q", "--local-destination", "--tunnel-command",
+                   command, "--tunnel-compress", "none", "--qmp", f->vsrc->qmp_path, "-c", c2,
+                   "-o", c3, NULL);
+  g_unsetenv ("BLKMIG_DEBUG");
+  g_subprocess_force_exit (busy);
+  g_subprocess_force_exit (relay);
+  g_assert_cmpint (rc, ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", f->vdst->qmp_path, "-c", c3, NULL),
+                   ==, 0);
+  assert_migrated (f);
+  listener = peak_kib (err, "listener");
+  connector = peak_kib (err, "connector");
+  g_test_message ("peak memory: perform %" G_GUINT64_FORMAT " KiB, tunnel-endpoint %"
+                  G_GUINT64_FORMAT " KiB", listener, connector);
+  g_assert_cmpuint (connector, <=, BASE_KIB + N_DISKS * (TUNNEL_WINDOW / 1024));
+  g_assert_cmpuint (listener, <=, BASE_KIB + 8 * 1024 + N_DISKS * 1024);
+}
+
 static void
 test_broken (Fixture *f, gconstpointer data)
 {
@@ -219,6 +298,8 @@ main (int argc, char **argv)
               fixture_teardown);
   g_test_add ("/tunnel/compress-endpoint-without", Fixture, "none", fixture_setup, test_compress,
               fixture_teardown);
+  g_test_add ("/tunnel/memory-busy-core-slow-reader", Fixture, "big", fixture_setup,
+              test_memory_bound, fixture_teardown);
   g_test_add ("/tunnel/tcp-three-disks", Fixture, NULL, fixture_setup, test_tcp, fixture_teardown);
   g_test_add ("/tunnel/broken-mid-copy", Fixture, NULL, fixture_setup, test_broken, fixture_teardown);
   return g_test_run ();
