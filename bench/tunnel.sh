@@ -125,11 +125,12 @@ t4_copy() {
     for _ in $(seq 100); do [[ -s $W/relay.port ]] && break; sleep 0.05; done
     rport=$(head -n 1 "$W/relay.port")
     rm -f "$W/ev"
-    t=$(timed "$BLKMIG" perform -q --local-destination --qmp "$W/src.qmp" -c "$W/c2" \
+    t=$(BLKMIG_DEBUG=tunnel timed "$BLKMIG" perform -q --local-destination --qmp "$W/src.qmp" -c "$W/c2" \
         -o "$W/c3" --tunnel "tcp:127.0.0.1:$rport" --tunnel-compress "$2" --events "$W/ev") ||
         { kill "$ep" "$relay" 2>/dev/null; return 1; }
     wait "$ep" || true
     kill "$relay" 2>/dev/null; wait "$relay" 2>/dev/null || true
+    grep -h "chunks compressed" "$W/last.err" >&2 || true
     stop_pair
     echo "$t $(jq -r 'select(.event == "tunnel") | "\(."data-bytes") \(."wire-bytes")"' "$W/ev")"
 }

@@ -2,7 +2,11 @@
 #include "nbd/tunnel.h"
 
 #include <gio/gunixsocketaddress.h>
+#include <gio/gfiledescriptorbased.h>
+#include <linux/sockios.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <glib/gstdio.h>
 
 #include "common/debug.h"
@@ -45,6 +49,7 @@ typedef struct {
   GQueue writes;              /* GBytes for the local connection */
   GCancellable *cancellable;
   guint8 *rbuf;               /* the frame being read into: header space, then data */
+  TunnelZstdChannel *zstd;    /* its compression streams, once used */
   gssize rsize;               /* data it has room for */
 } Channel;
 
@@ -76,6 +81,8 @@ struct _Tunnel {
   TunnelZstd *zstd;
   guint64 data_bytes;         /* the connections' bytes sent */
   guint64 wire_bytes;         /* what they took on the stream */
+  int out_fd;                 /* the stream's descriptor, for tunnel_backlog; -1: none */
+  gboolean out_is_pipe;
 };
 
 /* Big-endian u32 at any address: frames put them at odd offsets. */
@@ -140,6 +147,7 @@ channel_unref (Channel *ch)
     return;
   g_queue_clear_full (&ch->writes, (GDestroyNotify) g_bytes_unref);
   g_free (ch->rbuf);
+  tunnel_zstd_channel_free (ch->zstd);
   g_clear_object (&ch->conn);
   g_clear_object (&ch->cancellable);
   g_free (ch);
@@ -354,8 +362,41 @@ channel_local_ended (Channel *ch)
   channel_destroy (ch);
 }
 
-/* Sends the @n bytes read into ch->rbuf: as ZDATA when compression is agreed,
- * wanted and worth it, else as they are. */
+/* The descriptor the stream finally writes to (a socket, or a pipe), through TLS
+ * and GSimpleIOStream; -1 when there is none. */
+static int
+stream_out_fd (GIOStream *stream)
+{
+  GOutputStream *out = g_io_stream_get_output_stream (stream);
+  g_autoptr(GIOStream) base = NULL;
+
+  if (G_IS_SOCKET_CONNECTION (stream))
+    return g_socket_get_fd (g_socket_connection_get_socket (G_SOCKET_CONNECTION (stream)));
+  if (G_IS_TLS_CONNECTION (stream))
+    {
+      g_object_get (stream, "base-io-stream", &base, NULL);
+      return base != NULL ? stream_out_fd (base) : -1;
+    }
+  return G_IS_FILE_DESCRIPTOR_BASED (out)
+         ? g_file_descriptor_based_get_fd (G_FILE_DESCRIPTOR_BASED (out)) : -1;
+}
+
+/* Bytes waiting to go out: our queue and what the kernel holds unsent on the
+ * stream's socket (SIOCOUTQ) or pipe (FIONREAD) — its buffers, several MiB on
+ * a slow TCP link, would hide a backlog from our queue alone. */
+static gsize
+tunnel_backlog (Tunnel *tunnel)
+{
+  int queued = 0;
+
+  if (tunnel->out_fd >= 0
+      && ioctl (tunnel->out_fd, tunnel->out_is_pipe ? FIONREAD : SIOCOUTQ, &queued) != 0)
+    queued = 0;
+  return tunnel->outq_bytes + MAX (queued, 0);
+}
+
+/* Sends the @n bytes read into ch->rbuf: as ZDATA when compression is agreed
+ * and wanted (tunnel_zstd_want), else as they are. */
 static void
 channel_send_data (Channel *ch, guint32 n)
 {
@@ -365,8 +406,9 @@ channel_send_data (Channel *ch, guint32 n)
 
   tunnel->data_bytes += n;
   if (tunnel->zstd_agreed && tunnel->compress != TUNNEL_COMPRESS_NONE
-      && tunnel_zstd_want (tunnel->zstd, tunnel->outq_bytes))
-    packed = tunnel_zstd_pack (tunnel->zstd, ch->rbuf + FRAME_HEADER, n, FRAME_HEADER, &len);
+      && tunnel_zstd_want (tunnel->zstd, tunnel_backlog (tunnel)))
+    packed = tunnel_zstd_pack (tunnel->zstd, &ch->zstd, ch->rbuf + FRAME_HEADER, n,
+                               FRAME_HEADER, &len);
   if (packed != NULL)
     {
       g_clear_pointer (&ch->rbuf, g_free);
@@ -562,7 +604,7 @@ tunnel_zdata (Tunnel *tunnel, Channel *ch, guint32 id, guint32 len)
     }
   if (ch == NULL)
     return;  /* that connection already ended here */
-  data = tunnel_zstd_unpack (tunnel->zstd, tunnel->payload, len, ch->window, &n, &why);
+  data = tunnel_zstd_unpack (&ch->zstd, tunnel->payload, len, ch->window, &n, &why);
   if (data == NULL)
     tunnel_violation (tunnel, "%s on channel %u", why, id);
   else
@@ -747,6 +789,7 @@ static Tunnel *
 tunnel_new (GIOStream *stream)
 {
   Tunnel *tunnel = g_new0 (Tunnel, 1);
+  struct stat st;
 
   tunnel->refs = 1;
   tunnel->stream = g_object_ref (stream);
@@ -756,6 +799,9 @@ tunnel_new (GIOStream *stream)
   g_queue_init (&tunnel->outq);
   g_queue_init (&tunnel->owing);
   tunnel->in_buf = g_malloc (IN_BUF);
+  tunnel->out_fd = stream_out_fd (stream);
+  tunnel->out_is_pipe = tunnel->out_fd >= 0 && fstat (tunnel->out_fd, &st) == 0
+                        && S_ISFIFO (st.st_mode);
   tunnel_read (tunnel);
   return tunnel;
 }

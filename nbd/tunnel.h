@@ -10,8 +10,10 @@
  *   CREDIT either way: payload u32, the receiver wrote that many bytes out and
  *          the sender may send that much more
  *   CLOSE  either way: that connection ended
- *   ZDATA  either way, once negotiated: u32 length n, then a zstd frame of
- *          exactly n bytes of that connection (credit counts the n bytes)
+ *   ZDATA  either way, once negotiated: u32 length n, then the next piece of
+ *          the channel's zstd stream (one per channel and direction, flushed at
+ *          the end of every frame), decoding to exactly n bytes of that
+ *          connection (credit counts the n bytes)
  * Compression is negotiated without breaking older peers, which ignore a CLOSE
  * for channel 0 (ids start at 1): the listener offers "blkmig-tunnel zstd" in
  * such a frame's payload, a connector that agrees answers "zstd" the same way,

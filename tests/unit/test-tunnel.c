@@ -538,9 +538,10 @@ append_hello (GByteArray *frames)
 }
 
 /* A ZDATA frame for channel 1 claiming @n bytes, carrying @real bytes of 0x5a
- * compressed, cut short by @cut bytes. */
+ * compressed (a zstd frame: the start of a stream), cut short by @cut bytes;
+ * @garbage: not zstd at all. */
 static void
-append_zdata (GByteArray *frames, guint32 n, gsize real, gsize cut)
+append_zdata (GByteArray *frames, guint32 n, gsize real, gsize cut, gboolean garbage)
 {
   g_autofree guint8 *plain = g_malloc (real);
   gsize bound = ZSTD_compressBound (real);
@@ -551,6 +552,8 @@ append_zdata (GByteArray *frames, guint32 n, gsize real, gsize cut)
   len = ZSTD_compress (payload + 4, bound, plain, real, 1);
   g_assert_false (ZSTD_isError (len));
   payload[0] = n >> 24, payload[1] = n >> 16, payload[2] = n >> 8, payload[3] = n;
+  if (garbage)
+    payload[4] ^= 0xff;  /* the zstd magic number */
   frame_append (frames, 1, ZDATA, payload, 4 + len - cut);
 }
 
@@ -576,22 +579,24 @@ test_hostile_zdata (Fixture *fx, gconstpointer data)
     append_hello (frames);
   frame_append (frames, 1, OPEN, NULL, 0);
   if (g_str_equal (what, "unagreed"))
-    append_zdata (frames, 4096, 4096, 0);
+    append_zdata (frames, 4096, 4096, 0, FALSE);
   else if (g_str_equal (what, "size"))
-    append_zdata (frames, 4096, 8192, 0);
+    append_zdata (frames, 4096, 8192, 0, FALSE);
   else if (g_str_equal (what, "cut"))
-    append_zdata (frames, 1 << 20, 1 << 20, 5);
+    append_zdata (frames, 1 << 20, 1 << 20, 5, FALSE);
+  else if (g_str_equal (what, "garbage"))
+    append_zdata (frames, 4096, 4096, 0, TRUE);
   else if (g_str_equal (what, "huge"))
-    append_zdata (frames, 3 << 20, 3 << 20, 0);
+    append_zdata (frames, 3 << 20, 3 << 20, 0, FALSE);
   else
     for (guint i = 0; i <= TUNNEL_WINDOW / (1 << 20) + 8; i++)  /* as data-beyond-window */
-      append_zdata (frames, 1 << 20, 1 << 20, 0);
+      append_zdata (frames, 1 << 20, 1 << 20, 0, FALSE);
   run_hostile (fx, frames, FALSE);
   if (g_str_equal (what, "unagreed"))
     assert_violation (fx, "ZDATA on channel 1 without agreeing to compression");
-  else if (g_str_equal (what, "size"))
-    assert_violation (fx, "a ZDATA frame whose zstd frame has another size on channel 1");
-  else if (g_str_equal (what, "cut"))
+  else if (g_str_equal (what, "size") || g_str_equal (what, "cut"))
+    assert_violation (fx, "a ZDATA frame whose zstd data has another size on channel 1");
+  else if (g_str_equal (what, "garbage"))
     assert_violation (fx, "a ZDATA frame that does not decompress on channel 1");
   else if (g_str_equal (what, "huge"))
     assert_violation (fx, "a ZDATA frame of an impossible length on channel 1");
@@ -617,9 +622,9 @@ main (int argc, char **argv)
       g_autofree char *path = g_strdup_printf ("/tunnel/compress/%s", pair_names[i]);
       g_test_add (path, Fixture, &pairs[i], fixture_setup, test_compress, fixture_teardown);
     }
-  for (guint i = 0; i < 5; i++)
+  for (guint i = 0; i < 6; i++)
     {
-      static const char *const cases[] = { "unagreed", "size", "cut", "huge", "bomb" };
+      static const char *const cases[] = { "unagreed", "size", "cut", "garbage", "huge", "bomb" };
       g_autofree char *path = g_strdup_printf ("/tunnel/hostile/zdata-%s", cases[i]);
       g_test_add (path, Fixture, cases[i], fixture_setup, test_hostile_zdata, fixture_teardown);
     }
