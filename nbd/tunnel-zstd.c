@@ -18,7 +18,13 @@
  * stays so until nothing does (the kernel's socket buffers hide the first MiBs,
  * and compressed frames drain faster than raw ones: a plain threshold made auto
  * send half of everything raw). */
-#define AUTO_BACKLOG (1024 * 1024)
+#define AUTO_BACKLOG (256 * 1024)
+/* auto: a stream that takes more than this much data per second is not the
+ * bottleneck zstd could relieve (level 1 compresses mixed data at a few hundred
+ * MB/s per core): a local pipe to a busy tunnel-endpoint, not a WAN.  Measured
+ * over AUTO_RATE_US. */
+#define AUTO_MAX_RATE (160 * 1024 * 1024)
+#define AUTO_RATE_US (250 * 1000)
 /* auto: after n > AUTO_FAILS chunks in a row that did not shrink, the next
  * min(2^(n - AUTO_FAILS), AUTO_SKIP_MAX) go as they are before another try
  * (random data: about 1 chunk in 64 tried).  A chunk that did not shrink still
@@ -33,6 +39,9 @@
 struct _TunnelZstd {
   TunnelCompress mode;
   gboolean link_bound;        /* auto: the stream holds data back */
+  gint64 rate_start;          /* auto: the data rate's window, since (µs) */
+  guint64 rate_bytes;         /* and bytes in it */
+  gboolean fast;              /* auto: the last window's rate was above AUTO_MAX_RATE */
   guint fails;                /* chunks in a row that did not shrink */
   guint skip;                 /* chunks still to send as they are */
   guint64 tried, unbound, skipped;  /* chunks compressed, sent raw for either reason */
@@ -94,16 +103,36 @@ zstd_channel (TunnelZstdChannel **zc)
   return *zc;
 }
 
+/* auto: counts @len more bytes of data into the rate, closing a window when due. */
+static void
+zstd_rate (TunnelZstd *z, gsize len)
+{
+  gint64 now = g_get_monotonic_time ();
+
+  z->rate_bytes += len;
+  if (z->rate_start == 0)
+    z->rate_start = now;
+  else if (now - z->rate_start >= AUTO_RATE_US)
+    {
+      z->fast = z->rate_bytes * G_USEC_PER_SEC / (guint64) (now - z->rate_start) > AUTO_MAX_RATE;
+      z->rate_start = now;
+      z->rate_bytes = 0;
+    }
+}
+
 gboolean
-tunnel_zstd_want (TunnelZstd *z, gsize backlog)
+tunnel_zstd_want (TunnelZstd *z, gsize len, gsize backlog, gboolean starved)
 {
   if (z->mode == TUNNEL_COMPRESS_ZSTD)
     return TRUE;
   if (z->mode != TUNNEL_COMPRESS_AUTO)
     return FALSE;
+  zstd_rate (z, len);
+  if (z->fast)
+    return z->unbound++, FALSE;  /* the CPU, not the stream, would be the limit */
   if (backlog >= AUTO_BACKLOG)
     z->link_bound = TRUE;
-  else if (backlog == 0)
+  else if (backlog == 0 && !starved)
     z->link_bound = FALSE;  /* the stream takes all we give it: compressing would only cost */
   if (!z->link_bound)
     return z->unbound++, FALSE;

@@ -10,10 +10,13 @@ typedef struct _TunnelZstdChannel TunnelZstdChannel;
 TunnelZstd *tunnel_zstd_new (TunnelCompress mode);
 void tunnel_zstd_free (TunnelZstd *z);
 void tunnel_zstd_channel_free (TunnelZstdChannel *zc);
-/* Whether to try compressing the next chunk, with @backlog bytes waiting for the
- * stream: `zstd` always; `auto` only while a backlog shows the stream is the
- * bottleneck, and after chunks that did not shrink only now and then. */
-gboolean tunnel_zstd_want (TunnelZstd *z, gsize backlog);
+/* Whether to try compressing the next chunk (@len bytes), with @backlog bytes
+ * waiting for the stream and the channel short of credit (@starved: its data
+ * waits on the far side, the queue may be empty for that): `zstd` always;
+ * `auto` only while a backlog shows the stream is the bottleneck and it takes
+ * data slower than zstd compresses, and after chunks that did not shrink only
+ * now and then. */
+gboolean tunnel_zstd_want (TunnelZstd *z, gsize len, gsize backlog, gboolean starved);
 /* A ZDATA frame for @len bytes at @data: @header bytes of space, u32 @len, then
  * the channel's zstd stream flushed up to the end of @data (decodable at once,
  * and with the history of the channel's earlier ZDATA: better ratios than one

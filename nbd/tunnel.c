@@ -29,6 +29,13 @@ enum { FRAME_OPEN = 1, FRAME_DATA = 2, FRAME_CREDIT = 3, FRAME_CLOSE = 4, FRAME_
 #define LOCAL_SNDBUF (2 * 1024 * 1024)
 /* The stream is read this much at a time (tunnel_parse). */
 #define IN_BUF (1024 * 1024)
+/* What we send ahead of the peer's credit at most, per channel: the receiver
+ * grants TUNNEL_WINDOW (older peers rely on it), but where the destination
+ * writes slower than the stream brings data (it always does when local) every
+ * byte of it sits in the receiver's memory: 16 MiB windows put tunnel-endpoint
+ * at 34 MiB.  8 MiB is still 3x the bandwidth-delay product of 1 Gbit/s at
+ * 20 ms RTT. */
+#define SEND_WINDOW (8 * 1024 * 1024)
 /* Local reads pause while this much is queued for the stream. */
 #define OUTQ_HIGH (8 * 1024 * 1024)
 
@@ -406,7 +413,8 @@ channel_send_data (Channel *ch, guint32 n)
 
   tunnel->data_bytes += n;
   if (tunnel->zstd_agreed && tunnel->compress != TUNNEL_COMPRESS_NONE
-      && tunnel_zstd_want (tunnel->zstd, tunnel_backlog (tunnel)))
+      && tunnel_zstd_want (tunnel->zstd, n, tunnel_backlog (tunnel),
+                           ch->credit - n - (TUNNEL_WINDOW - SEND_WINDOW) < READ_CHUNK))
     packed = tunnel_zstd_pack (tunnel->zstd, &ch->zstd, ch->rbuf + FRAME_HEADER, n,
                                FRAME_HEADER, &len);
   if (packed != NULL)
@@ -461,13 +469,16 @@ channel_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 static void
 channel_read (Channel *ch)
 {
-  if (ch->dead || ch->reading || ch->conn == NULL || ch->local_eof || ch->credit <= 0
+  /* the peer's credit, less what we leave unused (SEND_WINDOW) */
+  gint64 usable = ch->credit - (TUNNEL_WINDOW - SEND_WINDOW);
+
+  if (ch->dead || ch->reading || ch->conn == NULL || ch->local_eof || usable <= 0
       || ch->tunnel->outq_bytes >= OUTQ_HIGH)
     return;
   ch->reading = TRUE;
   /* read straight into the frame that will carry it: no copy on the way out */
   g_free (ch->rbuf);
-  ch->rsize = MIN (ch->credit, READ_CHUNK);
+  ch->rsize = MIN (usable, READ_CHUNK);
   ch->rbuf = g_malloc (FRAME_HEADER + ch->rsize);
   g_input_stream_read_async (g_io_stream_get_input_stream (ch->conn), ch->rbuf + FRAME_HEADER,
                              ch->rsize, G_PRIORITY_DEFAULT, ch->cancellable, channel_read_cb,
