@@ -24,7 +24,7 @@
 #define INTERVAL "0.3"
 #define INTERVAL_MS 300
 #define WRITER_PACE_US 4000           /* between two writes: ~10 MiB/s with the round trip */
-#define KILL_PRIMARY_TRIALS 10
+#define KILL_PRIMARY_TRIALS 7   /* both kill points, random ones, 1 and 2 disks (t % 3 == 2) */
 
 /* ---- the writer ------------------------------------------------------------ */
 

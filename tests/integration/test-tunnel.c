@@ -191,10 +191,10 @@ start_slow_reader (Fixture *f, const char *sock, GSubprocess **proc)
   g_autofree char *line = NULL;
   g_autoptr(GError) error = NULL;
 
-  /* 20 MB/s: the relay's buffer fills and stays full */
+  /* 40 MB/s: the relay's buffer fills and stays full */
   *proc = g_subprocess_new (G_SUBPROCESS_FLAGS_STDOUT_PIPE, &error, g_getenv ("DELAY_RELAY"),
                             "--listen", listen, "--connect", connect, "--delay-ms", "1",
-                            "--rate", "160000000", NULL);
+                            "--rate", "320000000", NULL);
   g_assert_no_error (error);
   out = g_data_input_stream_new (g_subprocess_get_stdout_pipe (*proc));
   line = g_data_input_stream_read_line (out, NULL, NULL, NULL);
@@ -214,7 +214,7 @@ peak_kib (const char *err, const char *role)
 }
 
 /* Memory stays bounded with a core kept busy and a destination that reads
- * slowly (the delaying relay at 20 MB/s before its NBD socket): vda's 64 MiB
+ * slowly (the delaying relay at 40 MB/s before its NBD socket): vda's 64 MiB
  * outrun the relay, the sockets and the window, so the tunnel holds back.
  * Bounds: the process itself (BASE_KIB, measured ~20 MiB), plus for the
  * endpoint one window per disk, for perform its output queue (8 MiB) and a
