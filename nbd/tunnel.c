@@ -755,8 +755,9 @@ tunnel_parse (Tunnel *tunnel)
           tunnel_read_payload (tunnel, p, have);
           return FALSE;
         }
-      tunnel->payload = g_realloc (tunnel->payload, len);
-      memcpy (tunnel->payload, p + FRAME_HEADER, len);
+      tunnel->payload = g_realloc (tunnel->payload, len);  /* NULL for 0 */
+      if (len > 0)
+        memcpy (tunnel->payload, p + FRAME_HEADER, len);
       off += FRAME_HEADER + len;
       tunnel_dispatch (tunnel, get_be32 (p), p[4], len);
     }
