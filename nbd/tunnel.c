@@ -128,6 +128,14 @@ tunnel_violation (Tunnel *tunnel, const char *format, ...)
                                      "tunnel: the peer broke the protocol: %s", what));
 }
 
+/* The source's end (QEMU's NBD clients connect to it); else the connector.  Not
+ * tunnel->service: that goes at shutdown. */
+static gboolean
+tunnel_is_listener (const Tunnel *tunnel)
+{
+  return tunnel->nbd_path == NULL;
+}
+
 static Tunnel *
 tunnel_ref (Tunnel *tunnel)
 {
@@ -402,6 +410,14 @@ tunnel_backlog (Tunnel *tunnel)
   return tunnel->outq_bytes + MAX (queued, 0);
 }
 
+/* What @ch may still send: the peer's credit, less what we leave unused
+ * (SEND_WINDOW of the TUNNEL_WINDOW it grants). */
+static gint64
+channel_usable (const Channel *ch)
+{
+  return ch->credit - (TUNNEL_WINDOW - SEND_WINDOW);
+}
+
 /* Sends the @n bytes read into ch->rbuf: as ZDATA when compression is agreed
  * and wanted (tunnel_zstd_want), else as they are. */
 static void
@@ -414,7 +430,7 @@ channel_send_data (Channel *ch, guint32 n)
   tunnel->data_bytes += n;
   if (tunnel->zstd_agreed && tunnel->compress != TUNNEL_COMPRESS_NONE
       && tunnel_zstd_want (tunnel->zstd, n, tunnel_backlog (tunnel),
-                           ch->credit - n - (TUNNEL_WINDOW - SEND_WINDOW) < READ_CHUNK))
+                           channel_usable (ch) - n < READ_CHUNK))
     packed = tunnel_zstd_pack (tunnel->zstd, &ch->zstd, ch->rbuf + FRAME_HEADER, n,
                                FRAME_HEADER, &len);
   if (packed != NULL)
@@ -469,8 +485,7 @@ channel_read_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 static void
 channel_read (Channel *ch)
 {
-  /* the peer's credit, less what we leave unused (SEND_WINDOW) */
-  gint64 usable = ch->credit - (TUNNEL_WINDOW - SEND_WINDOW);
+  gint64 usable = channel_usable (ch);
 
   if (ch->dead || ch->reading || ch->conn == NULL || ch->local_eof || usable <= 0
       || ch->tunnel->outq_bytes >= OUTQ_HIGH)
@@ -627,14 +642,14 @@ tunnel_zdata (Tunnel *tunnel, Channel *ch, guint32 id, guint32 len)
 static void
 tunnel_hello (Tunnel *tunnel, guint32 len)
 {
-  const char *want = tunnel->service != NULL ? HELLO_ACCEPT : HELLO_OFFER;
+  const char *want = tunnel_is_listener (tunnel) ? HELLO_ACCEPT : HELLO_OFFER;
 
   if (len != strlen (want) || memcmp (tunnel->payload, want, len) != 0
       || tunnel->compress == TUNNEL_COMPRESS_NONE || tunnel->zstd_agreed)
     return;
   tunnel->zstd_agreed = TRUE;
   blkmig_debug (BLKMIG_DEBUG_TUNNEL, "tunnel: compression agreed");
-  if (tunnel->service == NULL)
+  if (!tunnel_is_listener (tunnel))
     tunnel_send (tunnel, HELLO_CHANNEL, FRAME_CLOSE, HELLO_ACCEPT, strlen (HELLO_ACCEPT));
 }
 
@@ -867,7 +882,7 @@ tunnel_set_compress (Tunnel *tunnel, TunnelCompress mode)
   if (mode == TUNNEL_COMPRESS_NONE || tunnel->zstd != NULL)
     return;
   tunnel->zstd = tunnel_zstd_new (mode);
-  if (tunnel->service != NULL)
+  if (tunnel_is_listener (tunnel))
     tunnel_send (tunnel, HELLO_CHANNEL, FRAME_CLOSE, HELLO_OFFER, strlen (HELLO_OFFER));
 }
 
@@ -949,7 +964,7 @@ tunnel_free (Tunnel *tunnel)
   if (tunnel == NULL)
     return;
   blkmig_debug (BLKMIG_DEBUG_TUNNEL, "tunnel: %s process peak memory %" G_GUINT64_FORMAT " KiB",
-                tunnel->nbd_path == NULL ? "listener" : "connector", tunnel_peak_kib ());
+                tunnel_is_listener (tunnel) ? "listener" : "connector", tunnel_peak_kib ());
   tunnel_shutdown (tunnel);
   g_io_stream_close (tunnel->stream, NULL, NULL);
   tunnel_unref (tunnel);
