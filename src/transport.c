@@ -255,6 +255,17 @@ gate_handshake (Gate *gate, GIOStream *base)
                                     handshake_done_cb, hs);
 }
 
+/* The tunnel's frames are small as often as large (an NBD reply, a credit):
+ * Nagle would hold each behind the previous segment's ACK, which the far end
+ * delays up to 40 ms — per request, on a WAN.  Not a TCP socket: nothing. */
+static void
+transport_nodelay (int fd)
+{
+  int on = 1;
+
+  (void) setsockopt (fd, IPPROTO_TCP, TCP_NODELAY, &on, sizeof on);
+}
+
 static void gate_accept (Gate *gate);
 
 static void
@@ -267,10 +278,17 @@ gate_accepted_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 
   gate->accepting = FALSE;
   if (conn == NULL)
-    gate->error = g_steal_pointer (&error);
-  else if (gate->winner != NULL)
-    g_io_stream_close (G_IO_STREAM (conn), NULL, NULL);
-  else if (gate->cert == NULL)
+    {
+      gate->error = g_steal_pointer (&error);
+      return;
+    }
+  if (gate->winner != NULL)
+    {
+      g_io_stream_close (G_IO_STREAM (conn), NULL, NULL);
+      return;
+    }
+  transport_nodelay (g_socket_get_fd (g_socket_connection_get_socket (conn)));
+  if (gate->cert == NULL)
     gate->winner = G_IO_STREAM (g_steal_pointer (&conn));  /* plaintext: first come */
   else
     {
@@ -336,7 +354,7 @@ transport_connect (const char *spec, const char *tls_dir, const char *tls_hostna
   conn = g_socket_client_connect_to_host (client, ep.host, ep.port, cancellable, error);
   if (conn == NULL)
     return g_prefix_error (error, "tunnel: cannot connect to %s: ", spec), NULL;
-  g_socket_set_option (g_socket_connection_get_socket (conn), IPPROTO_TCP, TCP_NODELAY, 1, NULL);
+  transport_nodelay (g_socket_get_fd (g_socket_connection_get_socket (conn)));
   base = G_IO_STREAM (conn);
   if (tls_dir == NULL)
     return g_steal_pointer (&base);
@@ -410,5 +428,6 @@ transport_stdio (void)
 
   transport_grow_pipe (0);  /* e.g. under ssh, or a source's --tunnel-command */
   transport_grow_pipe (1);
+  transport_nodelay (0);    /* or inetd's TCP connection */
   return g_simple_io_stream_new (in, out);
 }
