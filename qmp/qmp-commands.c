@@ -1,6 +1,8 @@
 /* Typed QMP commands: argument objects built and replies read here, and nowhere above. */
 #include "qmp/qmp-commands.h"
 
+#include <stdio.h>
+
 #include "common/escape.h"
 
 #include "qmp/qmp-json.h"
@@ -71,6 +73,24 @@ qmp_can_change_copy_mode (QmpClient *qmp)
 {
   /* copy-mode is all block-job-change can change (8.2 .. 10.x): no schema read */
   return qmp_client_has_command (qmp, "block-job-change");
+}
+
+/* "MAJOR.MINOR..." at least @major.@minor; FALSE for NULL or anything else. */
+static gboolean
+qmp_version_at_least (const char *version, guint major, guint minor)
+{
+  guint v_major, v_minor;
+
+  if (version == NULL || sscanf (version, "%u.%u", &v_major, &v_minor) != 2)
+    return FALSE;
+  return v_major > major || (v_major == major && v_minor >= minor);
+}
+
+gboolean
+qmp_nbd_zeroes_in_one_request (QmpClient *qmp, const char *server_version)
+{
+  return qmp_version_at_least (qmp_client_get_version (qmp), 8, 2)
+         && qmp_version_at_least (server_version, 8, 2);
 }
 
 /* ---- the VM ---------------------------------------------------------------- */

@@ -23,6 +23,11 @@ gboolean qmp_can_getfd (QmpClient *qmp);
 gboolean qmp_can_block_export (QmpClient *qmp);
 /* block-job-change copy-mode: a running mirror can become write-blocking (8.2). */
 gboolean qmp_can_change_copy_mode (QmpClient *qmp);
+/* Whether @qmp's NBD client zeroes a whole NBD target, served by a QEMU of
+ * @server_version ("7.2.22"; NULL: unknown), in one request: NBD's extended
+ * headers (QEMU 8.2 on both ends).  Else one write-zeroes per 32 MiB, one after
+ * another, is what a sync=full mirror's pre-zeroing costs. */
+gboolean qmp_nbd_zeroes_in_one_request (QmpClient *qmp, const char *server_version);
 
 /* ---- addresses ------------------------------------------------------------ */
 
