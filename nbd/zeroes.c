@@ -10,35 +10,39 @@
 #define ZEROES_SPAN (G_GINT64_CONSTANT (0xfff00000))
 /* Data extents read to see whether they hold zeroes, in all. */
 #define ZEROES_READ_MAX (1 << 20)
+/* Entries of one reply kept (pairs); the rest is asked about again. */
+#define ZEROES_MAX_ENTRIES 2048
 
 typedef struct {
   struct nbd_handle *nbd;
   gint64 deadline;        /* monotonic µs */
   GCancellable *cancellable;
   char *why;              /* the first reason for "cannot tell" */
-  /* the request in flight */
+  gint64 size;
   gint64 pos;             /* everything before reads as zeroes */
-  gint64 end;
-  gboolean answered;      /* a base:allocation reply came */
-  gboolean data;          /* it said something does not read as zeroes */
-  gint64 data_len;        /* that data's length from pos, 0: a malformed reply */
   gint64 read;            /* bytes of data read so far */
+  /* the block status request in flight */
+  gint64 end;
+  gboolean answered;      /* a base:allocation reply came for it */
+  gboolean misplaced;     /* it described another offset */
+  GArray *entries;        /* uint32 length/flags pairs of that reply */
 } Check;
 
 gboolean
 nbd_zeroes_walk (gint64 *pos, gint64 end, const uint32_t *entries, size_t nr_entries,
-                 gint64 *data_len)
+                 size_t *next, gint64 *data_len)
 {
+  *next = 0;
   *data_len = 0;
   if (nr_entries == 0 || nr_entries % 2 != 0)
     return FALSE;
-  for (size_t i = 0; i < nr_entries && *pos < end; i += 2)
+  for (; *next < nr_entries && *pos < end; *next += 2)
     {
-      if (entries[i] == 0)
+      if (entries[*next] == 0)
         return FALSE;
-      if (!(entries[i + 1] & LIBNBD_STATE_ZERO))
-        return *data_len = MIN ((gint64) entries[i], end - *pos), FALSE;
-      *pos = MIN (*pos + (gint64) entries[i], end);  /* more than asked: ours ends there */
+      if (!(entries[*next + 1] & LIBNBD_STATE_ZERO))
+        return *data_len = MIN ((gint64) entries[*next], end - *pos), TRUE;
+      *pos = MIN (*pos + (gint64) entries[*next], end);  /* more than asked: ours ends there */
     }
   return TRUE;
 }
@@ -68,10 +72,8 @@ zeroes_extent_cb (void *user_data, const char *metacontext, uint64_t offset,
   if (strcmp (metacontext, LIBNBD_CONTEXT_BASE_ALLOCATION) != 0 || c->answered)
     return 0;  /* another context, or a second reply for the same request */
   c->answered = TRUE;
-  if ((gint64) offset != c->pos)
-    c->data = TRUE;  /* c->data_len 0: not an answer to our question */
-  else
-    c->data = !nbd_zeroes_walk (&c->pos, c->end, entries, nr_entries, &c->data_len);
+  c->misplaced = (gint64) offset != c->pos;
+  g_array_append_vals (c->entries, entries, MIN (nr_entries, ZEROES_MAX_ENTRIES * 2));
   return 0;
 }
 
@@ -101,26 +103,6 @@ zeroes_step (Check *c)
   return rc != -1 || zeroes_nbd_fail (c, "connection");
 }
 
-static gboolean
-zeroes_connect (Check *c, const char *uri, gint64 size)
-{
-  if (nbd_supports_uri (c->nbd) != 1)
-    return zeroes_fail (c, "this libnbd cannot parse NBD URIs");
-  if (nbd_add_meta_context (c->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1
-      || nbd_aio_connect_uri (c->nbd, uri) == -1)
-    return zeroes_nbd_fail (c, "cannot connect");
-  while (nbd_aio_is_connecting (c->nbd))
-    if (!zeroes_step (c))
-      return FALSE;
-  if (!nbd_aio_is_ready (c->nbd))
-    return zeroes_nbd_fail (c, "cannot connect");
-  if (nbd_get_size (c->nbd) != size)
-    return zeroes_fail (c, "the export has another size");
-  if (nbd_can_meta_context (c->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) != 1)
-    return zeroes_fail (c, "the server reports no block status");
-  return TRUE;
-}
-
 /* Waits for request @cookie; FALSE when it failed or no answer came in time. */
 static gboolean
 zeroes_wait (Check *c, int64_t cookie, const char *what)
@@ -135,52 +117,119 @@ zeroes_wait (Check *c, int64_t cookie, const char *what)
   return done == 1 || zeroes_nbd_fail (c, what);
 }
 
-/* Reads the c->data_len bytes at c->pos; TRUE (and past them) when all are zero. */
 static gboolean
-zeroes_read (Check *c)
+zeroes_connect (Check *c, const char *uri)
+{
+  if (nbd_supports_uri (c->nbd) != 1)
+    return zeroes_fail (c, "this libnbd cannot parse NBD URIs");
+  if (nbd_add_meta_context (c->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) == -1
+      || nbd_aio_connect_uri (c->nbd, uri) == -1)
+    return zeroes_nbd_fail (c, "cannot connect");
+  while (nbd_aio_is_connecting (c->nbd))
+    if (!zeroes_step (c))
+      return FALSE;
+  if (!nbd_aio_is_ready (c->nbd))
+    return zeroes_nbd_fail (c, "cannot connect");
+  if (nbd_get_size (c->nbd) != c->size)
+    return zeroes_fail (c, "the export has another size");
+  if (nbd_can_meta_context (c->nbd, LIBNBD_CONTEXT_BASE_ALLOCATION) != 1)
+    return zeroes_fail (c, "the server reports no block status");
+  return TRUE;
+}
+
+static gboolean
+zeroes_all_zero (const guchar *buf, gint64 len)
+{
+  return len == 0 || (buf[0] == 0 && memcmp (buf, buf + 1, len - 1) == 0);
+}
+
+/* @len bytes of data at c->pos (QEMU writes the first 4 KiB of every raw image it
+ * creates, zeroes, to learn the alignment): read, within the budget, and looked at.
+ * One request at a time: QEMU's server sends a second small reply only after the
+ * first is acknowledged, which a receiver delays up to 40 ms. */
+static gboolean
+zeroes_data (Check *c, gint64 len)
 {
   g_autofree guchar *buf = NULL;
-  gint64 len = c->data_len;
 
-  if (len == 0 || c->read + len > ZEROES_READ_MAX)
+  if (c->read + len > ZEROES_READ_MAX)
     return zeroes_fail (c, "not everything reads as zeroes");
   buf = g_malloc (len);
   c->read += len;
   if (!zeroes_wait (c, nbd_aio_pread (c->nbd, buf, len, c->pos, NBD_NULL_COMPLETION, 0), "read"))
     return FALSE;
-  if (buf[0] != 0 || memcmp (buf, buf + 1, len - 1) != 0)
-    return zeroes_fail (c, "not everything reads as zeroes");
-  c->pos += len;
+  return zeroes_all_zero (buf, len) || zeroes_fail (c, "not everything reads as zeroes");
+}
+
+/* Walks the reply's entries from c->pos, looking into its data extents. */
+static gboolean
+zeroes_follow (Check *c)
+{
+  const uint32_t *e = (const uint32_t *) (gpointer) c->entries->data;
+  size_t n = c->entries->len, i = 0, next;
+  gint64 len;
+
+  while (c->pos < c->end)
+    {
+      if (!nbd_zeroes_walk (&c->pos, c->end, e + i, n - i, &next, &len))
+        return zeroes_fail (c, "a malformed block status reply");
+      i += next;
+      if (len == 0)
+        return TRUE;  /* what the reply described reads as zeroes */
+      if (!zeroes_data (c, len))
+        return FALSE;
+      c->pos += len;
+      i += 2;
+      if (i >= n)
+        return TRUE;
+    }
   return TRUE;
 }
 
-/* Asks about the range from c->pos; TRUE when all that the answer covered (and
- * any small data in it, read) reads as zeroes. */
+/* Asks about the range from c->pos; TRUE when all the answer covered reads as zeroes. */
 static gboolean
-zeroes_ask (Check *c, gint64 size)
+zeroes_ask (Check *c)
 {
   nbd_extent_callback cb = { .callback = zeroes_extent_cb, .user_data = c };
+  gint64 start = c->pos;
 
-  c->end = MIN (size, c->pos + ZEROES_SPAN);
-  c->answered = c->data = FALSE;
+  c->end = MIN (c->size, c->pos + ZEROES_SPAN);
+  c->answered = c->misplaced = FALSE;
+  g_array_set_size (c->entries, 0);
   if (!zeroes_wait (c, nbd_aio_block_status (c->nbd, c->end - c->pos, c->pos, cb,
                                              NBD_NULL_COMPLETION, 0), "block status"))
     return FALSE;
-  if (!c->answered)
-    return zeroes_fail (c, "no block status in the reply");
-  return !c->data || zeroes_read (c);
+  if (!c->answered || c->misplaced)
+    return zeroes_fail (c, "no block status for the range asked about");
+  return zeroes_follow (c) && (c->pos > start || zeroes_fail (c, "no progress"));
 }
 
-/* NBD_CMD_DISC, so the server sees a goodbye; never blocking (through --tunnel
- * the server's end is this process's own main loop), at most a second. */
 static void
-zeroes_disconnect (Check *c)
+zeroes_check_free (Check *c)
 {
-  if (!nbd_aio_is_ready (c->nbd) || nbd_aio_disconnect (c->nbd, 0) == -1)
-    return;
-  c->deadline = MIN (c->deadline, g_get_monotonic_time () + G_USEC_PER_SEC);
-  while (!nbd_aio_is_closed (c->nbd) && !nbd_aio_is_dead (c->nbd) && zeroes_step (c))
-    ;
+  if (c->nbd != NULL)
+    nbd_close (c->nbd);
+  g_free (c->why);
+  g_array_unref (c->entries);
+  g_clear_object (&c->cancellable);
+  g_free (c);
+}
+
+/* NBD_CMD_DISC, so the server sees a goodbye; never blocking, at most a second.
+ * In a thread of its own: the answer does not wait for it (a round trip). */
+static gpointer
+zeroes_goodbye_thread (gpointer data)
+{
+  Check *c = data;
+
+  if (nbd_aio_is_ready (c->nbd) && nbd_aio_disconnect (c->nbd, 0) != -1)
+    {
+      c->deadline = MIN (c->deadline, g_get_monotonic_time () + G_USEC_PER_SEC);
+      while (!nbd_aio_is_closed (c->nbd) && !nbd_aio_is_dead (c->nbd) && zeroes_step (c))
+        ;
+    }
+  zeroes_check_free (c);
+  return NULL;
 }
 
 typedef struct {
@@ -199,32 +248,37 @@ question_free (Question *q)
 }
 
 static gboolean
-zeroes_check (Question *q, GCancellable *cancellable)
+zeroes_check (Check *c, const char *uri)
 {
-  Check c = {
-    .nbd = nbd_create (),
-    .deadline = g_get_monotonic_time () + (gint64) q->timeout_ms * 1000,
-    .cancellable = cancellable,
-  };
-  gboolean zero = c.nbd != NULL && zeroes_connect (&c, q->uri, q->size);
-
-  if (c.nbd == NULL)
-    zeroes_nbd_fail (&c, "cannot create a libnbd handle");
-  while (zero && c.pos < q->size)
-    zero = zeroes_ask (&c, q->size);
-  if (c.nbd != NULL)
-    {
-      zeroes_disconnect (&c);
-      nbd_close (c.nbd);
-    }
-  q->why = g_steal_pointer (&c.why);
-  return zero;
+  if (c->nbd == NULL)
+    return zeroes_nbd_fail (c, "cannot create a libnbd handle");
+  if (!zeroes_connect (c, uri))
+    return FALSE;
+  while (c->pos < c->size)
+    if (!zeroes_ask (c))
+      return FALSE;
+  return TRUE;
 }
 
 static void
 zeroes_thread (GTask *task, gpointer source, gpointer task_data, GCancellable *cancellable)
 {
-  g_task_return_boolean (task, zeroes_check (task_data, cancellable));
+  Question *q = task_data;
+  Check *c = g_new0 (Check, 1);
+  gboolean zero;
+
+  c->nbd = nbd_create ();
+  c->deadline = g_get_monotonic_time () + (gint64) q->timeout_ms * 1000;
+  c->cancellable = cancellable != NULL ? g_object_ref (cancellable) : NULL;
+  c->size = q->size;
+  c->entries = g_array_new (FALSE, FALSE, sizeof (uint32_t));
+  zero = zeroes_check (c, q->uri);
+  q->why = g_steal_pointer (&c->why);
+  g_task_return_boolean (task, zero);
+  if (c->nbd != NULL && nbd_aio_is_ready (c->nbd))
+    g_thread_unref (g_thread_new ("blkmig-nbd-bye", zeroes_goodbye_thread, c));
+  else
+    zeroes_check_free (c);
 }
 
 void

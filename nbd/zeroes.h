@@ -18,9 +18,10 @@ void nbd_export_reads_zeroes_async (const char *uri, gint64 size, int timeout_ms
  * be NULL): the caller then does what it would do without asking. */
 gboolean nbd_export_reads_zeroes_finish (GAsyncResult *result, char **why);
 
-/* One base:allocation reply for the range from *pos to @end: advances *pos over
- * the leading extents that read as zeroes.  FALSE at the first that does not,
- * with its length in *data_len (clipped at @end), or at a malformed one (empty,
- * an odd count: *data_len 0).  For tests. */
+/* One base:allocation reply's entries for the range from *pos to @end: advances
+ * *pos over the leading extents that read as zeroes and stops at entries[*next],
+ * the first that does not (its length, clipped at @end, in *data_len), or at the
+ * end (*data_len 0).  FALSE for a malformed reply: no entries, an odd count, an
+ * empty extent.  For tests. */
 gboolean nbd_zeroes_walk (gint64 *pos, gint64 end, const uint32_t *entries, size_t nr_entries,
-                          gint64 *data_len);
+                          size_t *next, gint64 *data_len);

@@ -206,29 +206,39 @@ static void
 test_walk (void)
 {
   gint64 pos, len;
+  size_t next;
   const uint32_t zeroes[] = { 4096, HOLE, 8192, ZERO };
   const uint32_t data_after[] = { 4096, HOLE, 512, DATA, 4096, HOLE };
   const uint32_t empty_extent[] = { 4096, HOLE, 0, HOLE, 4096, HOLE };
   const uint32_t beyond[] = { 1 << 30, HOLE };
 
   pos = 0;
-  g_assert_true (nbd_zeroes_walk (&pos, 12288, zeroes, 4, &len));
+  g_assert_true (nbd_zeroes_walk (&pos, 12288, zeroes, 4, &next, &len));
   g_assert_cmpint (pos, ==, 12288);
-  pos = 0;
-  g_assert_false (nbd_zeroes_walk (&pos, 1 << 20, data_after, 6, &len));
+  g_assert_cmpint (len, ==, 0);
+  pos = 0;  /* stops at the data, and goes on after it */
+  g_assert_true (nbd_zeroes_walk (&pos, 1 << 20, data_after, 6, &next, &len));
   g_assert_cmpint (pos, ==, 4096);
+  g_assert_cmpuint (next, ==, 2);
   g_assert_cmpint (len, ==, 512);
+  pos += len;
+  g_assert_true (nbd_zeroes_walk (&pos, 1 << 20, data_after + 4, 2, &next, &len));
+  g_assert_cmpint (pos, ==, 8704);
+  g_assert_cmpint (len, ==, 0);
   pos = 0;  /* an empty extent would never end a walk */
-  g_assert_false (nbd_zeroes_walk (&pos, 1 << 20, empty_extent, 6, &len));
-  g_assert_cmpint (len, ==, 0);
+  g_assert_false (nbd_zeroes_walk (&pos, 1 << 20, empty_extent, 6, &next, &len));
   pos = 0;  /* an odd count, no entries */
-  g_assert_false (nbd_zeroes_walk (&pos, 1 << 20, zeroes, 3, &len));
-  g_assert_cmpint (len, ==, 0);
-  g_assert_false (nbd_zeroes_walk (&pos, 1 << 20, zeroes, 0, &len));
+  g_assert_false (nbd_zeroes_walk (&pos, 1 << 20, zeroes, 3, &next, &len));
+  g_assert_false (nbd_zeroes_walk (&pos, 1 << 20, zeroes, 0, &next, &len));
   g_assert_cmpint (pos, ==, 0);
   pos = 4096;  /* more than asked about: ours ends where we asked */
-  g_assert_true (nbd_zeroes_walk (&pos, 8192, beyond, 2, &len));
+  g_assert_true (nbd_zeroes_walk (&pos, 8192, beyond, 2, &next, &len));
   g_assert_cmpint (pos, ==, 8192);
+  pos = 4096;  /* data beyond the end is clipped to it */
+  g_assert_true (nbd_zeroes_walk (&pos, 8192, data_after + 2, 2, &next, &len));
+  g_assert_cmpint (len, ==, 512);
+  g_assert_true (nbd_zeroes_walk (&pos, 4196, data_after + 2, 2, &next, &len));
+  g_assert_cmpint (len, ==, 100);
 }
 
 int
