@@ -197,6 +197,17 @@ source_add_target_node (SourceRun *run, guint i, GCancellable *cancellable, GErr
   return TRUE;
 }
 
+/* top and copy-base: the layers below are not the mirror's; resync: only what the
+ * guest writes from now on (the backup brings the rest). */
+static const char *
+source_mirror_sync (SourceRun *run, const CookieDisk *disk)
+{
+  if (run->opts->resync_bitmap != NULL)
+    return "none";
+  return disk->chain != NULL && disk->sync != NULL && !g_str_equal (disk->sync, "full")
+         ? "top" : "full";
+}
+
 /* Where this host reaches disk @i's export: the tunnel, the cookie's UNIX socket
  * or host and port (an nbd:// URI, plaintext). */
 static char *
@@ -228,11 +239,10 @@ static void
 source_zeroes_answered_cb (GObject *source, GAsyncResult *result, gpointer user_data)
 {
   ZeroQuestion *q = user_data;
+  const CookieDisk *disk = q->run->cookie->disks->pdata[q->disk];
   g_autofree char *why = NULL;
   g_autofree char *shown = NULL;
   gboolean zero = nbd_export_reads_zeroes_finish (result, &why);
-
-  const CookieDisk *disk = q->run->cookie->disks->pdata[q->disk];
 
   shown = blkmig_escape (zero ? "it reads as zeroes" : why);
   blkmig_debug (BLKMIG_DEBUG_JOBS, "%s: pre-zeroing the target %s: %s", disk->name,
@@ -249,7 +259,8 @@ source_ask_target_zeroes (SourceRun *run, guint i, const DiskInfo *info,
   g_autofree char *uri = NULL;
   ZeroQuestion *q;
 
-  if (info->backing != NULL || info->virtual_size < ZERO_CHECK_MIN_SIZE
+  if (!g_str_equal (source_mirror_sync (run, run->cookie->disks->pdata[i]), "full")
+      || info->backing != NULL || info->virtual_size < ZERO_CHECK_MIN_SIZE
       || (run->opts->tls_dir != NULL && run->tunnel.path == NULL)
       || qmp_nbd_zeroes_in_one_request (run->qmp, run->cookie->dest_qemu))
     return;
@@ -292,11 +303,7 @@ source_start_mirror (SourceRun *run, guint i, DiskInfo *info, GCancellable *canc
   g_autofree char *job_id = names_job (run->cookie->id, i);
   BlkJob *job = job_group_add (run->group, job_id, disk->name);
 
-  /* top and copy-base: the layers below are not the mirror's; resync: only what
-   * the guest writes from now on (the backup brings the rest) */
-  const char *sync = run->opts->resync_bitmap != NULL ? "none"
-                     : disk->chain != NULL && disk->sync != NULL
-                       && !g_str_equal (disk->sync, "full") ? "top" : "full";
+  const char *sync = source_mirror_sync (run, disk);
 
   if (g_str_equal (sync, "full") && source_target_reads_zeroes (run, i))
     sync = "top";  /* the same copy without the pre-zeroing */
