@@ -640,6 +640,20 @@ job_group_watch_restart (JobGroup *group)
   group->watch_timer = g_timeout_add (interval_ms, job_group_watch_tick_cb, group);
 }
 
+gint64
+job_group_idle_ms (JobGroup *group)
+{
+  if (group->stall_timeout_ms == 0 || group->stall_last_done < 0)
+    return -1;
+  return (g_get_monotonic_time () - group->stall_last_change_us) / 1000;
+}
+
+guint
+job_group_get_stall_timeout_ms (JobGroup *group)
+{
+  return group->stall_timeout_ms;
+}
+
 void
 job_group_set_stall_timeout (JobGroup *group, guint timeout_ms)
 {

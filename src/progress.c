@@ -120,8 +120,26 @@ progress_total_line (Progress *progress)
   return g_strdup_printf ("total: %s of %s in %.0f s", d, t, secs);
 }
 
+/* Every few seconds while copying: the figures, and what the stall watchdog
+ * judges by (docs/events.md). */
 static void
-progress_emit (BlkJob *job, gboolean state_changed)
+progress_emit_figures (Progress *progress, BlkJob *job)
+{
+  JobView *view = progress_view (progress, job);
+  gint64 done = progress_done (job);
+  gint64 idle_ms = job_group_idle_ms (progress->group);
+  guint stall_ms = job_group_get_stall_timeout_ms (progress->group);
+
+  events_emit ("progress", "disk", qmp_str (job->label), "done", qmp_int (done),
+               "total", qmp_int (job->len), "state", qmp_str (progress_state (job)),
+               "remaining", qmp_int (MAX (job->len - done, 0)),
+               "rate", qmp_int ((gint64) view->rate),
+               "idle-ms", idle_ms >= 0 ? qmp_int (idle_ms) : NULL,
+               "stall-timeout-ms", stall_ms > 0 ? qmp_int (stall_ms) : NULL, NULL);
+}
+
+static void
+progress_emit (Progress *progress, BlkJob *job, gboolean state_changed)
 {
   if (!events_enabled ())
     return;
@@ -129,8 +147,7 @@ progress_emit (BlkJob *job, gboolean state_changed)
     events_emit ("disk", "disk", qmp_str (job->label), "state", qmp_str (progress_state (job)),
                  "error", job->error != NULL ? qmp_str (job->error) : NULL, NULL);
   else
-    events_emit ("progress", "disk", qmp_str (job->label), "done", qmp_int (progress_done (job)),
-                 "total", qmp_int (job->len), "state", qmp_str (progress_state (job)), NULL);
+    progress_emit_figures (progress, job);
 }
 
 /* TTY: every line again, in place. */
@@ -179,7 +196,7 @@ progress_refreshed_cb (GObject *source, GAsyncResult *result, gpointer user_data
       /* in sync and staying there (replicate holds mirrors READY for hours): no news */
       if (job->state == BLK_JOB_READY && job->offset == job->len)
         continue;
-      progress_emit (job, FALSE);
+      progress_emit (progress, job, FALSE);
       if (!progress->quiet && !progress->tty)
         progress_print_job (progress, jobs->pdata[i]);
     }
@@ -232,7 +249,7 @@ progress_changed_cb (JobGroup *group, BlkJob *job, gpointer user_data)
   if (view->shown == job->state)
     return;
   view->shown = job->state;
-  progress_emit (job, TRUE);
+  progress_emit (progress, job, TRUE);
   if (progress->quiet)
     return;
   if (progress->tty)

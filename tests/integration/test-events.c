@@ -132,6 +132,41 @@ test_move (Fixture *f, gconstpointer data)
   assert_golden ("move.jsonl", masked);
 }
 
+/* While copying, each progress event carries the figures and what the stall
+ * watchdog judges by; --speed stretches the 8 MiB of data over ~4 s, so that the
+ * 2 s tick comes during the copy. */
+static void
+test_progress_figures (Fixture *f, gconstpointer data)
+{
+  g_autofree char *out = NULL;
+  g_auto(GStrv) lines = NULL;
+  guint seen = 0;
+
+  g_assert_cmpint (blkmig_run (&out, NULL, "migrate", "--json", "--mode", "copy", "--speed", "2000000",
+                               "--stall-timeout", "30", "--source", f->src->qmp_path, "--dest",
+                               f->dst->qmp_path, NULL), ==, 0);
+  lines = g_strsplit (out, "\n", -1);
+  for (gsize i = 0; lines[i] != NULL && *lines[i] != '\0'; i++)
+    {
+      g_autoptr(JsonNode) node = json_from_string (lines[i], NULL);
+      JsonObject *obj = json_node_get_object (node);
+
+      if (!g_str_equal (json_object_get_string_member (obj, "event"), "progress")
+          || !g_str_equal (json_object_get_string_member (obj, "state"), "copying"))
+        continue;
+      g_assert_cmpint (json_object_get_int_member (obj, "remaining"), ==,
+                       json_object_get_int_member (obj, "total")
+                       - json_object_get_int_member (obj, "done"));
+      g_assert_cmpint (json_object_get_int_member (obj, "rate"), >=, 0);
+      g_assert_cmpint (json_object_get_int_member (obj, "rate"), <, 64 << 20);
+      g_assert_cmpint (json_object_get_int_member (obj, "idle-ms"), >=, 0);
+      g_assert_cmpint (json_object_get_int_member (obj, "idle-ms"), <, 30000);
+      g_assert_cmpint (json_object_get_int_member (obj, "stall-timeout-ms"), ==, 30000);
+      seen++;
+    }
+  g_assert_cmpuint (seen, >, 0);
+}
+
 static void
 test_perform_needs_output (void)
 {
@@ -152,6 +187,8 @@ main (int argc, char **argv)
               fixture_teardown);
   g_test_add ("/events/error", Fixture, "incoming", fixture_setup, test_error, fixture_teardown);
   g_test_add ("/events/move", Fixture, "incoming", fixture_setup, test_move, fixture_teardown);
+  g_test_add ("/events/progress-figures", Fixture, "incoming", fixture_setup,
+              test_progress_figures, fixture_teardown);
   g_test_add_func ("/events/perform-needs-output", test_perform_needs_output);
   return g_test_run ();
 }
