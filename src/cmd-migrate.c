@@ -257,6 +257,8 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
       || !command_require ("--source", args->source, error)
       || !command_require ("--dest", args->dest, error)
       || !options_mirror_check (&args->mirror, error)
+      || !options_tunnel_compress (args->tunnel_compress, args->tunnel, args->tunnel_command,
+                                   NULL, error)
       || !options_chain (args->chain, &args->chain_mode, error)
       || !options_name_path ("--base", (const char *const *) args->bases, error))
     return FALSE;

@@ -651,6 +651,8 @@ replicate_parse (const char *sub, int argc, char **argv, ReplicateArgs *args, GE
                       "are acknowledged every interval, failover gives the disks as of the "
                       "last one.", entries, error)
       || !options_mirror_check (&args->mirror, error)
+      || !options_tunnel_compress (args->tunnel_compress, args->tunnel, args->tunnel_command,
+                                   NULL, error)
       || !options_name_path ("--replica", (const char *const *) args->replicas, error))
     return FALSE;
   if (args->mirror.copy_mode != NULL && !g_str_equal (args->mirror.copy_mode, "write-blocking"))

@@ -56,3 +56,23 @@ options_name_path (const char *option, const char *const *entries, GError **erro
     }
   return TRUE;
 }
+
+gboolean
+options_tunnel_compress (const char *value, const char *tunnel, const char *tunnel_command,
+                         TunnelCompress *mode, GError **error)
+{
+  TunnelCompress parsed = TUNNEL_COMPRESS_AUTO;
+
+  if (mode != NULL)
+    *mode = parsed;
+  if (value == NULL)
+    return TRUE;
+  if (tunnel == NULL && tunnel_command == NULL)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--tunnel-compress needs --tunnel or --tunnel-command"), FALSE;
+  if (!tunnel_compress_parse (value, &parsed, error))
+    return FALSE;
+  if (mode != NULL)
+    *mode = parsed;
+  return TRUE;
+}

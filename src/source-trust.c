@@ -7,6 +7,7 @@
 #include "common/escape.h"
 #include "nbd/nbd-tls.h"
 #include "src/host-local.h"
+#include "src/options.h"
 
 /* A UNIX socket path's limit (sun_path less its NUL) bounds every peer path. */
 #define PEER_PATH_MAX 107
@@ -148,13 +149,8 @@ trust_tunnel_argv (const Cookie *dest, const SourceOptions *opts, SourcePlan *pl
 static gboolean
 trust_tunnel_compress (const SourceOptions *opts, SourcePlan *plan, GError **error)
 {
-  plan->tunnel_compress = TUNNEL_COMPRESS_AUTO;
-  if (opts->tunnel_compress == NULL)
-    return TRUE;
-  if (opts->tunnel_addr == NULL && opts->tunnel_command == NULL)
-    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "--tunnel-compress needs --tunnel or --tunnel-command"), FALSE;
-  return tunnel_compress_parse (opts->tunnel_compress, &plan->tunnel_compress, error);
+  return options_tunnel_compress (opts->tunnel_compress, opts->tunnel_addr, opts->tunnel_command,
+                                  &plan->tunnel_compress, error);
 }
 
 /* The host the disks go to, as far as this host already trusts it. */

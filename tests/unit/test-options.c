@@ -1,4 +1,6 @@
 /* Unit tests for the option checks the commands share (src/options.c). */
+#include <sys/wait.h>
+
 #include <glib.h>
 
 #include "common/error.h"
@@ -73,6 +75,56 @@ test_chain (void)
   g_assert_cmpstr (error->message, ==, "--chain must be full, top or copy-base, not 'base'");
 }
 
+static void
+test_tunnel_compress (void)
+{
+  TunnelCompress mode = TUNNEL_COMPRESS_NONE;
+  g_autoptr(GError) error = NULL;
+
+  g_assert_true (options_tunnel_compress (NULL, NULL, NULL, &mode, &error));
+  g_assert_cmpint (mode, ==, TUNNEL_COMPRESS_AUTO);
+  g_assert_true (options_tunnel_compress ("none", "tcp:h:1", NULL, &mode, &error));
+  g_assert_cmpint (mode, ==, TUNNEL_COMPRESS_NONE);
+  g_assert_false (options_tunnel_compress ("zstd", NULL, NULL, &mode, &error));
+  g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE);
+  g_assert_cmpstr (error->message, ==, "--tunnel-compress needs --tunnel or --tunnel-command");
+  g_clear_error (&error);
+  g_assert_false (options_tunnel_compress ("lz4", NULL, "cat", &mode, &error));
+  g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE);
+}
+
+/* migrate and replicate refuse a bad --tunnel-compress while parsing, before they
+ * touch either side (they used to begin and prepare first, then roll back). */
+static void
+test_tunnel_compress_commands (void)
+{
+  const char *blkmig = g_getenv ("BLKMIG");
+  const char *migrate[] = { blkmig, "migrate", "--source", "/nonexistent/a", "--dest",
+                            "/nonexistent/b", "--tunnel-command", "cat", "--tunnel-compress",
+                            "lz4", NULL };
+  const char *replicate[] = { blkmig, "replicate", "start", "--primary", "/nonexistent/a",
+                              "--standby", "/nonexistent/b", "--tunnel-compress", "zstd", NULL };
+  const char *const *argvs[] = { migrate, replicate };
+  const char *expected[] = { "blkmig migrate: --tunnel-compress: expected auto, zstd or none\n",
+                             "blkmig replicate: --tunnel-compress needs --tunnel or "
+                             "--tunnel-command\n" };
+
+  g_assert_nonnull (blkmig);
+  for (guint i = 0; i < G_N_ELEMENTS (argvs); i++)
+    {
+      g_autofree char *err = NULL;
+      g_autoptr(GError) error = NULL;
+      int status;
+
+      g_assert_true (g_spawn_sync (NULL, (char **) argvs[i], NULL, G_SPAWN_STDOUT_TO_DEV_NULL,
+                                   NULL, NULL, NULL, &err, &status, &error));
+      g_assert_no_error (error);
+      g_assert_true (WIFEXITED (status));
+      g_assert_cmpint (WEXITSTATUS (status), ==, 2);
+      g_assert_cmpstr (err, ==, expected[i]);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -80,5 +132,7 @@ main (int argc, char **argv)
   g_test_add_func ("/options/mirror/defaults", test_mirror_defaults);
   g_test_add_func ("/options/mirror/refused", test_mirror_refused);
   g_test_add_func ("/options/chain", test_chain);
+  g_test_add_func ("/options/tunnel-compress", test_tunnel_compress);
+  g_test_add_func ("/options/tunnel-compress-commands", test_tunnel_compress_commands);
   return g_test_run ();
 }
