@@ -46,11 +46,11 @@ void job_group_totals (JobGroup *group, gint64 *done, gint64 *total);
 
 /* A watchdog: while some job is not yet READY, no progress (bytes copied) for
  * @timeout_ms fails those jobs with "no progress for N s".  0 turns it off. */
+void job_group_set_stall_timeout (JobGroup *group, guint timeout_ms);
 /* The stall watchdog's inputs: how long the group's bytes done have not changed
  * (-1: the watchdog is off) and after how long that fails the jobs (0: never). */
 gint64 job_group_idle_ms (JobGroup *group);
 guint job_group_get_stall_timeout_ms (JobGroup *group);
-void job_group_set_stall_timeout (JobGroup *group, guint timeout_ms);
 /* A second watchdog: a job still copying whose remaining bytes set no new low for
  * @window_ms while data moves is not converging.  With @can_switch it is made
  * write-blocking (block-job-change; BlkJob.write_blocking, the changed func is

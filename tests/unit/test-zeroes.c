@@ -71,6 +71,19 @@ tool (const char *first, ...)
   g_assert_true (g_spawn_check_wait_status (status, NULL));
 }
 
+static gboolean
+connectable (const char *path)
+{
+  struct sockaddr_un sa = { .sun_family = AF_UNIX };
+  int fd = socket (AF_UNIX, SOCK_STREAM, 0);
+  gboolean ok;
+
+  g_strlcpy (sa.sun_path, path, sizeof sa.sun_path);
+  ok = connect (fd, (struct sockaddr *) &sa, sizeof sa) == 0;
+  close (fd);
+  return ok;
+}
+
 /* qemu-nbd serving @image (read-only, format @format) on a socket; the URI. */
 static GSubprocess *
 serve (const char *image, const char *format, char **uri)
@@ -83,9 +96,9 @@ serve (const char *image, const char *format, char **uri)
   proc = g_subprocess_new (G_SUBPROCESS_FLAGS_NONE, &error, "qemu-nbd", "-r", "-f", format,
                            "-k", sock, image, NULL);
   g_assert_no_error (error);
-  for (int i = 0; i < 200 && !g_file_test (sock, G_FILE_TEST_EXISTS); i++)
-    g_usleep (10000);
-  g_assert_true (g_file_test (sock, G_FILE_TEST_EXISTS));
+  for (int i = 0; i < 500 && !connectable (sock); i++)
+    g_usleep (10000);  /* the file comes with bind, before listen: connect to know */
+  g_assert_true (connectable (sock));
   *uri = g_strdup_printf ("nbd+unix:///?socket=%s", sock);
   return proc;
 }
