@@ -93,7 +93,7 @@ serve (const char *image, const char *format, char **uri)
   GSubprocess *proc;
 
   g_unlink (sock);
-  proc = g_subprocess_new (G_SUBPROCESS_FLAGS_NONE, &error, "qemu-nbd", "-r", "-f", format,
+  proc = g_subprocess_new (G_SUBPROCESS_FLAGS_NONE, &error, "qemu-nbd", "-t", "-r", "-f", format,
                            "-k", sock, image, NULL);
   g_assert_no_error (error);
   for (int i = 0; i < 500 && !connectable (sock); i++)
