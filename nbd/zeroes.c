@@ -3,7 +3,6 @@
 
 #include <errno.h>
 #include <libnbd.h>
-#include <poll.h>
 #include <string.h>
 
 /* Bytes per block status request: the most a 32-bit NBD request covers, aligned. */
@@ -77,30 +76,20 @@ zeroes_extent_cb (void *user_data, const char *metacontext, uint64_t offset,
   return 0;
 }
 
-/* One round of libnbd's state machine: waits for its socket (≤ 50 ms, so that a
- * cancel is seen soon).  Runs in a thread of its own: through --tunnel the
- * server's end is this process's main loop, which must go on meanwhile. */
+/* One round of libnbd's state machine (nbd_poll: ≤ 50 ms, so that a cancel is seen
+ * soon).  Runs in a thread of its own: through --tunnel the server's end is this
+ * process's main loop, which must go on meanwhile. */
 static gboolean
 zeroes_step (Check *c)
 {
-  unsigned dir = nbd_aio_get_direction (c->nbd);
-  struct pollfd fd = { nbd_aio_get_fd (c->nbd),
-                       ((dir & LIBNBD_AIO_DIRECTION_READ) ? POLLIN : 0)
-                       | ((dir & LIBNBD_AIO_DIRECTION_WRITE) ? POLLOUT : 0), 0 };
   gint64 left = c->deadline - g_get_monotonic_time ();
-  int rc = 0;
 
   if (g_cancellable_is_cancelled (c->cancellable))
     return zeroes_fail (c, "cancelled");
   if (left <= 0)
     return zeroes_fail (c, "no answer in time");
-  if (fd.fd < 0 || (poll (&fd, 1, (int) MIN (left / 1000 + 1, 50)) < 0 && errno != EINTR))
-    return zeroes_fail (c, "poll failed");
-  if (fd.revents & (POLLIN | POLLHUP | POLLERR) && (fd.events & POLLIN))
-    rc = nbd_aio_notify_read (c->nbd);
-  else if (fd.revents & (POLLOUT | POLLHUP | POLLERR) && (fd.events & POLLOUT))
-    rc = nbd_aio_notify_write (c->nbd);
-  return rc != -1 || zeroes_nbd_fail (c, "connection");
+  return nbd_poll (c->nbd, (int) MIN (left / 1000 + 1, 50)) != -1 || errno == EINTR
+         || zeroes_nbd_fail (c, "connection");
 }
 
 /* Waits for request @cookie; FALSE when it failed or no answer came in time. */
