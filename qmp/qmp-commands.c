@@ -1,8 +1,6 @@
 /* Typed QMP commands: argument objects built and replies read here, and nowhere above. */
 #include "qmp/qmp-commands.h"
 
-#include <stdio.h>
-
 #include "common/escape.h"
 
 #include "qmp/qmp-json.h"
@@ -75,13 +73,15 @@ qmp_can_change_copy_mode (QmpClient *qmp)
   return qmp_client_has_command (qmp, "block-job-change");
 }
 
-/* "MAJOR.MINOR..." at least @major.@minor; FALSE for NULL or anything else. */
-static gboolean
+gboolean
 qmp_version_at_least (const char *version, guint major, guint minor)
 {
-  guint v_major, v_minor;
+  g_auto(GStrv) parts = version != NULL ? g_strsplit (version, ".", 3) : NULL;
+  guint64 v_major, v_minor;
 
-  if (version == NULL || sscanf (version, "%u.%u", &v_major, &v_minor) != 2)
+  if (parts == NULL || g_strv_length (parts) < 2
+      || !g_ascii_string_to_unsigned (parts[0], 10, 0, G_MAXUINT, &v_major, NULL)
+      || !g_ascii_string_to_unsigned (parts[1], 10, 0, G_MAXUINT, &v_minor, NULL))
     return FALSE;
   return v_major > major || (v_major == major && v_minor >= minor);
 }

@@ -23,6 +23,9 @@ gboolean qmp_can_getfd (QmpClient *qmp);
 gboolean qmp_can_block_export (QmpClient *qmp);
 /* block-job-change copy-mode: a running mirror can become write-blocking (8.2). */
 gboolean qmp_can_change_copy_mode (QmpClient *qmp);
+/* @version ("MAJOR.MINOR.MICRO", as QMP's greeting or a cookie gives it) is at
+ * least @major.@minor; FALSE for NULL, other text or numbers beyond a guint. */
+gboolean qmp_version_at_least (const char *version, guint major, guint minor);
 /* Whether @qmp's NBD client zeroes a whole NBD target, served by a QEMU of
  * @server_version ("7.2.22"; NULL: unknown), in one request: NBD's extended
  * headers (QEMU 8.2 on both ends).  Else one write-zeroes per 32 MiB, one after

@@ -3,7 +3,7 @@
  * pre-zeroing is skipped only where it reads as zeroes. */
 #include "tests/integration/harness.h"
 
-#include <stdio.h>
+#include "qmp/qmp-commands.h"
 
 #define MIB ((gint64) 1 << 20)
 
@@ -127,10 +127,8 @@ static gboolean
 prezero_is_asked (void)
 {
   g_autofree char *version = rig_qemu_version (FALSE);
-  guint major = 0, minor = 0;
 
-  g_assert_cmpint (sscanf (version, "%u.%u", &major, &minor), ==, 2);
-  return major < 8 || (major == 8 && minor < 2);
+  return !qmp_version_at_least (version, 8, 2);
 }
 
 /* A qcow2 source whose unallocated clusters (which a sync=top mirror leaves alone)

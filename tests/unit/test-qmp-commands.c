@@ -359,6 +359,21 @@ test_schema (Fixture *fx, gconstpointer data)
   g_assert_cmpuint (fake_qemu_count (fx->fake, "query-qmp-schema"), ==, 1);
 }
 
+/* Versions from QMP's greeting and from the peer's cookie (checked digits, but
+ * any number of them). */
+static void
+test_version_at_least (void)
+{
+  g_assert_true (qmp_version_at_least ("7.2.22", 7, 2));
+  g_assert_false (qmp_version_at_least ("7.2.22", 8, 2));
+  g_assert_true (qmp_version_at_least ("8.2.0", 8, 2));
+  g_assert_true (qmp_version_at_least ("10.0.2", 8, 2));
+  g_assert_false (qmp_version_at_least ("99999999999999999999.1.1", 8, 2));
+  g_assert_false (qmp_version_at_least ("8", 8, 2));
+  g_assert_false (qmp_version_at_least ("x.y.z", 0, 0));
+  g_assert_false (qmp_version_at_least (NULL, 0, 0));
+}
+
 /* A peer whose schema cannot be read: no command has arguments. */
 static void
 test_schema_missing (Fixture *fx, gconstpointer data)
@@ -682,5 +697,6 @@ main (int argc, char **argv)
   ADD ("/qmp-commands/reply/dirty", test_reply_dirty);
   ADD ("/qmp-commands/schema", test_schema);
   ADD ("/qmp-commands/schema/missing", test_schema_missing);
+  g_test_add_func ("/qmp-commands/version-at-least", test_version_at_least);
   return g_test_run ();
 }
