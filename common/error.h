@@ -17,5 +17,6 @@ typedef enum {
   BLKMIG_ERROR_MIGRATION = 7,   /* the memory migration failed */
   BLKMIG_ERROR_DEGRADED = 8,    /* replicate: the standby or the link was lost */
   BLKMIG_ERROR_PRIMARY_LOST = 9, /* replicate: the primary QEMU is gone */
+  BLKMIG_ERROR_BUSY = 10,       /* the operation id is in use by a running blkmig */
   BLKMIG_ERROR_INTERRUPTED = 130, /* SIGINT or SIGTERM: cleaned up and stopped */
 } BlkmigErrorCode;

@@ -381,6 +381,51 @@ job_group_cancel_all (JobGroup *group, gboolean force, GCancellable *cancellable
   return TRUE;
 }
 
+gboolean
+job_group_set_speed (JobGroup *group, gint64 speed, GCancellable *cancellable, GError **error)
+{
+  for (guint i = 0; i < group->jobs->len; i++)
+    {
+      BlkJob *job = group->jobs->pdata[i];
+      g_autoptr(GError) local_error = NULL;
+
+      if (blk_job_is_ended (job)
+          || qmp_block_job_set_speed (group->qmp, job->id, speed, cancellable, &local_error))
+        continue;
+      if (job->state == BLK_JOB_NEW)
+        continue;  /* not started yet: it starts with the new speed (the caller's job) */
+      g_propagate_prefixed_error (error, g_steal_pointer (&local_error), "%s: ", job->label);
+      return FALSE;
+    }
+  return TRUE;
+}
+
+gboolean
+job_group_set_write_blocking (JobGroup *group, GCancellable *cancellable, GError **error)
+{
+  if (!qmp_can_change_copy_mode (group->qmp))
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "this QEMU cannot switch a running mirror (block-job-change, QEMU 8.2); "
+                        "start it with --copy-mode write-blocking"), FALSE;
+  for (guint i = 0; i < group->jobs->len; i++)
+    {
+      BlkJob *job = group->jobs->pdata[i];
+      g_autoptr(GAsyncResult) result = NULL;
+
+      if (blk_job_is_ended (job) || job->write_blocking || job->state == BLK_JOB_NEW)
+        continue;
+      qmp_block_job_change_copy_mode_async (group->qmp, job->id, "write-blocking", cancellable,
+                                            blkmig_store_result_cb, &result);
+      if (!qmp_block_job_change_copy_mode_finish (group->qmp, blkmig_await (&result), error))
+        return g_prefix_error (error, "%s: ", job->label), FALSE;
+      job->write_blocking = TRUE;
+      job->write_blocking_asked = TRUE;
+      converge_watch_reset (&job->converge);
+      job_group_notify (group, job);
+    }
+  return TRUE;
+}
+
 static gboolean
 job_group_timeout_cb (gpointer user_data)
 {

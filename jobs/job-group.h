@@ -32,6 +32,14 @@ gboolean job_group_complete_all (JobGroup *group, GCancellable *cancellable, GEr
  * point-in-time copy without pivot. */
 gboolean job_group_cancel_all (JobGroup *group, gboolean force, GCancellable *cancellable,
                                GError **error);
+/* block-job-set-speed on every job not yet ended (0: unlimited); a job not yet
+ * started is skipped (it starts with whatever speed its caller gives it). */
+gboolean job_group_set_speed (JobGroup *group, gint64 speed, GCancellable *cancellable,
+                              GError **error);
+/* Every running mirror becomes write-blocking (block-job-change, QEMU 8.2; else a
+ * BLKMIG_ERROR_USAGE); sets BlkJob.write_blocking and .write_blocking_asked. */
+gboolean job_group_set_write_blocking (JobGroup *group, GCancellable *cancellable,
+                                       GError **error);
 /* Best effort on failure paths: force-cancel, wait (bounded) and dismiss everything. */
 void job_group_abort (JobGroup *group, guint timeout_ms);
 

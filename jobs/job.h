@@ -41,6 +41,7 @@ typedef struct {
   gint64 len;
   ConvergeWatch converge;
   gboolean write_blocking;  /* we switched it (block-job-change): it now converges */
+  gboolean write_blocking_asked;  /* ... because `blkmig ctl ID copy-mode` asked */
 } BlkJob;
 
 BlkJob *blk_job_new (const char *id, const char *label);

@@ -792,6 +792,15 @@ qmp_block_job_cancel (QmpClient *qmp, const char *device, gboolean force,
                   cancellable, error);
 }
 
+gboolean
+qmp_block_job_set_speed (QmpClient *qmp, const char *id, gint64 speed,
+                         GCancellable *cancellable, GError **error)
+{
+  return qmp_run (qmp, "block-job-set-speed",
+                  qmp_args_new ("device", qmp_str (id), "speed", qmp_int (speed), NULL),
+                  cancellable, error);
+}
+
 void
 qmp_block_job_change_copy_mode_async (QmpClient *qmp, const char *id, const char *copy_mode,
                                       GCancellable *cancellable, GAsyncReadyCallback callback,
@@ -995,7 +1004,10 @@ qmp_migrate_set_parameters (QmpClient *qmp, const QmpMigrateParameters *params,
   return qmp_run (qmp, "migrate-set-parameters",
                   qmp_args_new ("tls-creds", qmp_opt_str (params->tls_creds),
                                 "tls-hostname", qmp_opt_str (params->tls_hostname),
-                                "tls-authz", qmp_opt_str (params->tls_authz), NULL),
+                                "tls-authz", qmp_opt_str (params->tls_authz),
+                                "max-bandwidth", params->max_bandwidth > 0
+                                                 ? qmp_int (params->max_bandwidth) : NULL,
+                                NULL),
                   cancellable, error);
 }
 
@@ -1018,7 +1030,11 @@ qmp_query_migrate_parameters (QmpClient *qmp, GCancellable *cancellable, GError 
   QmpMigrateParametersInfo *info;
 
   if (!qmp_client_has_command (qmp, "query-migrate-parameters"))
-    return g_new0 (QmpMigrateParametersInfo, 1);
+    {
+      info = g_new0 (QmpMigrateParametersInfo, 1);
+      info->max_bandwidth = -1;
+      return info;
+    }
   ret = qmp_client_execute_sync (qmp, "query-migrate-parameters", NULL, cancellable, error);
   obj = qmp_node_object (ret);
   if (ret == NULL)
@@ -1027,6 +1043,7 @@ qmp_query_migrate_parameters (QmpClient *qmp, GCancellable *cancellable, GError 
   info->tls_creds = qmp_dup (obj, "tls-creds");
   info->tls_hostname = qmp_dup (obj, "tls-hostname");
   info->tls_authz = qmp_dup (obj, "tls-authz");
+  info->max_bandwidth = qmp_member_int (obj, "max-bandwidth", -1);
   return info;
 }
 

@@ -259,6 +259,9 @@ gboolean qmp_job_complete (QmpClient *qmp, const char *id, GCancellable *cancell
                            GError **error);
 gboolean qmp_block_job_cancel (QmpClient *qmp, const char *device, gboolean force,
                                GCancellable *cancellable, GError **error);
+/* block-job-set-speed: job @id copies at most @speed bytes per second (0: unlimited). */
+gboolean qmp_block_job_set_speed (QmpClient *qmp, const char *id, gint64 speed,
+                                  GCancellable *cancellable, GError **error);
 /* block-job-change of mirror @id to @copy_mode ("write-blocking"; QEMU cannot go back). */
 void qmp_block_job_change_copy_mode_async (QmpClient *qmp, const char *id, const char *copy_mode,
                                            GCancellable *cancellable,
@@ -328,12 +331,14 @@ typedef struct {
   const char *tls_creds;
   const char *tls_hostname;
   const char *tls_authz;
+  gint64 max_bandwidth;       /* the memory stream's limit, bytes/s; 0: left alone */
 } QmpMigrateParameters;
 
 typedef struct {
   char *tls_creds;
   char *tls_hostname;
   char *tls_authz;
+  gint64 max_bandwidth;       /* -1: absent */
 } QmpMigrateParametersInfo;
 
 void qmp_migrate_parameters_info_free (QmpMigrateParametersInfo *info);

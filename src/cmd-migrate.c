@@ -7,6 +7,7 @@
 #include "common/error.h"
 #include "qmp/qmp-commands.h"
 #include "src/commands.h"
+#include "src/control.h"
 #include "src/events.h"
 #include "src/options.h"
 #include "src/session.h"
@@ -32,6 +33,7 @@ typedef struct {
   char **tls_authz;
   gboolean insecure;
   gboolean pass_fds;
+  gboolean hold;
 } MigrateArgs;
 
 typedef struct {
@@ -42,12 +44,14 @@ typedef struct {
   Cookie *reply;
   Cookie *result;
   Journal *journal;
+  Control *control;
   gint64 started_us;
 } MigrateRun;
 
 static void
 migrate_run_clear (MigrateRun *run)
 {
+  g_clear_pointer (&run->control, control_close);  /* after the rollback: cancel waits for it */
   g_clear_pointer (&run->journal, journal_free);
   g_clear_pointer (&run->result, cookie_free);
   g_clear_pointer (&run->reply, cookie_free);
@@ -139,8 +143,12 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
 
   run->offer = session_begin (run->src, mode, (const char *const *) args->disks,
                               args->chain_mode, cancellable, error);
-  if (run->offer == NULL)
+  if (run->offer == NULL
+      || (run->control = control_open (run->offer->id, "migrate", cancellable, error)) == NULL)
     return FALSE;
+  if (args->hold)
+    control_enable_hold (common_options.quiet);
+  sopts.hold = control_hold;
   run->journal = journal_new (run->offer->id, "migrate");
   run->journal->source_qmp = g_strdup (args->source);
   journal_add_created (run->journal, run->private_dir);  /* its sockets, if we die */
@@ -248,6 +256,7 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
     COMMAND_TLS_ENTRIES (&args->tls_dir, &args->insecure),
     COMMAND_TLS_AUTHZ_ENTRY (&args->tls_authz),
     COMMAND_PASS_FDS_ENTRY (&args->pass_fds),
+    COMMAND_HOLD_ENTRY (&args->hold),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };

@@ -272,6 +272,7 @@ replicate_perform (ReplicateSession *s, const ReplicateArgs *args, GError **erro
     .local_destination = TRUE,  /* one process drives both QEMUs */
     .hold = replicate_hold_cb,
     .hold_data = s,
+    .name_filters = TRUE,
     .resync_bitmap = bitmap,
     .resync_bytes = &s->resync_bytes,
   };

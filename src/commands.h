@@ -25,6 +25,7 @@ gboolean cmd_recover (int argc, char **argv, GCancellable *cancellable, GError *
 gboolean cmd_reconcile (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_replicate (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_ctl (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_qmp (int argc, char **argv, GCancellable *cancellable, GError **error);
 
 /* Options every command accepts. */
@@ -105,6 +106,12 @@ extern CommonOptions common_options;
 #define COMMAND_TLS_AUTHZ_ENTRY(dns) \
   { "tls-authz", 0, 0, G_OPTION_ARG_STRING_ARRAY, (dns), \
     "Accept only the client certificate with this distinguished name; repeatable", "DN" }
+
+/* --hold: wait at READY for `blkmig ctl ID switchover`. */
+#define COMMAND_HOLD_ENTRY(flag) \
+  { "hold", 0, 0, G_OPTION_ARG_NONE, (flag), \
+    "With every mirror ready, hold them in sync until `blkmig ctl ID switchover` (the " \
+    "caller picks the moment of the switch)", NULL }
 
 /* Entries for the commands that report events (long-running ones). */
 #define COMMAND_EVENT_ENTRIES \

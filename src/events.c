@@ -8,6 +8,7 @@
 
 static FILE *events_out;
 static gint64 events_start_us;
+static EventsObserver events_observer;
 
 gboolean
 events_open (const char *path, GError **error)
@@ -44,27 +45,58 @@ events_write (JsonObject *obj)
   fflush (events_out);
 }
 
-void
-events_emit (const char *type, const char *first_key, ...)
+static void
+events_dispatch (const char *type, JsonObject *obj)
 {
-  g_autoptr(JsonObject) obj = json_object_new ();
-  va_list ap;
+  if (events_observer != NULL)
+    events_observer (type, obj);
+  if (events_out != NULL)
+    events_write (obj);
+}
+
+static JsonObject *
+events_head (const char *type)
+{
+  JsonObject *obj = json_object_new ();
 
   json_object_set_int_member (obj, "v", EVENTS_VERSION);
   json_object_set_int_member (obj, "ms", (g_get_monotonic_time () - events_start_us) / 1000);
   json_object_set_string_member (obj, "event", type);
+  return obj;
+}
+
+void
+events_emit (const char *type, const char *first_key, ...)
+{
+  g_autoptr(JsonObject) obj = events_head (type);
+  va_list ap;
+
   va_start (ap, first_key);
   for (const char *key = first_key; key != NULL; key = va_arg (ap, const char *))
     {
       JsonNode *value = va_arg (ap, JsonNode *);
-      if (value != NULL && events_out != NULL)
+      if (value != NULL)
         json_object_set_member (obj, key, value);
-      else if (value != NULL)
-        json_node_unref (value);
     }
   va_end (ap);
-  if (events_out != NULL)
-    events_write (obj);
+  events_dispatch (type, obj);
+}
+
+void
+events_emit_object (const char *type, JsonObject *members)
+{
+  g_autoptr(JsonObject) obj = events_head (type);
+  g_autoptr(GList) keys = json_object_get_members (members);
+
+  for (GList *l = keys; l != NULL; l = l->next)
+    json_object_set_member (obj, l->data, json_object_dup_member (members, l->data));
+  events_dispatch (type, obj);
+}
+
+void
+events_set_observer (EventsObserver observer)
+{
+  events_observer = observer;
 }
 
 void

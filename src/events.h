@@ -12,4 +12,10 @@ gboolean events_enabled (void);
 /* Writes {"v":1,"ms":SINCE-START,"event":TYPE, KEY:VALUE...}; the values are nodes
  * (qmp_str, qmp_int, ...) and are consumed; NULL values are skipped. */
 void events_emit (const char *type, const char *first_key, ...) G_GNUC_NULL_TERMINATED;
+/* The same with the keys of @members, in their order (@members is not consumed). */
+void events_emit_object (const char *type, JsonObject *members);
 void events_close (void);
+/* Also hands every event to @observer (NULL: none), with or without an output: the
+ * control socket's status learns the phase from them. */
+typedef void (*EventsObserver) (const char *type, JsonObject *event);
+void events_set_observer (EventsObserver observer);

@@ -35,6 +35,7 @@ blkmig_error_class (const GError *error)
     case BLKMIG_ERROR_MIGRATION: return "migration";
     case BLKMIG_ERROR_DEGRADED: return "degraded";
     case BLKMIG_ERROR_PRIMARY_LOST: return "primary-lost";
+    case BLKMIG_ERROR_BUSY: return "busy";
     case BLKMIG_ERROR_INTERRUPTED: return "interrupted";
     default: return "failed";
     }

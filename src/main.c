@@ -34,6 +34,7 @@ static const struct {
   { "reconcile", cmd_reconcile, "after a crash, decide offline which leaf of an interrupted move or merge is authoritative" },
   { "replicate", cmd_replicate, "keep a standby's copy of a running VM's disks, with checkpoints and failover" },
   { "tunnel-endpoint", cmd_tunnel_endpoint, "far end of --tunnel: hand its NBD connections to the destination" },
+  { "ctl", cmd_ctl, "control a running operation: status, set-speed, copy-mode, switchover, cancel" },
   { "qmp", cmd_qmp, "run one QMP command and print its reply (for scripts)" },
 };
 

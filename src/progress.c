@@ -6,6 +6,7 @@
 
 #include "common/escape.h"
 #include "qmp/qmp-client.h"
+#include "src/control.h"
 #include "src/events.h"
 #include "src/util.h"
 
@@ -120,22 +121,70 @@ progress_total_line (Progress *progress)
   return g_strdup_printf ("total: %s of %s in %.0f s", d, t, secs);
 }
 
-/* Every few seconds while copying: the figures, and what the stall watchdog
- * judges by (docs/events.md). */
-static void
-progress_emit_figures (Progress *progress, BlkJob *job)
+/* The figures of @job: what progress events carry and `blkmig ctl ID status`
+ * shows, with what the stall watchdog judges by (docs/events.md). */
+static JsonObject *
+progress_figures (Progress *progress, BlkJob *job)
 {
   JobView *view = progress_view (progress, job);
+  JsonObject *obj = json_object_new ();
   gint64 done = progress_done (job);
   gint64 idle_ms = job_group_idle_ms (progress->group);
   guint stall_ms = job_group_get_stall_timeout_ms (progress->group);
 
-  events_emit ("progress", "disk", qmp_str (job->label), "done", qmp_int (done),
-               "total", qmp_int (job->len), "state", qmp_str (progress_state (job)),
-               "remaining", qmp_int (MAX (job->len - done, 0)),
-               "rate", qmp_int ((gint64) view->rate),
-               "idle-ms", idle_ms >= 0 ? qmp_int (idle_ms) : NULL,
-               "stall-timeout-ms", stall_ms > 0 ? qmp_int (stall_ms) : NULL, NULL);
+  json_object_set_string_member (obj, "disk", job->label);
+  json_object_set_int_member (obj, "done", done);
+  json_object_set_int_member (obj, "total", job->len);
+  json_object_set_string_member (obj, "state", progress_state (job));
+  json_object_set_int_member (obj, "remaining", MAX (job->len - done, 0));
+  json_object_set_int_member (obj, "rate", (gint64) view->rate);
+  if (idle_ms >= 0)
+    json_object_set_int_member (obj, "idle-ms", idle_ms);
+  if (stall_ms > 0)
+    json_object_set_int_member (obj, "stall-timeout-ms", stall_ms);
+  return obj;
+}
+
+/* Every few seconds while copying. */
+static void
+progress_emit_figures (Progress *progress, BlkJob *job)
+{
+  g_autoptr(JsonObject) figures = progress_figures (progress, job);
+
+  events_emit_object ("progress", figures);
+}
+
+#define PROGRESS_CONVERGING_US (10 * G_USEC_PER_SEC)
+
+/* In sync, or its remaining bytes set a new low in the last 10 s. */
+static gboolean
+progress_converging (BlkJob *job)
+{
+  if (job->reached_ready || job->converge.low < 0)
+    return TRUE;
+  return g_get_monotonic_time () - job->converge.low_at_us < PROGRESS_CONVERGING_US;
+}
+
+JsonArray *
+progress_snapshot (Progress *progress)
+{
+  GPtrArray *jobs = job_group_get_jobs (progress->group);
+  JsonArray *disks = json_array_new ();
+
+  for (guint i = 0; i < jobs->len; i++)
+    {
+      BlkJob *job = jobs->pdata[i];
+      JsonObject *obj = progress_figures (progress, job);
+      gint64 rate = json_object_get_int_member (obj, "rate");
+      gint64 remaining = json_object_get_int_member (obj, "remaining");
+
+      if (job->state == BLK_JOB_RUNNING && rate > 0)
+        json_object_set_int_member (obj, "eta-s", remaining / rate);
+      json_object_set_boolean_member (obj, "converging", progress_converging (job));
+      json_object_set_boolean_member (obj, "write-blocking", job->write_blocking);
+      json_array_add_object_element (disks, obj);
+    }
+  return disks;
 }
 
 static void
@@ -218,15 +267,18 @@ progress_tick_cb (gpointer user_data)
   return G_SOURCE_CONTINUE;
 }
 
-/* --copy-mode auto made @job write-blocking: a line of its own and an event. */
+/* --copy-mode auto or `ctl copy-mode` made @job write-blocking: a line and an event. */
 static void
 progress_switched (Progress *progress, BlkJob *job)
 {
   g_autofree char *label = blkmig_escape (job->label);
+  const char *why = job->write_blocking_asked ? "asked" : "not converging";
 
   events_emit ("copy-mode", "disk", qmp_str (job->label), "mode", qmp_str ("write-blocking"),
-               "reason", qmp_str ("not converging"), NULL);
-  if (!progress->quiet)
+               "reason", qmp_str (why), NULL);
+  if (!progress->quiet && job->write_blocking_asked)
+    g_printerr ("blkmig: %s: switched to write-blocking, as asked\n", label);
+  else if (!progress->quiet)
     g_printerr ("blkmig: %s: not converging in background mode, switched to write-blocking\n",
                 label);
 }
@@ -272,6 +324,7 @@ progress_start (JobGroup *group, gboolean quiet, guint interval_ms)
   progress->timer = g_timeout_add (progress->tty ? PROGRESS_TTY_MS : interval_ms,
                                    progress_tick_cb, progress);
   job_group_set_changed_func (group, progress_changed_cb, progress);
+  control_watch_jobs (progress, group);
   return progress;
 }
 
@@ -282,6 +335,7 @@ progress_stop (Progress *progress)
     return;
   if (!progress->quiet && progress->tty && progress->drawn > 0)
     progress_redraw (progress);
+  control_unwatch_jobs (progress);
   job_group_set_changed_func (progress->group, NULL, NULL);
   g_source_remove (progress->timer);
   g_cancellable_cancel (progress->cancellable);

@@ -14,6 +14,7 @@
 #include "qmp/qmp-wait.h"
 #include "src/disks.h"
 #include "src/chain.h"
+#include "src/control.h"
 #include "src/events.h"
 #include "src/names.h"
 #include "src/progress.h"
@@ -309,11 +310,13 @@ source_start_mirror (SourceRun *run, guint i, DiskInfo *info, GCancellable *canc
     sync = "top";  /* the same copy without the pre-zeroing */
 
   /* replicate asks the filter (where QEMU 10.0 keeps the mirror's dirty bitmap) */
-  g_autofree char *filter = run->opts->hold != NULL
+  g_autofree char *filter = run->opts->name_filters
                             ? names_node (run->cookie->id, NAMES_MIRROR_FILTER, i) : NULL;
+  MirrorTuning tuning = run->opts->mirror;
 
+  tuning.speed = control_mirror_speed (tuning.speed);  /* `blkmig ctl ID set-speed` */
   if (mirror_start (run->qmp, job_id, source_mirror_device (info), node, sync, filter,
-                    &run->opts->mirror, cancellable, error))
+                    &tuning, cancellable, error))
     return TRUE;
   job_group_forget (run->group, job);
   g_prefix_error (error, "%s: ", disk->name);
@@ -858,6 +861,8 @@ source_run (SourceRun *run, gboolean no_migrate, GCancellable *cancellable, GErr
   run->target_zero = target_zero;
   g_array_set_size (target_zero, run->cookie->disks->len);
   mirror_arm_watchdogs (group, run->qmp, &opts->mirror);
+  if (run->cookie->mode == COOKIE_MODE_LIVE && !no_migrate)
+    control_set_memory_stream (run->qmp);  /* set-speed limits the memory stream too */
   progress = progress_start (group, opts->quiet, opts->progress_ms);
   ok = source_mirror_and_switch (run, run->plan.migrate_uri, no_migrate, cancellable, error);
   g_clear_pointer (&progress, progress_stop);

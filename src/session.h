@@ -35,6 +35,7 @@ typedef struct {
    * the switch (copy mode: the mirrors end without pivot). */
   gboolean (*hold) (gpointer data, JobGroup *group, GCancellable *cancellable, GError **error);
   gpointer hold_data;
+  gboolean name_filters;    /* replicate: the mirror filters get blkmig's names */
   /* resync: the mirrors send only new writes and a backup per disk copies what
    * this bitmap of the disk marks (*resync_bytes: how much), before hold. */
   const char *resync_bitmap;

@@ -8,7 +8,8 @@
 static char *
 normalise (const char *stream)
 {
-  static const char *const varying[] = { "ms", "bytes", "elapsed-ms", "downtime-ms", NULL };
+  static const char *const varying[] = { "ms", "bytes", "elapsed-ms", "downtime-ms", "id", "socket",
+                                         NULL };
   g_auto(GStrv) lines = g_strsplit (stream, "\n", -1);
   g_autoptr(GString) out = g_string_new (NULL);
 

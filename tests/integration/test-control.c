@@ -1,0 +1,388 @@
+/* Integration tests of `blkmig ctl`: set-speed on a running copy, --hold and
+ * switchover under guest writes, cancel while copying and while held, and
+ * hostile requests on the control socket. */
+#include <gio/gunixsocketaddress.h>
+
+#include "qmp/qmp-json.h"
+#include "tests/integration/harness.h"
+
+#define MIB 1048576
+#define DISK_MIB 256
+
+typedef struct {
+  Rig *rig;
+  char *src_img, *dst_img;
+  Vm *src;
+  Vm *dst;
+} Pair;
+
+static void
+pair_setup (Pair *p, gconstpointer data)
+{
+  const char *mib = data != NULL ? data : "32";
+  g_autofree char *size = g_strdup_printf ("%sM", mib);
+  VmDisk src_disks[] = { { "vda", NULL, "raw" }, { NULL } };
+  VmDisk dst_disks[] = { { "vda", NULL, "raw" }, { NULL } };
+
+  p->rig = rig_new ();
+  p->src_img = rig_path (p->rig, "src.raw");
+  p->dst_img = rig_path (p->rig, "dst.raw");
+  img_create (p->src_img, "raw", size);
+  img_write (p->src_img, "raw", 0x11, "0", size);  /* data: the rate limit counts it */
+  img_create (p->dst_img, "raw", size);
+  src_disks[0].path = p->src_img;
+  dst_disks[0].path = p->dst_img;
+  p->src = vm_start (p->rig, "src", src_disks, NULL);
+  p->dst = vm_start (p->rig, "dst", dst_disks, "incoming");
+}
+
+static void
+pair_teardown (Pair *p, gconstpointer data)
+{
+  rig_free (p->rig);
+  g_free (p->src_img);
+  g_free (p->dst_img);
+}
+
+/* The operation id: the name of the one control socket in the state directory. */
+static char *
+wait_for_control (Pair *p)
+{
+  g_autofree char *state = rig_path (p->rig, "state");
+
+  for (int i = 0; i < 300; i++)
+    {
+      g_autoptr(GDir) dir = g_dir_open (state, 0, NULL);
+      const char *name;
+
+      while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
+        if (g_str_has_suffix (name, ".ctl"))
+          return g_strndup (name, strlen (name) - 4);
+      g_usleep (100 * 1000);
+    }
+  g_error ("no control socket appeared in %s", state);
+}
+
+static guint
+count_control_sockets (Pair *p)
+{
+  g_autofree char *state = rig_path (p->rig, "state");
+  g_autoptr(GDir) dir = g_dir_open (state, 0, NULL);
+  const char *name;
+  guint n = 0;
+
+  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
+    n += g_str_has_suffix (name, ".ctl");
+  return n;
+}
+
+/* `blkmig ctl ID status --json` as an object. */
+static JsonObject *
+ctl_status (const char *id)
+{
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  g_autoptr(JsonNode) root = NULL;
+  int status = blkmig_run (&out, &err, "ctl", id, "status", "--json", NULL);
+
+  if (status != 0)
+    g_test_message ("blkmig ctl: %s", err);
+  g_assert_cmpint (status, ==, 0);
+  root = json_from_string (out, NULL);
+  g_assert_nonnull (root);
+  return json_object_ref (json_node_get_object (root));
+}
+
+/* The first disk's state in the status, e.g. "copying" or "ready". */
+static char *
+ctl_disk_state (const char *id)
+{
+  g_autoptr(JsonObject) status = ctl_status (id);
+  JsonArray *disks = json_object_get_array_member (status, "disks");
+
+  if (json_array_get_length (disks) == 0)
+    return g_strdup ("none");
+  return g_strdup (qmp_member_string (json_array_get_object_element (disks, 0), "state"));
+}
+
+static void
+wait_for_disk_state (const char *id, const char *want)
+{
+  for (int i = 0; i < 600; i++)
+    {
+      g_autofree char *state = ctl_disk_state (id);
+
+      if (g_str_equal (state, want))
+        return;
+      g_usleep (100 * 1000);
+    }
+  g_error ("the disk never reached %s", want);
+}
+
+static gint64
+job_offset (Vm *vm)
+{
+  g_autoptr(JsonNode) ret = vm_qmp (vm, "query-block-jobs", NULL);
+  JsonArray *jobs = json_node_get_array (ret);
+
+  g_assert_cmpuint (json_array_get_length (jobs), ==, 1);
+  return json_object_get_int_member (json_array_get_object_element (jobs, 0), "offset");
+}
+
+/* Bytes per second the source's one mirror copies, over @ms. */
+static double
+measure_rate (Vm *vm, guint ms)
+{
+  gint64 before = job_offset (vm), t0 = g_get_monotonic_time ();
+
+  g_usleep (ms * 1000);
+  return (job_offset (vm) - before) / ((g_get_monotonic_time () - t0) / 1e6);
+}
+
+static void
+set_speed (const char *id, gint64 bytes)
+{
+  g_autofree char *value = g_strdup_printf ("%" G_GINT64_FORMAT, bytes);
+
+  g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", id, "set-speed", value, NULL), ==, 0);
+}
+
+static void
+assert_nothing_left (Pair *p)
+{
+  g_autofree char *status = vm_status (p->src);
+
+  g_assert_cmpstr (status, ==, "running");
+  g_assert_cmpuint (vm_count_jobs (p->src), ==, 0);
+  g_assert_cmpuint (vm_count_blkmig_nodes (p->src), ==, 0);
+  g_assert_cmpuint (vm_count_exports (p->dst), ==, 0);
+  g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
+  g_assert_cmpuint (count_control_sockets (p), ==, 0);
+}
+
+/* Down to 4 MiB/s, up to 32, down again: the rate follows within 2 s each time;
+ * then `ctl cancel` rolls the copy back as SIGINT does. */
+static void
+test_set_speed (Pair *p, gconstpointer data)
+{
+  g_autoptr(GSubprocess) proc = blkmig_spawn ("migrate", "--mode", "copy", "--source",
+                                              p->src->qmp_path, "--dest", p->dst->qmp_path,
+                                              "--speed", "4194304", "--buf-size", "1048576",
+                                              NULL);
+  g_autofree char *id = wait_for_control (p);
+  g_autofree char *err = NULL;
+  g_autofree char *out = NULL;
+  double slow, fast, slow_again;
+
+  wait_for_disk_state (id, "copying");
+  slow = measure_rate (p->src, 2000);
+  set_speed (id, 32 * MIB);
+  g_usleep (2000 * 1000);
+  fast = measure_rate (p->src, 2000);
+  set_speed (id, 4 * MIB);
+  g_usleep (2000 * 1000);
+  slow_again = measure_rate (p->src, 2000);
+  g_test_message ("MiB/s: %.1f, after set-speed 32 MiB/s %.1f, after 4 MiB/s %.1f",
+                  slow / MIB, fast / MIB, slow_again / MIB);
+  g_assert_cmpfloat (slow, <, 6.0 * MIB);
+  g_assert_cmpfloat (fast, >, 24.0 * MIB);
+  g_assert_cmpfloat (fast, <, 40.0 * MIB);
+  g_assert_cmpfloat (slow_again, <, 6.0 * MIB);
+  g_assert_cmpint (blkmig_run (NULL, &err, "ctl", id, "switchover", NULL), ==, 2);
+  g_assert_nonnull (strstr (err, "blkmig ctl: switchover: "));
+  g_assert_nonnull (strstr (err, " was not started with --hold: it switches over by itself once "
+                                 "every mirror is ready\n"));
+  g_clear_pointer (&err, g_free);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", id, "cancel", NULL), ==, 0);
+  g_assert_cmpint (blkmig_wait (proc, &out, &err), ==, 130);
+  g_assert_nonnull (strstr (err, "blkmig migrate: interrupted by a signal; what it had started "
+                                 "was undone\n"));
+  assert_nothing_left (p);
+}
+
+static GSubprocess *
+spawn_held (Pair *p)
+{
+  return blkmig_spawn ("migrate", "--hold", "--source", p->src->qmp_path, "--dest",
+                       p->dst->qmp_path, "--speed", "4194304", "--buf-size", "1048576", NULL);
+}
+
+static void
+wait_until_held (const char *id)
+{
+  for (int i = 0; i < 600; i++)
+    {
+      g_autoptr(JsonObject) status = ctl_status (id);
+
+      if (qmp_member_bool (status, "held", FALSE))
+        {
+          g_assert_cmpstr (qmp_member_string (status, "phase"), ==, "held");
+          return;
+        }
+      g_usleep (100 * 1000);
+    }
+  g_error ("operation %s was never held", id);
+}
+
+/* Switchover is refused until every mirror is READY; set-speed 0 lets the copy
+ * finish; held, the guest writes on for a while and nothing switches; then
+ * switchover gives what a migration without --hold gives. */
+static void
+test_hold_switchover (Pair *p, gconstpointer data)
+{
+  g_autoptr(GSubprocess) proc = spawn_held (p);
+  g_autofree char *id = wait_for_control (p);
+  g_autofree char *err = NULL;
+  g_autofree char *out = NULL;
+  g_autofree char *src_status = NULL;
+  g_autofree char *dst_status = NULL;
+
+  wait_for_disk_state (id, "copying");
+  g_assert_cmpint (blkmig_run (NULL, &err, "ctl", id, "switchover", NULL), ==, 10);
+  g_assert_nonnull (strstr (err, "blkmig ctl: switchover: not held yet (phase mirror, 0 of 1 "
+                                 "mirrors ready): switchover is possible once status says held\n"));
+  set_speed (id, 0);
+  wait_until_held (id);
+  for (guint i = 0; i < 24; i++)  /* the guest writes on while held */
+    {
+      g_autofree char *offset = g_strdup_printf ("%uM", (i * 5) % 31);
+
+      vm_guest_write (p->src, "vda", 0x30 + i, offset, "1M");
+      g_usleep (250 * 1000);
+    }
+  src_status = vm_status (p->src);
+  dst_status = vm_status (p->dst);
+  g_assert_cmpstr (src_status, ==, "running");
+  g_assert_cmpstr (dst_status, ==, "inmigrate");
+  g_assert_cmpint (proc_get_state (proc), !=, 'Z');
+  g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", id, "switchover", NULL), ==, 0);
+  g_assert_cmpint (blkmig_wait (proc, &out, &err), ==, 0);
+  g_assert_nonnull (strstr (err, "; holding until `blkmig ctl "));
+  g_free (dst_status);
+  dst_status = vm_status (p->dst);
+  g_assert_cmpstr (dst_status, ==, "running");
+  g_assert_true (img_identical (p->src_img, p->dst_img));
+  g_assert_true (img_has_pattern (p->dst_img, "raw", 0x30 + 23, "22M", "1M"));
+  g_assert_cmpuint (vm_count_jobs (p->src), ==, 0);
+  g_assert_cmpuint (vm_count_exports (p->dst), ==, 0);
+  g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
+  g_assert_cmpuint (count_control_sockets (p), ==, 0);
+}
+
+static void
+test_hold_cancel (Pair *p, gconstpointer data)
+{
+  g_autoptr(GSubprocess) proc = spawn_held (p);
+  g_autofree char *id = wait_for_control (p);
+  g_autofree char *err = NULL;
+  g_autofree char *dst_status = NULL;
+
+  set_speed (id, 0);
+  wait_until_held (id);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", id, "cancel", NULL), ==, 0);
+  g_assert_cmpint (blkmig_wait (proc, NULL, &err), ==, 130);
+  g_assert_nonnull (strstr (err, "blkmig migrate: interrupted by a signal; what it had started "
+                                 "was undone\n"));
+  dst_status = vm_status (p->dst);
+  g_assert_cmpstr (dst_status, ==, "inmigrate");  /* never switched */
+  assert_nothing_left (p);
+}
+
+static GSocketConnection *
+ctl_connect_raw (Pair *p, const char *id)
+{
+  g_autofree char *name = g_strdup_printf ("state/%s.ctl", id);
+  g_autofree char *path = rig_path (p->rig, name);
+  g_autoptr(GSocketClient) client = g_socket_client_new ();
+  g_autoptr(GSocketAddress) addr = g_unix_socket_address_new (path);
+  g_autoptr(GError) error = NULL;
+  GSocketConnection *conn = g_socket_client_connect (client, G_SOCKET_CONNECTABLE (addr), NULL,
+                                                     &error);
+
+  g_assert_no_error (error);
+  return conn;
+}
+
+/* Sends @len bytes of @request, returns what comes back until the end. */
+static char *
+ctl_raw (Pair *p, const char *id, const char *request, gsize len)
+{
+  g_autoptr(GSocketConnection) conn = ctl_connect_raw (p, id);
+  g_autoptr(GError) error = NULL;
+  char buf[8192];
+  gsize got = 0;
+
+  g_output_stream_write_all (g_io_stream_get_output_stream (G_IO_STREAM (conn)), request, len,
+                             NULL, NULL, &error);
+  g_assert_no_error (error);
+  g_input_stream_read_all (g_io_stream_get_input_stream (G_IO_STREAM (conn)), buf,
+                           sizeof buf - 1, &got, NULL, &error);
+  g_assert_no_error (error);
+  buf[got] = '\0';
+  return g_strdup (buf);
+}
+
+static void
+assert_raw_reply (Pair *p, const char *id, const char *request, gsize len, const char *want)
+{
+  g_autofree char *reply = ctl_raw (p, id, request, len);
+
+  g_test_message ("%.60s... -> %s", request, reply);
+  g_assert_cmpstr (reply, ==, want);
+}
+
+/* What a hostile or broken client sends changes nothing: each gets an error, silent
+ * ones are dropped after 5 s, and the held operation switches over as asked. */
+static void
+test_hostile_requests (Pair *p, gconstpointer data)
+{
+  g_autoptr(GSubprocess) proc = spawn_held (p);
+  g_autofree char *id = wait_for_control (p);
+  g_autofree char *big = g_strnfill (5000, 'x');
+  g_autofree char *err = NULL;
+  g_autoptr(GPtrArray) silent = g_ptr_array_new_with_free_func (g_object_unref);
+  g_autoptr(GSocketConnection) ninth = NULL;
+  char byte;
+
+  set_speed (id, 0);
+  wait_until_held (id);
+  assert_raw_reply (p, id, big, 5000, "{\"ok\":false,\"error\":\"request longer than 4096 bytes\","
+                                      "\"exit-code\":2}\n");
+  assert_raw_reply (p, id, "}{\n", 3, "{\"ok\":false,\"error\":\"a request is one JSON object "
+                                      "on one line\",\"exit-code\":2}\n");
+  assert_raw_reply (p, id, "[1]\n", 4, "{\"ok\":false,\"error\":\"a request is one JSON object "
+                                       "on one line\",\"exit-code\":2}\n");
+  assert_raw_reply (p, id, "{\"command\":\"set-speed\",\"bytes\":-5}\n", 35,
+                    "{\"ok\":false,\"error\":\"set-speed needs bytes per second, a whole number "
+                    ">= 0\",\"exit-code\":2}\n");
+  assert_raw_reply (p, id, "{\"command\":\"set-speed\",\"bytes\":\"1\"}\n", 36,
+                    "{\"ok\":false,\"error\":\"set-speed needs bytes per second, a whole number "
+                    ">= 0\",\"exit-code\":2}\n");
+  g_assert_cmpint (blkmig_run (NULL, &err, "ctl", id, "\033[2J", NULL), ==, 2);
+  g_assert_nonnull (strstr (err, "blkmig ctl: \\x1b[2J: unknown control command '\\x1b[2J' "));
+  for (guint i = 0; i < 8; i++)  /* silent clients take every slot ... */
+    g_ptr_array_add (silent, ctl_connect_raw (p, id));
+  g_usleep (300 * 1000);
+  ninth = ctl_connect_raw (p, id);  /* ... the next one is closed at once */
+  g_assert_cmpint (g_input_stream_read (g_io_stream_get_input_stream (G_IO_STREAM (ninth)),
+                                        &byte, 1, NULL, NULL), ==, 0);
+  g_usleep (5500 * 1000);  /* the silent ones are dropped */
+  g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", id, "switchover", NULL), ==, 0);
+  g_assert_cmpint (blkmig_wait (proc, NULL, NULL), ==, 0);
+  g_assert_true (img_identical (p->src_img, p->dst_img));
+  g_assert_cmpuint (count_control_sockets (p), ==, 0);
+}
+
+int
+main (int argc, char **argv)
+{
+  g_test_init (&argc, &argv, NULL);
+  g_test_add ("/control/set-speed-and-cancel", Pair, G_STRINGIFY (DISK_MIB), pair_setup,
+              test_set_speed, pair_teardown);
+  g_test_add ("/control/hold-switchover", Pair, NULL, pair_setup, test_hold_switchover,
+              pair_teardown);
+  g_test_add ("/control/hold-cancel", Pair, NULL, pair_setup, test_hold_cancel, pair_teardown);
+  g_test_add ("/control/hostile-requests", Pair, NULL, pair_setup, test_hostile_requests,
+              pair_teardown);
+  return g_test_run ();
+}
