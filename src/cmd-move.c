@@ -5,6 +5,7 @@
 #include "jobs/job-group.h"
 #include "qmp/qmp-commands.h"
 #include "src/commands.h"
+#include "src/control.h"
 #include "src/disks.h"
 #include "src/events.h"
 #include "src/journal.h"
@@ -24,6 +25,7 @@ typedef struct {
   gboolean delete_source;
   gboolean verify;
   MirrorTuning mirror;
+  gboolean hold;
 } MoveArgs;
 
 static void
@@ -117,15 +119,18 @@ move_mirror (MoveRun *run, JobGroup *group, const MoveArgs *args, GCancellable *
   BlkJob *job = job_group_add (group, run->job_id, run->disk->name);
   const char *device = *run->disk->device ? run->disk->device : run->disk->node;
   g_autoptr(Progress) progress = progress_start (group, common_options.quiet, 2000);
+  MirrorTuning tuning = args->mirror;
 
+  tuning.speed = control_mirror_speed (tuning.speed);  /* `blkmig ctl ID set-speed` */
   events_emit ("phase", "phase", qmp_str ("mirror"), NULL);
-  if (!mirror_start (run->qmp, run->job_id, device, run->node, "full", NULL, &args->mirror, cancellable,
+  if (!mirror_start (run->qmp, run->job_id, device, run->node, "full", NULL, &tuning, cancellable,
                      error))
     {
       job_group_forget (group, job);
       return FALSE;
     }
-  if (!job_group_wait_ready_sync (group, cancellable, error))
+  if (!job_group_wait_ready_sync (group, cancellable, error)
+      || !control_hold (NULL, group, cancellable, error))
     return FALSE;
   events_emit ("phase", "phase", qmp_str ("switch"), "mode", qmp_str ("move"), NULL);
   if (args->verify && !move_guest_run (run, FALSE, cancellable, error))
@@ -183,6 +188,7 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
       "Pause the guest for the pivot and compare the old and new images before it runs "
       "again (both must be named nodes, i.e. given with -blockdev)", NULL },
     COMMAND_MIRROR_ENTRIES (&args->mirror),
+    COMMAND_HOLD_ENTRY (&args->hold),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -232,11 +238,15 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autoptr(GPtrArray) chosen = NULL;
   g_autoptr(QmpClient) qmp = NULL;
   g_autoptr(Journal) journal = NULL;
+  g_autoptr(Control) control = NULL;  /* closed last: `ctl cancel` waits for the rollback */
   MoveRun run = { 0 };
 
   if (!move_parse (argc, argv, &args, error)
-      || (qmp = qmp_client_connect_sync (args.qmp, "qemu", cancellable, error)) == NULL)
+      || (qmp = qmp_client_connect_sync (args.qmp, "qemu", cancellable, error)) == NULL
+      || (control = control_open (tag, "move", cancellable, error)) == NULL)
     return FALSE;
+  if (args.hold)
+    control_enable_hold (common_options.quiet);
   run.qmp = qmp;
   names = (const char *const[]) { args.disk, NULL };
   if ((disks = disks_query (qmp, TRUE, cancellable, error)) == NULL

@@ -6,6 +6,7 @@
 #include "common/error.h"
 #include "common/escape.h"
 #include "src/commands.h"
+#include "src/control.h"
 #include "src/options.h"
 #include "src/session.h"
 
@@ -264,6 +265,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   gboolean insecure = FALSE;
   gboolean pass_fds = FALSE;
   gboolean local_destination = FALSE;
+  gboolean hold = FALSE;
   g_auto(MirrorTuning) mirror = MIRROR_TUNING_INIT;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
@@ -284,10 +286,12 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
     { "local-destination", 0, 0, G_OPTION_ARG_NONE, &local_destination,
       "The destination runs on this host: accept a UNIX socket or a loopback address from "
       "its cookie", NULL },
+    COMMAND_HOLD_ENTRY (&hold),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
   g_autoptr(QmpClient) qmp = NULL;
+  g_autoptr(Control) control = NULL;  /* closed last: `ctl cancel` waits for the rollback */
   g_autoptr(Cookie) dest = NULL;
   g_autoptr(Cookie) result = NULL;
   g_autoptr(Journal) journal = NULL;
@@ -299,8 +303,12 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
       || !options_mirror_check (&mirror, error)
       || (dest = cookie_load (phase_in (&args), COOKIE_KIND_DESTINATION, error)) == NULL
       || !perform_check_offer (dest, error)
-      || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
+      || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL
+      || (control = control_open (dest->id, "perform", cancellable, error)) == NULL)
     return FALSE;
+  if (hold)
+    control_enable_hold (common_options.quiet);
+  sopts.hold = control_hold;
   sopts.mirror = mirror;
   sopts.verify = verify;
   sopts.tunnel_addr = tunnel;

@@ -48,7 +48,8 @@ usage (FILE *out)
     fprintf (out, "  %-16s %s\n", commands[i].name, commands[i].summary);
   fprintf (out, "\nblkmig COMMAND --help shows a command's options.\n"
                 "Exit codes: 0 ok, 1 other failure, 2 usage, 3 cookie, 4 disk, 5 QMP,\n"
-                "6 block job, 7 migration, 130 interrupted (see docs/exit-codes.md).\n");
+                "6 block job, 7 migration, 8 degraded, 9 primary lost, 10 busy,\n"
+                "130 interrupted (see docs/exit-codes.md).\n");
 }
 
 gboolean
