@@ -7,3 +7,7 @@
 int blkmig_error_exit_code (const GError *error);
 /* The failure class as a word: "usage", "cookie", "disk", "qmp", ... */
 const char *blkmig_error_class (const GError *error);
+/* Whether running the same operation again may succeed without changing anything
+ * (network, stall, dead peer, busy id) or not (usage, cookie, size, format, space):
+ * the table in docs/exit-codes.md. */
+gboolean blkmig_error_retryable (const GError *error);

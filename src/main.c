@@ -107,7 +107,8 @@ report_error (const char *command, const GError *error)
   g_printerr ("blkmig %s: %s\n", command, escaped);
   events_emit ("error", "message", qmp_str (message),
                "exit-code", qmp_int (blkmig_error_exit_code (error)),
-               "class", qmp_str (blkmig_error_class (error)), NULL);
+               "class", qmp_str (blkmig_error_class (error)),
+               "retryable", qmp_bool (blkmig_error_retryable (error)), NULL);
   events_close ();
 }
 

@@ -474,6 +474,51 @@ fx_wait_for_jobs (Fx *fx, GSubprocess *proc)
   return FALSE;
 }
 
+/* Worth retrying as it is (docs/exit-codes.md): a peer or link that went away or
+ * froze, a target that failed writes; not a refusal, full storage or a signal. */
+static gboolean
+fault_retryable (Fault fault)
+{
+  switch (fault)
+    {
+    case FAULT_DST_KILL: case FAULT_CUT_SRC: case FAULT_CUT_DST: case FAULT_NBD_STOP:
+    case FAULT_DST_FREEZE: case FAULT_EIO:
+      return TRUE;
+    default:
+      return FALSE;
+    }
+}
+
+/* The final event is the error, with the exit code and the retryable flag. */
+static gboolean
+fx_check_error_event (Fx *fx, int status)
+{
+  g_autofree char *path = rig_path (fx->rig, "events.jsonl");
+  g_autofree char *text = NULL;
+  g_auto(GStrv) lines = NULL;
+  g_autoptr(JsonNode) last = NULL;
+  JsonObject *obj;
+  guint n;
+
+  if (fx->cell->fault == FAULT_FEATURE)
+    return TRUE;  /* prepare has no events: its exit code 3 is never retryable */
+  CHECK (g_file_get_contents (path, &text, NULL, NULL), "no events file");
+  lines = g_strsplit (text, "\n", -1);
+  n = g_strv_length (lines);
+  CHECK (n >= 2 && (last = json_from_string (lines[n - 2], NULL)) != NULL
+         && JSON_NODE_HOLDS_OBJECT (last), "no final event:\n%s", text);
+  obj = json_node_get_object (last);
+  CHECK (g_strcmp0 (json_object_get_string_member_with_default (obj, "event", ""), "error") == 0
+         && json_object_get_int_member_with_default (obj, "exit-code", -1) == status,
+         "the last event is not the error: %s", lines[n - 2]);
+  CHECK (json_object_get_boolean_member_with_default (obj, "retryable", FALSE)
+         == fault_retryable (fx->cell->fault)
+         && json_object_has_member (obj, "retryable"),
+         "retryable should be %s: %s", fault_retryable (fx->cell->fault) ? "true" : "false",
+         lines[n - 2]);
+  return TRUE;
+}
+
 /* ---- the cells ------------------------------------------------------------ */
 
 static gboolean
@@ -483,6 +528,7 @@ fx_run_fault (Fx *fx, int *status, char **err)
   g_autoptr(GSubprocess) proc = NULL;
   g_autoptr(GPtrArray) argv = g_ptr_array_new ();
   g_autofree char *proxy_path = rig_path (fx->rig, "proxy.qmp");
+  g_autofree char *events = rig_path (fx->rig, "events.jsonl");
   const char *src_path = fx->src->qmp_path;
   const char *dst_path = fx->dst->qmp_path;
   gboolean mirroring = g_strcmp0 (c->at, MIRRORING) == 0;
@@ -497,11 +543,11 @@ fx_run_fault (Fx *fx, int *status, char **err)
   if (c->fault == FAULT_ENOSPC)
     proc = blkmig_spawn ("migrate", "--mode", c->mode, "--source", src_path, "--dest", dst_path,
                          "--create-dir", fx->create_dir, "--stall-timeout", "3",
-                         "--nbd-reconnect-delay", "1", NULL);
+                         "--nbd-reconnect-delay", "1", "--events", events, NULL);
   else
     /* --buf-size: QEMU's rate limiter then sleeps 0.25 s at a time, not 16 s */
     proc = blkmig_spawn ("migrate", "--mode", c->mode, "--source", src_path, "--dest", dst_path,
-                         "--stall-timeout", "3", "--nbd-reconnect-delay", "1",
+                         "--stall-timeout", "3", "--nbd-reconnect-delay", "1", "--events", events,
                          mirroring ? "--speed" : NULL, "1048576", "--buf-size", "262144", NULL);
   g_unsetenv ("BLKMIG_TEST_PAUSE_AT");
   if (mirroring)
@@ -606,7 +652,7 @@ test_cell (Fx *fx, gconstpointer data)
     return;
   g_test_message ("%s: exit %d in %.1f s: %s", c->name, status,
                   (g_get_monotonic_time () - start) / 1e6, err);
-  if (!fx_check_message (fx, status, err))
+  if (!fx_check_message (fx, status, err) || !fx_check_error_event (fx, status))
     return;
   if (c->recover && !fx_recover (fx))
     return;
