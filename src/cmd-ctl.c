@@ -7,6 +7,7 @@
 #include "common/async.h"
 #include "common/error.h"
 #include "common/escape.h"
+#include "common/json.h"
 #include "qmp/qmp-json.h"
 #include "src/commands.h"
 #include "src/control.h"
@@ -67,11 +68,11 @@ ctl_exchange (const char *id, JsonObject *request, int timeout, GError **error)
 {
   g_autoptr(GSocketConnection) conn = ctl_connect (id, timeout, error);
   g_autoptr(JsonNode) root = json_node_new (JSON_NODE_OBJECT);
-  g_autoptr(JsonParser) parser = json_parser_new_immutable ();
+  static const BlkmigJsonLimits limits = { CONTROL_MAX_REPLY, 4, 64 * 1024 };
+  g_autoptr(JsonNode) reply = NULL;
   g_autofree char *body = NULL;
   g_autofree char *text = NULL;
   g_autoptr(GString) line = NULL;
-  JsonNode *reply;
 
   if (conn == NULL)
     return NULL;
@@ -82,8 +83,8 @@ ctl_exchange (const char *id, JsonObject *request, int timeout, GError **error)
                                   strlen (text), NULL, NULL, error)
       || (line = ctl_read_line (g_io_stream_get_input_stream (G_IO_STREAM (conn)), error)) == NULL)
     return g_prefix_error (error, "operation %s: ", id), NULL;
-  if (!json_parser_load_from_data (parser, line->str, strchr (line->str, '\n') - line->str, NULL)
-      || (reply = json_parser_get_root (parser)) == NULL || !JSON_NODE_HOLDS_OBJECT (reply))
+  reply = blkmig_json_parse (line->str, strchr (line->str, '\n') - line->str, &limits, NULL);
+  if (reply == NULL || !JSON_NODE_HOLDS_OBJECT (reply))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
                         "operation %s: the answer is not a JSON object", id), NULL;
   return json_object_ref (json_node_get_object (reply));

@@ -9,6 +9,7 @@
 #include "src/commands.h"
 #include "src/control.h"
 #include "src/events.h"
+#include "src/op-id.h"
 #include "src/options.h"
 #include "src/session.h"
 #include "src/util.h"
@@ -34,6 +35,7 @@ typedef struct {
   gboolean insecure;
   gboolean pass_fds;
   gboolean hold;
+  char *op_id;
 } MigrateArgs;
 
 typedef struct {
@@ -143,8 +145,15 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
 
   run->offer = session_begin (run->src, mode, (const char *const *) args->disks,
                               args->chain_mode, cancellable, error);
-  if (run->offer == NULL
-      || (run->control = control_open (run->offer->id, "migrate", cancellable, error)) == NULL)
+  if (run->offer == NULL)
+    return FALSE;
+  if (args->op_id != NULL)
+    {
+      g_free (run->offer->id);  /* a re-run finds the journal and names of this one */
+      run->offer->id = op_id_migration_id (args->op_id);
+    }
+  if (run->control == NULL
+      && (run->control = control_open (run->offer->id, "migrate", cancellable, error)) == NULL)
     return FALSE;
   if (args->hold)
     control_enable_hold (common_options.quiet);
@@ -176,6 +185,7 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
     return FALSE;
   journal_remove_created (run->journal, FALSE);  /* the sockets prepare listened on */
   journal_remove (run->journal);
+  op_id_record_done (args->op_id, "migrate", run->result->status, run->result);
   migrate_summary (run, g_get_monotonic_time () - finish_start);
   return TRUE;
 }
@@ -257,6 +267,7 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
     COMMAND_TLS_AUTHZ_ENTRY (&args->tls_authz),
     COMMAND_PASS_FDS_ENTRY (&args->pass_fds),
     COMMAND_HOLD_ENTRY (&args->hold),
+    COMMAND_OP_ID_ENTRY (&args->op_id),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -269,7 +280,8 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
       || !options_tunnel_compress (args->tunnel_compress, args->tunnel, args->tunnel_command,
                                    NULL, error)
       || !options_chain (args->chain, &args->chain_mode, error)
-      || !options_name_path ("--base", (const char *const *) args->bases, error))
+      || !options_name_path ("--base", (const char *const *) args->bases, error)
+      || (args->op_id != NULL && !control_check_id (args->op_id, error)))
     return FALSE;
   if (!cookie_mode_from_string (args->mode != NULL ? args->mode : "live", mode))
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
@@ -295,9 +307,25 @@ migrate_args_clear (MigrateArgs *args)
   g_free (args->tunnel_compress);
   g_free (args->tls_dir);
   g_strfreev (args->tls_authz);
+  g_free (args->op_id);
 }
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MigrateArgs, migrate_args_clear)
+
+/* --op-id: the id is ours while we run (a second run is busy); a previous run
+ * that succeeded makes this one a no-op, a killed one is recovered first. */
+static gboolean
+migrate_claim (MigrateRun *run, const MigrateArgs *args, GCancellable *cancellable, char **done,
+               GError **error)
+{
+  g_autofree char *id = NULL;
+
+  if (args->op_id == NULL)
+    return TRUE;
+  id = op_id_migration_id (args->op_id);
+  run->control = control_open (args->op_id, "migrate", cancellable, error);
+  return run->control != NULL && op_id_before_start (args->op_id, "migrate", id, done, error);
+}
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MigrateRun, migrate_run_clear)
 
 gboolean
@@ -305,11 +333,16 @@ cmd_migrate (int argc, char **argv, GCancellable *cancellable, GError **error)
 {
   g_auto(MigrateArgs) args = { .mirror = MIRROR_TUNING_INIT };
   g_auto(MigrateRun) run = { 0 };
+  g_autofree char *done = NULL;
   CookieMode mode;
 
   run.started_us = g_get_monotonic_time ();
   if (!migrate_parse (argc, argv, &args, &mode, error)
-      || (run.src = qmp_client_connect_sync (args.source, "source", cancellable, error)) == NULL
+      || !migrate_claim (&run, &args, cancellable, &done, error))
+    return FALSE;
+  if (done != NULL)
+    return op_id_report_done (args.op_id, done, stdout), TRUE;
+  if ((run.src = qmp_client_connect_sync (args.source, "source", cancellable, error)) == NULL
       || (run.dst = qmp_client_connect_sync (args.dest, "destination", cancellable, error)) == NULL
       || (run.private_dir = util_private_dir_new (error)) == NULL)
     return FALSE;

@@ -11,6 +11,7 @@
 #include "src/journal.h"
 #include "src/move-verify.h"
 #include "src/names.h"
+#include "src/op-id.h"
 #include "src/options.h"
 #include "src/progress.h"
 #include "src/util.h"
@@ -26,6 +27,7 @@ typedef struct {
   gboolean verify;
   MirrorTuning mirror;
   gboolean hold;
+  char *op_id;
 } MoveArgs;
 
 static void
@@ -35,6 +37,7 @@ move_args_clear (MoveArgs *args)
   g_free (args->disk);
   g_free (args->to);
   g_free (args->format);
+  g_free (args->op_id);
   mirror_tuning_clear (&args->mirror);
 }
 
@@ -189,6 +192,7 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
       "again (both must be named nodes, i.e. given with -blockdev)", NULL },
     COMMAND_MIRROR_ENTRIES (&args->mirror),
     COMMAND_HOLD_ENTRY (&args->hold),
+    COMMAND_OP_ID_ENTRY (&args->op_id),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -198,7 +202,8 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
       || !command_require ("--qmp", args->qmp, error)
       || !command_require ("--disk", args->disk, error)
       || !command_require ("--to", args->to, error)
-      || !options_mirror_check (&args->mirror, error))
+      || !options_mirror_check (&args->mirror, error)
+      || (args->op_id != NULL && !control_check_id (args->op_id, error)))
     return FALSE;
   /* After READY every guest write then reaches both images, so once the pivot is
    * asked for, the new image is never behind the old one (see reconcile). */
@@ -231,7 +236,8 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_auto(MoveArgs) args = { .mirror = MIRROR_TUNING_INIT };
   g_autoptr(GPtrArray) disks = NULL;
   g_autoptr(JobGroup) group = NULL;
-  g_autofree char *tag = g_uuid_string_random ();
+  g_autofree char *tag = NULL;
+  g_autofree char *done = NULL;
   g_autofree char *node = NULL;
   g_autofree char *job_id = NULL;
   const char *const *names;
@@ -241,9 +247,17 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autoptr(Control) control = NULL;  /* closed last: `ctl cancel` waits for the rollback */
   MoveRun run = { 0 };
 
-  if (!move_parse (argc, argv, &args, error)
-      || (qmp = qmp_client_connect_sync (args.qmp, "qemu", cancellable, error)) == NULL
-      || (control = control_open (tag, "move", cancellable, error)) == NULL)
+  if (!move_parse (argc, argv, &args, error))
+    return FALSE;
+  /* --op-id: a re-run finds this run's journal and names (op-id.h) */
+  tag = args.op_id != NULL ? op_id_migration_id (args.op_id) : g_uuid_string_random ();
+  if ((control = control_open (args.op_id != NULL ? args.op_id : tag, "move", cancellable,
+                               error)) == NULL
+      || (args.op_id != NULL && !op_id_before_start (args.op_id, "move", tag, &done, error)))
+    return FALSE;
+  if (done != NULL)
+    return op_id_report_done (args.op_id, done, stdout), TRUE;
+  if ((qmp = qmp_client_connect_sync (args.qmp, "qemu", cancellable, error)) == NULL)
     return FALSE;
   if (args.hold)
     control_enable_hold (common_options.quiet);
@@ -266,6 +280,7 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
       if (args.delete_source)
         move_delete_source (&run);
       journal_remove (journal);
+      op_id_record_done (args.op_id, "move", "moved", NULL);
       events_emit ("completed", "status", qmp_str ("moved"), "disk", qmp_str (run.disk->name),
                    "file", qmp_str (args.to), NULL);
       return TRUE;

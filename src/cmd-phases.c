@@ -7,6 +7,7 @@
 #include "common/escape.h"
 #include "src/commands.h"
 #include "src/control.h"
+#include "src/op-id.h"
 #include "src/options.h"
 #include "src/session.h"
 
@@ -84,11 +85,15 @@ cmd_begin (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_auto(GStrv) disks = NULL;
   g_autofree char *mode_str = NULL;
   g_autofree char *chain = NULL;
+  g_autofree char *op_id = NULL;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
     { "disk", 0, 0, G_OPTION_ARG_STRING_ARRAY, &disks, "Migrate only this disk; repeatable", "NAME" },
     { "mode", 'm', 0, G_OPTION_ARG_STRING, &mode_str, "live (default), copy or move", "MODE" },
     COMMAND_CHAIN_ENTRY (&chain),
+    { "op-id", 0, 0, G_OPTION_ARG_STRING, &op_id,
+      "The migration's id is derived from operation id ID (give perform the same --op-id)",
+      "ID" },
     G_OPTION_ENTRY_NULL
   };
   g_autoptr(QmpClient) qmp = NULL;
@@ -103,10 +108,16 @@ cmd_begin (int argc, char **argv, GCancellable *cancellable, GError **error)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                         "--mode must be live, copy or move, not '%s'", mode_str), FALSE;
   if (!options_chain (chain, &chain_mode, error)
+      || (op_id != NULL && !control_check_id (op_id, error))
       || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
     return FALSE;
   cookie = session_begin (qmp, mode, (const char *const *) disks, chain_mode, cancellable,
                           error);
+  if (cookie != NULL && op_id != NULL)
+    {
+      g_free (cookie->id);  /* the same offer id on every run: a re-run replaces the offer */
+      cookie->id = op_id_migration_id (op_id);
+    }
   return cookie != NULL && begin_record (cookie, args.qmp, phase_out (&args), error);
 }
 
@@ -250,6 +261,37 @@ perform_settle (const char *path, const Cookie *dest, QmpClient **qmp)
   *qmp = again;
 }
 
+/* --op-id names this migration only if begin derived the migration id from it. */
+static gboolean
+perform_check_op_id (const Cookie *dest, const char *op_id, GError **error)
+{
+  g_autofree char *id = NULL;
+
+  if (op_id == NULL)
+    return TRUE;
+  if (!control_check_id (op_id, error))
+    return FALSE;
+  id = op_id_migration_id (op_id);
+  if (g_str_equal (id, dest->id))
+    return TRUE;
+  return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_COOKIE,
+                      "the cookie is of migration %s, not of operation %s (give begin the same "
+                      "--op-id)", dest->id, op_id), FALSE;
+}
+
+/* A re-run of a perform that succeeded gives its result cookie again. */
+static gboolean
+perform_report_done (const char *op_id, const char *done, const char *out, GError **error)
+{
+  g_autoptr(Cookie) result = op_id_load_result (op_id, error);
+
+  if (result == NULL || !cookie_save (result, out, error))
+    return g_prefix_error (error, "operation %s had already succeeded, but its result cookie: ",
+                           op_id), FALSE;
+  op_id_report_done (op_id, done, stderr);
+  return TRUE;
+}
+
 gboolean
 cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
 {
@@ -266,6 +308,8 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   gboolean pass_fds = FALSE;
   gboolean local_destination = FALSE;
   gboolean hold = FALSE;
+  g_autofree char *op_id = NULL;
+  g_autofree char *done = NULL;
   g_auto(MirrorTuning) mirror = MIRROR_TUNING_INIT;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
@@ -287,6 +331,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
       "The destination runs on this host: accept a UNIX socket or a loopback address from "
       "its cookie", NULL },
     COMMAND_HOLD_ENTRY (&hold),
+    COMMAND_OP_ID_ENTRY (&op_id),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -302,9 +347,15 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
       || !perform_check_outputs (&args, error)
       || !options_mirror_check (&mirror, error)
       || (dest = cookie_load (phase_in (&args), COOKIE_KIND_DESTINATION, error)) == NULL
-      || !perform_check_offer (dest, error)
-      || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL
-      || (control = control_open (dest->id, "perform", cancellable, error)) == NULL)
+      || !perform_check_op_id (dest, op_id, error)
+      || (control = control_open (op_id != NULL ? op_id : dest->id, "perform", cancellable,
+                                  error)) == NULL
+      || (op_id != NULL && !op_id_before_start (op_id, "perform", dest->id, &done, error)))
+    return FALSE;
+  if (done != NULL)
+    return perform_report_done (op_id, done, phase_out (&args), error);
+  if (!perform_check_offer (dest, error)
+      || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
     return FALSE;
   if (hold)
     control_enable_hold (common_options.quiet);
@@ -331,7 +382,10 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
       journal_remove (journal);  /* done, or rolled back */
       journal_forget (dest->id, "begin");
     }
-  return result != NULL && cookie_save (result, phase_out (&args), error);
+  if (result == NULL || !cookie_save (result, phase_out (&args), error))
+    return FALSE;
+  op_id_record_done (op_id, "perform", result->status, result);
+  return TRUE;
 }
 
 gboolean

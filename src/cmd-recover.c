@@ -11,6 +11,9 @@
 #include "src/util.h"
 #include "src/volumes.h"
 
+/* How a recovery that finished the operation (rather than rolling it back) begins. */
+#define RECOVER_HAD_COMPLETED "had completed"
+
 typedef struct {
   char *id;
   gboolean all;
@@ -101,7 +104,7 @@ recover_finish (const Journal *journal, QmpClient *src, QmpClient *dst, const ch
     session_abort (src, journal->cookie);  /* leftovers only: nothing is running */
   if (!session_finish (dst, result, journal, FALSE, NULL, error))
     return *done = "completed, but finishing the destination failed", FALSE;
-  *done = "had completed: the destination was finished";
+  *done = RECOVER_HAD_COMPLETED ": the destination was finished";
   return TRUE;
 }
 
@@ -136,7 +139,7 @@ recover_source (const RecoverArgs *args, const Journal *journal, const char **do
     return *done = "the source could not be reached", FALSE;
   session_abort (src, journal->cookie);
   *done = g_str_equal (recover_migration_status (src), "completed")
-          ? "had completed: leftovers removed from the source"
+          ? RECOVER_HAD_COMPLETED ": leftovers removed from the source"
           : "rolled back: the source runs on its own disks";
   return TRUE;
 }
@@ -181,7 +184,7 @@ recover_move (const RecoverArgs *args, const Journal *journal, const char **done
     return FALSE;
   disk = disks_find (disks, journal->disk);
   if (disk != NULL && g_strcmp0 (disk->file, journal->new_image) == 0)
-    return *done = "had completed: the guest runs on the new image", TRUE;
+    return *done = RECOVER_HAD_COMPLETED ": the guest runs on the new image", TRUE;
   session_abort_blockdevs (qmp, journal->id);
   journal_remove_created (journal, TRUE);
   *done = "rolled back: the guest runs on its old image, the new one is removed";
@@ -204,7 +207,7 @@ recover_chain (const RecoverArgs *args, const Journal *journal, const char **don
 }
 
 static gboolean
-recover_one (const RecoverArgs *args, Journal *journal, GError **error)
+recover_one (const RecoverArgs *args, Journal *journal, gboolean *completed, GError **error)
 {
   const char *done = "unknown journal";
   gboolean ok;
@@ -232,11 +235,21 @@ recover_one (const RecoverArgs *args, Journal *journal, GError **error)
     {
       journal_remove_created (journal, FALSE);  /* finished: only our private directories */
       journal_remove (journal);
+      *completed = g_str_has_prefix (done, RECOVER_HAD_COMPLETED);
     }
   else if (error != NULL && *error == NULL)
     g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_QMP, "%s: %s; the journal %s stays",
                  journal->id, done, journal->path);
   return ok;
+}
+
+gboolean
+recover_journal (Journal *journal, gboolean *completed, GError **error)
+{
+  RecoverArgs args = { 0 };
+
+  *completed = FALSE;
+  return recover_one (&args, journal, completed, error);
 }
 
 static void
@@ -296,8 +309,10 @@ cmd_recover (int argc, char **argv, GCancellable *cancellable, GError **error)
       Journal *journal = journals->pdata[i];
       if (args.id != NULL && !g_str_equal (journal->id, args.id))
         continue;
+      gboolean completed;
+
       handled++;
-      if (!recover_one (&args, journal, error))
+      if (!recover_one (&args, journal, &completed, error))
         return FALSE;
     }
   if (handled == 0 && !common_options.quiet)

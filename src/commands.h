@@ -5,6 +5,7 @@
 
 #include "jobs/mirror.h"
 #include "qmp/qmp-client.h"
+#include "src/journal.h"
 
 /* A command parses its own options from argv (argv[0] is its name). */
 typedef gboolean (*CommandFunc) (int argc, char **argv, GCancellable *cancellable,
@@ -27,6 +28,11 @@ gboolean cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, 
 gboolean cmd_replicate (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_ctl (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_qmp (int argc, char **argv, GCancellable *cancellable, GError **error);
+
+/* What `blkmig recover --id` does for one journal: finishes the operation
+ * (*completed) or rolls it back; FALSE when a side could not be reached (the
+ * journal then stays).  Prints what it did unless --quiet. */
+gboolean recover_journal (Journal *journal, gboolean *completed, GError **error);
 
 /* Options every command accepts. */
 typedef struct {
@@ -112,6 +118,13 @@ extern CommonOptions common_options;
   { "hold", 0, 0, G_OPTION_ARG_NONE, (flag), \
     "With every mirror ready, hold them in sync until `blkmig ctl ID switchover` (the " \
     "caller picks the moment of the switch)", NULL }
+
+/* --op-id: the caller names the operation (docs/control.md). */
+#define COMMAND_OP_ID_ENTRY(value) \
+  { "op-id", 0, 0, G_OPTION_ARG_STRING, (value), \
+    "Name the operation ID (1-40 of A-Z a-z 0-9 . _ -): its control socket is ID.ctl, and " \
+    "running the command again with the same ID is safe (it reports a success, or recovers " \
+    "a killed run and goes on)", "ID" }
 
 /* Entries for the commands that report events (long-running ones). */
 #define COMMAND_EVENT_ENTRIES \

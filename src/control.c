@@ -10,6 +10,7 @@
 
 #include "common/error.h"
 #include "common/escape.h"
+#include "common/json.h"
 #include "qmp/qmp-commands.h"
 #include "qmp/qmp-json.h"
 #include "src/events.h"
@@ -295,13 +296,12 @@ control_send (ControlRequest *req, JsonObject *reply)
 static void
 control_answer (ControlRequest *req, gsize len)
 {
-  g_autoptr(JsonParser) parser = json_parser_new_immutable ();
+  static const BlkmigJsonLimits limits = { CONTROL_MAX_REQUEST, 4, 64 };
   g_autoptr(GError) error = NULL;
   g_autoptr(JsonObject) reply = NULL;
-  JsonNode *root;
+  g_autoptr(JsonNode) root = blkmig_json_parse (req->buf, len, &limits, &error);
 
-  if (!json_parser_load_from_data (parser, req->buf, len, &error)
-      || (root = json_parser_get_root (parser)) == NULL || !JSON_NODE_HOLDS_OBJECT (root))
+  if (root == NULL || !JSON_NODE_HOLDS_OBJECT (root))
     {
       g_clear_error (&error);
       g_set_error (&error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,

@@ -200,11 +200,19 @@ test_set_speed (Pair *p, gconstpointer data)
   assert_nothing_left (p);
 }
 
+static int
+migrate_copy (Pair *p, const char *op_id, char **out, char **err)
+{
+  return blkmig_run (out, err, "migrate", "--mode", "copy", "--op-id", op_id, "--source",
+                     p->src->qmp_path, "--dest", p->dst->qmp_path, NULL);
+}
+
 static GSubprocess *
-spawn_held (Pair *p)
+spawn_held (Pair *p, const char *op_id)
 {
   return blkmig_spawn ("migrate", "--hold", "--source", p->src->qmp_path, "--dest",
-                       p->dst->qmp_path, "--speed", "4194304", "--buf-size", "1048576", NULL);
+                       p->dst->qmp_path, "--speed", "4194304", "--buf-size", "1048576",
+                       op_id != NULL ? "--op-id" : NULL, op_id, NULL);
 }
 
 static void
@@ -230,7 +238,7 @@ wait_until_held (const char *id)
 static void
 test_hold_switchover (Pair *p, gconstpointer data)
 {
-  g_autoptr(GSubprocess) proc = spawn_held (p);
+  g_autoptr(GSubprocess) proc = spawn_held (p, NULL);
   g_autofree char *id = wait_for_control (p);
   g_autofree char *err = NULL;
   g_autofree char *out = NULL;
@@ -272,13 +280,19 @@ test_hold_switchover (Pair *p, gconstpointer data)
 static void
 test_hold_cancel (Pair *p, gconstpointer data)
 {
-  g_autoptr(GSubprocess) proc = spawn_held (p);
+  g_autoptr(GSubprocess) proc = spawn_held (p, "held-vm");
   g_autofree char *id = wait_for_control (p);
   g_autofree char *err = NULL;
   g_autofree char *dst_status = NULL;
 
+  g_assert_cmpstr (id, ==, "held-vm");
   set_speed (id, 0);
   wait_until_held (id);
+  /* the id is taken while it runs */
+  g_assert_cmpint (migrate_copy (p, "held-vm", NULL, &err), ==, 10);
+  g_assert_true (g_str_has_prefix (err, "blkmig migrate: operation held-vm is already running "
+                                        "(its control socket "));
+  g_clear_pointer (&err, g_free);
   g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", id, "cancel", NULL), ==, 0);
   g_assert_cmpint (blkmig_wait (proc, NULL, &err), ==, 130);
   g_assert_nonnull (strstr (err, "blkmig migrate: interrupted by a signal; what it had started "
@@ -336,7 +350,7 @@ assert_raw_reply (Pair *p, const char *id, const char *request, gsize len, const
 static void
 test_hostile_requests (Pair *p, gconstpointer data)
 {
-  g_autoptr(GSubprocess) proc = spawn_held (p);
+  g_autoptr(GSubprocess) proc = spawn_held (p, NULL);
   g_autofree char *id = wait_for_control (p);
   g_autofree char *big = g_strnfill (5000, 'x');
   g_autofree char *err = NULL;
@@ -373,6 +387,118 @@ test_hostile_requests (Pair *p, gconstpointer data)
   g_assert_cmpuint (count_control_sockets (p), ==, 0);
 }
 
+
+/* The same --op-id again after a success: nothing to do, and it says so; the id
+ * is not another command's; an id that could name another file is refused. */
+static void
+test_op_id_rerun (Pair *p, gconstpointer data)
+{
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  g_autofree char *done = rig_path (p->rig, "state/evac-vm1.done");
+  g_autofree char *target = rig_path (p->rig, "moved.raw");
+
+  g_assert_cmpint (migrate_copy (p, "evac-vm1", &out, NULL), ==, 0);
+  g_assert_true (g_str_has_prefix (out, "blkmig: copied 1 disk"));
+  g_assert_true (g_file_test (done, G_FILE_TEST_IS_REGULAR));
+  g_assert_true (img_identical (p->src_img, p->dst_img));
+  vm_guest_write (p->src, "vda", 0x42, "0", "1M");  /* a second copy would differ */
+  g_clear_pointer (&out, g_free);
+  g_assert_cmpint (migrate_copy (p, "evac-vm1", &out, NULL), ==, 0);
+  g_assert_cmpstr (out, ==, "blkmig: operation evac-vm1 had already succeeded (copied): "
+                            "nothing to do\n");
+  g_assert_false (img_identical (p->src_img, p->dst_img));
+  g_assert_cmpint (blkmig_run (NULL, &err, "move", "--op-id", "evac-vm1", "--qmp",
+                               p->src->qmp_path, "--disk", "vda", "--to", target, NULL), ==, 2);
+  g_assert_cmpstr (err, ==, "blkmig move: operation id evac-vm1 was already used by migrate\n");
+  g_clear_pointer (&err, g_free);
+  g_assert_cmpint (migrate_copy (p, "../evil", NULL, &err), ==, 2);
+  g_assert_cmpstr (err, ==, "blkmig migrate: operation id '../evil' is not valid: 1 to 40 "
+                            "letters, digits, '.', '_' or '-', not starting with '.' or '-'\n");
+  g_assert_cmpuint (count_control_sockets (p), ==, 0);
+  g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
+}
+
+/* Killed at @step, the same --op-id again recovers what the kill left and then
+ * goes on (or, past the copy, reports it done). */
+static void
+op_id_after_kill (Pair *p, const char *step, const char *want_out)
+{
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+
+  g_setenv ("BLKMIG_TEST_KILL_AT", step, TRUE);
+  g_assert_cmpint (migrate_copy (p, "vm2", NULL, NULL), ==, 128 + 9);
+  g_unsetenv ("BLKMIG_TEST_KILL_AT");
+  g_assert_cmpuint (rig_count_journals (p->rig), ==, 1);
+  g_assert_cmpuint (count_control_sockets (p), ==, 1);  /* a dead one */
+  g_assert_cmpint (migrate_copy (p, "vm2", &out, &err), ==, 0);
+  g_test_message ("after a kill at %s: %s", step, out);
+  g_assert_nonnull (strstr (out, want_out));
+  g_assert_true (img_identical (p->src_img, p->dst_img));
+  g_assert_cmpuint (vm_count_jobs (p->src), ==, 0);
+  g_assert_cmpuint (vm_count_blkmig_nodes (p->src), ==, 0);
+  g_assert_cmpuint (vm_count_exports (p->dst), ==, 0);
+  g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
+  g_assert_cmpuint (count_control_sockets (p), ==, 0);
+}
+
+static void
+test_op_id_after_kill (Pair *p, gconstpointer data)
+{
+  op_id_after_kill (p, "mirror", "rolled back: the source runs on its own disks\n"
+                                 "blkmig: copied 1 disk");
+}
+
+static void
+test_op_id_after_kill_done (Pair *p, gconstpointer data)
+{
+  op_id_after_kill (p, "copied", "blkmig: operation vm2 had already succeeded (completed): "
+                                 "nothing to do\n");
+}
+
+/* The phases with --op-id: perform again gives the same result cookie (finish
+ * needs it) without migrating again; a cookie of another operation is refused. */
+static void
+test_op_id_phases (Pair *p, gconstpointer data)
+{
+  g_autofree char *c1 = rig_path (p->rig, "source.cookie");
+  g_autofree char *c2 = rig_path (p->rig, "dest.cookie");
+  g_autofree char *c3 = rig_path (p->rig, "result.cookie");
+  g_autofree char *c3again = rig_path (p->rig, "result-again.cookie");
+  g_autofree char *sock = rig_path (p->rig, "nbd.sock");
+  g_autofree char *listen = g_strdup_printf ("unix:%s", sock);
+  g_autofree char *first = NULL;
+  g_autofree char *again = NULL;
+  g_autofree char *err = NULL;
+  g_autofree char *dst_status = NULL;
+
+  g_assert_cmpint (blkmig_run (NULL, NULL, "begin", "--op-id", "ph1", "--qmp", p->src->qmp_path,
+                               "-o", c1, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", p->dst->qmp_path, "--listen",
+                               listen, "-c", c1, "-o", c2, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, &err, "perform", "--op-id", "ph2", "--local-destination",
+                               "--qmp", p->src->qmp_path, "-c", c2, "-o", c3, NULL), ==, 3);
+  g_assert_nonnull (strstr (err, ", not of operation ph2 (give begin the same --op-id)\n"));
+  g_clear_pointer (&err, g_free);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "perform", "--op-id", "ph1", "--local-destination",
+                               "--qmp", p->src->qmp_path, "-c", c2, "-o", c3, NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, &err, "perform", "--op-id", "ph1", "--local-destination",
+                               "--qmp", p->src->qmp_path, "-c", c2, "-o", c3again, NULL), ==, 0);
+  g_assert_cmpstr (err, ==, "blkmig: operation ph1 had already succeeded (completed): "
+                            "nothing to do\n");
+  g_assert_true (g_file_get_contents (c3, &first, NULL, NULL));
+  g_assert_true (g_file_get_contents (c3again, &again, NULL, NULL));
+  g_assert_cmpstr (first, ==, again);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", p->dst->qmp_path, "-c", c3again,
+                               NULL), ==, 0);
+  dst_status = vm_status (p->dst);
+  g_assert_cmpstr (dst_status, ==, "running");
+  g_assert_true (img_identical (p->src_img, p->dst_img));
+  g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
+  g_assert_cmpuint (count_control_sockets (p), ==, 0);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -382,6 +508,12 @@ main (int argc, char **argv)
   g_test_add ("/control/hold-switchover", Pair, NULL, pair_setup, test_hold_switchover,
               pair_teardown);
   g_test_add ("/control/hold-cancel", Pair, NULL, pair_setup, test_hold_cancel, pair_teardown);
+  g_test_add ("/control/op-id-rerun", Pair, NULL, pair_setup, test_op_id_rerun, pair_teardown);
+  g_test_add ("/control/op-id-after-kill", Pair, NULL, pair_setup, test_op_id_after_kill,
+              pair_teardown);
+  g_test_add ("/control/op-id-after-kill-done", Pair, NULL, pair_setup,
+              test_op_id_after_kill_done, pair_teardown);
+  g_test_add ("/control/op-id-phases", Pair, NULL, pair_setup, test_op_id_phases, pair_teardown);
   g_test_add ("/control/hostile-requests", Pair, NULL, pair_setup, test_hostile_requests,
               pair_teardown);
   return g_test_run ();
