@@ -1,13 +1,7 @@
 /* blkmig ctl: status, set-speed, copy-mode, switchover and cancel of a running operation. */
 #include <stdio.h>
-#include <sys/stat.h>
-
-#include <gio/gunixsocketaddress.h>
-
-#include "common/async.h"
 #include "common/error.h"
 #include "common/escape.h"
-#include "common/json.h"
 #include "qmp/qmp-json.h"
 #include "src/commands.h"
 #include "src/control.h"
@@ -17,78 +11,6 @@ typedef struct {
   gboolean json;
   int timeout;            /* seconds */
 } CtlArgs;
-
-/* One request, one reply (a JSON object), over operation @id's control socket. */
-static GSocketConnection *
-ctl_connect (const char *id, int timeout, GError **error)
-{
-  g_autofree char *path = control_socket_path (id, error);
-  g_autoptr(GSocketClient) client = g_socket_client_new ();
-  g_autoptr(GSocketAddress) addr = NULL;
-  g_autoptr(GError) local_error = NULL;
-  GSocketConnection *conn;
-
-  if (path == NULL)
-    return NULL;
-  addr = g_unix_socket_address_new (path);
-  g_socket_client_set_timeout (client, timeout);
-  conn = g_socket_client_connect (client, G_SOCKET_CONNECTABLE (addr), NULL, &local_error);
-  if (conn == NULL)
-    g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
-                 "no running operation %s (%s: %s)", id, path, local_error->message);
-  return conn;
-}
-
-/* Reads up to a newline, at most CONTROL_MAX_REPLY bytes. */
-static GString *
-ctl_read_line (GInputStream *in, GError **error)
-{
-  g_autoptr(GString) line = g_string_new (NULL);
-  char buf[4096];
-
-  while (memchr (line->str, '\n', line->len) == NULL)
-    {
-      gssize n = g_input_stream_read (in, buf, sizeof buf, NULL, error);
-
-      if (n < 0)
-        return NULL;
-      if (n == 0)
-        return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
-                            "the operation closed its control socket without an answer"), NULL;
-      g_string_append_len (line, buf, n);
-      if (line->len > CONTROL_MAX_REPLY)
-        return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
-                            "the answer is longer than %d bytes", CONTROL_MAX_REPLY), NULL;
-    }
-  return g_steal_pointer (&line);
-}
-
-static JsonObject *
-ctl_exchange (const char *id, JsonObject *request, int timeout, GError **error)
-{
-  g_autoptr(GSocketConnection) conn = ctl_connect (id, timeout, error);
-  g_autoptr(JsonNode) root = json_node_new (JSON_NODE_OBJECT);
-  static const BlkmigJsonLimits limits = { CONTROL_MAX_REPLY, 4, 64 * 1024 };
-  g_autoptr(JsonNode) reply = NULL;
-  g_autofree char *body = NULL;
-  g_autofree char *text = NULL;
-  g_autoptr(GString) line = NULL;
-
-  if (conn == NULL)
-    return NULL;
-  json_node_set_object (root, request);
-  body = json_to_string (root, FALSE);
-  text = g_strconcat (body, "\n", NULL);
-  if (!g_output_stream_write_all (g_io_stream_get_output_stream (G_IO_STREAM (conn)), text,
-                                  strlen (text), NULL, NULL, error)
-      || (line = ctl_read_line (g_io_stream_get_input_stream (G_IO_STREAM (conn)), error)) == NULL)
-    return g_prefix_error (error, "operation %s: ", id), NULL;
-  reply = blkmig_json_parse (line->str, strchr (line->str, '\n') - line->str, &limits, NULL);
-  if (reply == NULL || !JSON_NODE_HOLDS_OBJECT (reply))
-    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
-                        "operation %s: the answer is not a JSON object", id), NULL;
-  return json_object_ref (json_node_get_object (reply));
-}
 
 /* ok:false → its message, with the exit code it names (1, 2 or 10). */
 static gboolean
@@ -133,7 +55,7 @@ ctl_print_disk (JsonObject *disk)
 
 /* The status as lines for people; the answer is our own user's process, but its
  * strings (disk names) may come from a peer: escaped. */
-static void
+void
 ctl_print_status (JsonObject *status)
 {
   g_autofree char *id = blkmig_escape (qmp_member_string_or (status, "id", "?"));
@@ -165,9 +87,7 @@ ctl_wait_gone (const char *id, int timeout, GError **error)
 
   for (;;)
     {
-      g_autoptr(GSocketConnection) conn = ctl_connect (id, timeout, NULL);
-
-      if (conn == NULL)
+      if (!control_answers (id))
         return TRUE;
       if (g_get_monotonic_time () >= deadline)
         return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED,
@@ -229,7 +149,7 @@ cmd_ctl (int argc, char **argv, GCancellable *cancellable, GError **error)
                         "expected ID COMMAND [VALUE] and a --timeout above 0"), FALSE;
   if (!control_check_id (argv[1], error)
       || (request = ctl_request (argc - 2, argv + 2, error)) == NULL
-      || (reply = ctl_exchange (argv[1], request, args.timeout, error)) == NULL
+      || (reply = control_request (argv[1], request, args.timeout, error)) == NULL
       || !ctl_check_reply (reply, argv[2], error))
     return FALSE;
   if (g_str_equal (argv[2], "status") && args.json)

@@ -160,6 +160,7 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   sopts.hold = control_hold;
   run->journal = journal_new (run->offer->id, "migrate");
   run->journal->source_qmp = g_strdup (args->source);
+  run->journal->op_id = g_strdup (args->op_id);
   journal_add_created (run->journal, run->private_dir);  /* its sockets, if we die */
   run->journal->dest_qmp = g_strdup (args->dest);
   sopts.journal = run->journal;

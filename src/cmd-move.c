@@ -222,6 +222,7 @@ move_journal_new (const char *tag, const MoveArgs *args, const MoveRun *run)
   Journal *journal = journal_new (tag, "move");
 
   journal->source_qmp = g_strdup (args->qmp);
+  journal->op_id = g_strdup (args->op_id);
   journal->disk = g_strdup (run->disk->name);
   journal->old_image = g_strdup (run->disk->file);
   journal->new_image = g_strdup (args->to);

@@ -373,6 +373,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   sopts.quiet = common_options.quiet;
   sopts.journal = journal = journal_new (dest->id, "perform");
   journal->source_qmp = g_strdup (args.qmp);
+  journal->op_id = g_strdup (op_id);
   result = session_perform (qmp, dest, &sopts, uri, no_migrate, cancellable, error);
   if (result == NULL && journal->step != JOURNAL_STEP_NONE)
     perform_settle (args.qmp, dest, &qmp);

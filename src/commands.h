@@ -27,12 +27,16 @@ gboolean cmd_reconcile (int argc, char **argv, GCancellable *cancellable, GError
 gboolean cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_replicate (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_ctl (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_status (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_qmp (int argc, char **argv, GCancellable *cancellable, GError **error);
 
 /* What `blkmig recover --id` does for one journal: finishes the operation
  * (*completed) or rolls it back; FALSE when a side could not be reached (the
  * journal then stays).  Prints what it did unless --quiet. */
 gboolean recover_journal (Journal *journal, gboolean *completed, GError **error);
+
+/* A running operation's status (a control socket's reply) as lines for people. */
+void ctl_print_status (JsonObject *status);
 
 /* Options every command accepts. */
 typedef struct {

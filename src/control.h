@@ -50,3 +50,12 @@ gboolean control_hold_enabled (void);
  * (TRUE), cancellation or a failed mirror (FALSE).  @data is unused. */
 gboolean control_hold (gpointer data, JobGroup *group, GCancellable *cancellable,
                        GError **error);
+
+/* ---- the client side (control-client.c) ---- */
+
+/* Sends @request to operation @id's control socket and returns its reply (any
+ * JSON object, ok or not; bounded: CONTROL_MAX_REPLY, nesting); an error when
+ * nobody answers within @timeout_s ("no running operation ID"). */
+JsonObject *control_request (const char *id, JsonObject *request, int timeout_s, GError **error);
+/* Whether a running operation listens on @id's control socket. */
+gboolean control_answers (const char *id);

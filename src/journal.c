@@ -39,6 +39,7 @@ journal_free (Journal *journal)
   g_strfreev (journal->chain);
   g_strfreev (journal->disks);
   g_strfreev (journal->nodes);
+  g_free (journal->op_id);
   g_free (journal);
 }
 
@@ -138,6 +139,7 @@ journal_to_string (const Journal *journal)
   json_builder_add_int_value (b, JOURNAL_VERSION);
   journal_add_string (b, "id", journal->id);
   journal_add_string (b, "command", journal->command);
+  journal_add_string (b, "op-id", journal->op_id);
   journal_add_string (b, "step", journal_step_to_string (journal->step));
   journal_add_string (b, "source-qmp", journal->source_qmp);
   journal_add_string (b, "dest-qmp", journal->dest_qmp);
@@ -354,6 +356,7 @@ journal_parse (Journal *journal, JsonObject *obj, GError **error)
 
   journal->id = journal_get (obj, "id");
   journal->command = journal_get (obj, "command");
+  journal->op_id = journal_get (obj, "op-id");
   journal->source_qmp = journal_get (obj, "source-qmp");
   journal->dest_qmp = journal_get (obj, "dest-qmp");
   journal->disk = journal_get (obj, "disk");

@@ -49,6 +49,7 @@ typedef struct {
   char *path;
   char *id;                /* migration id (or the move's random id) */
   char *command;           /* "migrate", "perform", "prepare", "move" */
+  char *op_id;             /* --op-id, or NULL: names the control socket */
   JournalStep step;
   char *source_qmp;        /* QMP sockets of the sides this process drove */
   char *dest_qmp;

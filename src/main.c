@@ -35,6 +35,7 @@ static const struct {
   { "replicate", cmd_replicate, "keep a standby's copy of a running VM's disks, with checkpoints and failover" },
   { "tunnel-endpoint", cmd_tunnel_endpoint, "far end of --tunnel: hand its NBD connections to the destination" },
   { "ctl", cmd_ctl, "control a running operation: status, set-speed, copy-mode, switchover, cancel" },
+  { "status", cmd_status, "running, interrupted and finished operations, also once blkmig is gone" },
   { "qmp", cmd_qmp, "run one QMP command and print its reply (for scripts)" },
 };
 

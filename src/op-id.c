@@ -81,16 +81,14 @@ op_id_record_done (const char *op_id, const char *command, const char *status,
     g_printerr ("blkmig: warning: %s\n", error->message);
 }
 
-char *
-op_id_find_done (const char *op_id, const char *command, GError **error)
+JsonObject *
+op_id_load_done (const char *op_id, GError **error)
 {
   static const BlkmigJsonLimits limits = { OP_ID_DONE_MAX, 2, 16 };
   g_autofree char *path = op_id_path (op_id, ".done");
   g_autofree char *text = NULL;
   g_autoptr(JsonNode) root = NULL;
   g_autoptr(GError) local_error = NULL;
-  JsonObject *obj;
-  const char *recorded;
 
   if (!g_file_test (path, G_FILE_TEST_EXISTS | G_FILE_TEST_IS_SYMLINK))
     return NULL;
@@ -101,15 +99,25 @@ op_id_find_done (const char *op_id, const char *command, GError **error)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED, "%s: not a record of blkmig's%s%s",
                         path, local_error != NULL ? ": " : "",
                         local_error != NULL ? local_error->message : ""), NULL;
-  obj = json_node_get_object (root);
-  recorded = qmp_member_string_or (obj, "command", "");
+  return json_object_ref (json_node_get_object (root));
+}
+
+char *
+op_id_find_done (const char *op_id, const char *command, GError **error)
+{
+  g_autoptr(JsonObject) record = op_id_load_done (op_id, error);
+  const char *recorded;
+
+  if (record == NULL)
+    return NULL;
+  recorded = qmp_member_string_or (record, "command", "");
   if (!g_str_equal (recorded, command))
     {
       g_autofree char *quoted = blkmig_escape (recorded);
       return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
                           "operation id %s was already used by %s", op_id, quoted), NULL;
     }
-  return g_strdup (qmp_member_string_or (obj, "status", "done"));
+  return g_strdup (qmp_member_string_or (record, "status", "done"));
 }
 
 gboolean

@@ -5,6 +5,8 @@
 
 #include <glib.h>
 
+#include <json-glib/json-glib.h>
+
 #include "cookie/cookie.h"
 
 /* The migration id (32 hex digits, as cookies carry) that operation id @op_id
@@ -21,6 +23,9 @@ void op_id_record_done (const char *op_id, const char *command, const char *stat
                         const Cookie *result);
 /* The result cookie a run of @op_id recorded. */
 Cookie *op_id_load_result (const char *op_id, GError **error);
+/* The record of a run of @op_id that succeeded (op-id, command, status, time),
+ * or NULL: none (no error), or unreadable (an error). */
+JsonObject *op_id_load_done (const char *op_id, GError **error);
 /* The status a previous run of @command with @op_id succeeded with, or NULL (none,
  * or one of another command: an error then, the id is taken). */
 char *op_id_find_done (const char *op_id, const char *command, GError **error);

@@ -147,8 +147,10 @@ set_speed (const char *id, gint64 bytes)
   g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", id, "set-speed", value, NULL), ==, 0);
 }
 
+/* Rolled back: nothing of blkmig's in either QEMU or the state directory but,
+ * after a SIGKILL, the dead control socket (gc's to remove). */
 static void
-assert_nothing_left (Pair *p)
+assert_nothing_left_but_socket (Pair *p)
 {
   g_autofree char *status = vm_status (p->src);
 
@@ -157,6 +159,12 @@ assert_nothing_left (Pair *p)
   g_assert_cmpuint (vm_count_blkmig_nodes (p->src), ==, 0);
   g_assert_cmpuint (vm_count_exports (p->dst), ==, 0);
   g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
+}
+
+static void
+assert_nothing_left (Pair *p)
+{
+  assert_nothing_left_but_socket (p);
   g_assert_cmpuint (count_control_sockets (p), ==, 0);
 }
 
@@ -282,6 +290,7 @@ test_hold_cancel (Pair *p, gconstpointer data)
 {
   g_autoptr(GSubprocess) proc = spawn_held (p, "held-vm");
   g_autofree char *id = wait_for_control (p);
+  g_autofree char *out = NULL;
   g_autofree char *err = NULL;
   g_autofree char *dst_status = NULL;
 
@@ -293,6 +302,10 @@ test_hold_cancel (Pair *p, gconstpointer data)
   g_assert_true (g_str_has_prefix (err, "blkmig migrate: operation held-vm is already running "
                                         "(its control socket "));
   g_clear_pointer (&err, g_free);
+  g_assert_cmpint (blkmig_run (&out, NULL, "status", "held-vm", NULL), ==, 0);
+  g_assert_true (g_str_has_prefix (out, "held-vm: migrate, phase held (held: waiting for "
+                                        "switchover), speed 0 B/s per disk\n  vda: 32 MiB of "
+                                        "32 MiB (100%), ready\n"));
   g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", id, "cancel", NULL), ==, 0);
   g_assert_cmpint (blkmig_wait (proc, NULL, &err), ==, 130);
   g_assert_nonnull (strstr (err, "blkmig migrate: interrupted by a signal; what it had started "
@@ -432,6 +445,10 @@ op_id_after_kill (Pair *p, const char *step, const char *want_out)
   g_unsetenv ("BLKMIG_TEST_KILL_AT");
   g_assert_cmpuint (rig_count_journals (p->rig), ==, 1);
   g_assert_cmpuint (count_control_sockets (p), ==, 1);  /* a dead one */
+  g_assert_cmpint (blkmig_run (&out, NULL, "status", "vm2", NULL), ==, 0);
+  g_assert_true (g_str_has_prefix (out, "vm2: interrupted, migrate at step "));
+  g_assert_nonnull (strstr (out, "; run blkmig recover --id "));
+  g_clear_pointer (&out, g_free);
   g_assert_cmpint (migrate_copy (p, "vm2", &out, &err), ==, 0);
   g_test_message ("after a kill at %s: %s", step, out);
   g_assert_nonnull (strstr (out, want_out));
@@ -441,6 +458,9 @@ op_id_after_kill (Pair *p, const char *step, const char *want_out)
   g_assert_cmpuint (vm_count_exports (p->dst), ==, 0);
   g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
   g_assert_cmpuint (count_control_sockets (p), ==, 0);
+  g_clear_pointer (&out, g_free);
+  g_assert_cmpint (blkmig_run (&out, NULL, "status", NULL), ==, 0);
+  g_assert_true (g_str_has_prefix (out, "vm2: succeeded, migrate "));
 }
 
 static void
@@ -499,6 +519,43 @@ test_op_id_phases (Pair *p, gconstpointer data)
   g_assert_cmpuint (count_control_sockets (p), ==, 0);
 }
 
+/* blkmig killed while it holds READY mirrors: status tells from the journal and
+ * QEMU what is left (the mirror still runs) and how to clean it. */
+static void
+test_status_after_kill (Pair *p, gconstpointer data)
+{
+  g_autoptr(GSubprocess) proc = spawn_held (p, "killed-vm");
+  g_autofree char *id = wait_for_control (p);
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  g_autoptr(JsonNode) root = NULL;
+  JsonObject *status;
+  JsonArray *jobs;
+
+  set_speed (id, 0);
+  wait_until_held (id);
+  g_subprocess_force_exit (proc);
+  blkmig_wait (proc, NULL, NULL);
+  g_assert_cmpint (blkmig_run (&out, NULL, "status", "killed-vm", "--json", NULL), ==, 0);
+  root = json_from_string (out, NULL);
+  status = json_node_get_object (root);
+  g_assert_cmpstr (qmp_member_string (status, "state"), ==, "interrupted");
+  g_assert_cmpstr (qmp_member_string (status, "command"), ==, "migrate");
+  g_assert_cmpstr (qmp_member_string (status, "step"), ==, "mirror");
+  g_assert_true (qmp_member_bool (status, "qemu-reachable", FALSE));
+  jobs = json_object_get_array_member (status, "jobs");
+  g_assert_cmpuint (json_array_get_length (jobs), ==, 1);
+  g_assert_cmpstr (qmp_member_string (json_array_get_object_element (jobs, 0), "status"), ==,
+                   "ready");
+  g_assert_cmpuint (vm_count_jobs (p->src), ==, 1);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "recover", "--id",
+                               qmp_member_string (status, "migration-id"), NULL), ==, 0);
+  assert_nothing_left_but_socket (p);
+  g_assert_cmpint (blkmig_run (NULL, &err, "status", "killed-vm", NULL), ==, 1);
+  g_assert_cmpstr (err, ==, "blkmig status: no operation killed-vm: not running, no journal, no "
+                            "record of a success\n");
+}
+
 int
 main (int argc, char **argv)
 {
@@ -514,6 +571,8 @@ main (int argc, char **argv)
   g_test_add ("/control/op-id-after-kill-done", Pair, NULL, pair_setup,
               test_op_id_after_kill_done, pair_teardown);
   g_test_add ("/control/op-id-phases", Pair, NULL, pair_setup, test_op_id_phases, pair_teardown);
+  g_test_add ("/control/status-after-kill", Pair, NULL, pair_setup, test_status_after_kill,
+              pair_teardown);
   g_test_add ("/control/hostile-requests", Pair, NULL, pair_setup, test_hostile_requests,
               pair_teardown);
   return g_test_run ();
