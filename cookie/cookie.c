@@ -113,9 +113,8 @@ cookie_alloc (CookieKind kind, CookieMode mode)
   return cookie;
 }
 
-/* 32 lowercase hex digits: a random UUID without its dashes. */
-static char *
-new_id (void)
+char *
+cookie_new_id (void)
 {
   g_autofree char *uuid = g_uuid_string_random ();
   GString *id = g_string_sized_new (32);
@@ -131,7 +130,7 @@ cookie_new (CookieMode mode)
 {
   Cookie *cookie = cookie_alloc (COOKIE_KIND_SOURCE, mode);
 
-  cookie->id = new_id ();
+  cookie->id = cookie_new_id ();
   cookie->source_host = g_strdup (g_get_host_name ());
   return cookie;
 }

@@ -110,6 +110,8 @@ gboolean cookie_is_qemu_version (const char *value);
  * most COOKIE_MAX_NAME characters (ids, node names, machine types). */
 gboolean cookie_is_name (const char *value);
 /* A new source cookie with a fresh random id and this host's name. */
+/* A new migration id: 32 lowercase hex digits (a random UUID without its dashes). */
+char *cookie_new_id (void);
 Cookie *cookie_new (CookieMode mode);
 /* A deep copy holding what a cookie of @kind (at most cookie->kind) has: the copy
  * serialises exactly as @cookie would with its kind set to @kind. */

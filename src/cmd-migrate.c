@@ -36,6 +36,7 @@ typedef struct {
   gboolean pass_fds;
   gboolean hold;
   char *op_id;
+  ControlHostOptions host;
 } MigrateArgs;
 
 typedef struct {
@@ -47,6 +48,7 @@ typedef struct {
   Cookie *result;
   Journal *journal;
   Control *control;
+  char *id;                 /* the migration id: from --op-id, else random */
   gint64 started_us;
 } MigrateRun;
 
@@ -54,6 +56,7 @@ static void
 migrate_run_clear (MigrateRun *run)
 {
   g_clear_pointer (&run->control, control_close);  /* after the rollback: cancel waits for it */
+  g_clear_pointer (&run->id, g_free);
   g_clear_pointer (&run->journal, journal_free);
   g_clear_pointer (&run->result, cookie_free);
   g_clear_pointer (&run->reply, cookie_free);
@@ -147,14 +150,8 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
                               args->chain_mode, cancellable, error);
   if (run->offer == NULL)
     return FALSE;
-  if (args->op_id != NULL)
-    {
-      g_free (run->offer->id);  /* a re-run finds the journal and names of this one */
-      run->offer->id = op_id_migration_id (args->op_id);
-    }
-  if (run->control == NULL
-      && (run->control = control_open (run->offer->id, "migrate", cancellable, error)) == NULL)
-    return FALSE;
+  g_free (run->offer->id);  /* the id the control socket and a re-run know */
+  run->offer->id = g_strdup (run->id);
   if (args->hold)
     control_enable_hold (common_options.quiet);
   sopts.hold = control_hold;
@@ -269,6 +266,7 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
     COMMAND_PASS_FDS_ENTRY (&args->pass_fds),
     COMMAND_HOLD_ENTRY (&args->hold),
     COMMAND_OP_ID_ENTRY (&args->op_id),
+    COMMAND_HOST_ENTRIES (&args->host),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -278,6 +276,7 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
       || !command_require ("--source", args->source, error)
       || !command_require ("--dest", args->dest, error)
       || !options_mirror_check (&args->mirror, error)
+      || !options_host_check (&args->host, error)
       || !options_tunnel_compress (args->tunnel_compress, args->tunnel, args->tunnel_command,
                                    NULL, error)
       || !options_chain (args->chain, &args->chain_mode, error)
@@ -313,19 +312,19 @@ migrate_args_clear (MigrateArgs *args)
 
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MigrateArgs, migrate_args_clear)
 
-/* --op-id: the id is ours while we run (a second run is busy); a previous run
- * that succeeded makes this one a no-op, a killed one is recovered first. */
+/* The control socket from the start (status and cancel also while queued).
+ * --op-id: the id is ours while we run (a second run is busy); a previous run that
+ * succeeded makes this one a no-op, a killed one is recovered first. */
 static gboolean
 migrate_claim (MigrateRun *run, const MigrateArgs *args, GCancellable *cancellable, char **done,
                GError **error)
 {
-  g_autofree char *id = NULL;
-
-  if (args->op_id == NULL)
-    return TRUE;
-  id = op_id_migration_id (args->op_id);
-  run->control = control_open (args->op_id, "migrate", cancellable, error);
-  return run->control != NULL && op_id_before_start (args->op_id, "migrate", id, done, error);
+  run->id = args->op_id != NULL ? op_id_migration_id (args->op_id) : cookie_new_id ();
+  run->control = control_open (args->op_id != NULL ? args->op_id : run->id, "migrate",
+                               cancellable, error);
+  return run->control != NULL
+         && (args->op_id == NULL || op_id_before_start (args->op_id, "migrate", run->id, done,
+                                                         error));
 }
 G_DEFINE_AUTO_CLEANUP_CLEAR_FUNC (MigrateRun, migrate_run_clear)
 
@@ -343,7 +342,8 @@ cmd_migrate (int argc, char **argv, GCancellable *cancellable, GError **error)
     return FALSE;
   if (done != NULL)
     return op_id_report_done (args.op_id, done, stdout), TRUE;
-  if ((run.src = qmp_client_connect_sync (args.source, "source", cancellable, error)) == NULL
+  if (!control_join_host (&args.host, args.mirror.speed, error)
+      || (run.src = qmp_client_connect_sync (args.source, "source", cancellable, error)) == NULL
       || (run.dst = qmp_client_connect_sync (args.dest, "destination", cancellable, error)) == NULL
       || (run.private_dir = util_private_dir_new (error)) == NULL)
     return FALSE;

@@ -28,6 +28,7 @@ typedef struct {
   MirrorTuning mirror;
   gboolean hold;
   char *op_id;
+  ControlHostOptions host;
 } MoveArgs;
 
 static void
@@ -193,6 +194,7 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
     COMMAND_MIRROR_ENTRIES (&args->mirror),
     COMMAND_HOLD_ENTRY (&args->hold),
     COMMAND_OP_ID_ENTRY (&args->op_id),
+    COMMAND_HOST_ENTRIES (&args->host),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -203,6 +205,7 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
       || !command_require ("--disk", args->disk, error)
       || !command_require ("--to", args->to, error)
       || !options_mirror_check (&args->mirror, error)
+      || !options_host_check (&args->host, error)
       || (args->op_id != NULL && !control_check_id (args->op_id, error)))
     return FALSE;
   /* After READY every guest write then reaches both images, so once the pivot is
@@ -258,7 +261,8 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
     return FALSE;
   if (done != NULL)
     return op_id_report_done (args.op_id, done, stdout), TRUE;
-  if ((qmp = qmp_client_connect_sync (args.qmp, "qemu", cancellable, error)) == NULL)
+  if (!control_join_host (&args.host, args.mirror.speed, error)
+      || (qmp = qmp_client_connect_sync (args.qmp, "qemu", cancellable, error)) == NULL)
     return FALSE;
   if (args.hold)
     control_enable_hold (common_options.quiet);

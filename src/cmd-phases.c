@@ -310,6 +310,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
   gboolean hold = FALSE;
   g_autofree char *op_id = NULL;
   g_autofree char *done = NULL;
+  ControlHostOptions host = { 0 };
   g_auto(MirrorTuning) mirror = MIRROR_TUNING_INIT;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
@@ -332,6 +333,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
       "its cookie", NULL },
     COMMAND_HOLD_ENTRY (&hold),
     COMMAND_OP_ID_ENTRY (&op_id),
+    COMMAND_HOST_ENTRIES (&host),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -346,6 +348,7 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
                     "and switch.", entries, &args, error)
       || !perform_check_outputs (&args, error)
       || !options_mirror_check (&mirror, error)
+      || !options_host_check (&host, error)
       || (dest = cookie_load (phase_in (&args), COOKIE_KIND_DESTINATION, error)) == NULL
       || !perform_check_op_id (dest, op_id, error)
       || (control = control_open (op_id != NULL ? op_id : dest->id, "perform", cancellable,
@@ -354,7 +357,8 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
     return FALSE;
   if (done != NULL)
     return perform_report_done (op_id, done, phase_out (&args), error);
-  if (!perform_check_offer (dest, error)
+  if (!control_join_host (&host, mirror.speed, error)
+      || !perform_check_offer (dest, error)
       || (qmp = qmp_client_connect_sync (args.qmp, "source", cancellable, error)) == NULL)
     return FALSE;
   if (hold)

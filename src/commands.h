@@ -123,6 +123,16 @@ extern CommonOptions common_options;
     "With every mirror ready, hold them in sync until `blkmig ctl ID switchover` (the " \
     "caller picks the moment of the switch)", NULL }
 
+/* What an operation shares with the others on its host (@h: a ControlHostOptions *). */
+#define COMMAND_HOST_ENTRIES(h) \
+  { "host-bandwidth", 0, 0, G_OPTION_ARG_INT64, &(h)->host_bandwidth, \
+    "Share BYTES per second among the copying mirrors of every operation on this host " \
+    "given it (equal parts, redistributed as mirrors finish; --speed caps this one's)", \
+    "BYTES" }, \
+  { "max-parallel", 0, 0, G_OPTION_ARG_INT, &(h)->max_parallel, \
+    "Wait (queued, cancellable) while N operations given --max-parallel run on this host", \
+    "N" }
+
 /* --op-id: the caller names the operation (docs/control.md). */
 #define COMMAND_OP_ID_ENTRY(value) \
   { "op-id", 0, 0, G_OPTION_ARG_STRING, (value), \

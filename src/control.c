@@ -14,11 +14,13 @@
 #include "qmp/qmp-commands.h"
 #include "qmp/qmp-json.h"
 #include "src/events.h"
+#include "src/host-share.h"
 #include "src/journal.h"
 
 #define CONTROL_MAX_CONNECTIONS 8
 #define CONTROL_REQUEST_TIMEOUT_S 5
 #define CONTROL_ID_MAX 40
+#define CONTROL_BUDGET_TICK_MS 1000
 
 struct _Control {
   char *id;
@@ -35,6 +37,11 @@ struct _Control {
   gboolean memory_changed;
   gboolean speed_set;
   gint64 speed;
+  HostSlot *slot;              /* --max-parallel: our turn */
+  HostBudget *budget;          /* --host-bandwidth: shared with the host's other operations */
+  gint64 host_bandwidth;
+  gint64 budget_speed;         /* what the budget last gave each mirror; 0: not yet */
+  guint budget_timer;
   gboolean hold;               /* --hold */
   gboolean quiet;              /* no line on stderr when held */
   gboolean held;               /* every mirror READY, waiting for switchover */
@@ -86,6 +93,33 @@ control_socket_path (const char *id, GError **error)
   return g_steal_pointer (&path);
 }
 
+/* Mirrors of this operation that still copy (not READY, not ended): what the
+ * host's budget is divided by. */
+static guint
+control_copying (Control *c)
+{
+  GPtrArray *jobs = c->group != NULL ? job_group_get_jobs (c->group) : NULL;
+  guint n = 0;
+
+  for (guint i = 0; jobs != NULL && i < jobs->len; i++)
+    {
+      BlkJob *job = jobs->pdata[i];
+      n += !job->reached_ready && !blk_job_is_ended (job);
+    }
+  return n;
+}
+
+/* The per-mirror speed now: the budget divided by every mirror copying on the
+ * host, capped by --speed or set-speed. */
+static gint64
+control_budget_speed (Control *c, gint64 cap)
+{
+  guint total = host_budget_share (c->budget, control_copying (c));
+  gint64 speed = MAX (c->host_bandwidth / MAX (total, 1), 1);
+
+  return cap > 0 ? MIN (speed, cap) : speed;
+}
+
 /* ---- the commands ---------------------------------------------------------- */
 
 static JsonObject *
@@ -121,6 +155,11 @@ control_status (Control *c)
   json_object_set_boolean_member (reply, "held", c->held);
   if (c->speed_set)
     json_object_set_int_member (reply, "speed", c->speed);
+  if (c->budget != NULL)
+    {
+      json_object_set_int_member (reply, "host-bandwidth", c->host_bandwidth);
+      json_object_set_int_member (reply, "host-share", c->budget_speed);
+    }
   json_object_set_array_member (reply, "disks", c->progress != NULL
                                                 ? progress_snapshot (c->progress)
                                                 : json_array_new ());
@@ -153,6 +192,8 @@ control_set_speed (Control *c, JsonObject *request, GError **error)
                         "set-speed needs bytes per second, a whole number >= 0"), NULL;
   c->speed = speed;  /* also for mirrors that start later */
   c->speed_set = TRUE;
+  if (c->budget != NULL)  /* a cap under the host's budget: the next tick applies it */
+    speed = control_budget_speed (c, speed);
   if ((c->group != NULL && !job_group_set_speed (c->group, speed, c->operation, error))
       || !control_set_memory_speed (c, speed, error))
     return NULL;
@@ -510,6 +551,9 @@ control_close (Control *c)
   g_socket_service_stop (c->service);
   g_socket_listener_close (G_SOCKET_LISTENER (c->service));
   g_object_unref (c->service);
+  g_clear_handle_id (&c->budget_timer, g_source_remove);
+  g_clear_pointer (&c->budget, host_budget_leave);
+  g_clear_pointer (&c->slot, host_slot_release);
   if (c->memory_qmp != NULL)
     control_restore_memory (c);
   if (c->path != NULL && unlink (c->path) != 0 && errno != ENOENT)
@@ -558,11 +602,44 @@ control_set_memory_stream (QmpClient *qmp)
     control_set_memory_speed (c, c->speed, NULL);
 }
 
+static gboolean
+control_budget_tick_cb (gpointer data)
+{
+  Control *c = data;
+  gint64 speed = control_budget_speed (c, c->speed);
+  g_autoptr(GError) error = NULL;
+
+  if (c->group != NULL && speed != c->budget_speed)
+    {
+      if (!job_group_set_speed (c->group, speed, c->operation, &error))
+        g_printerr ("blkmig: warning: host bandwidth: %s\n", error->message);
+      c->budget_speed = speed;
+    }
+  return G_SOURCE_CONTINUE;
+}
+
+static gboolean
+control_set_host_bandwidth (Control *c, gint64 bytes, gint64 cap, GError **error)
+{
+  if (bytes <= 0)
+    return TRUE;
+  c->budget = host_budget_join (c->id, error);
+  if (c->budget == NULL)
+    return FALSE;
+  c->host_bandwidth = bytes;
+  c->speed = cap;
+  c->budget_timer = g_timeout_add (CONTROL_BUDGET_TICK_MS, control_budget_tick_cb, c);
+  return TRUE;
+}
+
 gint64
 control_mirror_speed (gint64 fallback)
 {
-  return control_current != NULL && control_current->speed_set ? control_current->speed
-                                                                : fallback;
+  Control *c = control_current;
+
+  if (c != NULL && c->budget != NULL)
+    return c->budget_speed = control_budget_speed (c, c->speed_set ? c->speed : fallback);
+  return c != NULL && c->speed_set ? c->speed : fallback;
 }
 
 void
@@ -624,4 +701,17 @@ control_hold (gpointer data, JobGroup *group, GCancellable *cancellable, GError 
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_JOB, "hold: %s: %s", ended->label,
                         ended->error != NULL ? ended->error : "ended while held"), FALSE;
   return TRUE;
+}
+
+gboolean
+control_join_host (const ControlHostOptions *opts, gint64 cap, GError **error)
+{
+  Control *c = control_current;
+
+  if (c == NULL)
+    return TRUE;
+  if (opts->max_parallel > 0
+      && (c->slot = host_slot_acquire (opts->max_parallel, c->operation, error)) == NULL)
+    return FALSE;
+  return control_set_host_bandwidth (c, opts->host_bandwidth, cap, error);
 }

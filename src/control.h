@@ -39,7 +39,20 @@ void control_watch_jobs (Progress *progress, JobGroup *group);
 void control_unwatch_jobs (Progress *progress);
 /* Live mode: set-speed also limits the memory stream of @qmp (the source). */
 void control_set_memory_stream (QmpClient *qmp);
-/* The speed a mirror starting now gets: the last set-speed's, else @fallback. */
+/* What an operation shares with the others on its host (COMMAND_HOST_ENTRIES). */
+typedef struct {
+  gint64 host_bandwidth;    /* --host-bandwidth BYTES, 0: none */
+  int max_parallel;         /* --max-parallel N, 0: no queue */
+} ControlHostOptions;
+
+/* Before the operation touches a QEMU: with max_parallel, waits its turn (phase
+ * `queued`; `ctl cancel` or a signal end the wait: G_IO_ERROR_CANCELLED), held
+ * until control_close; with host_bandwidth, every second the budget is divided
+ * among the mirrors copying on the whole host (host-share.h), this operation's
+ * share capped by @cap (--speed, 0: none) and by set-speed. */
+gboolean control_join_host (const ControlHostOptions *opts, gint64 cap, GError **error);
+/* The speed a mirror starting now gets: its share of the host's budget, else the
+ * last set-speed's, else @fallback. */
 gint64 control_mirror_speed (gint64 fallback);
 
 /* --hold: the operation will wait at READY for `ctl ID switchover` (@quiet: and

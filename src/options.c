@@ -76,3 +76,15 @@ options_tunnel_compress (const char *value, const char *tunnel, const char *tunn
     *mode = parsed;
   return TRUE;
 }
+
+gboolean
+options_host_check (const ControlHostOptions *host, GError **error)
+{
+  if (host->host_bandwidth < 0)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--host-bandwidth must be 0 or more bytes per second"), FALSE;
+  if (host->max_parallel < 0 || host->max_parallel > 64)
+    return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
+                        "--max-parallel must be between 1 and 64"), FALSE;
+  return TRUE;
+}

@@ -4,6 +4,7 @@
 #include "jobs/mirror.h"
 #include "nbd/tunnel.h"
 #include "src/chain.h"
+#include "src/control.h"
 
 /* The mirror knobs as --speed, --buf-size, --granularity, --copy-mode,
  * --stall-timeout and --nbd-reconnect-delay gave them, checked the way QEMU would. */
@@ -17,3 +18,5 @@ gboolean options_tunnel_compress (const char *value, const char *tunnel,
                                   GError **error);
 /* --base NAME=PATH entries: a name and an absolute path each. */
 gboolean options_name_path (const char *option, const char *const *entries, GError **error);
+/* --host-bandwidth (>= 0) and --max-parallel (0 to 64). */
+gboolean options_host_check (const ControlHostOptions *host, GError **error);

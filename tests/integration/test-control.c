@@ -93,13 +93,20 @@ ctl_status (const char *id)
   return json_object_ref (json_node_get_object (root));
 }
 
-/* The first disk's state in the status, e.g. "copying" or "ready". */
+/* The first disk's state in the status, e.g. "copying" or "ready"; "none" before
+ * there is a mirror or while the operation does not listen yet. */
 static char *
 ctl_disk_state (const char *id)
 {
-  g_autoptr(JsonObject) status = ctl_status (id);
-  JsonArray *disks = json_object_get_array_member (status, "disks");
+  g_autofree char *out = NULL;
+  g_autoptr(JsonNode) root = NULL;
+  JsonArray *disks;
 
+  if (blkmig_run (&out, NULL, "ctl", id, "status", "--json", NULL) != 0)
+    return g_strdup ("none");
+  root = json_from_string (out, NULL);
+  g_assert_nonnull (root);
+  disks = json_object_get_array_member (json_node_get_object (root), "disks");
   if (json_array_get_length (disks) == 0)
     return g_strdup ("none");
   return g_strdup (qmp_member_string (json_array_get_object_element (disks, 0), "state"));
@@ -556,6 +563,131 @@ test_status_after_kill (Pair *p, gconstpointer data)
                             "record of a success\n");
 }
 
+/* Bytes per second the source mirrors of @a and @b copy together, over @ms. */
+static double
+measure_combined (Vm *a, Vm *b, guint ms)
+{
+  gint64 before = job_offset (a) + job_offset (b), t0 = g_get_monotonic_time ();
+
+  g_usleep (ms * 1000);
+  return (job_offset (a) + job_offset (b) - before) / ((g_get_monotonic_time () - t0) / 1e6);
+}
+
+static GSubprocess *
+spawn_budgeted (Pair *p, const char *op_id)
+{
+  return blkmig_spawn ("migrate", "--mode", "copy", "--op-id", op_id, "--host-bandwidth",
+                       "16777216", "--buf-size", "1048576", "--source", p->src->qmp_path,
+                       "--dest", p->dst->qmp_path, NULL);
+}
+
+static guint
+count_state_files (Pair *p, const char *suffix)
+{
+  g_autofree char *state = rig_path (p->rig, "state");
+  g_autoptr(GDir) dir = g_dir_open (state, 0, NULL);
+  const char *name;
+  guint n = 0;
+
+  while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
+    n += g_str_has_suffix (name, suffix);
+  return n;
+}
+
+/* Two operations share one --host-bandwidth: together they stay within 10 % of
+ * it, and the one left speeds up to all of it when the other ends. */
+static void
+test_host_bandwidth (Pair *p, gconstpointer data)
+{
+  Pair other = { 0 };
+  g_autoptr(GSubprocess) a = NULL;
+  g_autoptr(GSubprocess) b = NULL;
+  double both, alone;
+
+  pair_setup (&other, G_STRINGIFY (DISK_MIB));  /* its rig's state directory is now both's */
+  a = spawn_budgeted (p, "bw-a");
+  b = spawn_budgeted (&other, "bw-b");
+  wait_for_disk_state ("bw-a", "copying");
+  wait_for_disk_state ("bw-b", "copying");
+  g_usleep (2500 * 1000);  /* a budget tick (1 s) after both mirrors run */
+  both = measure_combined (p->src, other.src, 3000);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", "bw-a", "cancel", NULL), ==, 0);
+  g_assert_cmpint (blkmig_wait (a, NULL, NULL), ==, 130);
+  g_usleep (2500 * 1000);
+  alone = measure_rate (other.src, 3000);
+  g_test_message ("MiB/s: both %.1f (budget 16), then the one left %.1f", both / MIB,
+                  alone / MIB);
+  g_assert_cmpfloat (both, >, 0.9 * 16 * MIB);
+  g_assert_cmpfloat (both, <, 1.1 * 16 * MIB);
+  g_assert_cmpfloat (alone, >, 0.9 * 16 * MIB);
+  g_assert_cmpfloat (alone, <, 1.1 * 16 * MIB);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", "bw-b", "cancel", NULL), ==, 0);
+  g_assert_cmpint (blkmig_wait (b, NULL, NULL), ==, 130);
+  assert_nothing_left (p);
+  assert_nothing_left (&other);
+  g_assert_cmpuint (count_state_files (&other, ".bw"), ==, 0);
+  pair_teardown (&other, NULL);
+}
+
+/* Until operation @id (maybe not listening yet) reports phase @want. */
+static void
+wait_for_phase (const char *id, const char *want)
+{
+  g_autofree char *needle = g_strdup_printf ("\"phase\":\"%s\"", want);
+
+  for (int i = 0; i < 600; i++)
+    {
+      g_autofree char *out = NULL;
+
+      if (blkmig_run (&out, NULL, "ctl", id, "status", "--json", NULL) == 0
+          && strstr (out, needle) != NULL)
+        return;
+      g_usleep (100 * 1000);
+    }
+  g_error ("operation %s never reached phase %s", id, want);
+}
+
+/* --max-parallel 1: while one operation runs (held) the next waits, queued; one
+ * cancelled while queued leaves nothing; one queued runs once the first is done. */
+static void
+test_max_parallel (Pair *p, gconstpointer data)
+{
+  Pair other = { 0 };
+  g_autoptr(GSubprocess) first = NULL;
+  g_autoptr(GSubprocess) cancelled = NULL;
+  g_autoptr(GSubprocess) next = NULL;
+  g_autofree char *err = NULL;
+  g_autofree char *out = NULL;
+
+  pair_setup (&other, NULL);
+  first = blkmig_spawn ("migrate", "--hold", "--max-parallel", "1", "--op-id", "mp-1",
+                        "--source", p->src->qmp_path, "--dest", p->dst->qmp_path, NULL);
+  wait_until_held ("mp-1");
+  cancelled = blkmig_spawn ("migrate", "--mode", "copy", "--max-parallel", "1", "--op-id", "mp-2",
+                            "--source", other.src->qmp_path, "--dest", other.dst->qmp_path, NULL);
+  wait_for_phase ("mp-2", "queued");
+  g_assert_cmpuint (vm_count_exports (other.dst), ==, 0);  /* nothing started */
+  g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", "mp-2", "cancel", NULL), ==, 0);
+  g_assert_cmpint (blkmig_wait (cancelled, NULL, &err), ==, 130);
+  g_assert_cmpuint (vm_count_jobs (other.src), ==, 0);   /* the state directory holds mp-1's */
+  g_assert_cmpuint (vm_count_blkmig_nodes (other.src), ==, 0);
+  g_assert_cmpuint (vm_count_exports (other.dst), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "status", "mp-2", NULL), ==, 1);  /* no trace */
+  next = blkmig_spawn ("migrate", "--json", "--mode", "copy", "--max-parallel", "1", "--op-id",
+                       "mp-3", "--source", other.src->qmp_path, "--dest", other.dst->qmp_path,
+                       NULL);
+  wait_for_phase ("mp-3", "queued");
+  g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", "mp-1", "switchover", NULL), ==, 0);
+  g_assert_cmpint (blkmig_wait (first, NULL, NULL), ==, 0);
+  g_assert_cmpint (blkmig_wait (next, &out, NULL), ==, 0);
+  g_assert_nonnull (strstr (out, "\"event\":\"phase\",\"phase\":\"queued\",\"max-parallel\":1}\n"
+                                 "{\"v\":1,\"ms\":"));
+  g_assert_true (strstr (out, "\"phase\":\"queued\"") < strstr (out, "\"phase\":\"begin\""));
+  g_assert_true (img_identical (other.src_img, other.dst_img));
+  g_assert_true (img_identical (p->src_img, p->dst_img));
+  pair_teardown (&other, NULL);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -573,6 +705,9 @@ main (int argc, char **argv)
   g_test_add ("/control/op-id-phases", Pair, NULL, pair_setup, test_op_id_phases, pair_teardown);
   g_test_add ("/control/status-after-kill", Pair, NULL, pair_setup, test_status_after_kill,
               pair_teardown);
+  g_test_add ("/control/host-bandwidth", Pair, G_STRINGIFY (DISK_MIB), pair_setup,
+              test_host_bandwidth, pair_teardown);
+  g_test_add ("/control/max-parallel", Pair, NULL, pair_setup, test_max_parallel, pair_teardown);
   g_test_add ("/control/hostile-requests", Pair, NULL, pair_setup, test_hostile_requests,
               pair_teardown);
   return g_test_run ();

@@ -125,10 +125,32 @@ test_tunnel_compress_commands (void)
     }
 }
 
+static void
+test_host (void)
+{
+  const ControlHostOptions good[] = { { 0, 0 }, { 16777216, 1 }, { 1, 64 } };
+  const ControlHostOptions bad[] = { { -1, 0 }, { 0, -1 }, { 0, 65 } };
+  const char *messages[] = { "--host-bandwidth must be 0 or more bytes per second",
+                             "--max-parallel must be between 1 and 64",
+                             "--max-parallel must be between 1 and 64" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (good); i++)
+    g_assert_true (options_host_check (&good[i], NULL));
+  for (guint i = 0; i < G_N_ELEMENTS (bad); i++)
+    {
+      g_autoptr(GError) error = NULL;
+
+      g_assert_false (options_host_check (&bad[i], &error));
+      g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE);
+      g_assert_cmpstr (error->message, ==, messages[i]);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
+  g_test_add_func ("/options/host", test_host);
   g_test_add_func ("/options/mirror/defaults", test_mirror_defaults);
   g_test_add_func ("/options/mirror/refused", test_mirror_refused);
   g_test_add_func ("/options/chain", test_chain);
