@@ -222,6 +222,15 @@ migrate_copy (Pair *p, const char *op_id, char **out, char **err)
                      p->src->qmp_path, "--dest", p->dst->qmp_path, NULL);
 }
 
+/* The memory stream's limit (migrate-set-parameters max-bandwidth). */
+static gint64
+max_bandwidth (Vm *vm)
+{
+  g_autoptr(JsonNode) ret = vm_qmp (vm, "query-migrate-parameters", NULL);
+
+  return json_object_get_int_member (json_node_get_object (ret), "max-bandwidth");
+}
+
 static GSubprocess *
 spawn_held (Pair *p, const char *op_id)
 {
@@ -259,6 +268,7 @@ test_hold_switchover (Pair *p, gconstpointer data)
   g_autofree char *out = NULL;
   g_autofree char *src_status = NULL;
   g_autofree char *dst_status = NULL;
+  gint64 memory_limit;
 
   wait_for_disk_state (id, "copying");
   g_assert_cmpint (blkmig_run (NULL, &err, "ctl", id, "switchover", NULL), ==, 10);
@@ -278,9 +288,13 @@ test_hold_switchover (Pair *p, gconstpointer data)
   g_assert_cmpstr (src_status, ==, "running");
   g_assert_cmpstr (dst_status, ==, "inmigrate");
   g_assert_cmpint (proc_get_state (proc), !=, 'Z');
+  memory_limit = max_bandwidth (p->src);
+  set_speed (id, 100 * MIB);  /* live: the memory stream's limit too */
+  g_assert_cmpint (max_bandwidth (p->src), ==, 100 * MIB);
   g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", id, "switchover", NULL), ==, 0);
   g_assert_cmpint (blkmig_wait (proc, &out, &err), ==, 0);
   g_assert_nonnull (strstr (err, "; holding until `blkmig ctl "));
+  g_assert_cmpint (max_bandwidth (p->src), ==, memory_limit);  /* given back at the end */
   g_free (dst_status);
   dst_status = vm_status (p->dst);
   g_assert_cmpstr (dst_status, ==, "running");
