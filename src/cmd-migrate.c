@@ -37,6 +37,7 @@ typedef struct {
   gboolean hold;
   char *op_id;
   ControlHostOptions host;
+  gboolean keep_target;
 } MigrateArgs;
 
 typedef struct {
@@ -158,6 +159,7 @@ migrate_steps (MigrateRun *run, const MigrateArgs *args, CookieMode mode,
   run->journal = journal_new (run->offer->id, "migrate");
   run->journal->source_qmp = g_strdup (args->source);
   run->journal->op_id = g_strdup (args->op_id);
+  run->journal->keep_targets = args->keep_target;
   journal_add_created (run->journal, run->private_dir);  /* its sockets, if we die */
   run->journal->dest_qmp = g_strdup (args->dest);
   sopts.journal = run->journal;
@@ -267,6 +269,7 @@ migrate_parse (int argc, char **argv, MigrateArgs *args, CookieMode *mode, GErro
     COMMAND_HOLD_ENTRY (&args->hold),
     COMMAND_OP_ID_ENTRY (&args->op_id),
     COMMAND_HOST_ENTRIES (&args->host),
+    COMMAND_KEEP_TARGET_ENTRY (&args->keep_target),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };

@@ -29,6 +29,7 @@ typedef struct {
   gboolean hold;
   char *op_id;
   ControlHostOptions host;
+  gboolean keep_target;
 } MoveArgs;
 
 static void
@@ -169,12 +170,12 @@ move_delete_source (MoveRun *run)
 }
 
 static void
-move_rollback (MoveRun *run, JobGroup *group, const char *path)
+move_rollback (MoveRun *run, JobGroup *group)
 {
   job_group_abort (group, MOVE_ABORT_TIMEOUT_MS);
   qmp_blockdev_del (run->qmp, run->node, NULL, NULL);
   if (run->created)
-    g_unlink (path);
+    journal_remove_created (run->journal, TRUE);  /* --keep-target: kept, listed */
 }
 
 static gboolean
@@ -195,6 +196,7 @@ move_parse (int argc, char **argv, MoveArgs *args, GError **error)
     COMMAND_HOLD_ENTRY (&args->hold),
     COMMAND_OP_ID_ENTRY (&args->op_id),
     COMMAND_HOST_ENTRIES (&args->host),
+    COMMAND_KEEP_TARGET_ENTRY (&args->keep_target),
     COMMAND_EVENT_ENTRIES,
     G_OPTION_ENTRY_NULL
   };
@@ -226,6 +228,7 @@ move_journal_new (const char *tag, const MoveArgs *args, const MoveRun *run)
 
   journal->source_qmp = g_strdup (args->qmp);
   journal->op_id = g_strdup (args->op_id);
+  journal->keep_targets = args->keep_target;
   journal->disk = g_strdup (run->disk->name);
   journal->old_image = g_strdup (run->disk->file);
   journal->new_image = g_strdup (args->to);
@@ -290,7 +293,7 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
                    "file", qmp_str (args.to), NULL);
       return TRUE;
     }
-  move_rollback (&run, group, args.to);
+  move_rollback (&run, group);
   if (qmp_client_get_state (qmp) == QMP_STATE_READY)
     journal_remove (journal);
   return FALSE;

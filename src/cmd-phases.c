@@ -144,6 +144,7 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autofree char *base_dir = NULL;
   g_auto(GStrv) bases = NULL;
   gboolean insecure = FALSE;
+  gboolean keep_target = FALSE;
   const GOptionEntry entries[] = {
     PHASE_QMP_ENTRY (&args), PHASE_COOKIE_ENTRY (&args), PHASE_OUTPUT_ENTRY (&args),
     { "listen", 'l', 0, G_OPTION_ARG_STRING, &listen,
@@ -158,6 +159,7 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
     COMMAND_BASE_ENTRIES (&base_dir, &bases),
     COMMAND_TLS_ENTRIES (&tls_dir, &insecure),
     COMMAND_TLS_AUTHZ_ENTRY (&tls_authz),
+    COMMAND_KEEP_TARGET_ENTRY (&keep_target),
     G_OPTION_ENTRY_NULL
   };
   g_autoptr(QmpClient) qmp = NULL;
@@ -192,6 +194,7 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   opts.bases = (const char *const *) bases;
   opts.journal = journal = journal_new (offer->id, "prepare");
   journal->dest_qmp = g_strdup (args.qmp);
+  journal->keep_targets = keep_target;  /* abort and recover keep them too */
   reply = session_prepare (qmp, offer, &opts, cancellable, error);
   /* the exports stay until finish or abort, and so does the journal */
   ok = reply != NULL && session_journal (journal, JOURNAL_STEP_PREPARED, reply, error)

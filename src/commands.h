@@ -133,6 +133,12 @@ extern CommonOptions common_options;
     "Wait (queued, cancellable) while N operations given --max-parallel run on this host", \
     "N" }
 
+/* --keep-target: a rollback keeps targets it would remove (docs/control.md). */
+#define COMMAND_KEEP_TARGET_ENTRY(flag) \
+  { "keep-target", 0, 0, G_OPTION_ARG_NONE, (flag), \
+    "On failure keep the targets blkmig created (partly copied), listed in STATE_DIR/ID.kept, " \
+    "instead of removing them", NULL }
+
 /* --op-id: the caller names the operation (docs/control.md). */
 #define COMMAND_OP_ID_ENTRY(value) \
   { "op-id", 0, 0, G_OPTION_ARG_STRING, (value), \

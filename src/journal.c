@@ -140,6 +140,11 @@ journal_to_string (const Journal *journal)
   journal_add_string (b, "id", journal->id);
   journal_add_string (b, "command", journal->command);
   journal_add_string (b, "op-id", journal->op_id);
+  if (journal->keep_targets)
+    {
+      json_builder_set_member_name (b, "keep-targets");
+      json_builder_add_boolean_value (b, TRUE);
+    }
   journal_add_string (b, "step", journal_step_to_string (journal->step));
   journal_add_string (b, "source-qmp", journal->source_qmp);
   journal_add_string (b, "dest-qmp", journal->dest_qmp);
@@ -283,25 +288,65 @@ journal_forget (const char *id, const char *command)
 /* Only what looks like blkmig's own: a private directory (util_is_private_dir), a
  * socket, or (@targets) a regular file of the effective user.  Never through a
  * symbolic link, never another kind of directory, never a relative path. */
-static void
+static gboolean
 journal_remove_one (const char *path, gboolean targets)
 {
   struct stat st;
 
   if (!g_path_is_absolute (path) || lstat (path, &st) != 0)
-    return;
+    return FALSE;
   if (S_ISDIR (st.st_mode) && util_is_private_dir (path))
     util_private_dir_remove (path);
-  else if (S_ISSOCK (st.st_mode)
-           || (targets && S_ISREG (st.st_mode) && st.st_uid == geteuid ()))
+  else if (S_ISSOCK (st.st_mode))
     g_unlink (path);
+  else if (S_ISREG (st.st_mode) && st.st_uid == geteuid ())
+    return targets ? g_unlink (path), FALSE : TRUE;
+  return FALSE;
+}
+
+/* --keep-target: the targets a rollback keeps, in STATE_DIR/ID.kept. */
+static void
+journal_record_kept (const Journal *journal, const char *const *kept)
+{
+  g_autoptr(JsonBuilder) b = json_builder_new ();
+  g_autoptr(JsonNode) root = NULL;
+  g_autofree char *dir = journal_dir ();
+  g_autofree char *name = g_strdup_printf ("%s.kept", journal->id);
+  g_autofree char *path = g_build_filename (dir, name, NULL);
+  g_autofree char *text = NULL;
+  g_autoptr(GError) error = NULL;
+
+  json_builder_begin_object (b);
+  journal_add_string (b, "id", journal->id);
+  journal_add_string (b, "op-id", journal->op_id);
+  journal_add_string (b, "command", journal->command);
+  journal_add_strv (b, "targets", (GStrv) kept);
+  json_builder_end_object (b);
+  root = json_builder_get_root (b);
+  text = json_to_string (root, TRUE);
+  if (!journal_store (path, text, &error))
+    g_printerr ("blkmig: warning: %s\n", error->message);
+  else  /* like a warning: a file stays that a rollback would have removed */
+    for (guint i = 0; kept[i] != NULL; i++)
+      {
+        g_autofree char *quoted = blkmig_escape (kept[i]);
+        g_printerr ("blkmig: kept the partly copied target %s (listed in %s)\n", quoted, path);
+      }
 }
 
 void
 journal_remove_created (const Journal *journal, gboolean targets)
 {
+  g_autoptr(GStrvBuilder) kept = g_strv_builder_new ();
+  g_auto(GStrv) list = NULL;
+  gboolean keep = targets && journal->keep_targets;
+
   for (guint i = 0; journal->created != NULL && i < journal->created->len; i++)
-    journal_remove_one (journal->created->pdata[i], targets);
+    if (journal_remove_one (journal->created->pdata[i], targets && !keep) && keep)
+      g_strv_builder_add (kept, journal->created->pdata[i]);
+  list = g_strv_builder_end (kept);
+  if (list[0] != NULL)
+    journal_record_kept (journal, (const char *const *) list);
 }
 
 static char *
@@ -357,6 +402,7 @@ journal_parse (Journal *journal, JsonObject *obj, GError **error)
   journal->id = journal_get (obj, "id");
   journal->command = journal_get (obj, "command");
   journal->op_id = journal_get (obj, "op-id");
+  journal->keep_targets = qmp_member_bool (obj, "keep-targets", FALSE);
   journal->source_qmp = journal_get (obj, "source-qmp");
   journal->dest_qmp = journal_get (obj, "dest-qmp");
   journal->disk = journal_get (obj, "disk");

@@ -50,6 +50,7 @@ typedef struct {
   char *id;                /* migration id (or the move's random id) */
   char *command;           /* "migrate", "perform", "prepare", "move" */
   char *op_id;             /* --op-id, or NULL: names the control socket */
+  gboolean keep_targets;   /* --keep-target: a rollback keeps the targets (ID.kept) */
   JournalStep step;
   char *source_qmp;        /* QMP sockets of the sides this process drove */
   char *dest_qmp;
@@ -86,7 +87,8 @@ void journal_add_created (Journal *journal, const char *path);
 /* Removes what the journal says blkmig created, if it still looks like blkmig's:
  * sockets and private directories (util_is_private_dir, with the files in them)
  * always, regular files of the effective user (targets) only with @targets (a
- * rollback).  Nothing through a link, no other directory, no relative path. */
+ * rollback) — unless journal->keep_targets: then they stay and are listed in
+ * STATE_DIR/ID.kept.  Nothing through a link, no other directory, no relative path. */
 void journal_remove_created (const Journal *journal, gboolean targets);
 /* Records @step (and the journal's current fields) atomically: temp file, fsync,
  * rename, fsync of the directory.  For tests, BLKMIG_TEST_KILL_AT=STEP makes the

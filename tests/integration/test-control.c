@@ -2,6 +2,7 @@
  * switchover under guest writes, cancel while copying and while held, and
  * hostile requests on the control socket. */
 #include <gio/gunixsocketaddress.h>
+#include <glib/gstdio.h>
 
 #include "qmp/qmp-json.h"
 #include "tests/integration/harness.h"
@@ -702,6 +703,57 @@ test_max_parallel (Pair *p, gconstpointer data)
   pair_teardown (&other, NULL);
 }
 
+/* The only file in @dir (the target --create-dir made), or NULL. */
+static char *
+only_file (const char *dir)
+{
+  g_autoptr(GDir) d = g_dir_open (dir, 0, NULL);
+  const char *name = d != NULL ? g_dir_read_name (d) : NULL;
+
+  if (name == NULL || g_dir_read_name (d) != NULL)
+    return NULL;
+  return g_build_filename (dir, name, NULL);
+}
+
+/* --keep-target: a cancelled copy keeps the target it created, listed in ID.kept;
+ * everything else is rolled back. */
+static void
+test_keep_target (Pair *p, gconstpointer data)
+{
+  g_autofree char *create_dir = rig_path (p->rig, "created");
+  g_autofree char *target = NULL;
+  g_autofree char *kept = NULL;
+  g_autofree char *err = NULL;
+  g_autoptr(GSubprocess) proc = NULL;
+
+  vm_stop (p->dst);
+  p->dst = vm_start (p->rig, "dst2", NULL, "paused");  /* no disks: copy creates them */
+  g_assert_cmpint (g_mkdir (create_dir, 0700), ==, 0);
+  proc = blkmig_spawn ("migrate", "--mode", "copy", "--create-dir", create_dir, "--keep-target",
+                       "--op-id", "keep-1", "--speed", "1048576", "--buf-size", "262144",
+                       "--source", p->src->qmp_path, "--dest", p->dst->qmp_path, NULL);
+  wait_for_disk_state ("keep-1", "copying");
+  g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", "keep-1", "cancel", NULL), ==, 0);
+  g_assert_cmpint (blkmig_wait (proc, NULL, &err), ==, 130);
+  target = only_file (create_dir);
+  g_assert_nonnull (target);
+  g_assert_nonnull (strstr (err, "blkmig: kept the partly copied target "));
+  g_assert_cmpuint (count_state_files (p, ".kept"), ==, 1);
+  {
+    g_autofree char *state = rig_path (p->rig, "state");
+    g_autofree char *id = NULL;
+    g_autofree char *name = NULL;
+
+    id = g_compute_checksum_for_string (G_CHECKSUM_SHA256, "blkmig operation id:keep-1", -1);
+    name = g_strdup_printf ("%s/%.32s.kept", state, id);
+    g_assert_true (g_file_get_contents (name, &kept, NULL, NULL));
+  }
+  g_assert_nonnull (strstr (kept, target));
+  g_assert_cmpuint (vm_count_jobs (p->src), ==, 0);
+  g_assert_cmpuint (vm_count_blkmig_nodes (p->src), ==, 0);
+  g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -722,6 +774,7 @@ main (int argc, char **argv)
   g_test_add ("/control/host-bandwidth", Pair, G_STRINGIFY (DISK_MIB), pair_setup,
               test_host_bandwidth, pair_teardown);
   g_test_add ("/control/max-parallel", Pair, NULL, pair_setup, test_max_parallel, pair_teardown);
+  g_test_add ("/control/keep-target", Pair, NULL, pair_setup, test_keep_target, pair_teardown);
   g_test_add ("/control/hostile-requests", Pair, NULL, pair_setup, test_hostile_requests,
               pair_teardown);
   return g_test_run ();
