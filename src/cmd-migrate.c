@@ -323,7 +323,7 @@ migrate_claim (MigrateRun *run, const MigrateArgs *args, GCancellable *cancellab
                GError **error)
 {
   run->id = args->op_id != NULL ? op_id_migration_id (args->op_id) : cookie_new_id ();
-  run->control = control_open (args->op_id != NULL ? args->op_id : run->id, "migrate",
+  run->control = control_open (args->op_id != NULL ? args->op_id : run->id, run->id, "migrate",
                                cancellable, error);
   return run->control != NULL
          && (args->op_id == NULL || op_id_before_start (args->op_id, "migrate", run->id, done,

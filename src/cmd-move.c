@@ -258,7 +258,7 @@ cmd_move (int argc, char **argv, GCancellable *cancellable, GError **error)
     return FALSE;
   /* --op-id: a re-run finds this run's journal and names (op-id.h) */
   tag = args.op_id != NULL ? op_id_migration_id (args.op_id) : g_uuid_string_random ();
-  if ((control = control_open (args.op_id != NULL ? args.op_id : tag, "move", cancellable,
+  if ((control = control_open (args.op_id != NULL ? args.op_id : tag, tag, "move", cancellable,
                                error)) == NULL
       || (args.op_id != NULL && !op_id_before_start (args.op_id, "move", tag, &done, error)))
     return FALSE;

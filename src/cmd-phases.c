@@ -354,8 +354,8 @@ cmd_perform (int argc, char **argv, GCancellable *cancellable, GError **error)
       || !options_host_check (&host, error)
       || (dest = cookie_load (phase_in (&args), COOKIE_KIND_DESTINATION, error)) == NULL
       || !perform_check_op_id (dest, op_id, error)
-      || (control = control_open (op_id != NULL ? op_id : dest->id, "perform", cancellable,
-                                  error)) == NULL
+      || (control = control_open (op_id != NULL ? op_id : dest->id, dest->id, "perform",
+                                  cancellable, error)) == NULL
       || (op_id != NULL && !op_id_before_start (op_id, "perform", dest->id, &done, error)))
     return FALSE;
   if (done != NULL)

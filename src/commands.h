@@ -27,6 +27,7 @@ gboolean cmd_reconcile (int argc, char **argv, GCancellable *cancellable, GError
 gboolean cmd_tunnel_endpoint (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_replicate (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_ctl (int argc, char **argv, GCancellable *cancellable, GError **error);
+gboolean cmd_gc (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_status (int argc, char **argv, GCancellable *cancellable, GError **error);
 gboolean cmd_qmp (int argc, char **argv, GCancellable *cancellable, GError **error);
 

@@ -23,7 +23,8 @@
 #define CONTROL_BUDGET_TICK_MS 1000
 
 struct _Control {
-  char *id;
+  char *id;                    /* the operation's name: --op-id, else the migration id */
+  char *migration_id;          /* what its QEMU names carry (names.h): gc spares them */
   char *command;
   char *path;
   GSocketService *service;
@@ -149,6 +150,7 @@ control_status (Control *c)
   JsonObject *reply = control_reply_ok ();
 
   json_object_set_string_member (reply, "id", c->id);
+  json_object_set_string_member (reply, "migration-id", c->migration_id);
   json_object_set_string_member (reply, "command", c->command);
   json_object_set_string_member (reply, "phase", c->phase != NULL ? c->phase : "start");
   json_object_set_boolean_member (reply, "hold", c->hold);
@@ -492,7 +494,8 @@ control_observe (const char *type, JsonObject *event)
 }
 
 Control *
-control_open (const char *id, const char *command, GCancellable *cancellable, GError **error)
+control_open (const char *id, const char *migration_id, const char *command,
+              GCancellable *cancellable, GError **error)
 {
   g_autofree char *dir = journal_dir ();
   g_autofree char *path = control_socket_path (id, error);
@@ -503,6 +506,7 @@ control_open (const char *id, const char *command, GCancellable *cancellable, GE
     return NULL;
   c = g_new0 (Control, 1);
   c->id = g_strdup (id);
+  c->migration_id = g_strdup (migration_id);
   c->command = g_strdup (command);
   c->path = g_steal_pointer (&path);
   c->operation = g_object_ref (cancellable);
@@ -562,6 +566,7 @@ control_close (Control *c)
   g_object_unref (c->operation);
   g_free (c->phase);
   g_free (c->id);
+  g_free (c->migration_id);
   g_free (c->command);
   g_free (c->path);
   g_free (c);

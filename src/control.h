@@ -15,13 +15,14 @@
 
 typedef struct _Control Control;
 
-/* The socket for operation @id: STATE_DIR/ID.ctl, mode 0600, served on the
+/* The socket for operation @id (whose QEMU names carry @migration_id: status
+ * says so, gc spares them): STATE_DIR/ID.ctl, mode 0600, served on the
  * thread-default main context until control_close().  A stale socket of a dead
  * operation is replaced; one that answers means the operation runs elsewhere
  * (BLKMIG_ERROR_BUSY).  `cancel` cancels @cancellable (as SIGINT does).  While it
  * is open it is the process's one control (control_watch_jobs and friends). */
-Control *control_open (const char *id, const char *command, GCancellable *cancellable,
-                       GError **error);
+Control *control_open (const char *id, const char *migration_id, const char *command,
+                       GCancellable *cancellable, GError **error);
 /* Stops listening and removes the socket. */
 void control_close (Control *control);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (Control, control_close)

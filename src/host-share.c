@@ -171,3 +171,16 @@ host_budget_share (HostBudget *budget, guint copying)
       total += host_budget_read_member (dir, file);
   return total;
 }
+
+gboolean
+host_budget_is_dead (const char *path)
+{
+  int fd = open (path, O_RDONLY | O_NOFOLLOW | O_CLOEXEC | O_NONBLOCK);
+  gboolean dead;
+
+  if (fd < 0)
+    return FALSE;
+  dead = flock (fd, LOCK_EX | LOCK_NB) == 0;
+  close (fd);
+  return dead;
+}

@@ -28,3 +28,6 @@ G_DEFINE_AUTOPTR_CLEANUP_FUNC (HostBudget, host_budget_leave)
 /* Publishes how many of this operation's disks still copy, and returns how many
  * copy on the whole host (every live member's, this one's included). */
 guint host_budget_share (HostBudget *budget, guint copying);
+/* Whether the budget file at @path belongs to no live operation (nobody holds
+ * its lock): gc removes those. */
+gboolean host_budget_is_dead (const char *path);

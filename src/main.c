@@ -36,6 +36,7 @@ static const struct {
   { "tunnel-endpoint", cmd_tunnel_endpoint, "far end of --tunnel: hand its NBD connections to the destination" },
   { "ctl", cmd_ctl, "control a running operation: status, set-speed, copy-mode, switchover, cancel" },
   { "status", cmd_status, "running, interrupted and finished operations, also once blkmig is gone" },
+  { "gc", cmd_gc, "remove what dead operations left (QEMU, journals, sockets), sparing live ones" },
   { "qmp", cmd_qmp, "run one QMP command and print its reply (for scripts)" },
 };
 

@@ -1,6 +1,8 @@
 /* The names blkmig gives what it creates in QEMU, and which names are its own. */
 #include "src/names.h"
 
+#include <string.h>
+
 char *
 names_job (const char *id, guint index)
 {
@@ -81,4 +83,16 @@ names_owns (const char *id, const char *name)
 
   return name != NULL && (g_str_has_prefix (name, job_prefix)
                           || g_str_has_prefix (name, node_prefix));
+}
+
+char *
+names_id_prefix (const char *name)
+{
+  gsize skip = g_str_has_prefix (name, "blkmig-") ? 7 : g_str_has_prefix (name, "blkmig") ? 6 : 0;
+  const char *id = name + skip;
+
+  if (skip == 0 || strlen (id) < 9 || strspn (id, "0123456789abcdef") < 8
+      || (skip == 7 && id[8] != '-'))
+    return NULL;
+  return g_strndup (id, 8);
 }

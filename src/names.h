@@ -46,3 +46,6 @@ char *names_resync_job (const char *id, guint disk);
 char *names_verify_export (const char *id, gboolean new_image);
 /* Whether @name (may be NULL) is one blkmig gives for operation @id. */
 gboolean names_owns (const char *id, const char *name);
+/* The 8 hex digits of the operation id a name blkmig gave carries ("blkmig-ID8-..."
+ * or "blkmigID8..."), or NULL for a name of another shape. */
+char *names_id_prefix (const char *name);

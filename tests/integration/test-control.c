@@ -754,6 +754,65 @@ test_keep_target (Pair *p, gconstpointer data)
   g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
 }
 
+/* gc after blkmig and its destination QEMU were killed (SIGKILL) mid-copy, with an
+ * orphan node of a lost journal too: all of it goes, nothing of a live (held)
+ * operation does, and that one still switches over. */
+static void
+test_gc (Pair *p, gconstpointer data)
+{
+  Pair other = { 0 };
+  g_autoptr(GSubprocess) live = NULL;
+  g_autoptr(GSubprocess) dead = NULL;
+  g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
+  g_autofree char *dst_status = NULL;
+  int status;
+
+  pair_setup (&other, NULL);  /* its state directory is both's */
+  live = spawn_held (p, "gc-live");
+  dead = spawn_held (&other, "gc-dead");
+  set_speed ("gc-live", 0);
+  set_speed ("gc-dead", 0);
+  wait_until_held ("gc-live");
+  wait_until_held ("gc-dead");
+  g_subprocess_force_exit (dead);
+  blkmig_wait (dead, NULL, NULL);
+  g_subprocess_force_exit (other.dst->proc);
+  g_subprocess_wait (other.dst->proc, NULL, NULL);
+  {
+    g_autoptr(JsonNode) ret = vm_qmp (other.src, "blockdev-add", "{\"driver\":\"null-co\","
+                                      "\"node-name\":\"blkmigdeadbeefx0\"}");
+  }
+  status = blkmig_run (&out, &err, "gc", "--qmp", other.src->qmp_path, "--qmp",
+                       p->src->qmp_path, NULL);
+  g_test_message ("gc: %s%s", out, err);
+  g_assert_cmpint (status, ==, 0);
+  g_assert_nonnull (strstr (out, "gc: removed the dead control socket "));
+  g_assert_nonnull (strstr (out, "recover: "));
+  g_assert_nonnull (strstr (out, "gc: removed the jobs, nodes and exports of operation deadbeef "
+                                 "in "));
+  /* the live operation holds its QEMUs' monitors: skipped, not waited for */
+  g_assert_nonnull (strstr (out, "src.qmp: qemu: no QMP greeting within 3000 ms (a running "
+                                 "blkmig or another client may hold its monitor)\n"));
+  g_assert_cmpuint (vm_count_jobs (other.src), ==, 0);
+  g_assert_cmpuint (vm_count_blkmig_nodes (other.src), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "status", "gc-dead", NULL), ==, 1);
+  /* the live one is untouched and finishes */
+  g_assert_cmpuint (vm_count_jobs (p->src), ==, 1);
+  g_assert_cmpuint (vm_count_exports (p->dst), ==, 1);
+  g_clear_pointer (&out, g_free);
+  g_assert_cmpint (blkmig_run (&out, NULL, "gc", NULL), ==, 0);
+  g_assert_cmpstr (out, ==, "gc: nothing to remove\n");
+  g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", "gc-live", "switchover", NULL), ==, 0);
+  g_assert_cmpint (blkmig_wait (live, NULL, NULL), ==, 0);
+  dst_status = vm_status (p->dst);
+  g_assert_cmpstr (dst_status, ==, "running");
+  g_assert_true (img_identical (p->src_img, p->dst_img));
+  g_assert_cmpuint (count_control_sockets (p), ==, 0);
+  g_assert_cmpuint (rig_count_journals (other.rig), ==, 0);
+  pair_teardown (&other, NULL);
+}
+
 int
 main (int argc, char **argv)
 {
@@ -775,6 +834,7 @@ main (int argc, char **argv)
               test_host_bandwidth, pair_teardown);
   g_test_add ("/control/max-parallel", Pair, NULL, pair_setup, test_max_parallel, pair_teardown);
   g_test_add ("/control/keep-target", Pair, NULL, pair_setup, test_keep_target, pair_teardown);
+  g_test_add ("/control/gc", Pair, NULL, pair_setup, test_gc, pair_teardown);
   g_test_add ("/control/hostile-requests", Pair, NULL, pair_setup, test_hostile_requests,
               pair_teardown);
   return g_test_run ();

@@ -9,6 +9,8 @@
 #include "common/error.h"
 #include "src/control.h"
 
+#define MIGRATION_ID "0f3c5e2a9b1d4c7e8f60a1b2c3d4e5f6"
+
 static char *
 state_dir_new (void)
 {
@@ -79,7 +81,7 @@ test_open_mode_and_busy (void)
   g_autoptr(GCancellable) cancellable = g_cancellable_new ();
   g_autoptr(GError) error = NULL;
   g_autofree char *path = g_build_filename (dir, "vm1.ctl", NULL);
-  Control *first = control_open ("vm1", "migrate", cancellable, &error);
+  Control *first = control_open ("vm1", MIGRATION_ID, "migrate", cancellable, &error);
   Control *second;
   struct stat st;
 
@@ -87,7 +89,7 @@ test_open_mode_and_busy (void)
   g_assert_cmpint (lstat (path, &st), ==, 0);
   g_assert_true (S_ISSOCK (st.st_mode));
   g_assert_cmpuint (st.st_mode & 0777, ==, 0600);
-  second = control_open ("vm1", "migrate", cancellable, &error);
+  second = control_open ("vm1", MIGRATION_ID, "migrate", cancellable, &error);
   g_assert_null (second);
   g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_BUSY);
   g_assert_nonnull (strstr (error->message, "operation vm1 is already running"));
@@ -111,7 +113,7 @@ test_stale_replaced (void)
 
   g_assert_true (g_socket_bind (sock, addr, FALSE, NULL));
   g_socket_close (sock, NULL);  /* the file stays, nobody answers */
-  control = control_open ("vm1", "move", cancellable, &error);
+  control = control_open ("vm1", MIGRATION_ID, "move", cancellable, &error);
   g_assert_no_error (error);
   control_close (control);
   state_dir_remove (dir);
@@ -127,7 +129,7 @@ test_planted_file_refused (void)
   g_autoptr(GError) error = NULL;
 
   g_assert_true (g_file_set_contents (path, "not a socket", -1, NULL));
-  g_assert_null (control_open ("vm1", "move", cancellable, &error));
+  g_assert_null (control_open ("vm1", MIGRATION_ID, "move", cancellable, &error));
   g_assert_error (error, BLKMIG_ERROR, BLKMIG_ERROR_FAILED);
   g_assert_nonnull (strstr (error->message, "exists and is not a control socket of this user"));
   g_assert_true (g_file_test (path, G_FILE_TEST_IS_REGULAR));

@@ -87,6 +87,33 @@ test_owns (void)
   g_assert_true (names_owns (ID, "blkmig-0f3c1a2b-"));
 }
 
+/* Every name blkmig gives has its id's prefix; other names have none. */
+static void
+test_id_prefix (void)
+{
+  const char *id = "0f3c5e2a9b1d4c7e8f60a1b2c3d4e5f6";
+  g_autofree char *job = names_job (id, 1);
+  g_autofree char *node = names_node (id, NAMES_NBD_CLIENT, 0);
+  g_autofree char *layer = names_layer_node (id, 0, 2);
+  g_autofree char *bitmap = names_bitmap (id, 3);
+  g_autofree char *verify = names_verify_export (id, TRUE);
+  const char *const ours[] = { job, node, layer, bitmap, verify };
+  const char *const others[] = { "drive-vda", "blkmig", "blkmig-", "blkmig-0f3c5e2a",
+                                 "blkmig-0f3c5e2aX", "blkmigXYZ0000000", "blkmig-0F3C5E2A-1",
+                                 "#block123", "" };
+
+  for (guint i = 0; i < G_N_ELEMENTS (ours); i++)
+    {
+      g_autofree char *prefix = names_id_prefix (ours[i]);
+      g_assert_cmpstr (prefix, ==, "0f3c5e2a");
+    }
+  for (guint i = 0; i < G_N_ELEMENTS (others); i++)
+    {
+      g_autofree char *prefix = names_id_prefix (others[i]);
+      g_assert_null (prefix);
+    }
+}
+
 int
 main (int argc, char **argv)
 {
@@ -94,5 +121,6 @@ main (int argc, char **argv)
   g_test_add_func ("/names/forms", test_forms);
   g_test_add_func ("/names/replicate", test_replicate);
   g_test_add_func ("/names/owns", test_owns);
+  g_test_add_func ("/names/id-prefix", test_id_prefix);
   return g_test_run ();
 }
