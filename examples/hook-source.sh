@@ -15,7 +15,8 @@
 # Usage:
 #   hook-source.sh --qmp SRC.qmp --dest HOST --dest-qmp DST.qmp --listen ADDR
 #                  [--incoming URI] [--disk NAME]... [--mode live|copy|move]
-#                  [--create-dir DIR] [--speed BYTES] [--insecure]
+#                  [--create-dir DIR] [--speed BYTES] [--insecure] [--op-id ID]
+#                  [--max-parallel N] [--host-bandwidth BYTES] [--events FILE]
 #
 #   --qmp PATH        the source QEMU's QMP socket (on this host)
 #   --dest HOST       the destination, as the remote command takes it (ssh: [user@]host)
@@ -29,6 +30,11 @@
 #   --create-dir DIR  let the destination create missing targets in DIR (copy, move)
 #   --speed BYTES     limit each mirror to BYTES per second
 #   --insecure        allow plaintext NBD over TCP between the hosts (trusted network)
+#   --op-id ID        name the migration (begin and perform): running the hook again
+#                     with the same ID after a failure is safe (docs/control.md)
+#   --max-parallel N  perform waits its turn while N others run on this host
+#   --host-bandwidth BYTES  perform shares this budget with the host's others
+#   --events FILE     perform's JSON events (docs/events.md) go to FILE
 #
 # Environment:
 #   BLKMIG              the blkmig binary here (default: blkmig)
@@ -59,6 +65,7 @@ read -r -a SSH <<<"${BLKMIG_SSH:-ssh}"
 REMOTE_HOOK=${BLKMIG_REMOTE_HOOK:-$(cd "$(dirname "$(readlink -f "$0")")" && pwd)/hook-destination.sh}
 
 SRC_QMP='' DEST='' DEST_QMP='' LISTEN='' INCOMING='' MODE='' CREATE_DIR='' SPEED=''
+OP_ID='' MAX_PARALLEL='' HOST_BANDWIDTH='' EVENTS=''
 INSECURE=()
 DISKS=()
 while (($# > 0)); do
@@ -70,7 +77,8 @@ while (($# > 0)); do
         shift
         continue
         ;;
-    --qmp | --dest | --dest-qmp | --listen | --incoming | --disk | --mode | --create-dir | --speed)
+    --qmp | --dest | --dest-qmp | --listen | --incoming | --disk | --mode | --create-dir | --speed | \
+        --op-id | --max-parallel | --host-bandwidth | --events)
         (($# >= 2)) || die "$opt needs a value"
         val=$2
         shift 2
@@ -92,6 +100,10 @@ while (($# > 0)); do
     --mode) MODE=$val ;;
     --create-dir) CREATE_DIR=$val ;;
     --speed) SPEED=$val ;;
+    --op-id) OP_ID=$val ;;
+    --max-parallel) MAX_PARALLEL=$val ;;
+    --host-bandwidth) HOST_BANDWIDTH=$val ;;
+    --events) EVENTS=$val ;;
     *) die "unknown option '$opt' (try --help)" ;;
     esac
 done
@@ -192,6 +204,7 @@ trap 'exit 129' HUP
 STEP=begin
 begin_args=(begin --qmp "$SRC_QMP" -o "$WORK/source.cookie")
 [[ -z $MODE ]] || begin_args+=(--mode "$MODE")
+[[ -z $OP_ID ]] || begin_args+=(--op-id "$OP_ID")
 for d in "${DISKS[@]}"; do begin_args+=(--disk "$d"); done
 say "begin: describing the source's disks"
 run "$BLKMIG" "${begin_args[@]}"
@@ -215,6 +228,10 @@ LOCAL_COOKIE=$WORK/dest.cookie
 STEP=perform
 perform_args=(perform --qmp "$SRC_QMP" -c "$WORK/dest.cookie" -o "$WORK/result.cookie")
 [[ -z $SPEED ]] || perform_args+=(--speed "$SPEED")
+[[ -z $OP_ID ]] || perform_args+=(--op-id "$OP_ID")
+[[ -z $MAX_PARALLEL ]] || perform_args+=(--max-parallel "$MAX_PARALLEL")
+[[ -z $HOST_BANDWIDTH ]] || perform_args+=(--host-bandwidth "$HOST_BANDWIDTH")
+[[ -z $EVENTS ]] || perform_args+=(--events "$EVENTS")
 perform_args+=("${INSECURE[@]}")
 # The destination is this host only when our own --listen says so (never the cookie).
 case $LISTEN in
