@@ -176,6 +176,65 @@ assert_nothing_left (Pair *p)
   g_assert_cmpuint (count_control_sockets (p), ==, 0);
 }
 
+/* copy-mode write-blocking switches the running mirror where QEMU can (its
+ * schema has block-job-change), and says why not where it cannot. */
+static void
+check_copy_mode (Pair *p, const char *id)
+{
+  g_autofree char *err = NULL;
+  g_autoptr(JsonObject) status = NULL;
+  int rc;
+
+  g_assert_cmpint (blkmig_run (NULL, &err, "ctl", id, "copy-mode", "background", NULL), ==, 2);
+  g_assert_cmpstr (err, ==, "blkmig ctl: copy-mode: copy-mode can only switch to write-blocking "
+                            "(QEMU cannot go back)\n");
+  g_clear_pointer (&err, g_free);
+  rc = blkmig_run (NULL, &err, "ctl", id, "copy-mode", "write-blocking", NULL);
+  if (!qmp_client_has_command (p->src->qmp, "block-job-change"))
+    {
+      g_assert_cmpint (rc, ==, 2);
+      g_assert_cmpstr (err, ==, "blkmig ctl: copy-mode: this QEMU cannot switch a running mirror "
+                                "(block-job-change, QEMU 8.2); start it with --copy-mode "
+                                "write-blocking\n");
+      return;
+    }
+  g_assert_cmpint (rc, ==, 0);
+  status = ctl_status (id);
+  g_assert_true (qmp_member_bool (json_array_get_object_element (
+                   json_object_get_array_member (status, "disks"), 0), "write-blocking", FALSE));
+}
+
+/* The switch itself needs a source QEMU with block-job-change (8.2+): PATH's, or
+ * else the other QEMU run.sh names (BLKMIG_TEST_OTHER_QEMU), so that the pass on
+ * QEMU 7.2 tests it too. */
+static void
+test_copy_mode_switch (Pair *p, gconstpointer data)
+{
+  g_autoptr(GSubprocess) proc = NULL;
+  VmDisk disks[] = { { "vda", p->src_img, "raw" }, { NULL } };
+
+  if (!qmp_client_has_command (p->src->qmp, "block-job-change"))
+    {
+      if (rig_other_qemu () == NULL)
+        {
+          g_test_skip ("no QEMU with block-job-change: PATH's lacks it and "
+                       "BLKMIG_TEST_OTHER_QEMU is not set");
+          return;
+        }
+      vm_stop (p->src);
+      p->src = vm_start (p->rig, "src-other", disks, "other-qemu");
+      g_assert_true (qmp_client_has_command (p->src->qmp, "block-job-change"));
+    }
+  proc = blkmig_spawn ("migrate", "--mode", "copy", "--op-id", "cm-1", "--speed", "1048576",
+                       "--buf-size", "262144", "--source", p->src->qmp_path, "--dest",
+                       p->dst->qmp_path, NULL);
+  wait_for_disk_state ("cm-1", "copying");
+  check_copy_mode (p, "cm-1");
+  set_speed ("cm-1", 0);
+  g_assert_cmpint (blkmig_wait (proc, NULL, NULL), ==, 0);
+  g_assert_true (img_identical (p->src_img, p->dst_img));
+}
+
 /* Down to 4 MiB/s, up to 32, down again: the rate follows within 2 s each time;
  * then `ctl cancel` rolls the copy back as SIGINT does. */
 static void
@@ -204,6 +263,7 @@ test_set_speed (Pair *p, gconstpointer data)
   g_assert_cmpfloat (fast, >, 24.0 * MIB);
   g_assert_cmpfloat (fast, <, 40.0 * MIB);
   g_assert_cmpfloat (slow_again, <, 6.0 * MIB);
+  check_copy_mode (p, id);
   g_assert_cmpint (blkmig_run (NULL, &err, "ctl", id, "switchover", NULL), ==, 2);
   g_assert_nonnull (strstr (err, "blkmig ctl: switchover: "));
   g_assert_nonnull (strstr (err, " was not started with --hold: it switches over by itself once "
@@ -813,12 +873,43 @@ test_gc (Pair *p, gconstpointer data)
   pair_teardown (&other, NULL);
 }
 
+/* move --op-id: again after a success says so; again after a kill at the mirror
+ * step recovers (the old image stays the guest's) and moves. */
+static void
+test_op_id_move (Pair *p, gconstpointer data)
+{
+  g_autofree char *target = rig_path (p->rig, "moved.raw");
+  g_autofree char *again = rig_path (p->rig, "moved-again.raw");
+  g_autofree char *out = NULL;
+  g_autofree char *file = NULL;
+
+  g_setenv ("BLKMIG_TEST_KILL_AT", "mirror", TRUE);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "move", "--op-id", "mv1", "--qmp", p->src->qmp_path,
+                               "--disk", "vda", "--to", target, NULL), ==, 128 + 9);
+  g_unsetenv ("BLKMIG_TEST_KILL_AT");
+  g_assert_cmpint (blkmig_run (&out, NULL, "move", "--op-id", "mv1", "--qmp", p->src->qmp_path,
+                               "--disk", "vda", "--to", target, NULL), ==, 0);
+  g_assert_nonnull (strstr (out, "rolled back: the guest runs on its old image"));
+  file = vm_disk_file (p->src, "vda");
+  g_assert_cmpstr (file, ==, target);
+  g_clear_pointer (&out, g_free);
+  g_assert_cmpint (blkmig_run (&out, NULL, "move", "--op-id", "mv1", "--qmp", p->src->qmp_path,
+                               "--disk", "vda", "--to", again, NULL), ==, 0);
+  g_assert_cmpstr (out, ==, "blkmig: operation mv1 had already succeeded (moved): nothing to do\n");
+  g_assert_false (g_file_test (again, G_FILE_TEST_EXISTS));
+  g_assert_cmpuint (vm_count_jobs (p->src), ==, 0);
+  g_assert_cmpuint (rig_count_journals (p->rig), ==, 0);
+  g_assert_cmpuint (count_control_sockets (p), ==, 0);
+}
+
 int
 main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add ("/control/set-speed-and-cancel", Pair, G_STRINGIFY (DISK_MIB), pair_setup,
               test_set_speed, pair_teardown);
+  g_test_add ("/control/copy-mode-switch", Pair, NULL, pair_setup, test_copy_mode_switch,
+              pair_teardown);
   g_test_add ("/control/hold-switchover", Pair, NULL, pair_setup, test_hold_switchover,
               pair_teardown);
   g_test_add ("/control/hold-cancel", Pair, NULL, pair_setup, test_hold_cancel, pair_teardown);
@@ -827,6 +918,7 @@ main (int argc, char **argv)
               pair_teardown);
   g_test_add ("/control/op-id-after-kill-done", Pair, NULL, pair_setup,
               test_op_id_after_kill_done, pair_teardown);
+  g_test_add ("/control/op-id-move", Pair, NULL, pair_setup, test_op_id_move, pair_teardown);
   g_test_add ("/control/op-id-phases", Pair, NULL, pair_setup, test_op_id_phases, pair_teardown);
   g_test_add ("/control/status-after-kill", Pair, NULL, pair_setup, test_status_after_kill,
               pair_teardown);
