@@ -12,6 +12,7 @@
 #include "src/control.h"
 #include "src/host-share.h"
 #include "src/names.h"
+#include "src/op-id.h"
 #include "src/replicate.h"
 #include "src/session.h"
 
@@ -51,27 +52,33 @@ gc_say (Gc *gc, const char *what, const char *path)
   gc->removed++;
 }
 
-/* A control socket: its live operation is spared; a dead one's socket goes. */
+/* A control socket: the operation of one that answers is spared (by its name, the
+ * migration id an --op-id stands for, and the one its status names); one nobody
+ * answers on is removed.  Connecting decides, not the status: a live operation
+ * busy for a moment must not lose its socket or its QEMU objects. */
 static void
 gc_control_socket (Gc *gc, const char *dir, const char *name)
 {
   g_autofree char *path = g_strdup_printf ("%s/%s.ctl", dir, name);
+  g_autofree char *derived = op_id_migration_id (name);
   g_autoptr(JsonObject) request = json_object_new ();
   g_autoptr(JsonObject) reply = NULL;
-  struct stat st;
+  const char *id;
 
-  json_object_set_string_member (request, "command", "status");
-  reply = control_request (name, request, 5, NULL);
-  if (reply != NULL)
+  if (control_remove_dead (name, gc->dry_run))
     {
-      const char *id = qmp_member_string (reply, "migration-id");
-      gc_spare (gc, id != NULL && strlen (id) >= 8 ? id : name);
+      gc_say (gc, "the dead control socket", path);
       return;
     }
-  if (lstat (path, &st) != 0 || !S_ISSOCK (st.st_mode) || st.st_uid != geteuid ())
-    return;
-  if (gc->dry_run || unlink (path) == 0)
-    gc_say (gc, "the dead control socket", path);
+  if (!control_answers (name))
+    return;  /* not a control socket of ours */
+  gc_spare (gc, name);
+  gc_spare (gc, derived);
+  json_object_set_string_member (request, "command", "status");
+  reply = control_request (name, request, 5, NULL);
+  id = reply != NULL ? qmp_member_string (reply, "migration-id") : NULL;
+  if (id != NULL && strlen (id) >= 8)
+    gc_spare (gc, id);
 }
 
 static void
@@ -108,9 +115,9 @@ gc_scan_state (Gc *gc)
 }
 
 /* Journals of operations nobody runs any more are recovered (as `blkmig recover`
- * would).  Only those of commands with a control socket (migrate, perform, move):
- * begin's and prepare's wait for the next phase, and snapshot, merge and replicate
- * do not say whether they run: spared, left to `blkmig recover`. */
+ * would).  Only those of commands with a control socket (migrate, perform, move,
+ * merge): begin's and prepare's wait for the next phase, and a snapshot does not
+ * say whether it runs: spared, left to `blkmig recover`. */
 static gboolean
 gc_journals (Gc *gc, GError **error)
 {
@@ -125,7 +132,7 @@ gc_journals (Gc *gc, GError **error)
       gboolean completed;
 
       if (!g_str_equal (journal->command, "migrate") && !g_str_equal (journal->command, "perform")
-          && !g_str_equal (journal->command, "move"))
+          && !g_str_equal (journal->command, "move") && !g_str_equal (journal->command, "merge"))
         gc_spare (gc, journal->id);  /* no control socket says whether it runs: recover's */
       else if (!gc_spared (gc, journal->id) && gc->dry_run)
         gc_say (gc, "(by recovering it) the journal", journal->path);

@@ -8,6 +8,7 @@
 #include "jobs/job-group.h"
 #include "qmp/qmp-commands.h"
 #include "src/commands.h"
+#include "src/control.h"
 #include "src/disks.h"
 #include "src/events.h"
 #include "src/journal.h"
@@ -177,9 +178,8 @@ merge_choose (MergeRun *run, const MergeArgs *args, GError **error)
 }
 
 static Journal *
-merge_journal_new (const MergeRun *run, const MergeArgs *args)
+merge_journal_new (const MergeRun *run, const MergeArgs *args, const char *tag)
 {
-  g_autofree char *tag = g_uuid_string_random ();
   Journal *journal = journal_new (tag, "merge");
   g_autoptr(GStrvBuilder) chain = g_strv_builder_new ();
 
@@ -206,7 +206,7 @@ merge_start (MergeRun *run, JobGroup *group, const MergeArgs *args, GError **err
     .device = *run->disk->device ? run->disk->device : run->disk->node,
     .top_node = run->journal->active ? NULL : run->journal->top_node,
     .base_node = run->journal->new_node,
-    .speed = args->speed,
+    .speed = control_mirror_speed (args->speed),  /* `blkmig ctl ID set-speed` */
   };
   BlkJob *job = job_group_add (group, commit.job_id, run->disk->name);
 
@@ -393,9 +393,12 @@ cmd_merge (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autoptr(GArray) layers = NULL;
   g_autoptr(Journal) journal = NULL;
   g_autoptr(JobGroup) group = NULL;
+  g_autofree char *tag = g_uuid_string_random ();
+  g_autoptr(Control) control = NULL;  /* closed last: `ctl cancel` waits for the rollback */
   MergeRun run = { 0 };
 
   if (!merge_parse (argc, argv, &args, error)
+      || (control = control_open (tag, tag, "merge", cancellable, error)) == NULL
       || (qmp = qmp_client_connect_sync (args.qmp, "qemu", cancellable, error)) == NULL
       || (disks = disks_query (qmp, TRUE, cancellable, error)) == NULL
       || (chosen = disks_select (disks, (const char *const[]) { args.disk, NULL }, "the VM",
@@ -405,7 +408,7 @@ cmd_merge (int argc, char **argv, GCancellable *cancellable, GError **error)
   run.layers = layers = disk_info_layers (run.disk);
   if (!merge_choose (&run, &args, error))
     return FALSE;
-  run.journal = journal = merge_journal_new (&run, &args);
+  run.journal = journal = merge_journal_new (&run, &args, tag);
   group = job_group_new (qmp);
   job_group_set_stall_timeout (group, MIRROR_KNOB (args.stall_timeout,
                                                    MIRROR_DEFAULT_STALL_TIMEOUT) * 1000);

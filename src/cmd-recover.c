@@ -5,6 +5,7 @@
 #include "common/error.h"
 #include "qmp/qmp-commands.h"
 #include "src/commands.h"
+#include "src/control.h"
 #include "src/disks.h"
 #include "src/replica.h"
 #include "src/session.h"
@@ -235,6 +236,7 @@ recover_one (const RecoverArgs *args, Journal *journal, gboolean *completed, GEr
     {
       journal_remove_created (journal, FALSE);  /* finished: only our private directories */
       journal_remove (journal);
+      control_remove_dead (journal->op_id != NULL ? journal->op_id : journal->id, FALSE);
       *completed = g_str_has_prefix (done, RECOVER_HAD_COMPLETED);
     }
   else if (error != NULL && *error == NULL)
@@ -312,6 +314,13 @@ cmd_recover (int argc, char **argv, GCancellable *cancellable, GError **error)
       gboolean completed;
 
       handled++;
+      if (control_answers (journal->op_id != NULL ? journal->op_id : journal->id))
+        {
+          if (!common_options.quiet)
+            printf ("recover: %s (%s) is running (its control socket answers): not touched\n",
+                    journal->id, journal->command);
+          continue;
+        }
       if (!recover_one (&args, journal, &completed, error))
         return FALSE;
     }

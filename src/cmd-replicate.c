@@ -9,6 +9,7 @@
 #include "common/escape.h"
 #include "qmp/qmp-commands.h"
 #include "src/commands.h"
+#include "src/control.h"
 #include "src/disks.h"
 #include "src/events.h"
 #include "src/exit-code.h"
@@ -175,11 +176,13 @@ typedef struct {
   guint usr1_id;
   gboolean resync;
   gint64 resync_bytes;
+  Control *control;           /* `blkmig ctl ID`: cancel stops it as SIGINT does */
 } ReplicateSession;
 
 static void
 replicate_session_clear (ReplicateSession *s)
 {
+  g_clear_pointer (&s->control, control_close);
   if (s->forward_id != 0)
     g_cancellable_disconnect (s->run.stop, s->forward_id);
   if (s->usr1_id != 0)
@@ -445,7 +448,10 @@ replicate_session (ReplicateSession *s, const ReplicateArgs *args, Replica *old,
   s->run.primary = s->primary;
   s->run.standby = s->standby;
   s->run.commits = job_group_new (s->standby);
-  if (replicate_begin (s, args, error) && replicate_prepare (s, args, error)
+  if (replicate_begin (s, args, error)
+      && (s->control = control_open (s->run.replica->id, s->offer->id, "replicate", s->run.stop,
+                                     error)) != NULL
+      && replicate_prepare (s, args, error)
       && (result = replicate_perform (s, args, error)) != NULL)
     return replicate_stopped (s, error);
   replicate_failed (s, error);

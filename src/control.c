@@ -462,6 +462,18 @@ control_clear_stale (const char *path, const char *id, GError **error)
   return TRUE;
 }
 
+gboolean
+control_remove_dead (const char *id, gboolean dry_run)
+{
+  g_autofree char *path = control_socket_path (id, NULL);
+  struct stat st;
+
+  if (path == NULL || lstat (path, &st) != 0 || !S_ISSOCK (st.st_mode) || st.st_uid != geteuid ()
+      || control_answers (id))
+    return FALSE;
+  return dry_run || unlink (path) == 0;
+}
+
 /* Binds @path with mode 0600 from the start: never a moment others could connect. */
 static gboolean
 control_listen (Control *c, GError **error)

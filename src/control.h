@@ -65,6 +65,10 @@ gboolean control_hold_enabled (void);
 gboolean control_hold (gpointer data, JobGroup *group, GCancellable *cancellable,
                        GError **error);
 
+/* Removes operation @id's control socket if it is this user's and nobody answers
+ * on it (the operation died); TRUE when it was such a socket (@dry_run: left). */
+gboolean control_remove_dead (const char *id, gboolean dry_run);
+
 /* ---- the client side (control-client.c) ---- */
 
 /* Sends @request to operation @id's control socket and returns its reply (any

@@ -112,6 +112,36 @@ rig_other_qemu (void)
 }
 
 char *
+rig_wait_for_control (Rig *rig)
+{
+  g_autofree char *state = rig_path (rig, "state");
+
+  for (int i = 0; i < 300; i++)
+    {
+      g_autoptr(GDir) dir = g_dir_open (state, 0, NULL);
+      const char *name;
+
+      while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
+        if (g_str_has_suffix (name, ".ctl"))
+          return g_strndup (name, strlen (name) - 4);
+      g_usleep (100 * 1000);
+    }
+  g_error ("no control socket appeared in %s", state);
+}
+
+gboolean
+rig_first_pass_only (const char *why)
+{
+  g_autofree char *reason = NULL;
+
+  if (g_getenv ("BLKMIG_TEST_SECOND_PASS") == NULL)
+    return FALSE;
+  reason = g_strdup_printf ("%s: tested in the pass on the system's QEMU", why);
+  g_test_skip (reason);
+  return TRUE;
+}
+
+char *
 rig_qemu_version (gboolean other)
 {
   g_autofree char *bin = other ? g_build_filename (rig_other_qemu (), "qemu-system-x86_64", NULL)

@@ -28,6 +28,9 @@ Rig *rig_new (void);
 void rig_free (Rig *rig);
 G_DEFINE_AUTOPTR_CLEANUP_FUNC (Rig, rig_free)
 char *rig_path (Rig *rig, const char *name);
+/* The operation id of the one control socket that appears in the rig's state
+ * directory (blkmig ctl ID ...), waiting up to 30 s. */
+char *rig_wait_for_control (Rig *rig);
 /* How many journals blkmig left in the rig's state directory. */
 guint rig_count_journals (Rig *rig);
 /* "kvm" when /dev/kvm works, else "tcg". */
@@ -36,6 +39,10 @@ const char *rig_accel (void);
 /* The directory of the other QEMU's binaries (BLKMIG_TEST_OTHER_QEMU, set by
  * run.sh: QEMU 10.0 when PATH has 7.2, and the reverse), or NULL. */
 const char *rig_other_qemu (void);
+/* In the pass on the second QEMU (run.sh sets BLKMIG_TEST_SECOND_PASS) a case whose
+ * subject is blkmig's own handling (a refusal, a signal, a hostile input) is left
+ * to the first pass: TRUE after g_test_skip (@why) there, FALSE elsewhere. */
+gboolean rig_first_pass_only (const char *why);
 /* "7.2.22": PATH's qemu-system-x86_64, or with @other the other QEMU's. */
 char *rig_qemu_version (gboolean other);
 

@@ -45,25 +45,6 @@ pair_teardown (Pair *p, gconstpointer data)
   g_free (p->dst_img);
 }
 
-/* The operation id: the name of the one control socket in the state directory. */
-static char *
-wait_for_control (Pair *p)
-{
-  g_autofree char *state = rig_path (p->rig, "state");
-
-  for (int i = 0; i < 300; i++)
-    {
-      g_autoptr(GDir) dir = g_dir_open (state, 0, NULL);
-      const char *name;
-
-      while (dir != NULL && (name = g_dir_read_name (dir)) != NULL)
-        if (g_str_has_suffix (name, ".ctl"))
-          return g_strndup (name, strlen (name) - 4);
-      g_usleep (100 * 1000);
-    }
-  g_error ("no control socket appeared in %s", state);
-}
-
 static guint
 count_control_sockets (Pair *p)
 {
@@ -244,7 +225,7 @@ test_set_speed (Pair *p, gconstpointer data)
                                               p->src->qmp_path, "--dest", p->dst->qmp_path,
                                               "--speed", "4194304", "--buf-size", "1048576",
                                               NULL);
-  g_autofree char *id = wait_for_control (p);
+  g_autofree char *id = rig_wait_for_control (p->rig);
   g_autofree char *err = NULL;
   g_autofree char *out = NULL;
   double slow, fast, slow_again;
@@ -324,7 +305,7 @@ static void
 test_hold_switchover (Pair *p, gconstpointer data)
 {
   g_autoptr(GSubprocess) proc = spawn_held (p, NULL);
-  g_autofree char *id = wait_for_control (p);
+  g_autofree char *id = rig_wait_for_control (p->rig);
   g_autofree char *err = NULL;
   g_autofree char *out = NULL;
   g_autofree char *src_status = NULL;
@@ -342,7 +323,7 @@ test_hold_switchover (Pair *p, gconstpointer data)
       g_autofree char *offset = g_strdup_printf ("%uM", (i * 5) % 31);
 
       vm_guest_write (p->src, "vda", 0x30 + i, offset, "1M");
-      g_usleep (250 * 1000);
+      g_usleep (50 * 1000);
     }
   src_status = vm_status (p->src);
   dst_status = vm_status (p->dst);
@@ -371,7 +352,7 @@ static void
 test_hold_cancel (Pair *p, gconstpointer data)
 {
   g_autoptr(GSubprocess) proc = spawn_held (p, "held-vm");
-  g_autofree char *id = wait_for_control (p);
+  g_autofree char *id = rig_wait_for_control (p->rig);
   g_autofree char *out = NULL;
   g_autofree char *err = NULL;
   g_autofree char *dst_status = NULL;
@@ -384,6 +365,11 @@ test_hold_cancel (Pair *p, gconstpointer data)
   g_assert_true (g_str_has_prefix (err, "blkmig migrate: operation held-vm is already running "
                                         "(its control socket "));
   g_clear_pointer (&err, g_free);
+  g_assert_cmpint (blkmig_run (&out, NULL, "recover", "--all", NULL), ==, 0);
+  g_assert_nonnull (strstr (out, " (migrate) is running (its control socket answers): not "
+                                 "touched\n"));
+  g_clear_pointer (&out, g_free);
+  g_assert_cmpuint (vm_count_jobs (p->src), ==, 1);  /* still held */
   g_assert_cmpint (blkmig_run (&out, NULL, "status", "held-vm", NULL), ==, 0);
   g_assert_true (g_str_has_prefix (out, "held-vm: migrate, phase held (held: waiting for "
                                         "switchover), speed 0 B/s per disk\n  vda: 32 MiB of "
@@ -446,7 +432,7 @@ static void
 test_hostile_requests (Pair *p, gconstpointer data)
 {
   g_autoptr(GSubprocess) proc = spawn_held (p, NULL);
-  g_autofree char *id = wait_for_control (p);
+  g_autofree char *id = rig_wait_for_control (p->rig);
   g_autofree char *big = g_strnfill (5000, 'x');
   g_autofree char *err = NULL;
   g_autoptr(GPtrArray) silent = g_ptr_array_new_with_free_func (g_object_unref);
@@ -607,7 +593,7 @@ static void
 test_status_after_kill (Pair *p, gconstpointer data)
 {
   g_autoptr(GSubprocess) proc = spawn_held (p, "killed-vm");
-  g_autofree char *id = wait_for_control (p);
+  g_autofree char *id = rig_wait_for_control (p->rig);
   g_autofree char *out = NULL;
   g_autofree char *err = NULL;
   g_autoptr(JsonNode) root = NULL;
@@ -684,12 +670,12 @@ test_host_bandwidth (Pair *p, gconstpointer data)
   b = spawn_budgeted (&other, "bw-b");
   wait_for_disk_state ("bw-a", "copying");
   wait_for_disk_state ("bw-b", "copying");
-  g_usleep (2500 * 1000);  /* a budget tick (1 s) after both mirrors run */
-  both = measure_combined (p->src, other.src, 3000);
+  g_usleep (1500 * 1000);  /* a budget tick (1 s) after both mirrors run */
+  both = measure_combined (p->src, other.src, 2000);
   g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", "bw-a", "cancel", NULL), ==, 0);
   g_assert_cmpint (blkmig_wait (a, NULL, NULL), ==, 130);
-  g_usleep (2500 * 1000);
-  alone = measure_rate (other.src, 3000);
+  g_usleep (1500 * 1000);
+  alone = measure_rate (other.src, 2000);
   g_test_message ("MiB/s: both %.1f (budget 16), then the one left %.1f", both / MIB,
                   alone / MIB);
   g_assert_cmpfloat (both, >, 0.9 * 16 * MIB);

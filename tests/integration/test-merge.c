@@ -397,6 +397,32 @@ test_merge_internal_then_active (void)
   chain_assert_data (c);
 }
 
+/* A merge answers `blkmig ctl`: its status while it commits slowly (1 MiB/s), and
+ * set-speed 0 lets it finish at once. */
+static void
+test_merge_ctl (void)
+{
+  g_autoptr(Chain) c = chain_new ();
+  g_autoptr(GSubprocess) proc = blkmig_spawn ("merge", "--qmp", c->vm->qmp_path, "--disk",
+                                              "vda", "--top", c->mid, "--speed", "1048576", NULL);
+  g_autofree char *id = rig_wait_for_control (c->rig);
+  g_autofree char *out = NULL;
+
+  for (int i = 0; i < 300 && (out == NULL || strstr (out, "\"disks\":[]") != NULL); i++)
+    {
+      g_clear_pointer (&out, g_free);
+      g_assert_cmpint (blkmig_run (&out, NULL, "ctl", id, "status", "--json", NULL), ==, 0);
+      g_usleep (100 * 1000);
+    }
+  g_assert_nonnull (strstr (out, "\"command\":\"merge\",\"phase\":\"commit\""));
+  g_assert_nonnull (strstr (out, "\"disk\":\"vda\""));
+  g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", id, "set-speed", "0", NULL), ==, 0);
+  g_assert_cmpint (blkmig_wait (proc, NULL, NULL), ==, 0);
+  assert_chain (c->vm, "vda", c->top, c->base, NULL);
+  assert_clean (c, 0);
+  chain_assert_data (c);
+}
+
 /* blkmig's own overlay (a named node) merged away: QEMU lets go of its file. */
 static void
 test_merge_snapshot_overlay_released (void)
@@ -736,6 +762,7 @@ main (int argc, char **argv)
 {
   g_test_init (&argc, &argv, NULL);
   g_test_add_func ("/merge/internal-then-active", test_merge_internal_then_active);
+  g_test_add_func ("/merge/ctl", test_merge_ctl);
   g_test_add_func ("/merge/snapshot-overlay-released", test_merge_snapshot_overlay_released);
   g_test_add_func ("/snapshot/two-disks", test_snapshot_two_disks);
   g_test_add_func ("/snapshot/refused-all-or-nothing", test_snapshot_refused_all_or_nothing);
