@@ -27,7 +27,7 @@ Commands:
                 (ASan+UBSan) running the unit suite; ARGS go to both QEMUs'
                 `meson test`.  Ends with "N passed, N failed[, N skipped]".
                 BLKMIG_TEST_SLOW=1 also runs the slow suite.  Last, every fuzz
-                harness for BLKMIG_TEST_FUZZ_SECONDS seconds each (default 10,
+                harness for BLKMIG_TEST_FUZZ_SECONDS seconds each (default 5,
                 0 skips it); each harness counts as one test.
   fuzz [SECONDS]
                 deps, then build the libFuzzer harnesses (clang, ASan+UBSan, in
@@ -268,7 +268,7 @@ cmd_test() {
 
     # 4. Each fuzz harness for a short fixed time: a parser regression fails.  Two
     #    at a time (one per core of a CI machine): each still gets a core's worth.
-    local fuzz_seconds=${BLKMIG_TEST_FUZZ_SECONDS:-10} name i pids=()
+    local fuzz_seconds=${BLKMIG_TEST_FUZZ_SECONDS:-5} name i pids=()
     if ((fuzz_seconds > 0)); then
         if fuzz_build; then
             for ((i = 0; i < ${#FUZZ_HARNESSES[@]}; i += 2)); do

@@ -109,6 +109,10 @@ test_kill_then_recover (Pair *p, gconstpointer data)
   g_autofree char *out = NULL;
   g_autofree char *again = NULL;
 
+  /* killed before anything reached a QEMU: recover's decision alone */
+  if ((g_str_equal (kc->step, "begin") || g_str_equal (kc->step, "prepare"))
+      && rig_first_pass_only ("a kill before any QEMU was touched"))
+    return;
   g_assert_cmpint (migrate_killed_at (p, kc), ==, 128 + 9);
   g_assert_cmpuint (rig_count_journals (p->rig), ==, 1);
   g_assert_cmpint (blkmig_run (&out, NULL, "recover", "--all", NULL), ==, 0);

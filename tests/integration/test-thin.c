@@ -63,7 +63,11 @@ static void
 test_thin (Fixture *f, gconstpointer data)
 {
   const Case *c = data;
-  g_autofree char *size = g_strdup_printf ("%" G_GINT64_FORMAT "M", c->size_mib);
+  g_autofree char *size = NULL;
+
+  if (c->tunnel && rig_first_pass_only ("thin targets through blkmig's tunnel"))
+    return;
+  size = g_strdup_printf ("%" G_GINT64_FORMAT "M", c->size_mib);
   g_autofree char *command = g_strdup_printf ("%s tunnel-endpoint --nbd-socket {nbd-socket}",
                                               g_getenv ("BLKMIG"));
   VmDisk src_disks[] = { { "vda", f->src_img, "raw" }, { NULL } };
