@@ -1,5 +1,6 @@
 /* blkmig ctl: status, set-speed, copy-mode, switchover and cancel of a running operation. */
 #include <stdio.h>
+
 #include "common/error.h"
 #include "common/escape.h"
 #include "qmp/qmp-json.h"

@@ -6,7 +6,7 @@
 #include "common/error.h"
 #include "common/json.h"
 
-/* One request, one reply (a JSON object), over operation @id's control socket. */
+/* A connection to operation @id's control socket; its I/O times out after @timeout s. */
 static GSocketConnection *
 control_connect (const char *id, int timeout, GError **error)
 {

@@ -210,7 +210,8 @@ control_copy_mode (Control *c, JsonObject *request, GError **error)
                         "copy-mode can only switch to write-blocking (QEMU cannot go back)"), NULL;
   if (c->group == NULL)
     return g_set_error (error, BLKMIG_ERROR, BLKMIG_ERROR_USAGE,
-                        "no mirror is running yet (phase %s)", c->phase), NULL;
+                        "no mirror is running yet (phase %s)",
+                        c->phase != NULL ? c->phase : "start"), NULL;
   if (!job_group_set_write_blocking (c->group, c->operation, error))
     return NULL;
   return control_reply_ok ();

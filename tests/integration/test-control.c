@@ -128,12 +128,18 @@ measure_rate (Vm *vm, guint ms)
   return (job_offset (vm) - before) / ((g_get_monotonic_time () - t0) / 1e6);
 }
 
+/* ctl ID set-speed BYTES; an operation just spawned may not listen yet (exit 1,
+ * "no running operation"): asked again for up to 5 s. */
 static void
 set_speed (const char *id, gint64 bytes)
 {
   g_autofree char *value = g_strdup_printf ("%" G_GINT64_FORMAT, bytes);
+  int status = 1;
 
-  g_assert_cmpint (blkmig_run (NULL, NULL, "ctl", id, "set-speed", value, NULL), ==, 0);
+  for (int i = 0; i < 50 && status == 1; i++)
+    if ((status = blkmig_run (NULL, NULL, "ctl", id, "set-speed", value, NULL)) == 1)
+      g_usleep (100 * 1000);
+  g_assert_cmpint (status, ==, 0);
 }
 
 /* Rolled back: nothing of blkmig's in either QEMU or the state directory but,

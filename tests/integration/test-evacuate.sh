@@ -128,7 +128,7 @@ check "vm4: no exports left on the destination" no_exports "$DIR/vm4-dst.qmp"
 check "vm4: no block jobs left on the source" no_block_jobs "$DIR/vm4-src.qmp"
 check "no journal or control socket left" \
     bash -c "! ls '$DIR/state' 2>/dev/null | grep -E '\\.(json|ctl|bw)\$'"
-diag "$(cat "$DIR/out")"
+while IFS= read -r line; do diag "$line"; done <"$DIR/out"
 
 ((N == PLAN_CHECKS)) || bail "ran $N checks, planned $PLAN_CHECKS"
 ((FAILED == 0)) || { diag "$FAILED of $PLAN_CHECKS checks failed"; exit 1; }

@@ -110,11 +110,8 @@ static const Cell cells[] = {
   { "sigint/ready", FAULT_SIGINT, "switch", "live", 130, "blkmig migrate: " INTR },
   { "sigint/pre-switchover", FAULT_SIGINT, "pre-switchover", "live", 130,
     "blkmig migrate: " INTR },
-  { "sigterm/prepare", FAULT_SIGTERM, "prepare", "live", 130, "blkmig migrate: " INTR },
+  /* SIGTERM takes SIGINT's path (util_cancel_on_signals): once, while mirroring */
   { "sigterm/mirroring", FAULT_SIGTERM, MIRRORING, "live", 130, "blkmig migrate: " INTR },
-  { "sigterm/ready", FAULT_SIGTERM, "switch", "copy", 130, "blkmig migrate: " INTR },
-  { "sigterm/pre-switchover", FAULT_SIGTERM, "pre-switchover", "live", 130,
-    "blkmig migrate: " INTR },
   /* 7. the destination refuses */
   { "refused/wrong-size", FAULT_WRONG_SIZE, NULL, "live", 4,
     "blkmig migrate: prepare: vdb: destination target is 16 MiB (16777216 bytes), source is "
@@ -681,8 +678,8 @@ test_cell (Fx *fx, gconstpointer data)
  * started with the same arguments (so the same -p/-s selection); this process
  * reports each of them as its own test, with the worker's verdict and messages. */
 static const char *const worker_cells[] = {
-  "dst-frozen/ready", "target-eio/mirroring", "target-enospc/mirroring",
-  "sigterm/prepare", "sigterm/mirroring", "sigterm/ready", "sigterm/pre-switchover",
+  "dst-frozen/ready", "target-eio/mirroring", "target-enospc/mirroring", "nbd-stopped/ready",
+  "sigint/ready", "sigint/pre-switchover", "sigterm/mirroring",
   "refused/wrong-size", "refused/no-such-disk", "refused/mandatory-feature",
 };
 #define LANE_ENV "BLKMIG_TEST_FAULTS_WORKER"
