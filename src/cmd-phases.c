@@ -5,8 +5,10 @@
 
 #include "common/error.h"
 #include "common/escape.h"
+#include "nbd/nbd-server.h"
 #include "src/commands.h"
 #include "src/control.h"
+#include "src/names.h"
 #include "src/op-id.h"
 #include "src/options.h"
 #include "src/session.h"
@@ -131,6 +133,47 @@ prepare_default_incoming (const NbdEndpoint *listen, GError **error)
   return NULL;
 }
 
+/* A prepare of this migration killed half-way is recovered (rolled back) first. */
+static gboolean
+prepare_recover_killed (const Cookie *offer, GError **error)
+{
+  g_autoptr(GError) local = NULL;
+  g_autoptr(Journal) journal = journal_find (offer->id, "prepare", &local);
+  gboolean completed;
+
+  if (local != NULL)
+    return g_propagate_error (error, g_steal_pointer (&local)), FALSE;
+  if (journal == NULL || journal->step == JOURNAL_STEP_PREPARED)
+    return TRUE;
+  return recover_journal (journal, &completed, error);
+}
+
+/* Prepare again for a migration this host has prepared: its answer again while its
+ * exports are there (a re-run after a lost reply); if QEMU lost them, the old
+ * journal goes and prepare starts afresh.  *answered: the answer was given. */
+static gboolean
+prepare_again (QmpClient *qmp, const Cookie *offer, const char *out, gboolean *answered,
+               GError **error)
+{
+  g_autoptr(Journal) journal = journal_find (offer->id, "prepare", NULL);
+  g_autofree char *first = names_export (offer->id, 0);
+  g_auto(GStrv) exports = journal != NULL ? nbd_export_list (qmp, NULL, NULL) : NULL;
+
+  *answered = FALSE;
+  if (journal == NULL || journal->cookie == NULL)
+    return TRUE;
+  if (exports == NULL || !g_strv_contains ((const char *const *) exports, first))
+    {
+      journal_remove_created (journal, TRUE);
+      journal_remove (journal);
+      return TRUE;
+    }
+  *answered = TRUE;
+  if (!common_options.quiet)
+    g_printerr ("blkmig: migration %s is already prepared: its answer again\n", offer->id);
+  return cookie_save (journal->cookie, out, error);
+}
+
 gboolean
 cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
 {
@@ -168,6 +211,7 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   g_autoptr(Cookie) offer = NULL;
   g_autoptr(Cookie) reply = NULL;
   g_autoptr(Journal) journal = NULL;
+  gboolean answered;
   gboolean ok;
 
   if (!phase_parse (argc, argv, "Export the destination's targets for a source cookie.",
@@ -181,8 +225,12 @@ cmd_prepare (int argc, char **argv, GCancellable *cancellable, GError **error)
   if (offer->mode == COOKIE_MODE_LIVE && incoming == NULL
       && (incoming = prepare_default_incoming (&ep, error)) == NULL)
     return FALSE;
-  if ((qmp = qmp_client_connect_sync (args.qmp, "destination", cancellable, error)) == NULL)
+  if (!prepare_recover_killed (offer, error)
+      || (qmp = qmp_client_connect_sync (args.qmp, "destination", cancellable, error)) == NULL
+      || !prepare_again (qmp, offer, phase_out (&args), &answered, error))
     return FALSE;
+  if (answered)
+    return TRUE;
   opts.listen = ep;
   opts.create_dir = create_dir;
   opts.incoming_uri = incoming;

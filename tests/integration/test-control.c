@@ -558,6 +558,7 @@ test_op_id_phases (Pair *p, gconstpointer data)
 {
   g_autofree char *c1 = rig_path (p->rig, "source.cookie");
   g_autofree char *c2 = rig_path (p->rig, "dest.cookie");
+  g_autofree char *c2again = rig_path (p->rig, "dest-again.cookie");
   g_autofree char *c3 = rig_path (p->rig, "result.cookie");
   g_autofree char *c3again = rig_path (p->rig, "result-again.cookie");
   g_autofree char *sock = rig_path (p->rig, "nbd.sock");
@@ -571,6 +572,22 @@ test_op_id_phases (Pair *p, gconstpointer data)
                                "-o", c1, NULL), ==, 0);
   g_assert_cmpint (blkmig_run (NULL, NULL, "prepare", "--qmp", p->dst->qmp_path, "--listen",
                                listen, "-c", c1, "-o", c2, NULL), ==, 0);
+  /* prepare again (a lost reply): the same answer, the exports untouched */
+  g_assert_cmpint (blkmig_run (NULL, &err, "prepare", "--qmp", p->dst->qmp_path, "--listen",
+                               listen, "-c", c1, "-o", c2again, NULL), ==, 0);
+  g_assert_nonnull (strstr (err, " is already prepared: its answer again\n"));
+  g_clear_pointer (&err, g_free);
+  g_assert_true (g_file_get_contents (c2, &first, NULL, NULL));
+  g_assert_true (g_file_get_contents (c2again, &again, NULL, NULL));
+  g_assert_cmpstr (first, ==, again);
+  g_clear_pointer (&first, g_free);
+  g_clear_pointer (&again, g_free);
+  g_assert_cmpuint (vm_count_exports (p->dst), ==, 1);
+  /* perform killed while it mirrors, then again: recovered, then done */
+  g_setenv ("BLKMIG_TEST_KILL_AT", "mirror", TRUE);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "perform", "--op-id", "ph1", "--local-destination",
+                               "--qmp", p->src->qmp_path, "-c", c2, "-o", c3, NULL), ==, 128 + 9);
+  g_unsetenv ("BLKMIG_TEST_KILL_AT");
   g_assert_cmpint (blkmig_run (NULL, &err, "perform", "--op-id", "ph2", "--local-destination",
                                "--qmp", p->src->qmp_path, "-c", c2, "-o", c3, NULL), ==, 3);
   g_assert_nonnull (strstr (err, ", not of operation ph2 (give begin the same --op-id)\n"));
@@ -586,6 +603,8 @@ test_op_id_phases (Pair *p, gconstpointer data)
   g_assert_cmpstr (first, ==, again);
   g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", p->dst->qmp_path, "-c", c3again,
                                NULL), ==, 0);
+  g_assert_cmpint (blkmig_run (NULL, NULL, "finish", "--qmp", p->dst->qmp_path, "-c", c3again,
+                               NULL), ==, 0);  /* again: nothing left to do */
   dst_status = vm_status (p->dst);
   g_assert_cmpstr (dst_status, ==, "running");
   g_assert_true (img_identical (p->src_img, p->dst_img));
