@@ -1,6 +1,5 @@
 /* blkmig gc: removes what dead operations left (QEMU jobs, nodes, exports; journals; sockets), sparing live ones. */
 #include <stdio.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/error.h"
@@ -139,7 +138,7 @@ gc_journals (Gc *gc, GError **error)
       else if (!gc_spared (gc, journal->id))
         {
           gc->removed++;
-          ok = recover_journal (journal, &completed, ok ? error : NULL) && ok;
+          ok = recover_journal (journal, stdout, &completed, ok ? error : NULL) && ok;
         }
     }
   return ok;

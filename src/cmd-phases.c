@@ -145,7 +145,7 @@ prepare_recover_killed (const Cookie *offer, GError **error)
     return g_propagate_error (error, g_steal_pointer (&local)), FALSE;
   if (journal == NULL || journal->step == JOURNAL_STEP_PREPARED)
     return TRUE;
-  return recover_journal (journal, &completed, error);
+  return recover_journal (journal, stderr, &completed, error);
 }
 
 /* Prepare again for a migration this host has prepared: its answer again while its

@@ -19,6 +19,7 @@ typedef struct {
   char *id;
   gboolean all;
   char **qmp;                 /* overrides: source first, then destination */
+  FILE *report;               /* where "recover: ID ...: what was done" goes */
 } RecoverArgs;
 
 /* Whether the QEMU behind @path is gone, given a moment: one whose connection
@@ -230,8 +231,8 @@ recover_one (const RecoverArgs *args, Journal *journal, gboolean *completed, GEr
   else
     ok = FALSE;
   if (!common_options.quiet)
-    printf ("recover: %s (%s, at step %s): %s\n", journal->id, journal->command,
-            journal_step_to_string (journal->step), done);
+    fprintf (args->report, "recover: %s (%s, at step %s): %s\n", journal->id,
+             journal->command, journal_step_to_string (journal->step), done);
   if (ok)
     {
       journal_remove_created (journal, FALSE);  /* finished: only our private directories */
@@ -246,9 +247,9 @@ recover_one (const RecoverArgs *args, Journal *journal, gboolean *completed, GEr
 }
 
 gboolean
-recover_journal (Journal *journal, gboolean *completed, GError **error)
+recover_journal (Journal *journal, FILE *report, gboolean *completed, GError **error)
 {
-  RecoverArgs args = { 0 };
+  RecoverArgs args = { .report = report };
 
   *completed = FALSE;
   return recover_one (&args, journal, completed, error);
@@ -284,7 +285,7 @@ recover_replica (const char *id, guint *handled, GError **error)
 gboolean
 cmd_recover (int argc, char **argv, GCancellable *cancellable, GError **error)
 {
-  g_auto(RecoverArgs) args = { 0 };
+  g_auto(RecoverArgs) args = { .report = stdout };
   const GOptionEntry entries[] = {
     { "id", 0, 0, G_OPTION_ARG_STRING, &args.id, "Recover the operation with this id", "ID" },
     { "all", 0, 0, G_OPTION_ARG_NONE, &args.all, "Recover every operation with a journal", NULL },

@@ -1,6 +1,8 @@
 /* The commands blkmig offers, one file each, and the options they share. */
 #pragma once
 
+#include <stdio.h>
+
 #include <gio/gio.h>
 
 #include "jobs/mirror.h"
@@ -33,8 +35,9 @@ gboolean cmd_qmp (int argc, char **argv, GCancellable *cancellable, GError **err
 
 /* What `blkmig recover --id` does for one journal: finishes the operation
  * (*completed) or rolls it back; FALSE when a side could not be reached (the
- * journal then stays).  Prints what it did unless --quiet. */
-gboolean recover_journal (Journal *journal, gboolean *completed, GError **error);
+ * journal then stays).  Says what it did on @report (stderr where stdout carries a
+ * command's result) unless --quiet. */
+gboolean recover_journal (Journal *journal, FILE *report, gboolean *completed, GError **error);
 
 /* A running operation's status (a control socket's reply) as lines for people. */
 void ctl_print_status (JsonObject *status);

@@ -136,7 +136,7 @@ op_id_before_start (const char *op_id, const char *command, const char *id, char
     return g_propagate_error (error, g_steal_pointer (&local_error)), FALSE;
   if (journal == NULL)
     return TRUE;  /* done before, or nothing of a previous run */
-  if (!recover_journal (journal, &completed, error))
+  if (!recover_journal (journal, stderr, &completed, error))
     return FALSE;
   if (!completed)
     return TRUE;

@@ -509,7 +509,7 @@ test_op_id_rerun (Pair *p, gconstpointer data)
 /* Killed at @step, the same --op-id again recovers what the kill left and then
  * goes on (or, past the copy, reports it done). */
 static void
-op_id_after_kill (Pair *p, const char *step, const char *want_out)
+op_id_after_kill (Pair *p, const char *step, const char *want_err, const char *want_out)
 {
   g_autofree char *out = NULL;
   g_autofree char *err = NULL;
@@ -524,7 +524,8 @@ op_id_after_kill (Pair *p, const char *step, const char *want_out)
   g_assert_nonnull (strstr (out, "; run blkmig recover --id "));
   g_clear_pointer (&out, g_free);
   g_assert_cmpint (migrate_copy (p, "vm2", &out, &err), ==, 0);
-  g_test_message ("after a kill at %s: %s", step, out);
+  g_test_message ("after a kill at %s: %s%s", step, err, out);
+  g_assert_nonnull (strstr (err, want_err));
   g_assert_nonnull (strstr (out, want_out));
   g_assert_true (img_identical (p->src_img, p->dst_img));
   g_assert_cmpuint (vm_count_jobs (p->src), ==, 0);
@@ -540,15 +541,15 @@ op_id_after_kill (Pair *p, const char *step, const char *want_out)
 static void
 test_op_id_after_kill (Pair *p, gconstpointer data)
 {
-  op_id_after_kill (p, "mirror", "rolled back: the source runs on its own disks\n"
-                                 "blkmig: copied 1 disk");
+  op_id_after_kill (p, "mirror", "rolled back: the source runs on its own disks\n",
+                    "blkmig: copied 1 disk");
 }
 
 static void
 test_op_id_after_kill_done (Pair *p, gconstpointer data)
 {
-  op_id_after_kill (p, "copied", "blkmig: operation vm2 had already succeeded (completed): "
-                                 "nothing to do\n");
+  op_id_after_kill (p, "copied", "had completed: the destination was finished\n",
+                    "blkmig: operation vm2 had already succeeded (completed): nothing to do\n");
 }
 
 /* The phases with --op-id: perform again gives the same result cookie (finish
@@ -892,15 +893,17 @@ test_op_id_move (Pair *p, gconstpointer data)
   g_autofree char *target = rig_path (p->rig, "moved.raw");
   g_autofree char *again = rig_path (p->rig, "moved-again.raw");
   g_autofree char *out = NULL;
+  g_autofree char *err = NULL;
   g_autofree char *file = NULL;
 
   g_setenv ("BLKMIG_TEST_KILL_AT", "mirror", TRUE);
   g_assert_cmpint (blkmig_run (NULL, NULL, "move", "--op-id", "mv1", "--qmp", p->src->qmp_path,
                                "--disk", "vda", "--to", target, NULL), ==, 128 + 9);
   g_unsetenv ("BLKMIG_TEST_KILL_AT");
-  g_assert_cmpint (blkmig_run (&out, NULL, "move", "--op-id", "mv1", "--qmp", p->src->qmp_path,
+  g_assert_cmpint (blkmig_run (&out, &err, "move", "--op-id", "mv1", "--qmp", p->src->qmp_path,
                                "--disk", "vda", "--to", target, NULL), ==, 0);
-  g_assert_nonnull (strstr (out, "rolled back: the guest runs on its old image"));
+  g_assert_nonnull (strstr (err, "rolled back: the guest runs on its old image"));
+  g_assert_null (strstr (out, "recover: "));  /* stdout carries results only */
   file = vm_disk_file (p->src, "vda");
   g_assert_cmpstr (file, ==, target);
   g_clear_pointer (&out, g_free);
