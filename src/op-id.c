@@ -141,11 +141,9 @@ op_id_before_start (const char *op_id, const char *command, const char *id, char
   if (!completed)
     return TRUE;
   *done = g_strdup ("completed");
-  op_id_record_done (op_id, command, *done, journal->cookie == NULL ? NULL
-                                             : journal->cookie->kind == COOKIE_KIND_RESULT
-                                             ? journal->cookie
-                                             : (result = cookie_new_result (journal->cookie,
-                                                                            *done, NULL)));
+  if (journal->cookie != NULL && journal->cookie->kind != COOKIE_KIND_RESULT)
+    result = cookie_new_result (journal->cookie, *done, NULL);  /* killed before it wrote one */
+  op_id_record_done (op_id, command, *done, result != NULL ? result : journal->cookie);
   return TRUE;
 }
 
@@ -154,5 +152,9 @@ op_id_report_done (const char *op_id, const char *status, FILE *out)
 {
   events_emit ("completed", "status", qmp_str (status), "already", qmp_bool (TRUE), NULL);
   if (!common_options.quiet && !common_options.json)
-    fprintf (out, "blkmig: operation %s had already succeeded (%s): nothing to do\n", op_id, status);
+    {
+      g_autofree char *quoted = blkmig_escape (status);  /* from a file: printed escaped */
+      fprintf (out, "blkmig: operation %s had already succeeded (%s): nothing to do\n", op_id,
+               quoted);
+    }
 }
