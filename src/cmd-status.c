@@ -177,6 +177,21 @@ status_all (GPtrArray *journals)
   return all;
 }
 
+/* An interrupted operation: its step, what its QEMU still runs, how to clean it. */
+static void
+status_print_interrupted (JsonObject *obj, const char *id, const char *command)
+{
+  g_autofree char *step = blkmig_escape (qmp_member_string_or (obj, "step", "?"));
+  g_autofree char *recover = blkmig_escape (qmp_member_string_or (obj, "recover", "?"));
+  JsonArray *jobs = json_object_has_member (obj, "jobs")
+                    ? json_object_get_array_member (obj, "jobs") : NULL;
+  const char *qemu = !qmp_member_bool (obj, "qemu-reachable", FALSE) ? "its QEMU does not answer"
+                     : jobs != NULL && json_array_get_length (jobs) > 0
+                     ? "its block jobs still run" : "no block job of it runs";
+
+  printf ("%s: interrupted, %s at step %s; %s; run %s\n", id, command, step, qemu, recover);
+}
+
 /* One operation for people (running: with its disks); names may be a peer's: escaped. */
 static void
 status_print (JsonObject *obj)
@@ -184,17 +199,11 @@ status_print (JsonObject *obj)
   const char *state = qmp_member_string_or (obj, "state", "?");
   g_autofree char *id = blkmig_escape (qmp_member_string_or (obj, "id", "?"));
   g_autofree char *command = blkmig_escape (qmp_member_string_or (obj, "command", "?"));
-  JsonArray *jobs = json_object_has_member (obj, "jobs")
-                    ? json_object_get_array_member (obj, "jobs") : NULL;
 
   if (g_str_equal (state, "running"))
     ctl_print_status (obj);
   else if (g_str_equal (state, "interrupted"))
-    printf ("%s: interrupted, %s at step %s; %s; run %s\n", id, command,
-            qmp_member_string_or (obj, "step", "?"),
-            !qmp_member_bool (obj, "qemu-reachable", FALSE) ? "its QEMU does not answer"
-            : jobs != NULL && json_array_get_length (jobs) > 0 ? "its block jobs still run"
-            : "no block job of it runs", qmp_member_string_or (obj, "recover", "?"));
+    status_print_interrupted (obj, id, command);
   else
     {
       g_autofree char *status = blkmig_escape (qmp_member_string_or (obj, "status", "?"));

@@ -223,10 +223,10 @@ control_count_ready (Control *c, guint *ready, guint *total)
 {
   GPtrArray *jobs = c->group != NULL ? job_group_get_jobs (c->group) : NULL;
 
-  *ready = *total = 0;
-  for (guint i = 0; jobs != NULL && i < jobs->len; i++)
-    *ready += ((BlkJob *) jobs->pdata[i])->state == BLK_JOB_READY;
+  *ready = 0;
   *total = jobs != NULL ? jobs->len : 0;
+  for (guint i = 0; i < *total; i++)
+    *ready += ((BlkJob *) jobs->pdata[i])->state == BLK_JOB_READY;
 }
 
 static JsonObject *
